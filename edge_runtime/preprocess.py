@@ -1,0 +1,385 @@
+"""Window preprocessing shared by training and the node (numpy only).
+
+One implementation, imported by ``host_training`` and run live by the node, so the
+windows a model was trained on and the windows it sees in the field are made by the
+same code.
+
+A window is an array of shape ``(n_components, n_samples)`` of ground acceleration in
+m/s^2, components ordered as documented in the model metadata (X, Y, Z by default).
+The chain, per window and per component, follows the seed (SEED_NOTES.md):
+
+1. linear detrend (least-squares line removed),
+2. Tukey taper, ``alpha = 0.05`` (fraction of the window inside the cosine lobes),
+3. causal Butterworth high-pass, 0.5 Hz, 4 corners, started from rest,
+4. FFT resampling to 80 samples (40 Hz for a 2 s window),
+5. normalize by max |x| over the window,
+6. ``quantize`` to int16 by per-window max-abs scaling,
+7. normalize again (done by the caller, or inside an int16-input model).
+
+Steps 1-4 are linear in the samples of a fixed-length window, so their composition is
+one ``(n_out, n_in)`` matrix, built once per window geometry and cached: a few thousand
+multiply-adds per component instead of four passes, exact to rounding. Each step is also
+available on its own and is tested against its SciPy/ObsPy counterpart.
+
+Two corrections to the seed, both deliberate:
+
+* the seed's ``normalize`` divided by ``np.max(x)``, not ``np.max(np.abs(x))``: a window
+  whose largest excursion is negative was scaled wrongly (even sign-flipped). Here the
+  scale is always max |x|;
+* the seed filtered whole traces for training and single windows live. Here both sides
+  run this per-window chain, so the transient of the filter started from rest is part of
+  what the model learns.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+INT16_MAX = int(np.iinfo(np.int16).max)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters of the window chain, as written into ONNX metadata.
+
+    Attributes
+    ----------
+    window_s : float
+        Window length in s.
+    target_rate_hz : float
+        Sampling rate of the model input in Hz (40 Hz: 80 samples in 2 s).
+    taper_alpha : float
+        Tukey taper shape parameter (fraction of the window that is tapered).
+    highpass_hz : float
+        High-pass corner frequency in Hz.
+    highpass_corners : int
+        Butterworth order of the high-pass (ObsPy's ``corners``).
+    """
+
+    window_s: float = 2.0
+    target_rate_hz: float = 40.0
+    taper_alpha: float = 0.05
+    highpass_hz: float = 0.5
+    highpass_corners: int = 4
+
+    @property
+    def n_out(self) -> int:
+        """Samples per component at the model input."""
+        return int(round(self.window_s * self.target_rate_hz))
+
+    def n_in(self, sampling_rate_hz: float) -> int:
+        """Samples per component of a raw window at ``sampling_rate_hz``."""
+        return int(round(self.window_s * sampling_rate_hz))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- linear steps
+
+
+def detrend(x: np.ndarray) -> np.ndarray:
+    """Remove the least-squares line from the last axis (``scipy.signal.detrend``)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x @ _detrend_matrix(x.shape[-1]).T
+
+
+def tukey(n_samples: int, alpha: float) -> np.ndarray:
+    """Tukey window of ``n_samples`` points (``scipy.signal.windows.tukey``, symmetric)."""
+    if n_samples <= 1:
+        return np.ones(n_samples)
+    if alpha <= 0:
+        return np.ones(n_samples)
+    if alpha >= 1:
+        return np.hanning(n_samples)
+    n = np.arange(n_samples)
+    width = int(np.floor(alpha * (n_samples - 1) / 2.0))
+    w = np.ones(n_samples)
+    n1 = n[: width + 1]
+    w[: width + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * n1 / alpha / (n_samples - 1))))
+    n3 = n[n_samples - width - 1 :]
+    w[n_samples - width - 1 :] = 0.5 * (
+        1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * n3 / alpha / (n_samples - 1)))
+    )
+    return w
+
+
+def butter_highpass_sos(corners: int, freq_hz: float, sampling_rate_hz: float) -> np.ndarray:
+    """Digital Butterworth high-pass as second-order sections, numpy only.
+
+    Same design as ``scipy.signal.iirfilter(..., btype='highpass', ftype='butter',
+    output='zpk')`` followed by ``zpk2sos``, which is what ObsPy's ``highpass`` uses:
+    analog prototype, frequency pre-warping, bilinear transform.
+
+    Parameters
+    ----------
+    corners : int
+        Filter order.
+    freq_hz : float
+        Corner frequency in Hz; must be below the Nyquist frequency.
+    sampling_rate_hz : float
+        Sampling rate in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_sections, 6)`` array of ``[b0, b1, b2, a0, a1, a2]`` rows.
+    """
+    nyquist = 0.5 * sampling_rate_hz
+    if not 0 < freq_hz < nyquist:
+        raise ValueError(f"high-pass corner {freq_hz} Hz must lie in (0, {nyquist}) Hz")
+    wn = freq_hz / nyquist
+    fs = 2.0
+    warped = 2 * fs * np.tan(np.pi * wn / fs)
+    # Analog low-pass prototype, then low-pass -> high-pass.
+    m = np.arange(-corners + 1, corners, 2)
+    p = -np.exp(1j * np.pi * m / (2 * corners))
+    k = 1.0
+    k_hp = k * np.real(1.0 / np.prod(-p))
+    p_hp = warped / p
+    z_hp = np.zeros(corners, dtype=complex)
+    # Bilinear transform.
+    fs2 = 2.0 * fs
+    z_d = (fs2 + z_hp) / (fs2 - z_hp)
+    p_d = (fs2 + p_hp) / (fs2 - p_hp)
+    k_d = k_hp * np.real(np.prod(fs2 - z_hp) / np.prod(fs2 - p_hp))
+    # Pair conjugate poles into biquads; the zeros all lie at z = 1.
+    upper = p_d[np.imag(p_d) > 1e-12]
+    real_poles = np.sort(np.real(p_d[np.abs(np.imag(p_d)) <= 1e-12]))
+    sections = []
+    for pole in sorted(upper, key=lambda q: np.abs(q)):
+        a = np.real(np.poly([pole, np.conj(pole)]))
+        sections.append(np.r_[1.0, -2.0, 1.0, a])
+    if real_poles.size:
+        a = np.r_[1.0, -real_poles[0], 0.0]
+        sections.insert(0, np.r_[1.0, -1.0, 0.0, a])
+    sos = np.array(sections)
+    sos[-1, :3] *= k_d
+    return sos
+
+
+def sosfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Filter along the last axis with second-order sections, started from rest.
+
+    A plain-Python recursion over samples: fine for building matrices once; the live
+    path never calls it (it uses :func:`linear_operator`).
+    """
+    y = np.array(x, dtype=np.float64, copy=True)
+    for b0, b1, b2, a0, a1, a2 in sos:
+        b0, b1, b2, a1, a2 = b0 / a0, b1 / a0, b2 / a0, a1 / a0, a2 / a0
+        out = np.empty_like(y)
+        z1 = np.zeros(y.shape[:-1])
+        z2 = np.zeros(y.shape[:-1])
+        for i in range(y.shape[-1]):
+            xi = y[..., i]
+            yi = b0 * xi + z1
+            z1 = b1 * xi - a1 * yi + z2
+            z2 = b2 * xi - a2 * yi
+            out[..., i] = yi
+        y = out
+    return y
+
+
+def highpass(x: np.ndarray, freq_hz: float, sampling_rate_hz: float, corners: int = 4):
+    """Causal Butterworth high-pass of the last axis (ObsPy ``highpass``, zerophase off)."""
+    x = np.asarray(x, dtype=np.float64)
+    h = _highpass_matrix(x.shape[-1], float(freq_hz), float(sampling_rate_hz), int(corners))
+    return x @ h.T
+
+
+def resample(x: np.ndarray, n_out: int) -> np.ndarray:
+    """FFT resampling of the last axis to ``n_out`` samples (``scipy.signal.resample``)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x @ _resample_matrix(x.shape[-1], int(n_out)).T
+
+
+def _resample_direct(x: np.ndarray, n_out: int) -> np.ndarray:
+    n_in = x.shape[-1]
+    spectrum = np.fft.rfft(x, axis=-1)
+    out = np.zeros(x.shape[:-1] + (n_out // 2 + 1,), dtype=complex)
+    n = min(n_in, n_out)
+    nyq = n // 2 + 1
+    out[..., :nyq] = spectrum[..., :nyq]
+    # The Nyquist bin of the shorter length is shared by +/- frequencies: split or join
+    # it as SciPy does, so the result is identical.
+    if n % 2 == 0:
+        if n_out < n_in:
+            out[..., n // 2] *= 2.0
+        elif n_in < n_out:
+            out[..., n // 2] *= 0.5
+    return np.fft.irfft(out, n_out, axis=-1) * (float(n_out) / float(n_in))
+
+
+# --------------------------------------------------------------------------- matrices
+
+
+@functools.lru_cache(maxsize=32)
+def _detrend_matrix(n: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    basis = np.stack([t, np.ones(n)], axis=1)  # (n, 2)
+    projection = basis @ np.linalg.pinv(basis)
+    m = np.eye(n) - projection
+    m.setflags(write=False)
+    return m
+
+
+@functools.lru_cache(maxsize=32)
+def _highpass_matrix(n: int, freq_hz: float, sampling_rate_hz: float, corners: int):
+    sos = butter_highpass_sos(corners, freq_hz, sampling_rate_hz)
+    impulse = np.zeros(n)
+    impulse[0] = 1.0
+    h = sosfilt(sos, impulse)
+    # Causal LTI from rest: lower-triangular Toeplitz of the impulse response.
+    idx = np.arange(n)
+    lag = idx[:, None] - idx[None, :]
+    m = np.where(lag >= 0, h[np.clip(lag, 0, None)], 0.0)
+    m.setflags(write=False)
+    return m
+
+
+@functools.lru_cache(maxsize=32)
+def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    m = _resample_direct(np.eye(n_in), n_out).T  # columns are responses to unit samples
+    m = np.ascontiguousarray(m)
+    m.setflags(write=False)
+    return m
+
+
+@functools.lru_cache(maxsize=32)
+def _linear_operator(n_in, sampling_rate_hz, n_out, alpha, freq_hz, corners):
+    d = _detrend_matrix(n_in)
+    t = np.diag(tukey(n_in, alpha))
+    h = _highpass_matrix(n_in, freq_hz, sampling_rate_hz, corners)
+    r = _resample_matrix(n_in, n_out)
+    m = r @ h @ t @ d
+    m.setflags(write=False)
+    return m
+
+
+def linear_operator(n_in: int, sampling_rate_hz: float, config: PreprocessConfig) -> np.ndarray:
+    """Matrix of the linear chain detrend -> taper -> high-pass -> resample.
+
+    Parameters
+    ----------
+    n_in : int
+        Samples per component of the raw window.
+    sampling_rate_hz : float
+        Sampling rate of the raw window in Hz.
+    config : PreprocessConfig
+        Chain parameters.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(config.n_out, n_in)`` float64 array ``M``; a window ``x`` of shape
+        ``(..., n_in)`` maps to ``x @ M.T``.
+    """
+    return _linear_operator(
+        int(n_in), float(sampling_rate_hz), config.n_out, float(config.taper_alpha),
+        float(config.highpass_hz), int(config.highpass_corners),
+    )
+
+
+# --------------------------------------------------------------------------- non-linear steps
+
+
+def filter_windows(windows, sampling_rate_hz: float, config: PreprocessConfig = PreprocessConfig()):
+    """Apply the linear chain to raw windows.
+
+    Parameters
+    ----------
+    windows : array_like
+        ``(..., n_components, n_in)`` acceleration in m/s^2.
+    sampling_rate_hz : float
+        Sampling rate of ``windows`` in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., n_components, config.n_out)`` filtered acceleration in m/s^2 (float64).
+    """
+    windows = np.asarray(windows, dtype=np.float64)
+    return windows @ linear_operator(windows.shape[-1], sampling_rate_hz, config).T
+
+
+def max_abs(windows: np.ndarray) -> np.ndarray:
+    """Peak |x| of each window over components and samples, shape ``(..., 1, 1)``."""
+    return np.max(np.abs(windows), axis=(-2, -1), keepdims=True)
+
+
+def normalize(windows: np.ndarray) -> np.ndarray:
+    """Divide each window by its max |x| (all-zero windows are returned unchanged).
+
+    Fixes the seed, which divided by ``np.max(x)`` and so mis-scaled windows whose
+    largest excursion is negative.
+    """
+    windows = np.asarray(windows, dtype=np.float64)
+    scale = max_abs(windows)
+    scale = np.where(scale > 0, scale, 1.0)
+    return windows / scale
+
+
+def quantize(windows: np.ndarray, dtype=np.int16) -> np.ndarray:
+    """The seed's ``quantize``: per-window max-abs scaling to the full integer range.
+
+    Each window is scaled so that its max |x| maps to ``iinfo(dtype).max`` (32767 for
+    int16) and truncated toward zero, as the seed's ``astype`` does. The seed's docstring
+    said [-127, 127]; the code, and this function, use the whole int16 range. Unlike the
+    seed, an all-zero window gives zeros instead of dividing by zero.
+    """
+    windows = np.asarray(windows, dtype=np.float64)
+    scale = max_abs(windows)
+    factor = np.where(scale > 0, np.iinfo(dtype).max / np.where(scale > 0, scale, 1.0), 0.0)
+    return (windows * factor).astype(dtype)
+
+
+def dequantize(windows_int16: np.ndarray) -> np.ndarray:
+    """The seed's final normalize of an int16 window: float32 in [-1, 1]."""
+    return normalize(np.asarray(windows_int16, dtype=np.float64)).astype(np.float32)
+
+
+def prepare_windows(windows, sampling_rate_hz: float, config: PreprocessConfig = PreprocessConfig()):
+    """Raw windows to the seed's int16 model representation.
+
+    Parameters
+    ----------
+    windows : array_like
+        ``(..., n_components, n_in)`` acceleration in m/s^2.
+    sampling_rate_hz : float
+        Sampling rate in Hz.
+
+    Returns
+    -------
+    int16 : numpy.ndarray
+        ``(..., n_components, n_out)`` int16 windows (steps 1-6).
+    peak_mps2 : numpy.ndarray
+        ``(...)`` peak |acceleration| of the filtered window in m/s^2, before
+        normalization: the amplitude used for the PGA gate and the seed's window drops.
+    """
+    filtered = filter_windows(windows, sampling_rate_hz, config)
+    peak = max_abs(filtered)[..., 0, 0]
+    return quantize(normalize(filtered)), peak
+
+
+def to_model_input(windows_int16: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """``(N, n_components, n_samples)`` int16 windows to the seed layout ``(N, 1, n_samples, n_components)``.
+
+    With ``dtype=np.float32`` the seed's final normalize is applied (values in [-1, 1]);
+    with ``dtype=np.int16`` the counts are passed through for int16-input models, which
+    do that normalize inside the graph.
+    """
+    w = np.asarray(windows_int16)
+    if np.dtype(dtype) == np.int16:
+        x = w.astype(np.int16)
+    else:
+        x = dequantize(w).astype(dtype)
+    return np.ascontiguousarray(np.swapaxes(x, -1, -2)[:, None, :, :])
+
+
+def amplitude_ok(peak_mps2, min_mps2: float = 1e-8, max_mps2: float = 2.0 * 9.81):
+    """The seed's window drops: keep windows with ``min < peak < max`` (m/s^2)."""
+    peak = np.asarray(peak_mps2)
+    return (peak > min_mps2) & (peak < max_mps2)

@@ -1,0 +1,141 @@
+"""Ring buffer of recent samples and the sliding-window scheduler built on it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class RingBuffer:
+    """Fixed-capacity buffer of the most recent multichannel samples.
+
+    Parameters
+    ----------
+    capacity : int
+        Samples kept per channel.
+    n_channels : int
+        Channels per sample.
+    """
+
+    def __init__(self, capacity: int, n_channels: int):
+        self._data = np.zeros((capacity, n_channels), dtype=np.float64)
+        self.capacity = capacity
+        self.n_channels = n_channels
+        self.total = 0  # samples written since the last clear
+
+    def clear(self) -> None:
+        self.total = 0
+
+    def extend(self, samples: np.ndarray) -> None:
+        """Append ``(n, n_channels)`` samples, overwriting the oldest."""
+        samples = np.asarray(samples, dtype=np.float64)
+        n = samples.shape[0]
+        if n >= self.capacity:
+            samples = samples[-self.capacity:]
+            self.total += n - self.capacity
+            n = self.capacity
+        start = self.total % self.capacity
+        first = min(n, self.capacity - start)
+        self._data[start:start + first] = samples[:first]
+        self._data[: n - first] = samples[first:]
+        self.total += n
+
+    def get(self, end: int, n: int) -> np.ndarray:
+        """Copy of samples ``[end - n, end)`` (absolute indices since the last clear)."""
+        if end > self.total or end - n < max(0, self.total - self.capacity):
+            raise IndexError(f"samples [{end - n}, {end}) are not in the ring")
+        idx = np.arange(end - n, end) % self.capacity
+        return self._data[idx]
+
+
+@dataclass
+class Window:
+    """A raw window ready for preprocessing.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        ``(n_channels, n_samples)`` acceleration in m/s^2.
+    start_us : int
+        UTC time of the first sample, microseconds since the epoch.
+    sampling_rate_hz : float
+        Sampling rate in Hz.
+    """
+
+    data: np.ndarray
+    start_us: int
+    sampling_rate_hz: float
+
+    @property
+    def center_us(self) -> int:
+        return int(self.start_us + 0.5 * self.data.shape[1] * 1e6 / self.sampling_rate_hz)
+
+
+class SlidingWindows:
+    """Cut overlapping windows out of a continuous, timestamped sample stream.
+
+    A new window is emitted every ``step_s`` once ``window_s`` of contiguous samples are
+    in. A time gap (lost frames, a restart of the board) or a change of sampling rate
+    or channel count clears the buffer: a window never spans a discontinuity.
+
+    Parameters
+    ----------
+    window_s : float
+        Window length in s.
+    step_s : float
+        Time between successive window starts in s.
+    gap_tolerance : float
+        Allowed timestamp mismatch, in sample periods, before a gap is declared.
+    """
+
+    def __init__(self, window_s: float, step_s: float, gap_tolerance: float = 0.5):
+        self.window_s = window_s
+        self.step_s = step_s
+        self.gap_tolerance = gap_tolerance
+        self.ring: RingBuffer | None = None
+        self.rate_hz: float | None = None
+        self.segment_start_us = 0
+        self.next_end = 0
+        self.gaps = 0
+
+    def _reset(self, rate_hz: float, n_channels: int, t0_us: int) -> None:
+        self.rate_hz = rate_hz
+        n_window = int(round(self.window_s * rate_hz))
+        if self.ring is None or self.ring.n_channels != n_channels or self.ring.capacity < 4 * n_window:
+            self.ring = RingBuffer(max(4 * n_window, 1024), n_channels)
+        self.ring.clear()
+        self.segment_start_us = t0_us
+        self.n_window = n_window
+        self.n_step = max(1, int(round(self.step_s * rate_hz)))
+        self.next_end = n_window
+
+    def expected_us(self) -> float:
+        """Time at which the next sample is expected, in microseconds."""
+        return self.segment_start_us + self.ring.total * 1e6 / self.rate_hz
+
+    def push(self, samples_mps2: np.ndarray, t0_us: int, rate_hz: float) -> list[Window]:
+        """Add ``(n, n_channels)`` samples starting at ``t0_us``; return completed windows."""
+        n_channels = samples_mps2.shape[1]
+        if self.ring is None or rate_hz != self.rate_hz or n_channels != self.ring.n_channels:
+            self._reset(rate_hz, n_channels, t0_us)
+        else:
+            mismatch = abs(t0_us - self.expected_us()) * rate_hz / 1e6
+            if mismatch > self.gap_tolerance:
+                self.gaps += 1
+                log.info("time gap of %.3f s in the sample stream; window buffer restarted",
+                         (t0_us - self.expected_us()) / 1e6)
+                self._reset(rate_hz, n_channels, t0_us)
+        self.ring.extend(samples_mps2)
+        windows = []
+        while self.ring.total >= self.next_end:
+            end = self.next_end
+            if end - self.n_window >= self.ring.total - self.ring.capacity:
+                data = self.ring.get(end, self.n_window).T.copy()
+                start_us = int(round(self.segment_start_us + (end - self.n_window) * 1e6 / rate_hz))
+                windows.append(Window(data, start_us, rate_hz))
+            self.next_end += self.n_step
+        return windows
