@@ -35,6 +35,10 @@ class SerialSource:
         self._wait_s = retry_s
         self._next_try = 0.0
 
+    @property
+    def is_open(self) -> bool:
+        return self._serial is not None
+
     def _open(self) -> bool:
         import serial
 

@@ -137,7 +137,8 @@ def run(config: NodeConfig) -> dict:
     def status() -> dict:
         return {"uptime_s": round(time.monotonic() - started, 1), "model": config.model,
                 "decoder": decoder.stats.to_dict(), "pipeline": dict(pipeline.counts),
-                "gaps": pipeline.windows.gaps, "reconnects": source.reconnects,
+                "gaps": pipeline.windows.gaps, "port_open": source.is_open,
+                "reconnects": source.reconnects,
                 "events_written": writer.written, "events_held": len(writer.backlog)}
 
     while not stopping:

@@ -1,0 +1,106 @@
+"""Command line of the tools: ``python -m tools {demo,replay,score} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools",
+        description="SeismicTorch tools: the end-to-end demo, the serial-replay simulator, "
+                    "event scoring.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the whole chain on synthetic data (make demo)",
+                       description="Generate data, train, export, quantize, replay SAC records "
+                                   "over a pty into the edge runtime, score the events.")
+    d.add_argument("--out", default="runs/demo", help="output folder (default %(default)s)")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--n-events", type=int, default=2000, help="synthetic earthquakes to train on")
+    d.add_argument("--epochs", type=int, default=12)
+    d.add_argument("--speed", type=float, default=20.0, help="replay speed, x real time (0: max)")
+
+    r = sub.add_parser("replay", help="send SAC/miniSEED records as serial frames",
+                       description="Replay recorded 3-component acceleration (m/s^2) as protocol "
+                                   "frames to a serial port, or to a new pty whose name is printed.")
+    r.add_argument("files", nargs="+", help="SAC or miniSEED files (three components per record)")
+    target = r.add_mutually_exclusive_group(required=True)
+    target.add_argument("--port", help="serial device to write to (pyserial)")
+    target.add_argument("--pty", action="store_true", help="create a pty and print the port to read")
+    r.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as read")
+    r.add_argument("--counts-per-mps2", type=float, default=None,
+                   help="sensor sensitivity (default: ADXL355 +/-2 g)")
+    r.add_argument("--samples-per-frame", type=int, default=10)
+    r.add_argument("--corrupt", type=float, default=0.0, help="per-frame bit-flip probability")
+    r.add_argument("--drop", type=float, default=0.0, help="per-frame loss probability")
+    r.add_argument("--truncate", type=float, default=0.0, help="per-frame truncation probability")
+    r.add_argument("--garbage", type=float, default=0.0, help="per-frame line-noise probability")
+    r.add_argument("--fault-seed", type=int, default=0)
+
+    s = sub.add_parser("score", help="score a node's events against SAC pick headers")
+    s.add_argument("events", help="events.jsonl written by the edge runtime")
+    s.add_argument("sac_dir", help="folder of the replayed SAC records (picks in a/t0)")
+    s.add_argument("--tolerance-s", type=float, default=2.0)
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        from .demo import DemoConfig, run_demo
+
+        config = DemoConfig(out=args.out, seed=args.seed, n_events=args.n_events,
+                            epochs=args.epochs, speed=args.speed)
+        return run_demo(config)
+    if args.command == "replay":
+        from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
+
+        from .faults import FaultConfig, FaultInjector
+        from .replay import Writer, open_pty, read_waveform_records, replay_records
+
+        records = read_waveform_records(args.files)
+        if not records:
+            print("error: no complete 3-component record in the given files", file=sys.stderr)
+            return 2
+        pty = None
+        if args.pty:
+            pty = open_pty()
+            print(f"replaying on {pty.port}; start the node now, e.g.\n"
+                  f"  python -m edge_runtime run --port {pty.port} --model MODEL.onnx\n"
+                  "press Enter when it is reading", flush=True)
+            sys.stdin.readline()
+        writer = Writer(pty if pty else args.port, speed=args.speed)
+        faults = FaultInjector(FaultConfig(args.corrupt, args.drop, args.truncate, args.garbage,
+                                           args.fault_seed))
+        sent = replay_records(records, writer, args.counts_per_mps2 or ADXL355_COUNTS_PER_MPS2,
+                              args.samples_per_frame, faults, progress=True)
+        print(json.dumps(sent))
+        if pty:
+            time.sleep(1.0)  # let the reader drain before the pty goes away
+            pty.close()
+        writer.close()
+        return 0
+    if args.command == "score":
+        from .score import format_table, load_events, score, truths_from_sac
+
+        try:
+            result = score(load_events(args.events), truths_from_sac(args.sac_dir), args.tolerance_s)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2) if args.json else format_table(result))
+        return 0 if result["summary"]["passed"] else 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
