@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--min-pga", type=float, default=DetectorConfig.min_pga_mps2,
                    help="minimum peak filtered acceleration of a triggering window, m/s^2")
     r.add_argument("--on-windows", type=int, default=DetectorConfig.on_windows)
-    r.add_argument("--off-windows", type=int, default=DetectorConfig.off_windows)
+    r.add_argument("--off-s", type=float, default=DetectorConfig.off_s,
+                   help="close an event after this many seconds without a triggering window")
     r.add_argument("--idle-exit-s", type=float, default=None,
                    help="exit after this many seconds without bytes (replays and tests)")
 
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         print(json.dumps(json.loads(backend.metadata.to_json()), indent=2))
         return 0
     detector = DetectorConfig(trigger_prob=args.trigger_prob, min_pga_mps2=args.min_pga,
-                              on_windows=args.on_windows, off_windows=args.off_windows)
+                              on_windows=args.on_windows, off_s=args.off_s)
     config = NodeConfig(port=args.port, model=args.model, events=args.events, status=args.status,
                         station=args.station, baudrate=args.baudrate,
                         counts_per_mps2=args.counts_per_mps2, step_s=args.step_s,

@@ -2,19 +2,26 @@
 
 A window *triggers* when the model gives it a phase probability ``1 - p(noise)`` of at
 least ``trigger_prob`` and its peak filtered acceleration reaches ``min_pga_mps2``. An
-event is declared after ``on_windows`` consecutive triggering windows and closed after
-``off_windows`` consecutive quiet ones (or ``max_event_s``). The seed's live loop used
+event is declared after ``on_windows`` consecutive triggering windows and closed once no window has
+triggered for ``off_s`` (or after ``max_event_s``). ``off_s`` must bridge the quiet P
+coda before a late S: at 80 km the S-P time is about 10 s. The seed's live loop used
 the same two tests (PGA >= 2 gal and p(noise) <= 0.5) but compared a percentage with 0.5;
 here probabilities are probabilities.
 
-P and S picks are the centres of the windows with the highest P and S probability
-within the event: the models are trained on windows centred on the arrival.
+Picks: the classifier says *which* windows hold a P or an S arrival, not exactly where.
+The first run of consecutive P windows (looking back ``lookback_s`` before the trigger,
+since a weak P rarely passes the PGA gate) and the first run of S windows after it locate
+the phases; the onset is then refined on the raw samples of one window of the run with
+the AIC picker (Maeda, 1985): vertical component for P, horizontals for S.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 
 @dataclass
@@ -30,17 +37,20 @@ class DetectorConfig:
         (0.02 m/s^2 = 2 gal, the seed's value).
     on_windows : int
         Consecutive triggering windows that declare an event.
-    off_windows : int
-        Consecutive non-triggering windows that close it.
+    off_s : float
+        Time without a triggering window that closes the event, in s.
     max_event_s : float
         Longest event in s; a longer one is closed and a new one may start.
+    lookback_s : float
+        How far before the trigger the P arrival is looked for, in s.
     """
 
     trigger_prob: float = 0.5
     min_pga_mps2: float = 0.02
     on_windows: int = 2
-    off_windows: int = 8
+    off_s: float = 8.0
     max_event_s: float = 120.0
+    lookback_s: float = 5.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,11 +58,31 @@ class DetectorConfig:
 
 @dataclass
 class Scored:
-    """One classified window: centre time (us), class probabilities, peak (m/s^2)."""
+    """One classified window.
+
+    Attributes
+    ----------
+    center_us : int
+        Centre of the window, UTC microseconds.
+    probs : dict
+        Class name -> probability.
+    peak_mps2 : float
+        Peak filtered acceleration in m/s^2.
+    data : numpy.ndarray, optional
+        ``(3, n)`` raw window in m/s^2 (E, N, Z), for pick refinement.
+    sampling_rate_hz : float
+        Sampling rate of ``data`` in Hz.
+    """
 
     center_us: int
     probs: dict
     peak_mps2: float
+    data: np.ndarray | None = None
+    sampling_rate_hz: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return max(self.probs, key=self.probs.get)
 
     @property
     def phase_prob(self) -> float:
@@ -62,7 +92,56 @@ class Scored:
 @dataclass
 class _Open:
     windows: list = field(default_factory=list)
-    quiet: int = 0
+    before: list = field(default_factory=list)  # windows before the trigger, for picking
+    last_hit_us: int = 0
+
+
+def aic_onset(x: np.ndarray, margin: float = 0.1) -> int:
+    """Onset sample of the AIC picker (Maeda, 1985), summed over rows of ``x``.
+
+    ``AIC(k) = k log var(x[:k]) + (n - k - 1) log var(x[k:])``, minimal where the
+    variance changes most. ``margin`` keeps the pick off the window edges.
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    x = x - x.mean(axis=-1, keepdims=True)
+    n = x.shape[-1]
+    k = np.arange(1, n - 1)
+    c1, c2 = np.cumsum(x, axis=-1), np.cumsum(x * x, axis=-1)
+    total1, total2 = c1[:, -1:], c2[:, -1:]
+    left_var = c2[:, k - 1] / k - (c1[:, k - 1] / k) ** 2
+    right_n = n - k
+    right_var = (total2 - c2[:, k - 1]) / right_n - ((total1 - c1[:, k - 1]) / right_n) ** 2
+    tiny = 1e-30
+    aic = k * np.log(left_var + tiny) + (n - k - 1) * np.log(right_var + tiny)
+    aic = aic.sum(axis=0)
+    lo, hi = int(margin * n), int((1 - margin) * n)
+    return int(k[lo:hi][np.argmin(aic[lo:hi])])
+
+
+def _first_run(windows: list, label: str, after_us: int | None = None) -> list:
+    run = []
+    for w in windows:
+        if after_us is not None and w.center_us <= after_us:
+            continue
+        if w.label == label:
+            run.append(w)
+        elif run:
+            break
+    return run
+
+
+def _refine(run: list, components) -> int | None:
+    """Onset time (us) from a run of windows of one phase."""
+    if not run:
+        return None
+    # The first window of a run holds the onset late in the window; one 0.5 s on is
+    # better centred. Without raw data, the first window's centre is the estimate.
+    w = run[min(2, len(run) - 1)]
+    if w.data is None or not w.sampling_rate_hz:
+        return run[0].center_us
+    onset = aic_onset(w.data[list(components)])
+    start_us = w.center_us - 0.5 * w.data.shape[1] * 1e6 / w.sampling_rate_hz
+    return int(round(start_us + onset * 1e6 / w.sampling_rate_hz))
 
 
 class EventDetector:
@@ -80,6 +159,7 @@ class EventDetector:
         self.pending: list[Scored] = []
         self.open: _Open | None = None
         self.last_center_us: int | None = None
+        self.recent: deque = deque(maxlen=200)
 
     def triggers(self, w: Scored) -> bool:
         c = self.config
@@ -91,43 +171,52 @@ class EventDetector:
         if self.open is None:
             self.pending = (self.pending + [w])[-self.config.on_windows:] if hit else []
             if len(self.pending) >= self.config.on_windows:
-                self.open = _Open(windows=list(self.pending))
+                first = self.pending[0].center_us
+                before = [r for r in self.recent
+                          if first - self.config.lookback_s * 1e6 <= r.center_us < first]
+                self.open = _Open(windows=list(self.pending), before=before,
+                                  last_hit_us=w.center_us)
                 self.pending = []
                 out.append(self._summary("trigger", self.open.windows))
         else:
             self.open.windows.append(w)
-            self.open.quiet = 0 if hit else self.open.quiet + 1
+            if hit:
+                self.open.last_hit_us = w.center_us
+            quiet_s = (w.center_us - self.open.last_hit_us) / 1e6
             duration_s = (w.center_us - self.open.windows[0].center_us) / 1e6
-            if self.open.quiet >= self.config.off_windows or duration_s >= self.config.max_event_s:
+            if quiet_s >= self.config.off_s or duration_s >= self.config.max_event_s:
                 out.append(self.close())
         self.last_center_us = w.center_us
+        self.recent.append(w)
         return out
 
     def reset(self) -> list[dict]:
         """Close any open event (stream gap or shutdown)."""
         self.pending = []
+        self.recent.clear()
         return [self.close()] if self.open is not None else []
 
     def close(self) -> dict:
-        windows = self.open.windows
-        if self.open.quiet:
-            windows = windows[: len(windows) - self.open.quiet]
+        windows = [w for w in self.open.windows if w.center_us <= self.open.last_hit_us]
+        before = self.open.before
         self.open = None
-        return self._summary("event", windows)
+        return self._summary("event", windows, before)
 
-    def _summary(self, kind: str, windows: list) -> dict:
-        best_p = max(windows, key=lambda s: s.probs.get("P", 0.0))
-        after_p = [s for s in windows if s.center_us >= best_p.center_us] or windows
-        best_s = max(after_p, key=lambda s: s.probs.get("S", 0.0))
+    def _summary(self, kind: str, windows: list, before=None) -> dict:
+        context = list(before if before is not None else self.open.before) + list(windows)
+        p_run = _first_run(context, "P")
+        s_run = _first_run(context, "S", after_us=p_run[-1].center_us if p_run else None)
+        p_time = _refine(p_run, components=[2])
+        s_time = _refine(s_run, components=[0, 1])
         summary = {
             "type": kind,
             "station": self.station,
             "start_us": windows[0].center_us,
             "end_us": windows[-1].center_us,
-            "p_time_us": best_p.center_us,
-            "p_prob": round(best_p.probs.get("P", 0.0), 4),
-            "s_time_us": best_s.center_us,
-            "s_prob": round(best_s.probs.get("S", 0.0), 4),
+            "p_time_us": p_time,
+            "p_prob": round(max((w.probs.get("P", 0.0) for w in p_run), default=0.0), 4),
+            "s_time_us": s_time,
+            "s_prob": round(max((w.probs.get("S", 0.0) for w in s_run), default=0.0), 4),
             "pga_mps2": round(max(s.peak_mps2 for s in windows), 6),
             "n_windows": len(windows),
         }

@@ -19,7 +19,7 @@ def iso_utc(time_us: int) -> str:
 def with_iso_times(event: dict) -> dict:
     out = dict(event)
     for key in [k for k in event if k.endswith("_us")]:
-        out[key[:-3]] = iso_utc(event[key])
+        out[key[:-3]] = None if event[key] is None else iso_utc(event[key])
     return out
 
 

@@ -129,13 +129,14 @@ class SlidingWindows:
                 log.info("time gap of %.3f s in the sample stream; window buffer restarted",
                          (t0_us - self.expected_us()) / 1e6)
                 self._reset(rate_hz, n_channels, t0_us)
-        self.ring.extend(samples_mps2)
         windows = []
-        while self.ring.total >= self.next_end:
-            end = self.next_end
-            if end - self.n_window >= self.ring.total - self.ring.capacity:
+        chunk = self.ring.capacity - self.n_window  # so no window is overwritten before it is cut
+        for i in range(0, samples_mps2.shape[0], chunk):
+            self.ring.extend(samples_mps2[i:i + chunk])
+            while self.ring.total >= self.next_end:
+                end = self.next_end
                 data = self.ring.get(end, self.n_window).T.copy()
                 start_us = int(round(self.segment_start_us + (end - self.n_window) * 1e6 / rate_hz))
                 windows.append(Window(data, start_us, rate_hz))
-            self.next_end += self.n_step
+                self.next_end += self.n_step
         return windows

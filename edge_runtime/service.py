@@ -100,7 +100,8 @@ class Pipeline:
             probs = self.backend.predict(int16[live])
             for w, p, pk in zip([w for w, ok in zip(windows, live) if ok], probs, peak[live]):
                 self.counts["windows"] += 1
-                scored = Scored(w.center_us, dict(zip(self.backend.classes, map(float, p))), float(pk))
+                scored = Scored(w.center_us, dict(zip(self.backend.classes, map(float, p))),
+                                float(pk), w.data, w.sampling_rate_hz)
                 out += self.detector.update(scored)
         return self._count(out)
 

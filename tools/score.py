@@ -37,6 +37,12 @@ def load_events(path) -> list:
     return events
 
 
+def _time_s(event: dict) -> float:
+    """The event's P pick, or its start when no P was picked, in UTC seconds."""
+    t = event.get("p_time_us")
+    return (t if t is not None else event["start_us"]) / 1e6
+
+
 def score(events: list, truths: list, tolerance_s: float = 2.0) -> dict:
     """Match events to earthquakes; every other event is a false event.
 
@@ -50,8 +56,7 @@ def score(events: list, truths: list, tolerance_s: float = 2.0) -> dict:
     """
     rows, used = [], set()
     for truth in truths:
-        inside = [i for i, e in enumerate(events)
-                  if truth.start_s <= e["p_time_us"] / 1e6 <= truth.end_s]
+        inside = [i for i, e in enumerate(events) if truth.start_s <= _time_s(e) <= truth.end_s]
         row = dict(record=truth.name, kind=truth.kind, true_p=truth.p_s, true_s=truth.s_s,
                    detected=None, p_error_s=None, s_error_s=None, pga_mps2=None,
                    p_prob=None, false_events=0)
@@ -61,16 +66,17 @@ def score(events: list, truths: list, tolerance_s: float = 2.0) -> dict:
             candidates = []
             for i in inside:
                 e = events[i]
-                p_err = e["p_time_us"] / 1e6 - truth.p_s
+                p_err = _time_s(e) - truth.p_s
                 span = (e["start_us"] / 1e6 - tolerance_s, e["end_us"] / 1e6 + tolerance_s)
                 if abs(p_err) <= tolerance_s or span[0] <= truth.p_s <= span[1]:
                     candidates.append((abs(p_err), i))
             if candidates:
                 match = min(candidates)[1]
                 e = events[match]
-                row.update(detected=True, p_error_s=round(e["p_time_us"] / 1e6 - truth.p_s, 2),
-                           pga_mps2=e["pga_mps2"], p_prob=e["p_prob"])
-                if truth.s_s is not None:
+                row.update(detected=True, pga_mps2=e["pga_mps2"], p_prob=e["p_prob"])
+                if e.get("p_time_us") is not None:
+                    row["p_error_s"] = round(e["p_time_us"] / 1e6 - truth.p_s, 2)
+                if truth.s_s is not None and e.get("s_time_us") is not None:
                     row["s_error_s"] = round(e["s_time_us"] / 1e6 - truth.s_s, 2)
         row["false_events"] = sum(1 for i in inside if i != match)
         used.update(inside)

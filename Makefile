@@ -1,0 +1,36 @@
+# SeismicTorch. `make demo` and `make test` need only python3 (>= 3.9) and make:
+# they create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: help venv demo test lint bench clean
+
+help:
+	@echo "make demo   - run the whole chain on synthetic data (outputs in runs/demo/)"
+	@echo "make test   - run the test suite"
+	@echo "make lint   - ruff"
+	@echo "make clean  - remove runs/ and caches (keeps .venv)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[edge,host,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tools demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +
