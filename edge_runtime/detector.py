@@ -153,8 +153,8 @@ class EventDetector:
 
     _ids = itertools.count(1)
 
-    def __init__(self, config: DetectorConfig = DetectorConfig(), station: str = "NODE"):
-        self.config = config
+    def __init__(self, config: DetectorConfig | None = None, station: str = "NODE"):
+        self.config = config or DetectorConfig()
         self.station = station
         self.pending: list[Scored] = []
         self.open: _Open | None = None

@@ -143,10 +143,9 @@ def butter_highpass_sos(corners: int, freq_hz: float, sampling_rate_hz: float) -
     z_hp = np.zeros(corners, dtype=complex)
     # Bilinear transform.
     fs2 = 2.0 * fs
-    z_d = (fs2 + z_hp) / (fs2 - z_hp)
     p_d = (fs2 + p_hp) / (fs2 - p_hp)
     k_d = k_hp * np.real(np.prod(fs2 - z_hp) / np.prod(fs2 - p_hp))
-    # Pair conjugate poles into biquads; the zeros all lie at z = 1.
+    # Pair conjugate poles into biquads; the analog zeros at s = 0 all map to z = 1.
     upper = p_d[np.imag(p_d) > 1e-12]
     real_poles = np.sort(np.real(p_d[np.abs(np.imag(p_d)) <= 1e-12]))
     sections = []

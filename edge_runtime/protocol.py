@@ -14,12 +14,18 @@ Layout (little-endian, version 1)::
     6       4     sequence        uint32, +1 per frame, wraps at 2**32
     10      8     timestamp_us    int64, UTC microseconds of the first sample
     18      4     rate_mhz        uint32, sampling rate in mHz (100 Hz -> 100000)
-    22      4*n   samples         int32 ADC counts, interleaved by sample (s0c0 s0c1 ...)
-    22+4n   4     crc32           CRC-32 (IEEE 802.3, as zlib.crc32) of bytes 2..22+4n
+    22      2     header_crc      CRC-16/CCITT-FALSE of bytes 2..21
+    24      4*n   samples         int32 ADC counts, interleaved by sample (s0c0 s0c1 ...)
+    24+4n   4     crc32           CRC-32 (IEEE 802.3, as zlib.crc32) of bytes 2..24+4n
+
+The header has its own CRC so that a damaged length field is caught at once: without
+it the decoder would wait for the bytes of a frame that does not exist and stall the
+stream for as long as the bogus length takes to arrive.
 """
 
 from __future__ import annotations
 
+import binascii
 import logging
 import struct
 import zlib
@@ -31,9 +37,9 @@ log = logging.getLogger(__name__)
 
 SYNC = b"\xa5\x5a"
 VERSION = 1
-HEADER = struct.Struct("<2sBBHIqI")
+HEADER = struct.Struct("<2sBBHIqIH")
 CRC = struct.Struct("<I")
-HEADER_SIZE = HEADER.size  # 22 bytes
+HEADER_SIZE = HEADER.size  # 24 bytes
 MAX_CHANNELS = 8
 # Bounds the length a corrupted header can claim, so a bad byte never makes the
 # decoder wait for megabytes that will not come.
@@ -102,10 +108,16 @@ def encode_frame(sequence: int, timestamp_us: int, sampling_rate_hz: float, samp
     rate_mhz = int(round(sampling_rate_hz * 1000))
     if not 0 < rate_mhz < 2**32:
         raise ValueError(f"sampling rate {sampling_rate_hz} Hz not representable")
-    header = HEADER.pack(SYNC, VERSION, n_channels, n_samples, sequence % 2**32,
-                         int(timestamp_us), rate_mhz)
-    body = header[2:] + counts.astype("<i4").tobytes()
+    fields = HEADER.pack(SYNC, VERSION, n_channels, n_samples, sequence % 2**32,
+                         int(timestamp_us), rate_mhz, 0)[2:-2]
+    header = fields + struct.pack("<H", header_crc(fields))
+    body = header + counts.astype("<i4").tobytes()
     return SYNC + body + CRC.pack(zlib.crc32(body))
+
+
+def header_crc(fields: bytes) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of the header fields."""
+    return binascii.crc_hqx(fields, 0xFFFF)
 
 
 @dataclass
@@ -143,8 +155,11 @@ class FrameDecoder:
 
     def _error(self, kind: str, message: str) -> None:
         self.stats.last_error = message
-        self.stats.errors_by_kind[kind] = self.stats.errors_by_kind.get(kind, 0) + 1
-        log.warning(message)
+        n = self.stats.errors_by_kind[kind] = self.stats.errors_by_kind.get(kind, 0) + 1
+        # A noisy line for months must not fill the card with log lines: the first ten
+        # of each kind are logged, then one in a thousand; the counters see them all.
+        if n <= 10 or n % 1000 == 0:
+            log.warning("%s (%s error #%d)", message, kind, n)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the frames completed by them (possibly none)."""
@@ -165,9 +180,12 @@ class FrameDecoder:
                 del buf[:start]
             if len(buf) < HEADER_SIZE:
                 break
-            _, version, n_channels, n_samples, sequence, timestamp_us, rate_mhz = HEADER.unpack_from(buf)
+            (_, version, n_channels, n_samples, sequence, timestamp_us, rate_mhz,
+             crc16) = HEADER.unpack_from(buf)
             problem = None
-            if version != VERSION:
+            if header_crc(bytes(buf[2:HEADER_SIZE - 2])) != crc16:
+                problem = "header CRC"
+            elif version != VERSION:
                 problem = f"version {version}"
             elif not 1 <= n_channels <= MAX_CHANNELS:
                 problem = f"n_channels {n_channels}"

@@ -89,10 +89,11 @@ class SlidingWindows:
     step_s : float
         Time between successive window starts in s.
     gap_tolerance : float
-        Allowed timestamp mismatch, in sample periods, before a gap is declared.
+        Allowed timestamp mismatch, in sample periods, before a gap is declared. Board
+        timestamps jitter by a few ms; a lost frame is a whole frame (10 samples) late.
     """
 
-    def __init__(self, window_s: float, step_s: float, gap_tolerance: float = 0.5):
+    def __init__(self, window_s: float, step_s: float, gap_tolerance: float = 2.0):
         self.window_s = window_s
         self.step_s = step_s
         self.gap_tolerance = gap_tolerance
@@ -101,6 +102,7 @@ class SlidingWindows:
         self.segment_start_us = 0
         self.next_end = 0
         self.gaps = 0
+        self.last_gap_s = 0.0  # signed: negative when time went backwards
 
     def _reset(self, rate_hz: float, n_channels: int, t0_us: int) -> None:
         self.rate_hz = rate_hz
@@ -126,6 +128,7 @@ class SlidingWindows:
             mismatch = abs(t0_us - self.expected_us()) * rate_hz / 1e6
             if mismatch > self.gap_tolerance:
                 self.gaps += 1
+                self.last_gap_s = (t0_us - self.expected_us()) / 1e6
                 log.info("time gap of %.3f s in the sample stream; window buffer restarted",
                          (t0_us - self.expected_us()) / 1e6)
                 self._reset(rate_hz, n_channels, t0_us)

@@ -89,7 +89,14 @@ class Pipeline:
         windows = self.windows.push(samples, frame.timestamp_us, frame.sampling_rate_hz)
         out = []
         if self.windows.gaps != gaps_before:
-            out += self.detector.reset()
+            # A lost frame or two must not split an earthquake in two: the event stays
+            # open and closes by the usual off_s rule. A long gap, or time going
+            # backwards (a board restart), ends it.
+            gap_s = self.windows.last_gap_s
+            if gap_s < 0 or gap_s > self.config.detector.off_s:
+                out += self.detector.reset()
+            else:
+                self.detector.pending = []
         if not windows:
             return self._count(out)
         raw = np.stack([w.data for w in windows])

@@ -48,7 +48,7 @@ class TrainConfig:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code may still draw from the legacy global
     torch.manual_seed(seed)
 
 
@@ -64,7 +64,7 @@ def _accuracy(model, x, y, batch_size=1024) -> tuple[float, float]:
     return correct / max(len(x), 1), loss / max(len(x), 1)
 
 
-def train(model: nn.Module, x_train, y_train, x_val, y_val, config: TrainConfig = TrainConfig(),
+def train(model: nn.Module, x_train, y_train, x_val, y_val, config: TrainConfig | None = None,
           progress: bool = True) -> dict:
     """Train ``model`` in place; keep the weights of the best validation accuracy.
 
@@ -82,6 +82,7 @@ def train(model: nn.Module, x_train, y_train, x_val, y_val, config: TrainConfig 
     """
     from tqdm import tqdm
 
+    config = config or TrainConfig()
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -187,7 +187,8 @@ def run_demo(config: DemoConfig) -> int:
            "--events", str(events_path), "--status", str(status_path),
            "--station", config.station, "--counts-per-mps2", str(config.counts_per_mps2),
            "--idle-exit-s", "3"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    repo = str(Path(__file__).resolve().parents[1])  # the node imports edge_runtime from here
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_for_port(status_path, proc)

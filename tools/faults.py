@@ -42,9 +42,9 @@ class FaultConfig:
 class FaultInjector:
     """Apply :class:`FaultConfig` to a stream of encoded frames."""
 
-    def __init__(self, config: FaultConfig = FaultConfig()):
-        self.config = config
-        self.rng = np.random.default_rng(config.seed)
+    def __init__(self, config: FaultConfig | None = None):
+        self.config = config or FaultConfig()
+        self.rng = np.random.default_rng(self.config.seed)
         self.counts = {"frames": 0, "corrupted": 0, "dropped": 0, "truncated": 0, "garbage": 0}
         self.damaged_sequences: list[int] = []
 

@@ -130,19 +130,19 @@ def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_
     """
     from tqdm import tqdm
 
-    seq, frames = 0, 0
+    next_seq, frames = 0, 0
     bar = tqdm(total=sum(r[0].shape[1] for r in records), desc="replay", unit="sample",
                disable=not progress)
     for data, rate, start_us in records:
         writer.restart_clock()
         for seq, t_us, frame in record_frames(data, rate, start_us, counts_per_mps2,
-                                              samples_per_frame, first_sequence=seq):
+                                              samples_per_frame, first_sequence=next_seq):
             if faults is not None:
                 frame = faults.apply(seq, frame)
             writer.send(frame, t_us)
             frames += 1
             bar.update(samples_per_frame)
-        seq += 1
+            next_seq = seq + 1
     bar.close()
     return {"frames": frames, "bytes": writer.bytes_sent,
             "faults": dict(faults.counts) if faults else {}}

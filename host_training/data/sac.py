@@ -139,7 +139,7 @@ def read_records(folder, pattern: str = "*.SAC") -> tuple[list, dict]:
         s = tr.stats
         groups[(str(path.parent), s.network, s.station, s.location, str(s.starttime))].append(tr)
     records = []
-    for (parent, net, sta, loc, _), traces in sorted(groups.items()):
+    for (parent, net, sta, _loc, _), traces in sorted(groups.items()):
         by_comp = {tr.stats.channel[-1]: tr for tr in traces}
         order = next((o for o in (("E", "N", "Z"), ("X", "Y", "Z"), ("1", "2", "Z"))
                       if all(c in by_comp for c in o)), None)

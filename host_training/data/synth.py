@@ -83,7 +83,8 @@ def background(rng, n, fs, sigma_mps2=None):
 
 
 def _envelope(t, rise_s, decay_s):
-    env = np.where(t > 0, (1 - np.exp(-np.clip(t, 0, None) / rise_s)) * np.exp(-np.clip(t, 0, None) / decay_s), 0.0)
+    tp = np.clip(t, 0, None)
+    env = np.where(t > 0, (1 - np.exp(-tp / rise_s)) * np.exp(-tp / decay_s), 0.0)
     return env / max(env.max(), 1e-12)
 
 

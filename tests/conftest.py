@@ -1,0 +1,61 @@
+"""Shared fixtures: one tiny model trained once per session on tiny synthetic data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """EarthquakeCNN trained for a few seconds; float, int16 and simplified ONNX files."""
+    import torch
+
+    from edge_runtime.metadata import ModelMetadata
+    from edge_runtime.preprocess import PreprocessConfig
+    from host_training.data.synth import synthetic_dataset
+    from host_training.export import export_onnx
+    from host_training.models import PHASE_CLASSES, EarthquakeCNN
+    from host_training.train import TrainConfig, train
+    from quantization.int16 import quantize_int16
+    from quantization.simplify import simplify
+
+    torch.set_num_threads(2)
+    folder = tmp_path_factory.mktemp("model")
+    dataset = synthetic_dataset(400, seed=1)
+    parts = {s: dataset.split(s) for s in ("train", "val", "test")}
+    x = {s: p.model_inputs()[0] for s, p in parts.items()}
+    y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
+    model = EarthquakeCNN()
+    result = train(model, x["train"], y["train"], x["val"], y["val"],
+                   TrainConfig(epochs=6, batch_size=32, seed=1), progress=False)
+    meta = ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES),
+                         components=["E", "N", "Z"], preprocess=PreprocessConfig().to_dict())
+    float_path = folder / "model.onnx"
+    exported = export_onnx(model, float_path, meta, check_inputs=x["test"])
+    int16_path = quantize_int16(float_path, folder / "model_int16.onnx")
+    sim_path = folder / "model_int16_sim.onnx"
+    simplify(int16_path, sim_path)
+    return dict(model=model, float=float_path, int16=int16_path, sim=sim_path, dataset=dataset,
+                x=x, y=y, val_accuracy=result["best_val_accuracy"], exported=exported)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def python_env() -> dict:
+    """Environment for child processes that import the repository's packages."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+PYTHON = sys.executable

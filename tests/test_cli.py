@@ -1,0 +1,51 @@
+"""Every package has one command line whose --help a new user can follow."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, python_env
+
+
+@pytest.mark.parametrize("package,words", [
+    ("edge_runtime", ["run", "info"]),
+    ("host_training", ["synth", "train", "export"]),
+    ("quantization", ["int16", "simplify", "compare"]),
+    ("tools", ["demo", "replay", "score"]),
+])
+def test_help(package, words):
+    result = subprocess.run([sys.executable, "-m", package, "--help"], cwd=REPO, env=python_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"python -m {package}" in result.stdout
+    for word in words:
+        assert word in result.stdout
+
+
+def test_host_cli_chain(tmp_path):
+    """synth -> train -> export -> int16 -> simplify -> compare, as the docstrings show."""
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=python_env(),
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    data, train = tmp_path / "data", tmp_path / "train"
+    run("host_training", "synth", "--out", str(data), "--n-events", "60", "--seed", "3")
+    run("host_training", "train", "--data", str(data), "--out", str(train), "--epochs", "1")
+    assert (train / "config.json").is_file() and (train / "history.png").is_file()
+    onnx_path = tmp_path / "m.onnx"
+    run("host_training", "export", "--checkpoint", str(train / "earthquake_cnn.pt"), "--out", str(onnx_path))
+    run("quantization", "int16", str(onnx_path), str(tmp_path / "m16.onnx"))
+    run("quantization", "simplify", str(tmp_path / "m16.onnx"), str(tmp_path / "m16s.onnx"))
+    out = run("quantization", "compare", str(onnx_path), str(tmp_path / "m16s.onnx"), "--data", str(data))
+    assert '"class_agreement"' in out
+    assert '"int16_maxabs"' in run("edge_runtime", "info", str(tmp_path / "m16s.onnx"))
+
+
+def test_train_reports_a_missing_dataset_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "host_training", "train", "--data", str(tmp_path),
+                        "--out", str(tmp_path / "o")], cwd=REPO, env=python_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: ") and "waveforms.hdf5" in r.stderr

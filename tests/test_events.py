@@ -1,0 +1,39 @@
+"""Event output survives an unwritable target and loses nothing."""
+
+import json
+import os
+
+from edge_runtime.events import JsonlWriter, iso_utc
+
+
+def test_writes_json_lines_with_iso_times(tmp_path):
+    w = JsonlWriter(tmp_path / "out" / "events.jsonl")
+    assert w.write({"type": "event", "p_time_us": 1_767_225_600_250_000, "s_time_us": None})
+    (line,) = (tmp_path / "out" / "events.jsonl").read_text().splitlines()
+    event = json.loads(line)
+    assert event["p_time"] == "2026-01-01T00:00:00.250+00:00" and event["s_time"] is None
+
+
+def test_failed_writes_are_held_and_retried(tmp_path, caplog):
+    target = tmp_path / "events.jsonl"
+    target.mkdir()  # a directory where the file should be: every open() fails
+    w = JsonlWriter(target)
+    assert not w.write({"n": 1})
+    assert not w.write({"n": 2})
+    assert len(w.backlog) == 2 and w.failing
+    assert sum("cannot write events" in r.message for r in caplog.records) == 1  # once per streak
+    os.rmdir(target)
+    assert w.write({"n": 3})
+    assert [json.loads(x)["n"] for x in target.read_text().splitlines()] == [1, 2, 3]
+    assert w.written == 3 and not w.backlog
+
+
+def test_full_disk_is_reported_not_raised(tmp_path):
+    w = JsonlWriter("/dev/full", max_backlog=2)
+    for i in range(3):
+        assert not w.write({"n": i})
+    assert w.dropped == 1 and len(w.backlog) == 2
+
+
+def test_iso_utc():
+    assert iso_utc(0) == "1970-01-01T00:00:00.000+00:00"

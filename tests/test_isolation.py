@@ -1,0 +1,83 @@
+"""edge_runtime runs with numpy, onnxruntime and pyserial only.
+
+A child interpreter blocks every import of torch, scipy, obspy, h5py, matplotlib, tqdm
+and the host packages, then imports every edge_runtime module, loads an exported model
+and runs frames through the live pipeline.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, python_env
+
+ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "serial"}
+BLOCKED = ["torch", "scipy", "obspy", "h5py", "matplotlib", "tqdm", "onnx", "onnxsim",
+           "host_training", "quantization", "tools"]
+
+CHILD = r"""
+import importlib.abc, sys
+BLOCKED = set(sys.argv[2].split(","))
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked import of {name} in the edge environment")
+        return None
+
+sys.meta_path.insert(0, Block())
+import pkgutil, importlib, numpy as np
+import edge_runtime
+for mod in pkgutil.iter_modules(edge_runtime.__path__):
+    importlib.import_module("edge_runtime." + mod.name)
+
+from edge_runtime.backend import OnnxBackend
+from edge_runtime.protocol import FrameDecoder, encode_frame
+from edge_runtime.service import NodeConfig, Pipeline
+
+backend = OnnxBackend(sys.argv[1])
+pipe = Pipeline(backend, NodeConfig(port="unused", model=sys.argv[1]))
+rng = np.random.default_rng(0)
+dec = FrameDecoder()
+for i in range(60):
+    counts = (rng.standard_normal((10, 3)) * 50).astype(np.int32)
+    for frame in dec.feed(encode_frame(i, i * 100_000, 100.0, counts)):
+        pipe.on_frame(frame)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+print("windows", pipe.counts["windows"])
+"""
+
+
+def test_edge_runtime_runs_without_host_packages(tiny_model):
+    result = subprocess.run([sys.executable, "-c", CHILD, str(tiny_model["sim"]), ",".join(BLOCKED)],
+                            capture_output=True, text=True, env=python_env(), cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # 6 s of samples, 2 s windows every 0.25 s: 17 windows classified.
+    assert "windows 17" in result.stdout
+
+
+def test_edge_runtime_source_imports_only_allowed_modules():
+    stdlib = set(sys.stdlib_module_names)
+    for path in sorted((REPO / "edge_runtime").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in stdlib or top in ALLOWED_THIRD_PARTY or top == "edge_runtime", \
+                    f"{path.name} imports {name}"
+
+
+def test_edge_extra_lists_only_the_edge_packages():
+    import tomllib
+
+    extras = tomllib.loads(Path(REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = sorted(d.split(">")[0].split("=")[0].split("<")[0].strip() for d in extras["edge"])
+    assert names == ["numpy", "onnxruntime", "pyserial"]

@@ -1,0 +1,74 @@
+"""Ring buffer and sliding windows."""
+
+import numpy as np
+import pytest
+
+from edge_runtime.ring import RingBuffer, SlidingWindows
+
+
+def test_ring_keeps_latest_samples():
+    ring = RingBuffer(8, 2)
+    data = np.arange(40, dtype=float).reshape(20, 2)
+    ring.extend(data[:5])
+    ring.extend(data[5:20])
+    np.testing.assert_array_equal(ring.get(20, 8), data[12:20])
+    with pytest.raises(IndexError):
+        ring.get(20, 9)
+
+
+def feed(sw, data, fs=100.0, t0_us=0, frame=10):
+    windows = []
+    for i in range(0, data.shape[0], frame):
+        windows += sw.push(data[i:i + frame], t0_us + int(i * 1e6 / fs), fs)
+    return windows
+
+
+def test_windows_are_contiguous_slices_with_times():
+    fs = 100.0
+    data = np.arange(1000 * 3, dtype=float).reshape(1000, 3)
+    windows = feed(SlidingWindows(2.0, 0.25), data, fs, t0_us=5_000_000)
+    assert len(windows) == 1 + (1000 - 200) // 25
+    for k, w in enumerate(windows):
+        start = 25 * k
+        np.testing.assert_array_equal(w.data, data[start:start + 200].T)
+        assert w.start_us == 5_000_000 + int(start * 1e4)
+        assert w.center_us == w.start_us + 1_000_000
+
+
+def test_one_big_push_equals_many_small_ones():
+    data = np.random.default_rng(0).standard_normal((3000, 3))
+    big = SlidingWindows(2.0, 0.25).push(data, 0, 100.0)
+    small = feed(SlidingWindows(2.0, 0.25), data)
+    assert len(big) == len(small)
+    for a, b in zip(big, small):
+        np.testing.assert_array_equal(a.data, b.data)
+        assert a.start_us == b.start_us
+
+
+def test_time_gap_restarts_windows():
+    sw = SlidingWindows(2.0, 0.5)
+    data = np.zeros((300, 3))
+    first = feed(sw, data, t0_us=0)
+    # A lost frame: the next samples come 0.1 s late.
+    later = feed(sw, data, t0_us=3_100_000)
+    assert sw.gaps == 1
+    assert later[0].start_us == 3_100_000  # no window spans the gap
+    assert len(first) == len(later)
+
+
+def test_small_clock_jitter_is_not_a_gap():
+    sw = SlidingWindows(2.0, 0.5)
+    data = np.zeros((10, 3))
+    for i in range(100):
+        jitter = 3000 if i % 2 else -3000  # +-3 ms on a 10 ms sample period
+        sw.push(data, i * 100_000 + jitter, 100.0)
+    assert sw.gaps == 0
+
+
+def test_rate_or_channel_change_restarts():
+    sw = SlidingWindows(2.0, 0.5)
+    sw.push(np.zeros((300, 3)), 0, 100.0)
+    w = sw.push(np.zeros((300, 2)), 3_000_000, 100.0)
+    assert w[0].data.shape == (2, 200)
+    w = sw.push(np.zeros((500, 2)), 6_000_000, 125.0)
+    assert w[0].data.shape == (2, 250)

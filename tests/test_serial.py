@@ -1,0 +1,140 @@
+"""Through a real pty: the replay writes frames, the node reads them with pyserial."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO, python_env
+from obspy import UTCDateTime
+
+from edge_runtime.protocol import FrameDecoder
+from edge_runtime.reader import SerialSource
+from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
+from host_training.data import synth
+from host_training.data.sac import write_record
+from tools.faults import FaultConfig, FaultInjector
+from tools.replay import Writer, open_pty, read_waveform_records, record_frames, replay_records
+from tools.score import format_table, load_events, score, truths_from_sac
+
+
+def test_serial_source_reads_frames_from_pty():
+    pty = open_pty()
+    source = SerialSource(pty.port, read_timeout_s=0.1)
+    try:
+        assert source.read() == b"" and source.is_open  # opens; nothing sent yet
+        data = np.random.default_rng(0).standard_normal((3, 500)) * 0.01
+        writer = Writer(pty, speed=0)
+        frames = list(record_frames(data, 100.0, 0, ADXL355_COUNTS_PER_MPS2))
+        for _seq, t_us, frame in frames:
+            writer.send(frame, t_us)
+        dec, got = FrameDecoder(), []
+        deadline = time.monotonic() + 10
+        while len(got) < len(frames) and time.monotonic() < deadline:
+            got += dec.feed(source.read())
+        assert [f.sequence for f in got] == list(range(len(frames)))
+        counts = np.concatenate([f.samples for f in got]).T
+        np.testing.assert_array_equal(counts, np.round(data * ADXL355_COUNTS_PER_MPS2).astype(np.int32))
+    finally:
+        source.close()
+        pty.close()
+
+
+def test_serial_source_survives_a_missing_port(tmp_path, caplog):
+    source = SerialSource(str(tmp_path / "ttyNONE"), read_timeout_s=0.05, retry_s=0.05)
+    for _ in range(3):
+        assert source.read() == b""
+    assert not source.is_open
+    assert any("cannot open" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture(scope="module")
+def replay_records_dir(tmp_path_factory):
+    """Two earthquakes and a noise record as SAC, like the demo but shorter."""
+    folder = tmp_path_factory.mktemp("sac")
+    rng = np.random.default_rng(21)
+    t = UTCDateTime(2026, 2, 1)
+    for name, (pga, sp) in {"quake1": (0.2, 3.0), "quake2": (0.5, 6.0)}.items():
+        rec = synth.earthquake(rng, duration_s=40.0, p_s=15.0, pga_mps2=pga, sp_s=sp)
+        write_record(rec.data, 100.0, t, folder / name, picks={"P": rec.p_s, "S": rec.s_s},
+                     kind="earthquake")
+        t += 70.0
+    rec = synth.noise_mix(rng, duration_s=60.0, n_passages=2, n_spikes=4)
+    write_record(rec.data, 100.0, t, folder / "noise", kind="noise")
+    return folder
+
+
+def run_node(model, port, out, *extra):
+    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", port, "--model", str(model),
+           "--events", str(out / "events.jsonl"), "--status", str(out / "status.json"),
+           "--idle-exit-s", "2", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_open(status, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if json.loads(status.read_text())["port_open"]:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("node did not open the port")
+
+
+def test_node_process_detects_replayed_quakes_through_faults(tiny_model, replay_records_dir, tmp_path):
+    """The node in its own process, a real pty, line faults: every quake, no false event."""
+    pty = open_pty()
+    proc = run_node(tiny_model["sim"], pty.port, tmp_path)
+    faults = FaultInjector(FaultConfig(corrupt=0.003, garbage=0.02, truncate=0.002, seed=4))
+    try:
+        wait_open(tmp_path / "status.json", proc)
+        records = read_waveform_records(sorted(replay_records_dir.rglob("*.SAC")))
+        sent = replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2, faults=faults)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+    assert proc.returncode == 0, output
+    status = json.loads((tmp_path / "status.json").read_text())
+    damaged = faults.counts["corrupted"] + faults.counts["truncated"]
+    assert damaged > 0 and faults.counts["garbage"] > 0
+    # Every undamaged frame arrives; every damaged one is dropped and counted.
+    assert status["decoder"]["frames"] == sent["frames"] - damaged
+    assert status["decoder"]["crc_errors"] + status["decoder"]["header_errors"] >= damaged
+    assert status["pipeline"]["errors"] == 0
+    result = score(load_events(tmp_path / "events.jsonl"), truths_from_sac(replay_records_dir))
+    assert result["summary"]["detected"] == 2, result
+    assert result["summary"]["false_events"] == 0, format_table(result)
+    for row in result["rows"]:
+        if row["detected"]:
+            assert abs(row["p_error_s"]) < 1.0
+
+
+def test_node_exits_cleanly_on_sigterm(tiny_model, tmp_path):
+    pty = open_pty()
+    proc = run_node(tiny_model["sim"], pty.port, tmp_path)
+    try:
+        wait_open(tmp_path / "status.json", proc)
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        pty.close()
+    assert proc.returncode == 0, output
+    assert "shutting down" in output
+
+
+def test_node_reports_a_bad_model_in_one_line(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"junk")
+    result = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "--port", "/dev/null",
+                             "--model", str(bad)], cwd=REPO, env=python_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and "bad.onnx" in result.stderr
