@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 help:
 	@echo "make demo   - run the whole chain on synthetic data (outputs in runs/demo/)"
 	@echo "make test   - run the test suite"
+	@echo "make bench  - benchmarks against same-run baselines (runs/bench/bench.json)"
 	@echo "make lint   - ruff"
 	@echo "make clean  - remove runs/ and caches (keeps .venv)"
 
@@ -27,6 +28,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m tools bench --out runs/bench
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

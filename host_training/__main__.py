@@ -86,7 +86,7 @@ def _train(args) -> int:
 
     from .data.dataset import WindowDataset
     from .evaluate import classification_report, predict_torch
-    from .models import PHASE_CLASSES, EarthquakeCNN
+    from .models import PHASE_CLASSES, build_model
     from .plots import plot_confusion, plot_history
     from .train import TrainConfig, save_checkpoint, train
 
@@ -107,7 +107,7 @@ def _train(args) -> int:
         part = ds.split(split)
         x, keep = part.model_inputs(prep)
         parts[split] = (x[keep], part.labels(PHASE_CLASSES)[keep])
-    model = EarthquakeCNN()
+    model = build_model("EarthquakeCNN", args.seed)
     result = train(model, *parts["train"], *parts["val"], config)
     report = classification_report(parts["test"][1], predict_torch(model, parts["test"][0]).argmax(1),
                                    PHASE_CLASSES)

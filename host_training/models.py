@@ -104,5 +104,16 @@ class SpectrogramCNN(nn.Module):
 MODELS = {"EarthquakeCNN": EarthquakeCNN, "SpectrogramCNN": SpectrogramCNN}
 
 
+def build_model(name: str, seed: int) -> nn.Module:
+    """A freshly initialized model whose initial weights depend only on ``seed``.
+
+    Layer initialization draws from torch's global generator; it is seeded here, inside a
+    forked RNG state, so building a model neither depends on nor disturbs other draws.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name]()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -21,7 +21,7 @@ def tiny_model(tmp_path_factory):
     from edge_runtime.preprocess import PreprocessConfig
     from host_training.data.synth import synthetic_dataset
     from host_training.export import export_onnx
-    from host_training.models import PHASE_CLASSES, EarthquakeCNN
+    from host_training.models import PHASE_CLASSES, build_model
     from host_training.train import TrainConfig, train
     from quantization.int16 import quantize_int16
     from quantization.simplify import simplify
@@ -32,7 +32,7 @@ def tiny_model(tmp_path_factory):
     parts = {s: dataset.split(s) for s in ("train", "val", "test")}
     x = {s: p.model_inputs()[0] for s, p in parts.items()}
     y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
-    model = EarthquakeCNN()
+    model = build_model("EarthquakeCNN", seed=1)
     result = train(model, x["train"], y["train"], x["val"], y["val"],
                    TrainConfig(epochs=6, batch_size=32, seed=1), progress=False)
     meta = ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES),

@@ -11,7 +11,7 @@ from conftest import REPO, python_env
     ("edge_runtime", ["run", "info"]),
     ("host_training", ["synth", "train", "export"]),
     ("quantization", ["int16", "simplify", "compare"]),
-    ("tools", ["demo", "replay", "score"]),
+    ("tools", ["demo", "replay", "score", "bench"]),
 ])
 def test_help(package, words):
     result = subprocess.run([sys.executable, "-m", package, "--help"], cwd=REPO, env=python_env(),

@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools",
         description="SeismicTorch tools: the end-to-end demo, the serial-replay simulator, "
-                    "event scoring.")
+                    "event scoring, benchmarks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--truncate", type=float, default=0.0, help="per-frame truncation probability")
     r.add_argument("--garbage", type=float, default=0.0, help="per-frame line-noise probability")
     r.add_argument("--fault-seed", type=int, default=0)
+
+    b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
+    b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
+    b.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("score", help="score a node's events against SAC pick headers")
     s.add_argument("events", help="events.jsonl written by the edge runtime")
@@ -88,6 +92,11 @@ def main(argv=None) -> int:
             time.sleep(1.0)  # let the reader drain before the pty goes away
             pty.close()
         writer.close()
+        return 0
+    if args.command == "bench":
+        from .bench import run_bench
+
+        run_bench(args.out, args.seed)
         return 0
     if args.command == "score":
         from .score import format_table, load_events, score, truths_from_sac

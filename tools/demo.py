@@ -97,7 +97,7 @@ def run_demo(config: DemoConfig) -> int:
     from host_training.data.synth import synthetic_dataset
     from host_training.evaluate import classification_report, predict_torch
     from host_training.export import export_onnx
-    from host_training.models import PHASE_CLASSES, EarthquakeCNN, count_parameters
+    from host_training.models import PHASE_CLASSES, build_model, count_parameters
     from host_training.plots import plot_confusion, plot_history
     from host_training.train import TrainConfig, save_checkpoint, train
     from quantization.int16 import agreement, quantize_int16
@@ -126,7 +126,7 @@ def run_demo(config: DemoConfig) -> int:
     parts = {s: dataset.split(s) for s in ("train", "val", "test")}
     x = {s: p.model_inputs(prep)[0] for s, p in parts.items()}
     y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
-    model = EarthquakeCNN()
+    model = build_model("EarthquakeCNN", config.seed)
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                seed=config.seed)
     result = train(model, x["train"], y["train"], x["val"], y["val"], train_config)
