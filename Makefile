@@ -16,8 +16,14 @@ help:
 	@echo "make clean  - remove runs/ and caches (keeps .venv)"
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: installing the Debian package python3-venv"; \
+	  rm -rf $(VENV); \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-venv && \
+	  $(PYTHON) -m venv $(VENV); } || { \
+	  echo "cannot create $(VENV): install python3-venv (Debian/Ubuntu) and retry"; exit 1; }
+	-$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[edge,host,dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 

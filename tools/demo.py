@@ -175,8 +175,8 @@ def run_demo(config: DemoConfig) -> int:
                      picks=picks, kind=rec.kind)
     print(f"      {len(config.earthquakes)} earthquake records and 1 noise record -> {sac_dir}")
 
-    t = _step(5, f"replay through a pty at {config.speed:g}x real time into "
-                 "`python -m edge_runtime run` (separate process)")
+    pace = f"{config.speed:g}x real time" if config.speed > 0 else "full speed"
+    t = _step(5, f"replay through a pty at {pace} into `python -m edge_runtime run` (separate process)")
     events_path, status_path = out / "events.jsonl", out / "node_status.json"
     for path in (events_path, status_path):
         path.unlink(missing_ok=True)

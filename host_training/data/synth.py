@@ -231,14 +231,16 @@ NOISE_GENERATORS = {"quiet": quiet, "traffic": traffic, "spikes": spikes}
 
 
 def synthetic_dataset(n_events: int = 1200, seed: int = 0, fs: float = 100.0,
-                      window_s: float = 2.0, max_shift_s: float = 0.6, progress: bool = False):
+                      window_s: float = 2.0, max_shift_s: float = 0.6,
+                      hard_negative_fraction: float = 0.75, progress: bool = False):
     """Labelled P / S / noise windows cut from freshly generated records.
 
     Each earthquake record gives one P and one S window (centred on the arrival, shifted
     by up to ``max_shift_s`` so the model tolerates the sliding-window offset) and one
-    pre-event noise window. Noise records (quiet, traffic, spikes) give the rest of the
-    noise class, centred near their traffic passages and spikes: those are the hard
-    negatives a node meets. Classes come out balanced; the split is by record.
+    pre-event noise window. Noise records (quiet, traffic, spikes) give windows centred
+    near their traffic passages and spikes: the hard negatives a node meets, which is
+    why they make up ``hard_negative_fraction`` of the noise class and pre-event noise
+    the rest. Classes come out balanced; the split is by record.
 
     Parameters
     ----------
@@ -258,7 +260,7 @@ def synthetic_dataset(n_events: int = 1200, seed: int = 0, fs: float = 100.0,
     from .dataset import WindowDataset, assign_splits, cut
 
     rng = np.random.default_rng(seed)
-    n_noise_records = max(3, int(round(0.8 * n_events)))
+    n_noise_records = max(3, n_events)
     event_split = assign_splits(rng, n_events)
     noise_split = assign_splits(rng, n_noise_records)
     waveforms, rows = [], []
@@ -278,8 +280,8 @@ def synthetic_dataset(n_events: int = 1200, seed: int = 0, fs: float = 100.0,
             add(cut(rec.data, fs, center, window_s), label=label, center_s=round(center, 3), **common)
         center = rng.uniform(window_s, rec.p_s - 0.5 * window_s - 0.2)
         add(cut(rec.data, fs, center, window_s), label="noise", center_s=round(center, 3), **common)
-    # The rest of the noise class: about 0.2 quiet, 0.4 traffic, 0.4 spikes per record.
-    kinds = rng.choice(NOISE_KINDS, size=n_noise_records, p=[0.2, 0.4, 0.4])
+    # Noise records: mostly spikes and traffic, the windows a PGA gate lets through.
+    kinds = rng.choice(NOISE_KINDS, size=n_noise_records, p=[0.1, 0.4, 0.5])
     for i in tqdm(range(n_noise_records), desc="synthetic noise", disable=not progress):
         kind = str(kinds[i])
         rec = NOISE_GENERATORS[kind](rng, duration_s=30.0, fs=fs)
@@ -292,10 +294,14 @@ def synthetic_dataset(n_events: int = 1200, seed: int = 0, fs: float = 100.0,
             center = float(np.clip(center, window_s, 30.0 - window_s))
             add(cut(rec.data, fs, center, window_s), label="noise", center_s=round(center, 3),
                 record=f"{kind}{i:05d}", split=noise_split[i], source=kind)
-    # Trim the noise class to the size of the others, keeping the drawn mix.
+    # Trim the noise class to the size of the others: hard negatives, then pre-event noise.
+    source = np.array([r["source"] for r in rows])
     labels = np.array([r["label"] for r in rows])
-    noise_idx = np.flatnonzero(labels == "noise")
-    drop = set(rng.choice(noise_idx, size=max(0, len(noise_idx) - n_events), replace=False).tolist())
-    keep = [i for i in range(len(rows)) if i not in drop]
+    pre_event = np.flatnonzero((labels == "noise") & (source == "earthquake"))
+    hard = np.flatnonzero(source != "earthquake")
+    n_hard = min(len(hard), int(round(hard_negative_fraction * n_events)))
+    chosen = np.concatenate([rng.choice(hard, n_hard, replace=False),
+                             rng.choice(pre_event, min(len(pre_event), n_events - n_hard), replace=False)])
+    keep = sorted(set(np.flatnonzero(labels != "noise").tolist()) | set(chosen.tolist()))
     return WindowDataset(np.stack([waveforms[i] for i in keep]).astype(np.float64), fs,
                          [rows[i] for i in keep])
