@@ -1,0 +1,1 @@
+"""Model rewriting for the node: int16 input scheme, graph simplification."""

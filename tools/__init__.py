@@ -1,0 +1,1 @@
+"""Bench-top tools: serial replay with fault injection, scoring, the demo, benchmarks."""

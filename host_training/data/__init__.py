@@ -1,0 +1,1 @@
+"""Labelled data: synthetic records, SAC I/O and the window dataset."""
