@@ -74,8 +74,9 @@ class Pipeline:
         self.windows = SlidingWindows(self.prep.window_s, config.step_s)
         self.detector = EventDetector(config.detector, station=config.station)
         self.n_components = len(backend.metadata.components)
-        self.counts = {"frames": 0, "frames_rejected": 0, "windows": 0, "windows_dead": 0,
-                       "triggers": 0, "events": 0, "errors": 0}
+        self.counts = {"frames": 0, "frames_rejected": 0, "frames_lost": 0, "sequence_resets": 0,
+                       "windows": 0, "windows_dead": 0, "triggers": 0, "events": 0, "errors": 0}
+        self.last_sequence: int | None = None
 
     def on_frame(self, frame) -> list[dict]:
         if frame.n_channels != self.n_components:
@@ -84,6 +85,7 @@ class Pipeline:
                         frame.sequence, frame.n_channels, self.n_components)
             return []
         self.counts["frames"] += 1
+        self._count_lost(frame.sequence)
         gaps_before = self.windows.gaps
         samples = frame.samples / self.config.counts_per_mps2
         windows = self.windows.push(samples, frame.timestamp_us, frame.sampling_rate_hz)
@@ -111,6 +113,16 @@ class Pipeline:
                                 float(pk), w.data, w.sampling_rate_hz)
                 out += self.detector.update(scored)
         return self._count(out)
+
+    def _count_lost(self, sequence: int) -> None:
+        """Frames missing between two received ones, from the uint32 sequence numbers."""
+        if self.last_sequence is not None:
+            missing = (sequence - self.last_sequence - 1) % 2**32
+            if missing > 2**16:  # a jump no line loss explains: the board restarted
+                self.counts["sequence_resets"] += 1
+            else:
+                self.counts["frames_lost"] += missing
+        self.last_sequence = sequence
 
     def flush(self) -> list[dict]:
         return self._count(self.detector.reset())

@@ -138,3 +138,25 @@ def test_node_reports_a_bad_model_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and "bad.onnx" in result.stderr
+
+
+def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
+    """The board is unplugged mid-stream: the node reports it, retries, and never dies."""
+    pty = open_pty()
+    proc = run_node(tiny_model["sim"], pty.port, tmp_path)
+    try:
+        wait_open(tmp_path / "status.json", proc)
+        writer = Writer(pty, speed=0)
+        data = np.zeros((3, 300))
+        for _seq, t_us, frame in record_frames(data, 100.0, 0, ADXL355_COUNTS_PER_MPS2):
+            writer.send(frame, t_us)
+        time.sleep(0.5)
+        pty.close()  # the pty, and its device node, are gone
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "lost" in output and "retrying" in output
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["reconnects"] >= 1 and status["decoder"]["frames"] == 30
