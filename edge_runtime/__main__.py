@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--counts-per-mps2", type=float, default=ADXL355_COUNTS_PER_MPS2,
                    help="sensor sensitivity in ADC counts per m/s^2 (default: ADXL355 +/-2 g)")
     r.add_argument("--step-s", type=float, default=0.25, help="window step in s")
+    r.add_argument("--min-rate", type=float, default=10.0,
+                   help="lowest sampling rate accepted, Hz (frames outside are dropped and counted)")
+    r.add_argument("--max-rate", type=float, default=1000.0, help="highest sampling rate accepted, Hz")
     r.add_argument("--trigger-prob", type=float, default=DetectorConfig.trigger_prob,
                    help="minimum 1 - p(noise) of a triggering window")
     r.add_argument("--min-pga", type=float, default=DetectorConfig.min_pga_mps2,
@@ -60,15 +63,16 @@ def main(argv=None) -> int:
             return 2
         print(json.dumps(json.loads(backend.metadata.to_json()), indent=2))
         return 0
-    detector = DetectorConfig(trigger_prob=args.trigger_prob, min_pga_mps2=args.min_pga,
-                              on_windows=args.on_windows, off_s=args.off_s)
-    config = NodeConfig(port=args.port, model=args.model, events=args.events, status=args.status,
-                        station=args.station, baudrate=args.baudrate,
-                        counts_per_mps2=args.counts_per_mps2, step_s=args.step_s,
-                        idle_exit_s=args.idle_exit_s, detector=detector)
     try:
+        detector = DetectorConfig(trigger_prob=args.trigger_prob, min_pga_mps2=args.min_pga,
+                                  on_windows=args.on_windows, off_s=args.off_s)
+        config = NodeConfig(port=args.port, model=args.model, events=args.events, status=args.status,
+                            station=args.station, baudrate=args.baudrate,
+                            counts_per_mps2=args.counts_per_mps2, step_s=args.step_s,
+                            idle_exit_s=args.idle_exit_s, min_rate_hz=args.min_rate,
+                            max_rate_hz=args.max_rate, detector=detector)
         run(config)
-    except ValueError as exc:  # a model the node cannot honour: say so, exit non-zero
+    except ValueError as exc:  # a setting or a model the node cannot honour: say so, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -17,9 +17,9 @@ the AIC picker (Maeda, 1985): vertical component for P, horizontals for S.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -51,6 +51,19 @@ class DetectorConfig:
     off_s: float = 8.0
     max_event_s: float = 120.0
     lookback_s: float = 5.0
+
+    def __post_init__(self):
+        checks = {
+            "trigger_prob": 0.0 <= self.trigger_prob <= 1.0,
+            "min_pga_mps2": self.min_pga_mps2 >= 0.0,
+            "on_windows": int(self.on_windows) == self.on_windows and self.on_windows >= 1,
+            "off_s": self.off_s > 0.0,
+            "max_event_s": self.max_event_s > 0.0,
+            "lookback_s": self.lookback_s >= 0.0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"detector setting {bad[0]}={getattr(self, bad[0])!r} is out of range")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,8 +164,6 @@ class EventDetector:
     declared (``type: trigger``) or closed (``type: event``) by that window.
     """
 
-    _ids = itertools.count(1)
-
     def __init__(self, config: DetectorConfig | None = None, station: str = "NODE"):
         self.config = config or DetectorConfig()
         self.station = station
@@ -221,5 +232,7 @@ class EventDetector:
             "n_windows": len(windows),
         }
         if kind == "event":
-            summary["event_id"] = f"{self.station}-{next(self._ids)}"
+            # Unique across restarts of the node: station and the first window's time.
+            start = datetime.fromtimestamp(windows[0].center_us / 1e6, tz=timezone.utc)
+            summary["event_id"] = f"{self.station}-{start.strftime('%Y%m%dT%H%M%S.%f')[:-3]}"
         return summary

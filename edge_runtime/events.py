@@ -11,9 +11,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def iso_utc(time_us: int) -> str:
-    """Microseconds since the epoch to an ISO-8601 UTC string."""
-    return datetime.fromtimestamp(time_us / 1e6, tz=timezone.utc).isoformat(timespec="milliseconds")
+def iso_utc(time_us: int) -> str | None:
+    """Microseconds since the epoch to an ISO-8601 UTC string (None if not representable)."""
+    try:
+        return datetime.fromtimestamp(time_us / 1e6, tz=timezone.utc).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def with_iso_times(event: dict) -> dict:

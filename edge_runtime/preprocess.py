@@ -215,7 +215,9 @@ def _resample_direct(x: np.ndarray, n_out: int) -> np.ndarray:
 # --------------------------------------------------------------------------- matrices
 
 
-@functools.lru_cache(maxsize=32)
+# Small caches: a node sees one or two window geometries, and an (n, n) matrix at a
+# high sampling rate is large; the node bounds the rates it accepts (NodeConfig).
+@functools.lru_cache(maxsize=4)
 def _detrend_matrix(n: int) -> np.ndarray:
     t = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
     basis = np.stack([t, np.ones(n)], axis=1)  # (n, 2)
@@ -225,7 +227,7 @@ def _detrend_matrix(n: int) -> np.ndarray:
     return m
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=4)
 def _highpass_matrix(n: int, freq_hz: float, sampling_rate_hz: float, corners: int):
     sos = butter_highpass_sos(corners, freq_hz, sampling_rate_hz)
     impulse = np.zeros(n)
@@ -239,7 +241,7 @@ def _highpass_matrix(n: int, freq_hz: float, sampling_rate_hz: float, corners: i
     return m
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=4)
 def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
     m = _resample_direct(np.eye(n_in), n_out).T  # columns are responses to unit samples
     m = np.ascontiguousarray(m)
@@ -247,7 +249,7 @@ def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=4)
 def _linear_operator(n_in, sampling_rate_hz, n_out, alpha, freq_hz, corners):
     d = _detrend_matrix(n_in)
     t = np.diag(tukey(n_in, alpha))

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .logs import LimitedLog
+
 log = logging.getLogger(__name__)
 
 SYNC = b"\xa5\x5a"
@@ -44,6 +46,10 @@ MAX_CHANNELS = 8
 # Bounds the length a corrupted header can claim, so a bad byte never makes the
 # decoder wait for megabytes that will not come.
 MAX_SAMPLES = 1024
+# Sanity bounds of the rate field (0.1 Hz to 100 kHz); what a node accepts is narrower
+# and set in its configuration.
+MIN_RATE_MHZ = 100
+MAX_RATE_MHZ = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ def encode_frame(sequence: int, timestamp_us: int, sampling_rate_hz: float, samp
     if counts.size and (counts.min() < info.min or counts.max() > info.max):
         raise ValueError("samples do not fit in int32 ADC counts")
     rate_mhz = int(round(sampling_rate_hz * 1000))
-    if not 0 < rate_mhz < 2**32:
+    if not MIN_RATE_MHZ <= rate_mhz <= MAX_RATE_MHZ:
         raise ValueError(f"sampling rate {sampling_rate_hz} Hz not representable")
     fields = HEADER.pack(SYNC, VERSION, n_channels, n_samples, sequence % 2**32,
                          int(timestamp_us), rate_mhz, 0)[2:-2]
@@ -152,14 +158,11 @@ class FrameDecoder:
         self._buf = bytearray()
         self._max_buffer = max_buffer
         self.stats = DecoderStats()
+        self._log = LimitedLog(log)
 
     def _error(self, kind: str, message: str) -> None:
         self.stats.last_error = message
-        n = self.stats.errors_by_kind[kind] = self.stats.errors_by_kind.get(kind, 0) + 1
-        # A noisy line for months must not fill the card with log lines: the first ten
-        # of each kind are logged, then one in a thousand; the counters see them all.
-        if n <= 10 or n % 1000 == 0:
-            log.warning("%s (%s error #%d)", message, kind, n)
+        self.stats.errors_by_kind[kind] = self._log(logging.WARNING, kind, "%s", message)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the frames completed by them (possibly none)."""
@@ -191,8 +194,8 @@ class FrameDecoder:
                 problem = f"n_channels {n_channels}"
             elif not 1 <= n_samples <= MAX_SAMPLES:
                 problem = f"n_samples {n_samples}"
-            elif rate_mhz == 0:
-                problem = "rate_mhz 0"
+            elif not MIN_RATE_MHZ <= rate_mhz <= MAX_RATE_MHZ:
+                problem = f"rate_mhz {rate_mhz}"
             if problem:
                 self.stats.header_errors += 1
                 self._error("header", f"serial frame header rejected ({problem}); resyncing")

@@ -79,8 +79,12 @@ class SlidingWindows:
     """Cut overlapping windows out of a continuous, timestamped sample stream.
 
     A new window is emitted every ``step_s`` once ``window_s`` of contiguous samples are
-    in. A time gap (lost frames, a restart of the board) or a change of sampling rate
-    or channel count clears the buffer: a window never spans a discontinuity.
+    in. Continuity is checked frame to frame: each frame must start where the previous
+    one ended (within ``gap_tolerance`` sample periods) and, when sequence numbers are
+    given, carry the next one. The time base is re-anchored on every frame, so an ADC
+    clock a little off its nominal rate never adds up to a false gap. A real gap (lost
+    frames, a restart of the board), a change of channel count or a sampling-rate change
+    beyond ``rate_tolerance`` clears the buffer: a window never spans a discontinuity.
 
     Parameters
     ----------
@@ -89,49 +93,86 @@ class SlidingWindows:
     step_s : float
         Time between successive window starts in s.
     gap_tolerance : float
-        Allowed timestamp mismatch, in sample periods, before a gap is declared. Board
-        timestamps jitter by a few ms; a lost frame is a whole frame (10 samples) late.
+        Allowed timestamp mismatch between consecutive frames, in sample periods. Board
+        timestamps jitter by a few ms; a lost frame is a whole frame late.
+    rate_tolerance : float
+        Relative change of the reported sampling rate still taken as the same stream
+        (boards that report a measured rate jitter by a few mHz).
     """
 
-    def __init__(self, window_s: float, step_s: float, gap_tolerance: float = 2.0):
+    def __init__(self, window_s: float, step_s: float, gap_tolerance: float = 2.0,
+                 rate_tolerance: float = 0.005):
         self.window_s = window_s
         self.step_s = step_s
         self.gap_tolerance = gap_tolerance
+        self.rate_tolerance = rate_tolerance
         self.ring: RingBuffer | None = None
         self.rate_hz: float | None = None
-        self.segment_start_us = 0
+        self.anchor_us = 0
+        self.anchor_index = 0
+        self.last_sequence: int | None = None
         self.next_end = 0
         self.gaps = 0
-        self.last_gap_s = 0.0  # signed: negative when time went backwards
+        # Signed length of the last discontinuity in s: negative when time went
+        # backwards, infinite for a change of rate or channel count.
+        self.last_gap_s = 0.0
 
-    def _reset(self, rate_hz: float, n_channels: int, t0_us: int) -> None:
+    def _reset(self, rate_hz: float, n_channels: int) -> None:
         self.rate_hz = rate_hz
         n_window = int(round(self.window_s * rate_hz))
         if self.ring is None or self.ring.n_channels != n_channels or self.ring.capacity < 4 * n_window:
             self.ring = RingBuffer(max(4 * n_window, 1024), n_channels)
         self.ring.clear()
-        self.segment_start_us = t0_us
         self.n_window = n_window
         self.n_step = max(1, int(round(self.step_s * rate_hz)))
         self.next_end = n_window
 
     def expected_us(self) -> float:
         """Time at which the next sample is expected, in microseconds."""
-        return self.segment_start_us + self.ring.total * 1e6 / self.rate_hz
+        return self.anchor_us + (self.ring.total - self.anchor_index) * 1e6 / self.rate_hz
 
-    def push(self, samples_mps2: np.ndarray, t0_us: int, rate_hz: float) -> list[Window]:
-        """Add ``(n, n_channels)`` samples starting at ``t0_us``; return completed windows."""
+    def _discontinuity(self, n_channels: int, t0_us: int, rate_hz: float, sequence) -> float | None:
+        """Signed gap in s when the frame does not continue the stream, else None."""
+        if self.ring is None:
+            return float("inf")
+        if n_channels != self.ring.n_channels or \
+                abs(rate_hz - self.rate_hz) > self.rate_tolerance * self.rate_hz:
+            return float("inf")
+        gap_us = t0_us - self.expected_us()
+        lost = sequence is not None and self.last_sequence is not None \
+            and (sequence - self.last_sequence) % 2**32 != 1
+        if lost or abs(gap_us) * self.rate_hz / 1e6 > self.gap_tolerance:
+            return gap_us / 1e6
+        return None
+
+    def push(self, samples_mps2: np.ndarray, t0_us: int, rate_hz: float,
+             sequence: int | None = None) -> list[Window]:
+        """Add ``(n, n_channels)`` samples starting at ``t0_us``; return completed windows.
+
+        Parameters
+        ----------
+        samples_mps2 : numpy.ndarray
+            ``(n, n_channels)`` acceleration in m/s^2.
+        t0_us : int
+            UTC time of the first sample in microseconds.
+        rate_hz : float
+            Sampling rate reported with the samples, in Hz.
+        sequence : int, optional
+            Frame sequence number (uint32); a jump is a gap even when the timestamps
+            cannot show it (frames of one sample).
+        """
         n_channels = samples_mps2.shape[1]
-        if self.ring is None or rate_hz != self.rate_hz or n_channels != self.ring.n_channels:
-            self._reset(rate_hz, n_channels, t0_us)
-        else:
-            mismatch = abs(t0_us - self.expected_us()) * rate_hz / 1e6
-            if mismatch > self.gap_tolerance:
+        gap_s = self._discontinuity(n_channels, t0_us, rate_hz, sequence)
+        if gap_s is not None:
+            if self.ring is not None:
                 self.gaps += 1
-                self.last_gap_s = (t0_us - self.expected_us()) / 1e6
-                log.info("time gap of %.3f s in the sample stream; window buffer restarted",
-                         (t0_us - self.expected_us()) / 1e6)
-                self._reset(rate_hz, n_channels, t0_us)
+                log.info("discontinuity (%s) in the sample stream; window buffer restarted",
+                         "rate or channels changed" if gap_s == float("inf") else f"{gap_s:+.3f} s")
+            self.last_gap_s = gap_s
+            self._reset(rate_hz, n_channels)
+        self.anchor_us, self.anchor_index = t0_us, self.ring.total
+        self.last_sequence = sequence
+        rate = self.rate_hz
         windows = []
         chunk = self.ring.capacity - self.n_window  # so no window is overwritten before it is cut
         for i in range(0, samples_mps2.shape[0], chunk):
@@ -139,7 +180,8 @@ class SlidingWindows:
             while self.ring.total >= self.next_end:
                 end = self.next_end
                 data = self.ring.get(end, self.n_window).T.copy()
-                start_us = int(round(self.segment_start_us + (end - self.n_window) * 1e6 / rate_hz))
-                windows.append(Window(data, start_us, rate_hz))
+                start = end - self.n_window
+                start_us = int(round(self.anchor_us + (start - self.anchor_index) * 1e6 / rate))
+                windows.append(Window(data, start_us, rate))
                 self.next_end += self.n_step
         return windows

@@ -14,6 +14,7 @@ import numpy as np
 from .backend import OnnxBackend
 from .detector import DetectorConfig, EventDetector, Scored
 from .events import JsonlWriter
+from .logs import LimitedLog
 from .preprocess import prepare_windows
 from .protocol import FrameDecoder
 from .reader import SerialSource
@@ -48,6 +49,10 @@ class NodeConfig:
     idle_exit_s : float or None
         Exit after this long without bytes, once some have arrived (replays, tests);
         ``None`` on a node, which waits for its board forever.
+    min_rate_hz, max_rate_hz : float
+        Sampling rates the node accepts; frames outside are dropped and counted. The
+        window chain builds an (n, n) matrix per rate, so the upper bound also bounds
+        memory (1000 Hz: a 2000 x 2000 matrix, 32 MB).
     """
 
     port: str
@@ -61,70 +66,120 @@ class NodeConfig:
     threads: int = 1
     status_every_s: float = 5.0
     idle_exit_s: float | None = None
+    min_rate_hz: float = 10.0
+    max_rate_hz: float = 1000.0
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
 
+# Frames stamped outside these years are a firmware or clock fault (a board without a
+# time fix, microseconds sent as nanoseconds); they are dropped and counted.
+EARLIEST_US = 946_684_800_000_000  # 2000-01-01
+LATEST_US = 4_102_444_800_000_000  # 2100-01-01
+
+
 class Pipeline:
-    """Frames in, events out; no I/O, so it can be driven by tests and by the service."""
+    """Frames in, events out; no I/O, so it can be driven by tests and by the service.
+
+    Every frame is checked before it can touch the window buffer: channel count against
+    the model, timestamp and sampling rate against sane ranges, sequence number against
+    duplicates. A rejected frame is counted (``counts``) and logged a limited number of
+    times; nothing a frame carries can raise out of :meth:`on_frame`'s checks.
+    """
 
     def __init__(self, backend: OnnxBackend, config: NodeConfig):
         self.backend = backend
         self.config = config
         self.prep = backend.metadata.preprocess_config()
+        if "noise" not in backend.classes:
+            raise ValueError(f"{config.model}: classes {backend.classes} have no 'noise'; "
+                             "the detector needs it")
+        self.noise_index = backend.classes.index("noise")
         self.windows = SlidingWindows(self.prep.window_s, config.step_s)
         self.detector = EventDetector(config.detector, station=config.station)
         self.n_components = len(backend.metadata.components)
-        self.counts = {"frames": 0, "frames_rejected": 0, "frames_lost": 0, "sequence_resets": 0,
-                       "windows": 0, "windows_dead": 0, "triggers": 0, "events": 0, "errors": 0}
+        self.counts = {"frames": 0, "frames_rejected": 0, "frames_duplicate": 0, "frames_lost": 0,
+                       "sequence_resets": 0, "windows": 0, "windows_dead": 0, "triggers": 0,
+                       "events": 0, "errors": 0}
         self.last_sequence: int | None = None
+        self.last_timestamp_us: int | None = None
+        self._log = LimitedLog(log)
+
+    def _reject(self, frame, kind: str, why: str) -> list:
+        self.counts["frames_rejected"] += 1
+        self._log(logging.WARNING, kind, "frame seq=%d: %s; dropped", frame.sequence, why)
+        return []
 
     def on_frame(self, frame) -> list[dict]:
+        """Process one decoded frame; return the events it declared or closed."""
         if frame.n_channels != self.n_components:
-            self.counts["frames_rejected"] += 1
-            log.warning("frame seq=%d has %d channels, model expects %d; dropped",
-                        frame.sequence, frame.n_channels, self.n_components)
+            return self._reject(frame, "channels", f"{frame.n_channels} channels, model expects "
+                                                   f"{self.n_components}")
+        if not EARLIEST_US <= frame.timestamp_us <= LATEST_US:
+            return self._reject(frame, "timestamp", f"timestamp {frame.timestamp_us} us is not "
+                                                    "between 2000 and 2100")
+        if not self.config.min_rate_hz <= frame.sampling_rate_hz <= self.config.max_rate_hz:
+            return self._reject(frame, "rate", f"sampling rate {frame.sampling_rate_hz} Hz outside "
+                                               f"{self.config.min_rate_hz}-{self.config.max_rate_hz} Hz")
+        if frame.sequence == self.last_sequence and frame.timestamp_us == self.last_timestamp_us:
+            self.counts["frames_duplicate"] += 1  # sent twice (a retransmitting link)
             return []
         self.counts["frames"] += 1
-        self._count_lost(frame.sequence)
+        restarted = self._count_lost(frame)
         gaps_before = self.windows.gaps
         samples = frame.samples / self.config.counts_per_mps2
-        windows = self.windows.push(samples, frame.timestamp_us, frame.sampling_rate_hz)
+        windows = self.windows.push(samples, frame.timestamp_us, frame.sampling_rate_hz,
+                                    sequence=frame.sequence)
         out = []
         if self.windows.gaps != gaps_before:
-            # A lost frame or two must not split an earthquake in two: the event stays
-            # open and closes by the usual off_s rule. A long gap, or time going
-            # backwards (a board restart), ends it.
-            gap_s = self.windows.last_gap_s
-            if gap_s < 0 or gap_s > self.config.detector.off_s:
+            # A few lost frames or a small clock step must not split an earthquake in
+            # two: the event stays open and closes by the usual off_s rule. A gap longer
+            # than off_s, a rate change or a board restart ends it.
+            if restarted or abs(self.windows.last_gap_s) > self.config.detector.off_s:
                 out += self.detector.reset()
             else:
                 self.detector.pending = []
         if not windows:
             return self._count(out)
         raw = np.stack([w.data for w in windows])
-        int16, peak = prepare_windows(raw, frame.sampling_rate_hz, self.prep)
-        live = peak > 1e-8  # a dead or disconnected sensor gives nothing to classify
-        self.counts["windows_dead"] += int((~live).sum())
+        int16, peak = prepare_windows(raw, self.windows.rate_hz, self.prep)
+        # A dead or disconnected sensor gives nothing to classify; its windows still
+        # reach the detector, as noise, so an open event closes on time.
+        live = peak > 1e-8
+        probs = np.zeros((len(windows), len(self.backend.classes)))
+        probs[:, self.noise_index] = 1.0
         if live.any():
-            probs = self.backend.predict(int16[live])
-            for w, p, pk in zip([w for w, ok in zip(windows, live) if ok], probs, peak[live]):
-                self.counts["windows"] += 1
-                scored = Scored(w.center_us, dict(zip(self.backend.classes, map(float, p))),
-                                float(pk), w.data, w.sampling_rate_hz)
-                out += self.detector.update(scored)
+            probs[live] = self.backend.predict(int16[live])
+        self.counts["windows"] += int(live.sum())
+        self.counts["windows_dead"] += int((~live).sum())
+        for w, p, pk in zip(windows, probs, peak):
+            scored = Scored(w.center_us, dict(zip(self.backend.classes, map(float, p))),
+                            float(pk), w.data, w.sampling_rate_hz)
+            out += self.detector.update(scored)
         return self._count(out)
 
-    def _count_lost(self, sequence: int) -> None:
-        """Frames missing between two received ones, from the uint32 sequence numbers."""
+    def _count_lost(self, frame) -> bool:
+        """Count frames missing before ``frame``; return True when the board restarted.
+
+        The uint32 sequence says how many frames are missing; the timestamps say how
+        many should be. When both agree it was an outage of the line, otherwise the
+        board restarted (or its counter jumped) and the lost count means nothing.
+        """
+        restarted = False
         if self.last_sequence is not None:
-            missing = (sequence - self.last_sequence - 1) % 2**32
-            if missing > 2**16:  # a jump no line loss explains: the board restarted
-                self.counts["sequence_resets"] += 1
-            else:
-                self.counts["frames_lost"] += missing
-        self.last_sequence = sequence
+            missing = (frame.sequence - self.last_sequence - 1) % 2**32
+            if missing:
+                elapsed_us = frame.timestamp_us - self.last_timestamp_us
+                expected = elapsed_us / max(frame.duration_us, 1.0) - 1
+                if abs(missing - expected) <= max(2.0, 0.01 * missing):
+                    self.counts["frames_lost"] += missing
+                else:
+                    self.counts["sequence_resets"] += 1
+                    restarted = True
+        self.last_sequence, self.last_timestamp_us = frame.sequence, frame.timestamp_us
+        return restarted
 
     def flush(self) -> list[dict]:
+        """Close any open event (end of stream, shutdown)."""
         return self._count(self.detector.reset())
 
     def _count(self, events: list[dict]) -> list[dict]:
@@ -152,7 +207,17 @@ def run(config: NodeConfig) -> dict:
     signal.signal(signal.SIGINT, _stop)
     started = time.monotonic()
     last_bytes = None
+    last_frame = started
     next_status = started
+    errors = LimitedLog(log)
+
+    def handle(events) -> None:
+        for event in events:
+            try:
+                writer.write(event)
+            except Exception:  # an event that cannot be serialized must not stop the node
+                pipeline.counts["errors"] += 1
+                errors(logging.ERROR, "event", "event could not be written: %r", event, exc_info=True)
 
     def status() -> dict:
         return {"uptime_s": round(time.monotonic() - started, 1), "model": config.model,
@@ -167,16 +232,21 @@ def run(config: NodeConfig) -> dict:
         if data:
             last_bytes = now
             for frame in decoder.feed(data):
+                last_frame = now
                 try:
                     events = pipeline.on_frame(frame)
                 except Exception:  # one bad frame must not take the node down
                     pipeline.counts["errors"] += 1
-                    log.exception("frame seq=%d: processing failed; skipped", frame.sequence)
+                    errors(logging.ERROR, "frame", "frame seq=%d: processing failed; skipped",
+                           frame.sequence, exc_info=True)
                     continue
-                for event in events:
-                    writer.write(event)
+                handle(events)
         elif writer.backlog:
             writer.flush()
+        if pipeline.detector.open is not None and now - last_frame > config.detector.off_s:
+            # The stream stopped mid-event (cable pulled, board hung): close it on wall time.
+            log.warning("no frames for %.1f s during an event; closing it", now - last_frame)
+            handle(pipeline.flush())
         if config.status and now >= next_status:
             _write_status(config.status, status())
             next_status = now + config.status_every_s
@@ -184,8 +254,7 @@ def run(config: NodeConfig) -> dict:
                 and now - last_bytes > config.idle_exit_s:
             log.info("no bytes for %.1f s: exiting", config.idle_exit_s)
             break
-    for event in pipeline.flush():
-        writer.write(event)
+    handle(pipeline.flush())
     writer.flush()
     source.close()
     final = status()

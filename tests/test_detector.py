@@ -105,3 +105,18 @@ def test_picks_refined_on_raw_samples():
     out += det.reset()
     event = [e for e in out if e["type"] == "event"][0]
     assert abs(event["p_time_us"] / 1e6 - onset_s) < 0.03
+
+
+@pytest.mark.parametrize("field,value", [("on_windows", 0), ("trigger_prob", 1.5), ("off_s", 0.0),
+                                         ("min_pga_mps2", -1.0), ("on_windows", 1.5)])
+def test_settings_out_of_range_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        DetectorConfig(**{field: value})
+
+
+def test_event_ids_are_unique_across_restarts():
+    labels = ["noise"] * 4 + ["S"] * 6 + ["noise"] * 40
+    first = [e for e in run(EventDetector(station="ST01"), labels) if e["type"] == "event"]
+    again = [e for e in run(EventDetector(station="ST01"), labels[2:]) if e["type"] == "event"]
+    assert first[0]["event_id"] == "ST01-19700101T000001.000"
+    assert first[0]["event_id"] != again[0]["event_id"]

@@ -37,3 +37,9 @@ def test_full_disk_is_reported_not_raised(tmp_path):
 
 def test_iso_utc():
     assert iso_utc(0) == "1970-01-01T00:00:00.000+00:00"
+
+
+def test_unrepresentable_time_becomes_null(tmp_path):
+    w = JsonlWriter(tmp_path / "e.jsonl")
+    assert w.write({"p_time_us": 2**62})
+    assert json.loads((tmp_path / "e.jsonl").read_text())["p_time"] is None

@@ -42,7 +42,7 @@ rng = np.random.default_rng(0)
 dec = FrameDecoder()
 for i in range(60):
     counts = (rng.standard_normal((10, 3)) * 50).astype(np.int32)
-    for frame in dec.feed(encode_frame(i, i * 100_000, 100.0, counts)):
+    for frame in dec.feed(encode_frame(i, 1_767_225_600_000_000 + i * 100_000, 100.0, counts)):
         pipe.on_frame(frame)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not loaded, loaded

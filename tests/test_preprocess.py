@@ -29,7 +29,8 @@ def trace(x, fs=100.0):
 def test_detrend_matches_obspy(rng):
     x = mems_window(rng)
     for comp in x:
-        close(pp.detrend(comp), trace(comp).detrend("linear").data, np.abs(comp).max())
+        ref = trace(comp).detrend("linear").data
+        close(pp.detrend(comp), ref, np.abs(ref).max())  # the signal's scale, not gravity's
 
 
 @pytest.mark.parametrize("n", [7, 80, 200, 201, 250])

@@ -72,3 +72,39 @@ def test_rate_or_channel_change_restarts():
     assert w[0].data.shape == (2, 200)
     w = sw.push(np.zeros((500, 2)), 6_000_000, 125.0)
     assert w[0].data.shape == (2, 250)
+
+
+def test_adc_clock_off_nominal_rate_is_not_a_gap():
+    """A 1 % fast ADC clock: timestamps drift from the nominal rate, windows keep coming."""
+    sw = SlidingWindows(2.0, 0.25)
+    true_period_us = 1e6 / 101.0  # the board says 100 Hz, samples at 101 Hz
+    n_windows = 0
+    for i in range(6000):  # 10 minutes of 10-sample frames
+        n_windows += len(sw.push(np.zeros((10, 3)), int(i * 10 * true_period_us), 100.0, sequence=i))
+    assert sw.gaps == 0
+    assert n_windows == 1 + (60000 - 200) // 25
+
+
+def test_measured_rate_jitter_is_the_same_stream():
+    sw = SlidingWindows(2.0, 0.25)
+    n_windows = 0
+    for i in range(600):
+        rate = 100.0 + (0.001 if i % 2 else -0.001)  # boards that report a measured rate
+        n_windows += len(sw.push(np.zeros((10, 3)), i * 100_000, rate, sequence=i))
+    assert sw.gaps == 0 and n_windows > 200
+
+
+def test_lost_one_sample_frame_found_by_sequence():
+    """With 1-sample frames a loss is within timestamp jitter; the sequence number shows it."""
+    sw = SlidingWindows(2.0, 0.5)
+    for i in range(300):
+        if i != 150:
+            sw.push(np.zeros((1, 3)), i * 10_000, 100.0, sequence=i)
+    assert sw.gaps == 1 and sw.last_gap_s == pytest.approx(0.01)
+
+
+def test_time_going_backwards_is_a_negative_gap():
+    sw = SlidingWindows(2.0, 0.5)
+    sw.push(np.zeros((300, 3)), 10_000_000, 100.0)
+    sw.push(np.zeros((10, 3)), 12_000_000, 100.0)  # 1 s earlier than expected
+    assert sw.gaps == 1 and sw.last_gap_s == pytest.approx(-1.0)

@@ -36,7 +36,7 @@ def test_corrupt_and_incomplete_files_are_skipped_and_counted(tmp_path, rng, cap
     assert counts == {"read": 5, "corrupt": 1, "incomplete": 1}
     messages = [r.getMessage() for r in caplog.records]
     assert any(str(bad) in m and "skipped" in m for m in messages)
-    assert any("partial" in m and "need three" in m for m in messages)
+    assert any("partial" in m and "need one each of E, N, Z" in m for m in messages)
 
 
 def test_synthetic_event_has_p_then_larger_s(rng):
@@ -70,3 +70,30 @@ def test_dataset_save_load_round_trip(tmp_path):
     assert len(back) == len(ds) and back.sampling_rate_hz == 100.0
     np.testing.assert_allclose(back.waveforms, ds.waveforms, rtol=1e-6)
     assert list(back.column("label")) == list(ds.column("label"))
+
+
+def test_picks_exact_for_sub_millisecond_start(tmp_path):
+    """SAC keeps the reference time to the millisecond; picks must account for b."""
+    start = UTCDateTime(2026, 1, 1, 0, 0, 0, 123456)
+    write_record(np.zeros((3, 1000)), 100.0, start, tmp_path / "r", picks={"P": 3.0, "S": 5.0})
+    (rec,), _ = read_records(tmp_path)
+    assert abs(rec.picks["P"] - (start + 3.0)) < 1e-6
+    assert abs(rec.picks["S"] - (start + 5.0)) < 1e-6
+
+
+def test_xyz_records_are_replayed_in_model_order(tmp_path):
+    """HLX/HLY/HLZ (the seed's MEMS stations) keep the vertical last, like E, N, Z."""
+    from obspy import Stream, Trace
+
+    from tools.replay import read_waveform_records
+
+    traces = []
+    for value, cha in ((3.0, "HLZ"), (1.0, "HLX"), (2.0, "HLY")):
+        tr = Trace(np.full(100, value, dtype=np.float32))
+        tr.stats.update(dict(station="Q1", channel=cha, sampling_rate=100.0,
+                             starttime=UTCDateTime(2026, 1, 1)))
+        traces.append(tr)
+    path = tmp_path / "q1.mseed"
+    Stream(traces).write(str(path), format="MSEED")
+    ((data, rate, start_us),) = read_waveform_records([path])
+    assert data[:, 0].tolist() == [1.0, 2.0, 3.0] and rate == 100.0

@@ -19,6 +19,8 @@ from tools.faults import FaultConfig, FaultInjector
 from tools.replay import Writer, open_pty, read_waveform_records, record_frames, replay_records
 from tools.score import format_table, load_events, score, truths_from_sac
 
+T0_US = 1_767_225_600_000_000  # 2026-01-01
+
 
 def test_serial_source_reads_frames_from_pty():
     pty = open_pty()
@@ -27,7 +29,7 @@ def test_serial_source_reads_frames_from_pty():
         assert source.read() == b"" and source.is_open  # opens; nothing sent yet
         data = np.random.default_rng(0).standard_normal((3, 500)) * 0.01
         writer = Writer(pty, speed=0)
-        frames = list(record_frames(data, 100.0, 0, ADXL355_COUNTS_PER_MPS2))
+        frames = list(record_frames(data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2))
         for _seq, t_us, frame in frames:
             writer.send(frame, t_us)
         dec, got = FrameDecoder(), []
@@ -39,6 +41,23 @@ def test_serial_source_reads_frames_from_pty():
         np.testing.assert_array_equal(counts, np.round(data * ADXL355_COUNTS_PER_MPS2).astype(np.int32))
     finally:
         source.close()
+        pty.close()
+
+
+def test_replay_stops_when_nobody_reads():
+    """A dead node must not hang the replay: the writer gives up instead of blocking."""
+    pty = open_pty()
+    try:
+        frames = [f for _, _, f in record_frames(np.zeros((3, 20000)), 100.0, 0, 1.0)]
+        writer = Writer(pty, speed=0, alive=lambda: False)
+        with pytest.raises(RuntimeError, match="reader of the pty is gone"):
+            for f in frames:
+                writer.send(f, 0)
+        writer = Writer(pty, speed=0, timeout_s=0.3)
+        with pytest.raises(TimeoutError, match="nobody read the pty"):
+            for f in frames:
+                writer.send(f, 0)
+    finally:
         pty.close()
 
 
@@ -148,7 +167,7 @@ def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
         wait_open(tmp_path / "status.json", proc)
         writer = Writer(pty, speed=0)
         data = np.zeros((3, 300))
-        for _seq, t_us, frame in record_frames(data, 100.0, 0, ADXL355_COUNTS_PER_MPS2):
+        for _seq, t_us, frame in record_frames(data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
             writer.send(frame, t_us)
         time.sleep(0.5)
         pty.close()  # the pty, and its device node, are gone

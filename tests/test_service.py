@@ -1,36 +1,82 @@
-"""The live pipeline without I/O: frames in, counters and events out."""
+"""The live pipeline without I/O: frames in, counters and events out (real tiny model)."""
 
 import numpy as np
+import pytest
 
 from edge_runtime.backend import OnnxBackend
+from edge_runtime.detector import DetectorConfig
 from edge_runtime.protocol import Frame
-from edge_runtime.service import NodeConfig, Pipeline
+from edge_runtime.service import ADXL355_COUNTS_PER_MPS2, NodeConfig, Pipeline
+from host_training.data import synth
+from tools.replay import to_counts
+
+T0 = 1_767_225_600_000_000  # 2026-01-01, microseconds
 
 
-def make_pipeline(tiny_model):
+def make_pipeline(tiny_model, **detector):
     path = tiny_model["sim"]
-    return Pipeline(OnnxBackend(path), NodeConfig(port="unused", model=str(path)))
+    config = NodeConfig(port="unused", model=str(path), detector=DetectorConfig(**detector))
+    return Pipeline(OnnxBackend(path), config)
 
 
-def frame(seq, t_us, n=10, channels=3, value=0):
-    return Frame(seq, t_us, 100.0, np.full((n, channels), value, dtype=np.int32))
+def frame(seq, t_us, n=10, channels=3, value=0, rate=100.0):
+    return Frame(seq, T0 + t_us, rate, np.full((n, channels), value, dtype=np.int32))
+
+
+def quake_frames(seed=5, drop=(), duration_s=40.0):
+    """10-sample frames of a synthetic earthquake (P at 10 s, S at 14 s), minus ``drop``."""
+    rng = np.random.default_rng(seed)
+    rec = synth.earthquake(rng, duration_s=duration_s, p_s=10.0, sp_s=4.0, pga_mps2=0.3)
+    counts = to_counts(rec.data, ADXL355_COUNTS_PER_MPS2).T
+    for seq in range(counts.shape[0] // 10):
+        if seq not in drop:
+            yield Frame(seq, T0 + seq * 100_000, 100.0, counts[seq * 10:(seq + 1) * 10])
+
+
+def run(pipe, frames):
+    out = []
+    for f in frames:
+        out += pipe.on_frame(f)
+    return out + pipe.flush()
 
 
 def test_lost_frames_counted_from_sequence_numbers(tiny_model):
     pipe = make_pipeline(tiny_model)
     for seq in (0, 1, 2, 5, 6):
         pipe.on_frame(frame(seq, seq * 100_000))
-    assert pipe.counts["frames_lost"] == 2
-    pipe.on_frame(frame(2**32 - 1, 700_000))  # far away: the board restarted
+    assert pipe.counts["frames_lost"] == 2 and pipe.counts["sequence_resets"] == 0
+    pipe.on_frame(frame(2**32 - 1, 700_000))  # the counter jumped: the board restarted
     pipe.on_frame(frame(0, 800_000))  # uint32 wrap: nothing lost
     assert pipe.counts["frames_lost"] == 2 and pipe.counts["sequence_resets"] == 1
 
 
-def test_wrong_channel_count_is_dropped_not_fatal(tiny_model, caplog):
+def test_long_outage_is_counted_as_lost_frames_not_a_restart(tiny_model):
     pipe = make_pipeline(tiny_model)
-    assert pipe.on_frame(frame(0, 0, channels=2)) == []
-    assert pipe.counts["frames_rejected"] == 1
-    assert "2 channels, model expects 3" in caplog.text
+    pipe.on_frame(frame(0, 0))
+    missing = 2**17  # 3.6 h of 10-sample frames at 100 Hz
+    pipe.on_frame(frame(missing + 1, (missing + 1) * 100_000))
+    assert pipe.counts["frames_lost"] == missing and pipe.counts["sequence_resets"] == 0
+
+
+def test_duplicate_frame_is_dropped(tiny_model):
+    pipe = make_pipeline(tiny_model)
+    pipe.on_frame(frame(0, 0))
+    pipe.on_frame(frame(0, 0))
+    assert pipe.counts["frames"] == 1 and pipe.counts["frames_duplicate"] == 1
+    assert pipe.windows.gaps == 0
+
+
+@pytest.mark.parametrize("bad,kind", [
+    (dict(channels=2), "2 channels, model expects 3"),
+    (dict(t_us=2**62), "is not between 2000 and 2100"),  # nanoseconds sent as microseconds
+    (dict(rate=4000.0), "outside 10.0-1000.0 Hz"),
+    (dict(rate=0.5), "outside 10.0-1000.0 Hz"),
+])
+def test_bad_frames_are_rejected_with_a_reason(tiny_model, caplog, bad, kind):
+    pipe = make_pipeline(tiny_model)
+    assert pipe.on_frame(frame(0, bad.pop("t_us", 0), **bad)) == []
+    assert pipe.counts["frames_rejected"] == 1 and pipe.counts["frames"] == 0
+    assert kind in caplog.text and "seq=0" in caplog.text
 
 
 def test_dead_sensor_windows_are_not_classified(tiny_model):
@@ -38,3 +84,40 @@ def test_dead_sensor_windows_are_not_classified(tiny_model):
     for seq in range(40):  # 4 s of a constant (disconnected) signal
         pipe.on_frame(frame(seq, seq * 100_000, value=1234))
     assert pipe.counts["windows"] == 0 and pipe.counts["windows_dead"] > 0
+
+
+def test_a_quake_is_one_event(tiny_model):
+    events = [e for e in run(make_pipeline(tiny_model), quake_frames()) if e["type"] == "event"]
+    assert len(events) == 1
+    assert abs(events[0]["p_time_us"] - (T0 + 10_000_000)) < 500_000
+
+
+def test_short_gap_keeps_the_event_open(tiny_model):
+    """Three frames (0.3 s) lost in the S coda: still one event, the gap counted."""
+    pipe = make_pipeline(tiny_model)
+    events = [e for e in run(pipe, quake_frames(drop={160, 161, 162})) if e["type"] == "event"]
+    assert pipe.windows.gaps == 1 and pipe.counts["frames_lost"] == 3
+    assert len(events) == 1
+
+
+def test_gap_longer_than_off_s_closes_the_event(tiny_model):
+    pipe = make_pipeline(tiny_model, off_s=2.0)
+    closed_at = []
+    for f in quake_frames(drop=set(range(150, 180))):  # 3 s lost during the S wave
+        for e in pipe.on_frame(f):
+            if e["type"] == "event":
+                closed_at.append(f.sequence)
+    assert closed_at and closed_at[0] == 180  # closed by the gap itself, not later
+
+
+def test_dead_sensor_mid_event_closes_it(tiny_model):
+    """Shaking, then the sensor goes flat: dead windows reach the detector as noise."""
+    pipe = make_pipeline(tiny_model, off_s=2.0)
+    out = []
+    frames = list(quake_frames())
+    for f in frames[:160]:
+        out += pipe.on_frame(f)
+    assert pipe.detector.open is not None
+    for seq in range(160, 260):
+        out += pipe.on_frame(frame(seq, seq * 100_000, value=5000))
+    assert pipe.detector.open is None and [e["type"] for e in out][-1] == "event"

@@ -193,15 +193,22 @@ def run_demo(config: DemoConfig) -> int:
     try:
         wait_for_port(status_path, proc)
         records = read_waveform_records(sorted(sac_dir.rglob("*.SAC")))
-        sent = replay_records(records, Writer(pty, speed=config.speed), config.counts_per_mps2,
+        writer = Writer(pty, speed=config.speed, alive=lambda: proc.poll() is None)
+        sent = replay_records(records, writer, config.counts_per_mps2,
                               config.samples_per_frame, FaultInjector(config.faults), progress=True)
         proc.wait(timeout=120)
+    except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as exc:
+        print(f"      FAILED: {exc}; see {out / 'node.log'}")
+        return 1
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=10)
         pty.close()
         node_log.close()
+    if proc.returncode != 0:
+        print(f"      FAILED: the node exited with code {proc.returncode}; see {out / 'node.log'}")
+        return 1
     node_status = json.loads(status_path.read_text())
     summary["replay"] = sent
     summary["node"] = node_status

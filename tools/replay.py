@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import time
 import tty
 from dataclasses import dataclass
@@ -77,17 +78,26 @@ class Writer:
         A :class:`Pty` or a serial device path (opened with pyserial).
     speed : float
         Replay speed relative to real time; 0 sends as fast as the reader takes it.
+    timeout_s : float
+        Longest wait for the reader to take bytes before giving up (TimeoutError).
+    alive : callable, optional
+        Returns False once the reader is known to be gone (e.g. its process exited);
+        the writer then stops with RuntimeError instead of waiting on a full pty.
     """
 
-    def __init__(self, target, speed: float = 1.0, baudrate: int = 921600):
+    def __init__(self, target, speed: float = 1.0, baudrate: int = 921600,
+                 timeout_s: float = 30.0, alive=None):
         self.speed = speed
+        self.timeout_s = timeout_s
+        self.alive = alive
         self._serial = None
         if isinstance(target, Pty):
             self._fd = target.master_fd
+            os.set_blocking(self._fd, False)
         else:
             import serial
 
-            self._serial = serial.Serial(target, baudrate, write_timeout=10)
+            self._serial = serial.Serial(target, baudrate, write_timeout=timeout_s)
             self._fd = None
         self._t0_wall = None
         self._t0_data = None
@@ -102,13 +112,30 @@ class Writer:
             if delay > 0:
                 time.sleep(delay)
         if self._fd is not None:
-            view = memoryview(data)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            self._write_fd(data)
         else:
             self._serial.write(data)
         self.bytes_sent += len(data)
+
+    def _write_fd(self, data: bytes) -> None:
+        # A pty holds a few kB; when nobody reads, a blocking write would hang forever.
+        view = memoryview(data)
+        deadline = time.monotonic() + self.timeout_s
+        while view:
+            if self.alive is not None and not self.alive():
+                raise RuntimeError("the reader of the pty is gone; replay stopped")
+            _, writable, _ = select.select([], [self._fd], [], 0.2)
+            if writable:
+                try:
+                    n = os.write(self._fd, view)
+                except BlockingIOError:
+                    n = 0
+                if n:
+                    view = view[n:]
+                    deadline = time.monotonic() + self.timeout_s
+                    continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nobody read the pty for {self.timeout_s} s; replay stopped")
 
     def restart_clock(self) -> None:
         """Forget the pacing origin (between records separated by a time jump)."""
@@ -162,15 +189,16 @@ def read_waveform_records(paths):
             stream += read(str(path))
         except Exception as exc:  # ObsPy raises many types on damaged files
             log.error("%s: cannot read waveform file (%s); skipped", path, exc)
+    from host_training.data.sac import order_components
+
     groups = {}
     for tr in stream:
         groups.setdefault((tr.stats.network, tr.stats.station, str(tr.stats.starttime)), []).append(tr)
     records = []
     for key, traces in sorted(groups.items(), key=lambda kv: kv[0][2]):
-        traces = sorted(traces, key=lambda tr: "ENZXY12".index(tr.stats.channel[-1])
-                        if tr.stats.channel[-1] in "ENZXY12" else 9)
-        if len(traces) != 3:
-            log.error("%s.%s at %s: %d components, need 3; skipped", key[0], key[1], key[2], len(traces))
+        traces = order_components(traces)
+        if traces is None:
+            log.error("%s.%s at %s: need one trace each of E, N, Z (or X, Y, Z); skipped", *key)
             continue
         n = min(tr.stats.npts for tr in traces)
         data = np.stack([tr.data[:n].astype(np.float64) for tr in traces])

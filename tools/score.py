@@ -46,8 +46,9 @@ def _time_s(event: dict) -> float:
 def score(events: list, truths: list, tolerance_s: float = 2.0) -> dict:
     """Match events to earthquakes; every other event is a false event.
 
-    An event matches an earthquake when its P pick lies within ``tolerance_s`` of the
-    true P, or the true P lies inside the event's span widened by ``tolerance_s``.
+    An event with a P pick matches an earthquake when the pick lies within
+    ``tolerance_s`` of the true P; an event without one (only S windows were seen)
+    matches when the true P lies inside its span widened by ``tolerance_s``.
 
     Returns
     -------
@@ -68,7 +69,8 @@ def score(events: list, truths: list, tolerance_s: float = 2.0) -> dict:
                 e = events[i]
                 p_err = _time_s(e) - truth.p_s
                 span = (e["start_us"] / 1e6 - tolerance_s, e["end_us"] / 1e6 + tolerance_s)
-                if abs(p_err) <= tolerance_s or span[0] <= truth.p_s <= span[1]:
+                picked = e.get("p_time_us") is not None
+                if abs(p_err) <= tolerance_s if picked else span[0] <= truth.p_s <= span[1]:
                     candidates.append((abs(p_err), i))
             if candidates:
                 match = min(candidates)[1]

@@ -19,6 +19,22 @@ log = logging.getLogger(__name__)
 PICK_HEADERS = {"P": ("a", "ka"), "S": ("t0", "kt0")}
 # Channel codes: H = high sample rate, N = accelerometer; E, N, Z components.
 CHANNELS = ("HNE", "HNN", "HNZ")
+# Accepted component sets, each in the order the model takes them (horizontals, vertical).
+COMPONENT_ORDERS = (("E", "N", "Z"), ("X", "Y", "Z"), ("1", "2", "Z"))
+
+
+def order_components(traces) -> list | None:
+    """The three traces of a record in model order (E, N, Z), or None if not a full set.
+
+    The component is the last letter of the channel code (HNE, HLX, HH1, ...).
+    """
+    by_comp = {tr.stats.channel[-1:]: tr for tr in traces}
+    if len(traces) != 3 or len(by_comp) != 3:
+        return None
+    for order in COMPONENT_ORDERS:
+        if all(c in by_comp for c in order):
+            return [by_comp[c] for c in order]
+    return None
 
 
 @dataclass
@@ -77,7 +93,7 @@ def write_record(data: np.ndarray, sampling_rate_hz: float, starttime, folder, s
     list of Path
     """
     from obspy import Trace
-    from obspy.core import AttribDict
+    from obspy.io.sac import SACTrace
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,14 +103,16 @@ def write_record(data: np.ndarray, sampling_rate_hz: float, starttime, folder, s
         tr.stats.network, tr.stats.station, tr.stats.channel = network, station, channel
         tr.stats.sampling_rate = sampling_rate_hz
         tr.stats.starttime = starttime
-        sac = AttribDict(kevnm=kind[:16])
+        sac = SACTrace.from_obspy_trace(tr)
+        sac.kevnm = kind[:16] or None
+        # Picks are relative to the reference time, which SAC keeps to the millisecond;
+        # b holds the rest, so a pick s after the first sample is b + s.
         for phase, seconds in (picks or {}).items():
             value_key, name_key = PICK_HEADERS[phase]
-            sac[value_key] = float(seconds)
-            sac[name_key] = phase
-        tr.stats.sac = sac
+            setattr(sac, value_key, sac.b + float(seconds))
+            setattr(sac, name_key, phase)
         path = folder / f"{network}.{station}..{channel}.SAC"
-        tr.write(str(path), format="SAC")
+        sac.write(str(path))
         paths.append(path)
     return paths
 
@@ -140,15 +158,13 @@ def read_records(folder, pattern: str = "*.SAC") -> tuple[list, dict]:
         groups[(str(path.parent), s.network, s.station, s.location, str(s.starttime))].append(tr)
     records = []
     for (parent, net, sta, _loc, _), traces in sorted(groups.items()):
-        by_comp = {tr.stats.channel[-1]: tr for tr in traces}
-        order = next((o for o in (("E", "N", "Z"), ("X", "Y", "Z"), ("1", "2", "Z"))
-                      if all(c in by_comp for c in o)), None)
-        if order is None or len(traces) != 3:
+        ordered = order_components(traces)
+        if ordered is None:
             counts["incomplete"] += 1
-            log.error("%s: %s.%s has components %s, need three (E, N, Z); skipped",
-                      parent, net, sta, sorted(by_comp))
+            log.error("%s: %s.%s has channels %s, need one each of E, N, Z (or X, Y, Z); skipped",
+                      parent, net, sta, sorted(tr.stats.channel for tr in traces))
             continue
-        stream = Stream([by_comp[c] for c in order])
+        stream = Stream(ordered)
         picks = {}
         for tr in stream:
             picks.update(read_picks(tr))
