@@ -82,9 +82,13 @@ class SlidingWindows:
     in. Continuity is checked frame to frame: each frame must start where the previous
     one ended (within ``gap_tolerance`` sample periods) and, when sequence numbers are
     given, carry the next one. The time base is re-anchored on every frame, so an ADC
-    clock a little off its nominal rate never adds up to a false gap. A real gap (lost
-    frames, a restart of the board), a change of channel count or a sampling-rate change
-    beyond ``rate_tolerance`` clears the buffer: a window never spans a discontinuity.
+    clock a little off its nominal rate never adds up to a false gap.
+
+    A short hole (up to ``max_fill_s``: a frame or a few lost to line noise) is filled
+    by linear interpolation between the samples on either side, so one bad frame does
+    not blind the node for a whole window length, which could be the P wave. Anything
+    else (a longer hole, time going backwards, a change of channel count, a rate change
+    beyond ``rate_tolerance``) clears the buffer: no window spans it.
 
     Parameters
     ----------
@@ -98,14 +102,19 @@ class SlidingWindows:
     rate_tolerance : float
         Relative change of the reported sampling rate still taken as the same stream
         (boards that report a measured rate jitter by a few mHz).
+    max_fill_s : float
+        Longest hole filled by interpolation, in s; 0 restarts on every hole.
     """
 
     def __init__(self, window_s: float, step_s: float, gap_tolerance: float = 2.0,
-                 rate_tolerance: float = 0.005):
+                 rate_tolerance: float = 0.005, max_fill_s: float = 0.5):
         self.window_s = window_s
         self.step_s = step_s
         self.gap_tolerance = gap_tolerance
         self.rate_tolerance = rate_tolerance
+        self.max_fill_s = max_fill_s
+        self.filled_gaps = 0
+        self.filled_samples = 0
         self.ring: RingBuffer | None = None
         self.rate_hz: float | None = None
         self.anchor_us = 0
@@ -145,6 +154,16 @@ class SlidingWindows:
             return gap_us / 1e6
         return None
 
+    def _fill(self, samples: np.ndarray, n_missing: int) -> np.ndarray:
+        """Prepend ``n_missing`` samples interpolated across a short hole to ``samples``."""
+        last = self.ring.get(self.ring.total, 1)[0]
+        first = np.asarray(samples[0], dtype=np.float64)
+        frac = np.arange(1, n_missing + 1)[:, None] / (n_missing + 1)
+        self.filled_gaps += 1
+        self.filled_samples += n_missing
+        log.info("hole of %d samples in the sample stream filled by interpolation", n_missing)
+        return np.concatenate([last + frac * (first - last), samples])
+
     def push(self, samples_mps2: np.ndarray, t0_us: int, rate_hz: float,
              sequence: int | None = None) -> list[Window]:
         """Add ``(n, n_channels)`` samples starting at ``t0_us``; return completed windows.
@@ -163,6 +182,12 @@ class SlidingWindows:
         """
         n_channels = samples_mps2.shape[1]
         gap_s = self._discontinuity(n_channels, t0_us, rate_hz, sequence)
+        if gap_s is not None and 0 <= gap_s <= self.max_fill_s and self.ring.total:
+            n_missing = int(round(gap_s * self.rate_hz))
+            if n_missing:  # else the sequence skipped a number but no time is missing
+                samples_mps2 = self._fill(samples_mps2, n_missing)
+            t0_us = int(round(self.expected_us()))
+            gap_s = None
         if gap_s is not None:
             if self.ring is not None:
                 self.gaps += 1

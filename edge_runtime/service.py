@@ -131,9 +131,10 @@ class Pipeline:
                                     sequence=frame.sequence)
         out = []
         if self.windows.gaps != gaps_before:
-            # A few lost frames or a small clock step must not split an earthquake in
-            # two: the event stays open and closes by the usual off_s rule. A gap longer
-            # than off_s, a rate change or a board restart ends it.
+            # Holes up to max_fill_s never get here (they are interpolated). A longer one
+            # or a small clock step must still not split an earthquake in two: the event
+            # stays open and closes by the usual off_s rule. A gap longer than off_s, a
+            # rate change or a board restart ends it.
             if restarted or abs(self.windows.last_gap_s) > self.config.detector.off_s:
                 out += self.detector.reset()
             else:
@@ -222,7 +223,8 @@ def run(config: NodeConfig) -> dict:
     def status() -> dict:
         return {"uptime_s": round(time.monotonic() - started, 1), "model": config.model,
                 "decoder": decoder.stats.to_dict(), "pipeline": dict(pipeline.counts),
-                "gaps": pipeline.windows.gaps, "port_open": source.is_open,
+                "gaps": pipeline.windows.gaps, "gaps_filled": pipeline.windows.filled_gaps,
+                "samples_filled": pipeline.windows.filled_samples, "port_open": source.is_open,
                 "reconnects": source.reconnects,
                 "events_written": writer.written, "events_held": len(writer.backlog)}
 

@@ -45,15 +45,28 @@ def test_one_big_push_equals_many_small_ones():
         assert a.start_us == b.start_us
 
 
-def test_time_gap_restarts_windows():
+def test_long_gap_restarts_windows():
     sw = SlidingWindows(2.0, 0.5)
     data = np.zeros((300, 3))
     first = feed(sw, data, t0_us=0)
-    # A lost frame: the next samples come 0.1 s late.
-    later = feed(sw, data, t0_us=3_100_000)
-    assert sw.gaps == 1
-    assert later[0].start_us == 3_100_000  # no window spans the gap
+    later = feed(sw, data, t0_us=4_000_000)  # 1 s missing: more than max_fill_s
+    assert sw.gaps == 1 and sw.filled_gaps == 0
+    assert later[0].start_us == 4_000_000  # no window spans the gap
     assert len(first) == len(later)
+
+
+def test_short_hole_is_interpolated_and_windows_go_on():
+    """One lost 10-sample frame: filled linearly, windows keep their 0.25 s cadence."""
+    sw = SlidingWindows(2.0, 0.25)
+    ramp = np.repeat(np.arange(600, dtype=float)[:, None], 3, axis=1)  # value = sample index
+    windows = []
+    for i in range(0, 600, 10):
+        if i != 300:
+            windows += sw.push(ramp[i:i + 10], i * 10_000, 100.0, sequence=i // 10)
+    assert sw.gaps == 0 and sw.filled_gaps == 1 and sw.filled_samples == 10
+    assert len(windows) == 1 + (600 - 200) // 25
+    np.testing.assert_allclose(windows[-1].data[0], np.arange(400, 600))  # the ramp, holes and all
+    assert [w.start_us for w in windows] == [25 * k * 10_000 for k in range(len(windows))]
 
 
 def test_small_clock_jitter_is_not_a_gap():
@@ -100,7 +113,12 @@ def test_lost_one_sample_frame_found_by_sequence():
     for i in range(300):
         if i != 150:
             sw.push(np.zeros((1, 3)), i * 10_000, 100.0, sequence=i)
-    assert sw.gaps == 1 and sw.last_gap_s == pytest.approx(0.01)
+    assert sw.filled_gaps == 1 and sw.filled_samples == 1 and sw.gaps == 0
+    restart = SlidingWindows(2.0, 0.5, max_fill_s=0)
+    for i in range(300):
+        if i != 150:
+            restart.push(np.zeros((1, 3)), i * 10_000, 100.0, sequence=i)
+    assert restart.gaps == 1 and restart.last_gap_s == pytest.approx(0.01)
 
 
 def test_time_going_backwards_is_a_negative_gap():

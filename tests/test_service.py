@@ -92,12 +92,26 @@ def test_a_quake_is_one_event(tiny_model):
     assert abs(events[0]["p_time_us"] - (T0 + 10_000_000)) < 500_000
 
 
-def test_short_gap_keeps_the_event_open(tiny_model):
-    """Three frames (0.3 s) lost in the S coda: still one event, the gap counted."""
+def test_short_hole_is_filled_and_the_event_stays_whole(tiny_model):
+    """Three frames (0.3 s) lost in the S coda: filled, one event, the loss counted."""
     pipe = make_pipeline(tiny_model)
     events = [e for e in run(pipe, quake_frames(drop={160, 161, 162})) if e["type"] == "event"]
-    assert pipe.windows.gaps == 1 and pipe.counts["frames_lost"] == 3
+    assert pipe.windows.filled_gaps == 1 and pipe.counts["frames_lost"] == 3
     assert len(events) == 1
+
+
+def test_lost_frame_at_the_p_wave_does_not_hide_it(tiny_model):
+    """A frame lost 0.2 s after P: the P pick survives (a restart would blind 2 s)."""
+    events = [e for e in run(make_pipeline(tiny_model), quake_frames(drop={102}))
+              if e["type"] == "event"]
+    assert len(events) == 1
+    assert abs(events[0]["p_time_us"] - (T0 + 10_000_000)) < 500_000
+
+
+def test_gap_between_fill_and_off_s_keeps_the_event_open(tiny_model):
+    pipe = make_pipeline(tiny_model)  # off_s 8 s; 1 s lost in the S coda
+    events = [e for e in run(pipe, quake_frames(drop=set(range(160, 170)))) if e["type"] == "event"]
+    assert pipe.windows.gaps == 1 and len(events) == 1
 
 
 def test_gap_longer_than_off_s_closes_the_event(tiny_model):
