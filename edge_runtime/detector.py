@@ -36,7 +36,9 @@ class DetectorConfig:
         Minimum peak filtered acceleration of a triggering window in m/s^2
         (0.02 m/s^2 = 2 gal, the seed's value).
     on_windows : int
-        Consecutive triggering windows that declare an event.
+        Consecutive triggering windows that declare an event. Three (0.5 s of
+        persistence at the default step) keep a knock on the enclosure, which rings for
+        less than 0.3 s, from declaring an event on its own.
     off_s : float
         Time without a triggering window that closes the event, in s.
     max_event_s : float
@@ -47,7 +49,7 @@ class DetectorConfig:
 
     trigger_prob: float = 0.5
     min_pga_mps2: float = 0.02
-    on_windows: int = 2
+    on_windows: int = 3
     off_s: float = 8.0
     max_event_s: float = 120.0
     lookback_s: float = 5.0
