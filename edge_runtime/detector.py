@@ -9,9 +9,9 @@ the same two tests (PGA >= 2 gal and p(noise) <= 0.5) but compared a percentage 
 here probabilities are probabilities.
 
 Picks: the classifier says *which* windows hold a P or an S arrival, not exactly where.
-The first run of consecutive P windows (looking back ``lookback_s`` before the trigger,
-since a weak P rarely passes the PGA gate) and the first run of S windows after it locate
-the phases; the onset is then refined on the raw samples of one window of the run with
+The first confident run of consecutive P windows (looking back ``lookback_s`` before the
+trigger, since a weak P rarely passes the PGA gate) and the first confident run of S
+windows after it locate the phases; the onset is then refined on the raw samples of one window of the run with
 the AIC picker (Maeda, 1985): vertical component for P, horizontals for S.
 """
 
@@ -133,16 +133,32 @@ def aic_onset(x: np.ndarray, margin: float = 0.1) -> int:
     return int(k[lo:hi][np.argmin(aic[lo:hi])])
 
 
-def _first_run(windows: list, label: str, after_us: int | None = None) -> list:
-    run = []
+def _phase_run(windows: list, label: str, after_us: int | None = None,
+               min_score: float = 1.5) -> list:
+    """The first run of consecutive ``label`` windows that the model is sure of.
+
+    Runs are scored by their summed probability of ``label``; the first scoring at least
+    ``min_score`` (two confident windows) wins, so a lone noise window that happens to
+    lean to P in the look-back cannot steal the pick. Failing that, the best run.
+    """
+    runs, run = [], []
     for w in windows:
         if after_us is not None and w.center_us <= after_us:
             continue
         if w.label == label:
             run.append(w)
         elif run:
-            break
-    return run
+            runs.append(run)
+            run = []
+    if run:
+        runs.append(run)
+    if not runs:
+        return []
+
+    def score(r):
+        return sum(w.probs.get(label, 0.0) for w in r)
+
+    return next((r for r in runs if score(r) >= min_score), max(runs, key=score))
 
 
 def _refine(run: list, components) -> int | None:
@@ -217,8 +233,8 @@ class EventDetector:
 
     def _summary(self, kind: str, windows: list, before=None) -> dict:
         context = list(before if before is not None else self.open.before) + list(windows)
-        p_run = _first_run(context, "P")
-        s_run = _first_run(context, "S", after_us=p_run[-1].center_us if p_run else None)
+        p_run = _phase_run(context, "P")
+        s_run = _phase_run(context, "S", after_us=p_run[-1].center_us if p_run else None)
         p_time = _refine(p_run, components=[2])
         s_time = _refine(s_run, components=[0, 1])
         summary = {

@@ -120,3 +120,20 @@ def test_event_ids_are_unique_across_restarts():
     again = [e for e in run(EventDetector(station="ST01"), labels[2:]) if e["type"] == "event"]
     assert first[0]["event_id"] == "ST01-19700101T000001.000"
     assert first[0]["event_id"] != again[0]["event_id"]
+
+
+def test_lone_doubtful_p_window_in_lookback_does_not_steal_the_pick():
+    det = EventDetector(DetectorConfig(min_pga_mps2=0.02))
+    out = []
+    for i in range(40):
+        if i == 4:
+            w = scored(i, "P", peak=0.005, p=0.57)  # a noise window leaning to P
+        elif 10 <= i < 16:
+            w = scored(i, "P", peak=0.005)  # the real, weak P
+        elif i >= 16:
+            w = scored(i, "S")
+        else:
+            w = scored(i, "noise", peak=0.005)
+        out += det.update(w)
+    event = (out + det.reset())[-1]
+    assert event["p_time_us"] == 10 * STEP_US
