@@ -134,12 +134,13 @@ def aic_onset(x: np.ndarray, margin: float = 0.1) -> int:
 
 
 def _phase_run(windows: list, label: str, after_us: int | None = None,
-               min_score: float = 1.5) -> list:
-    """The first run of consecutive ``label`` windows that the model is sure of.
+               trigger_us: int | None = None, min_score: float = 1.5) -> list:
+    """The first run of consecutive ``label`` windows that can carry a pick.
 
-    Runs are scored by their summed probability of ``label``; the first scoring at least
-    ``min_score`` (two confident windows) wins, so a lone noise window that happens to
-    lean to P in the look-back cannot steal the pick. Failing that, the best run.
+    A run that starts before the trigger (``trigger_us``, in the look-back) must score
+    ``min_score`` in summed probability of ``label`` (two confident windows), so a lone
+    noise window leaning to P cannot steal the pick; any run from the trigger on counts.
+    Failing all that, the first run.
     """
     runs, run = [], []
     for w in windows:
@@ -155,10 +156,11 @@ def _phase_run(windows: list, label: str, after_us: int | None = None,
     if not runs:
         return []
 
-    def score(r):
-        return sum(w.probs.get(label, 0.0) for w in r)
+    def usable(r):
+        return (trigger_us is not None and r[0].center_us >= trigger_us) or \
+            sum(w.probs.get(label, 0.0) for w in r) >= min_score
 
-    return next((r for r in runs if score(r) >= min_score), max(runs, key=score))
+    return next((r for r in runs if usable(r)), runs[0])
 
 
 def _refine(run: list, components) -> int | None:
@@ -233,8 +235,10 @@ class EventDetector:
 
     def _summary(self, kind: str, windows: list, before=None) -> dict:
         context = list(before if before is not None else self.open.before) + list(windows)
-        p_run = _phase_run(context, "P")
-        s_run = _phase_run(context, "S", after_us=p_run[-1].center_us if p_run else None)
+        trigger_us = windows[0].center_us
+        p_run = _phase_run(context, "P", trigger_us=trigger_us)
+        s_run = _phase_run(context, "S", after_us=p_run[-1].center_us if p_run else None,
+                           trigger_us=trigger_us)
         p_time = _refine(p_run, components=[2])
         s_time = _refine(s_run, components=[0, 1])
         summary = {

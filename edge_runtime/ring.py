@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .logs import LimitedLog
+
 log = logging.getLogger(__name__)
 
 
@@ -86,9 +88,12 @@ class SlidingWindows:
 
     A short hole (up to ``max_fill_s``: a frame or a few lost to line noise) is filled
     by linear interpolation between the samples on either side, so one bad frame does
-    not blind the node for a whole window length, which could be the P wave. Anything
-    else (a longer hole, time going backwards, a change of channel count, a rate change
-    beyond ``rate_tolerance``) clears the buffer: no window spans it.
+    not blind the node for a whole window length, which could be the P wave. When the
+    sequence is contiguous but the timestamps jump, the samples are continuous and only
+    the board's clock moved: a forward step is followed, a backward one (or a stuck
+    clock) is ignored so window times stay monotonic. Anything else (a longer hole, the
+    sequence going backwards, a change of channel count, a rate change beyond
+    ``rate_tolerance``) clears the buffer: no window spans it.
 
     Parameters
     ----------
@@ -115,6 +120,10 @@ class SlidingWindows:
         self.max_fill_s = max_fill_s
         self.filled_gaps = 0
         self.filled_samples = 0
+        self.clock_steps = 0
+        self.last_step_s = 0.0
+        self.last_frame_len = 0
+        self._log = LimitedLog(log)
         self.ring: RingBuffer | None = None
         self.rate_hz: float | None = None
         self.anchor_us = 0
@@ -140,19 +149,39 @@ class SlidingWindows:
         """Time at which the next sample is expected, in microseconds."""
         return self.anchor_us + (self.ring.total - self.anchor_index) * 1e6 / self.rate_hz
 
-    def _discontinuity(self, n_channels: int, t0_us: int, rate_hz: float, sequence) -> float | None:
-        """Signed gap in s when the frame does not continue the stream, else None."""
-        if self.ring is None:
-            return float("inf")
-        if n_channels != self.ring.n_channels or \
+    def _continuity(self, n_channels: int, t0_us: int, rate_hz: float, sequence):
+        """How a frame continues the stream: ``(action, value)``.
+
+        ``("continue", None)``; ``("fill", n_samples)`` for a short hole;
+        ``("step", gap_s)`` when the sequence is contiguous but the clock jumped (the
+        samples are continuous, only the time stamps moved); ``("restart", gap_s)``.
+        """
+        if self.ring is None or n_channels != self.ring.n_channels or \
                 abs(rate_hz - self.rate_hz) > self.rate_tolerance * self.rate_hz:
-            return float("inf")
+            return "restart", float("inf")
         gap_us = t0_us - self.expected_us()
-        lost = sequence is not None and self.last_sequence is not None \
-            and (sequence - self.last_sequence) % 2**32 != 1
-        if lost or abs(gap_us) * self.rate_hz / 1e6 > self.gap_tolerance:
-            return gap_us / 1e6
-        return None
+        gap_s = gap_us / 1e6
+        tolerance_us = self.gap_tolerance * 1e6 / self.rate_hz
+        fillable = self.ring.total > 0 and self.max_fill_s > 0
+        if sequence is None or self.last_sequence is None:
+            # Timestamps alone: a hole shows as time missing.
+            if abs(gap_us) <= tolerance_us:
+                return "continue", None
+            n_missing = int(round(gap_s * self.rate_hz))
+            if fillable and 0 < gap_s <= self.max_fill_s and n_missing:
+                return "fill", n_missing
+            return "restart", gap_s
+        missing_frames = (sequence - self.last_sequence - 1) % 2**32
+        if missing_frames == 0:
+            return ("continue", None) if abs(gap_us) <= tolerance_us else ("step", gap_s)
+        if missing_frames >= 2**31:  # the sequence went backwards: the board restarted
+            return "restart", gap_s
+        # Frames were lost: the sequence says how many, the previous frame how long each
+        # was (timestamps jitter, the count does not).
+        n_missing = missing_frames * self.last_frame_len
+        if fillable and n_missing <= self.max_fill_s * self.rate_hz and gap_us >= -tolerance_us:
+            return "fill", n_missing
+        return "restart", gap_s
 
     def _fill(self, samples: np.ndarray, n_missing: int) -> np.ndarray:
         """Prepend ``n_missing`` samples interpolated across a short hole to ``samples``."""
@@ -161,7 +190,8 @@ class SlidingWindows:
         frac = np.arange(1, n_missing + 1)[:, None] / (n_missing + 1)
         self.filled_gaps += 1
         self.filled_samples += n_missing
-        log.info("hole of %d samples in the sample stream filled by interpolation", n_missing)
+        self._log(logging.INFO, "hole", "hole of %d samples in the sample stream filled by "
+                  "interpolation", n_missing)
         return np.concatenate([last + frac * (first - last), samples])
 
     def push(self, samples_mps2: np.ndarray, t0_us: int, rate_hz: float,
@@ -177,24 +207,33 @@ class SlidingWindows:
         rate_hz : float
             Sampling rate reported with the samples, in Hz.
         sequence : int, optional
-            Frame sequence number (uint32); a jump is a gap even when the timestamps
-            cannot show it (frames of one sample).
+            Frame sequence number (uint32). With it, lost frames are counted exactly
+            (timestamps jitter) and a clock step is told apart from lost samples.
         """
         n_channels = samples_mps2.shape[1]
-        gap_s = self._discontinuity(n_channels, t0_us, rate_hz, sequence)
-        if gap_s is not None and 0 <= gap_s <= self.max_fill_s and self.ring.total:
-            n_missing = int(round(gap_s * self.rate_hz))
-            if n_missing:  # else the sequence skipped a number but no time is missing
-                samples_mps2 = self._fill(samples_mps2, n_missing)
+        action, value = self._continuity(n_channels, t0_us, rate_hz, sequence)
+        if action == "fill":
+            samples_mps2 = self._fill(samples_mps2, value)
             t0_us = int(round(self.expected_us()))
-            gap_s = None
-        if gap_s is not None:
+        elif action == "step":
+            # Samples are continuous; only the board's clock moved. Forward: follow it
+            # (a time correction). Backward (a stuck or stepped-back clock): keep the
+            # internal time base, so window times stay monotonic and events close.
+            self.clock_steps += 1
+            self.last_step_s = value
+            self._log(logging.WARNING, "clock", "board clock stepped %+.3f s with no frame lost; "
+                      "%s", value, "following it" if value > 0 else "keeping the node's time base")
+            if value < 0:
+                t0_us = int(round(self.expected_us()))
+        elif action == "restart":
             if self.ring is not None:
                 self.gaps += 1
-                log.info("discontinuity (%s) in the sample stream; window buffer restarted",
-                         "rate or channels changed" if gap_s == float("inf") else f"{gap_s:+.3f} s")
-            self.last_gap_s = gap_s
+                self._log(logging.INFO, "restart", "discontinuity (%s) in the sample stream; "
+                          "window buffer restarted",
+                          "rate or channels changed" if value == float("inf") else f"{value:+.3f} s")
+            self.last_gap_s = value
             self._reset(rate_hz, n_channels)
+        self.last_frame_len = samples_mps2.shape[0] - (value if action == "fill" else 0)
         self.anchor_us, self.anchor_index = t0_us, self.ring.total
         self.last_sequence = sequence
         rate = self.rate_hz

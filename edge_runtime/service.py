@@ -131,11 +131,12 @@ class Pipeline:
                                     sequence=frame.sequence)
         out = []
         if self.windows.gaps != gaps_before:
-            # Holes up to max_fill_s never get here (they are interpolated). A longer one
-            # or a small clock step must still not split an earthquake in two: the event
-            # stays open and closes by the usual off_s rule. A gap longer than off_s, a
-            # rate change or a board restart ends it.
-            if restarted or abs(self.windows.last_gap_s) > self.config.detector.off_s:
+            # Holes up to max_fill_s never get here (they are interpolated), nor do clock
+            # steps. A longer hole must still not split an earthquake in two: the event
+            # stays open and closes by the usual off_s rule. A gap longer than off_s,
+            # time going backwards, a rate change or a board restart ends it.
+            gap_s = self.windows.last_gap_s
+            if restarted or gap_s < 0 or gap_s > self.config.detector.off_s:
                 out += self.detector.reset()
             else:
                 self.detector.pending = []
@@ -161,21 +162,18 @@ class Pipeline:
     def _count_lost(self, frame) -> bool:
         """Count frames missing before ``frame``; return True when the board restarted.
 
-        The uint32 sequence says how many frames are missing; the timestamps say how
-        many should be. When both agree it was an outage of the line, otherwise the
-        board restarted (or its counter jumped) and the lost count means nothing.
+        The uint32 sequence counts up by one per frame and wraps: a forward jump is that
+        many frames lost (whatever their length), a backward one (more than 2**31 ahead,
+        modulo 2**32) is a board that restarted its counter.
         """
         restarted = False
         if self.last_sequence is not None:
             missing = (frame.sequence - self.last_sequence - 1) % 2**32
-            if missing:
-                elapsed_us = frame.timestamp_us - self.last_timestamp_us
-                expected = elapsed_us / max(frame.duration_us, 1.0) - 1
-                if abs(missing - expected) <= max(2.0, 0.01 * missing):
-                    self.counts["frames_lost"] += missing
-                else:
-                    self.counts["sequence_resets"] += 1
-                    restarted = True
+            if missing >= 2**31:
+                self.counts["sequence_resets"] += 1
+                restarted = True
+            else:
+                self.counts["frames_lost"] += missing
         self.last_sequence, self.last_timestamp_us = frame.sequence, frame.timestamp_us
         return restarted
 
@@ -224,7 +222,8 @@ def run(config: NodeConfig) -> dict:
         return {"uptime_s": round(time.monotonic() - started, 1), "model": config.model,
                 "decoder": decoder.stats.to_dict(), "pipeline": dict(pipeline.counts),
                 "gaps": pipeline.windows.gaps, "gaps_filled": pipeline.windows.filled_gaps,
-                "samples_filled": pipeline.windows.filled_samples, "port_open": source.is_open,
+                "samples_filled": pipeline.windows.filled_samples,
+                "clock_steps": pipeline.windows.clock_steps, "port_open": source.is_open,
                 "reconnects": source.reconnects,
                 "events_written": writer.written, "events_held": len(writer.backlog)}
 
@@ -234,7 +233,7 @@ def run(config: NodeConfig) -> dict:
         if data:
             last_bytes = now
             for frame in decoder.feed(data):
-                last_frame = now
+                accepted = pipeline.counts["frames"]
                 try:
                     events = pipeline.on_frame(frame)
                 except Exception:  # one bad frame must not take the node down
@@ -242,6 +241,8 @@ def run(config: NodeConfig) -> dict:
                     errors(logging.ERROR, "frame", "frame seq=%d: processing failed; skipped",
                            frame.sequence, exc_info=True)
                     continue
+                if pipeline.counts["frames"] != accepted:  # rejected frames do not count as signal
+                    last_frame = now
                 handle(events)
         elif writer.backlog:
             writer.flush()

@@ -137,3 +137,14 @@ def test_lone_doubtful_p_window_in_lookback_does_not_steal_the_pick():
         out += det.update(w)
     event = (out + det.reset())[-1]
     assert event["p_time_us"] == 10 * STEP_US
+
+
+def test_short_doubtful_p_after_trigger_keeps_the_pick():
+    """A weak 2-window P (score < 1.5) inside the event beats a later P-leaning coda run."""
+    det = EventDetector(DetectorConfig(min_pga_mps2=0.02))
+    labels = ["noise"] * 20 + ["P", "P"] + ["S"] * 8 + ["P", "P"] + ["S"] * 6 + ["noise"] * 50
+    out = []
+    for i, label in enumerate(labels):
+        out += det.update(scored(i, label, p=0.7 if label == "P" and i < 30 else 0.76))
+    event = [e for e in out if e["type"] == "event"][0]
+    assert event["p_time_us"] == 20 * STEP_US and event["s_time_us"] == 22 * STEP_US

@@ -65,7 +65,9 @@ def test_short_hole_is_interpolated_and_windows_go_on():
             windows += sw.push(ramp[i:i + 10], i * 10_000, 100.0, sequence=i // 10)
     assert sw.gaps == 0 and sw.filled_gaps == 1 and sw.filled_samples == 10
     assert len(windows) == 1 + (600 - 200) // 25
-    np.testing.assert_allclose(windows[-1].data[0], np.arange(400, 600))  # the ramp, holes and all
+    # The window over the hole (samples 300-309): linear interpolation restores a ramp.
+    (over,) = [w for w in windows if w.start_us == 225 * 10_000]
+    np.testing.assert_allclose(over.data[0], np.arange(225, 425))
     assert [w.start_us for w in windows] == [25 * k * 10_000 for k in range(len(windows))]
 
 
@@ -126,3 +128,37 @@ def test_time_going_backwards_is_a_negative_gap():
     sw.push(np.zeros((300, 3)), 10_000_000, 100.0)
     sw.push(np.zeros((10, 3)), 12_000_000, 100.0)  # 1 s earlier than expected
     assert sw.gaps == 1 and sw.last_gap_s == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("jitter_us", [-15_000, 0, 15_000])
+def test_lost_one_sample_frame_with_jitter_fills_exactly_one(jitter_us):
+    """The sequence gives the count; timestamps that jitter by 1.5 samples do not matter."""
+    sw = SlidingWindows(2.0, 0.5)
+    for i in range(300):
+        if i == 150:
+            continue
+        t_us = i * 10_000 + (jitter_us if i == 151 else 0)
+        sw.push(np.full((1, 3), float(i)), t_us, 100.0, sequence=i)
+    assert sw.gaps == 0 and sw.filled_gaps == 1 and sw.filled_samples == 1
+
+
+def test_forward_clock_step_is_followed_without_inventing_samples():
+    sw = SlidingWindows(2.0, 0.25)
+    windows = []
+    for i in range(60):
+        step = 400_000 if i >= 30 else 0  # the board's clock jumps +0.4 s, no frame lost
+        windows += sw.push(np.zeros((10, 3)), i * 100_000 + step, 100.0, sequence=i)
+    assert sw.clock_steps == 1 and sw.filled_samples == 0 and sw.gaps == 0
+    assert len(windows) == 1 + (600 - 200) // 25
+
+
+def test_stuck_clock_keeps_window_times_monotonic():
+    """Timestamps freeze while samples keep coming: the node keeps its own time base."""
+    sw = SlidingWindows(2.0, 0.25)
+    windows = []
+    for i in range(100):
+        t_us = min(i, 40) * 100_000  # the board's clock stops at frame 40
+        windows += sw.push(np.zeros((10, 3)), t_us, 100.0, sequence=i)
+    starts = [w.start_us for w in windows]
+    assert sw.gaps == 0 and sw.clock_steps == 59
+    assert starts == sorted(starts) and starts[-1] == (1000 - 200) * 10_000

@@ -179,3 +179,28 @@ def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
     assert "lost" in output and "retrying" in output
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["reconnects"] >= 1 and status["decoder"]["frames"] == 30
+
+
+def test_stream_stopping_mid_event_closes_it_on_wall_time(tiny_model, tmp_path):
+    """The board goes quiet during the S wave: the event is written while the node waits."""
+    pty = open_pty()
+    proc = run_node(tiny_model["sim"], pty.port, tmp_path, "--off-s", "1", "--idle-exit-s", "60")
+    try:
+        wait_open(tmp_path / "status.json", proc)
+        rng = np.random.default_rng(8)
+        rec = synth.earthquake(rng, duration_s=30.0, p_s=10.0, sp_s=4.0, pga_mps2=0.3)
+        writer = Writer(pty, speed=0)
+        for _seq, t_us, frame in record_frames(rec.data[:, :1700], 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
+            writer.send(frame, t_us)
+        deadline = time.monotonic() + 20
+        events = []
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.2)
+            events = load_events(tmp_path / "events.jsonl")
+        assert proc.poll() is None  # still running, waiting for its board
+        assert len(events) == 1, proc.stdout.read() if proc.poll() is not None else "no event"
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+        pty.close()
+    assert "no frames for" in output and "closing it" in output

@@ -135,3 +135,22 @@ def test_dead_sensor_mid_event_closes_it(tiny_model):
     for seq in range(160, 260):
         out += pipe.on_frame(frame(seq, seq * 100_000, value=5000))
     assert pipe.detector.open is None and [e["type"] for e in out][-1] == "event"
+
+
+def test_outage_then_a_longer_frame_is_not_a_restart(tiny_model):
+    """Frame lengths vary (1-1024 samples): a 1 s outage followed by a 40-sample frame."""
+    pipe = make_pipeline(tiny_model)
+    for seq in range(30):
+        pipe.on_frame(frame(seq, seq * 100_000))
+    pipe.on_frame(frame(40, 4_000_000, n=40))
+    assert pipe.counts["frames_lost"] == 10 and pipe.counts["sequence_resets"] == 0
+
+
+def test_stuck_board_clock_mid_event_still_closes_it(tiny_model):
+    pipe = make_pipeline(tiny_model, off_s=2.0)
+    out = []
+    for f in quake_frames(duration_s=60.0):
+        t_us = min(f.timestamp_us, T0 + 16_000_000)  # the clock stops during the S wave
+        out += pipe.on_frame(Frame(f.sequence, t_us, 100.0, f.samples))
+    assert [e["type"] for e in out].count("event") == 1
+    assert pipe.detector.open is None
