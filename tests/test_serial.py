@@ -16,7 +16,7 @@ from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
 from host_training.data import synth
 from host_training.data.sac import write_record
 from tools.faults import FaultConfig, FaultInjector
-from tools.replay import Writer, open_pty, read_waveform_records, record_frames, replay_records
+from tools.replay import Writer, open_pty, read_waveform_records, record_frames, replay_records, to_counts
 from tools.score import format_table, load_events, score, truths_from_sac
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01
@@ -204,3 +204,36 @@ def test_stream_stopping_mid_event_closes_it_on_wall_time(tiny_model, tmp_path):
         output, _ = proc.communicate(timeout=30)
         pty.close()
     assert "no frames for" in output and "closing it" in output
+
+
+def test_replay_cli_writes_frames_to_a_serial_port(tmp_path):
+    """`python -m tools replay FILES --port DEV` through pyserial, read back on the pty master."""
+    import os
+    import select
+
+    rng = np.random.default_rng(2)
+    rec = synth.quiet(rng, duration_s=5.0)
+    paths = write_record(rec.data, 100.0, UTCDateTime(2026, 5, 1), tmp_path / "r")
+    pty = open_pty()
+    proc = subprocess.Popen([sys.executable, "-m", "tools", "replay", *map(str, paths), "--port", pty.port,
+                             "--speed", "0", "--garbage", "0.2", "--fault-seed", "1"],
+                            cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    dec, frames = FrameDecoder(), []
+    try:
+        deadline = time.monotonic() + 60
+        while len(frames) < 50 and time.monotonic() < deadline:
+            ready, _, _ = select.select([pty.master_fd], [], [], 0.2)
+            if ready:
+                frames += dec.feed(os.read(pty.master_fd, 65536))
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+    assert proc.returncode == 0, output
+    assert [f.sequence for f in frames] == list(range(50))  # 5 s in 10-sample frames
+    assert frames[0].timestamp_us == int(UTCDateTime(2026, 5, 1).timestamp * 1e6)
+    assert dec.stats.bytes_discarded > 0  # the injected line noise was skipped
+    counts = np.concatenate([f.samples for f in frames]).T
+    np.testing.assert_array_equal(counts, to_counts(rec.data.astype(np.float32), ADXL355_COUNTS_PER_MPS2))
