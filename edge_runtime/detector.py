@@ -189,7 +189,6 @@ class EventDetector:
         self.station = station
         self.pending: list[Scored] = []
         self.open: _Open | None = None
-        self.last_center_us: int | None = None
         self.recent: deque = deque(maxlen=200)
 
     def triggers(self, w: Scored) -> bool:
@@ -217,7 +216,6 @@ class EventDetector:
             duration_s = (w.center_us - self.open.windows[0].center_us) / 1e6
             if quiet_s >= self.config.off_s or duration_s >= self.config.max_event_s:
                 out.append(self.close())
-        self.last_center_us = w.center_us
         self.recent.append(w)
         return out
 

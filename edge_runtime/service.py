@@ -6,7 +6,7 @@ import json
 import logging
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +276,3 @@ def _write_status(path: str, status: dict) -> None:
     except OSError as exc:
         log.error("%s: cannot write status (%s)", path, exc)
 
-
-def config_dict(config: NodeConfig) -> dict:
-    return asdict(config)

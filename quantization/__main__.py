@@ -53,18 +53,12 @@ def main(argv=None) -> int:
 
             print(json.dumps(simplify(args.src, args.dst)))
         elif args.command == "compare":
-            import numpy as np
-
-            from edge_runtime.preprocess import prepare_windows, to_model_input
             from host_training.data.dataset import WindowDataset
 
-            from .int16 import agreement
+            from .int16 import dataset_agreement
 
             part = WindowDataset.load(args.data).split(args.split)
-            x_float, _ = part.model_inputs(quantized=False)
-            int16, _ = prepare_windows(part.waveforms, part.sampling_rate_hz)
-            print(json.dumps(agreement(args.float_model, args.int16_model,
-                                       to_model_input(int16, np.int16), x_float)))
+            print(json.dumps(dataset_agreement(args.float_model, args.int16_model, part)))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.metadata import ModelMetadata
+from edge_runtime.preprocess import PreprocessConfig, prepare_windows, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +117,13 @@ def agreement(float_model, int16_model, windows_int16: np.ndarray, windows_float
     b = run(int16_model, windows_int16)
     return {"n": int(len(a)), "class_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
             "max_abs_logit_diff": float(np.abs(a - b).max())}
+
+
+def dataset_agreement(float_model, int16_model, dataset,
+                      config: PreprocessConfig = PreprocessConfig()) -> dict:
+    """:func:`agreement` on the windows of a ``WindowDataset``, each model fed as the node
+    would feed it: the float model normalized windows, the int16 model their int16 counts.
+    """
+    x_float, _ = dataset.model_inputs(config, quantized=False)
+    int16, _ = prepare_windows(dataset.waveforms, dataset.sampling_rate_hz, config)
+    return agreement(float_model, int16_model, to_model_input(int16, np.int16), x_float)

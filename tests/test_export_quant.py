@@ -7,9 +7,8 @@ import pytest
 
 from edge_runtime.backend import OnnxBackend
 from edge_runtime.metadata import METADATA_KEY, ModelMetadata
-from edge_runtime.preprocess import prepare_windows, to_model_input
 from host_training.evaluate import predict_torch
-from quantization.int16 import agreement, int16_input_model
+from quantization.int16 import dataset_agreement, int16_input_model
 
 
 def test_tiny_model_learns(tiny_model):
@@ -39,9 +38,7 @@ def test_metadata_carries_what_the_node_needs(tiny_model):
 
 def test_int16_model_agrees_with_float_model(tiny_model):
     part = tiny_model["dataset"].split("test")
-    x_float, _ = part.model_inputs(quantized=False)
-    int16, _ = prepare_windows(part.waveforms, part.sampling_rate_hz)
-    result = agreement(tiny_model["float"], tiny_model["sim"], to_model_input(int16, np.int16), x_float)
+    result = dataset_agreement(tiny_model["float"], tiny_model["sim"], part)
     assert result["class_agreement"] >= 0.99
     assert result["max_abs_logit_diff"] < 1e-2
 

@@ -100,7 +100,7 @@ def run_demo(config: DemoConfig) -> int:
     from host_training.models import PHASE_CLASSES, build_model, count_parameters
     from host_training.plots import plot_confusion, plot_history
     from host_training.train import TrainConfig, save_checkpoint, train
-    from quantization.int16 import agreement, quantize_int16
+    from quantization.int16 import dataset_agreement, quantize_int16
     from quantization.simplify import simplify
 
     from .faults import FaultInjector
@@ -152,12 +152,8 @@ def run_demo(config: DemoConfig) -> int:
                            check_inputs=x["test"][:256])
     int16_path = quantize_int16(model_dir / "earthquake_cnn.onnx", model_dir / "earthquake_cnn_int16.onnx")
     simplified = simplify(int16_path, model_dir / "earthquake_cnn_int16_sim.onnx")
-    x16, _ = parts["test"].model_inputs(prep, quantized=False)
-    from edge_runtime.preprocess import prepare_windows, to_model_input
-
-    int16, _ = prepare_windows(parts["test"].waveforms, parts["test"].sampling_rate_hz, prep)
-    agree = agreement(model_dir / "earthquake_cnn.onnx", model_dir / "earthquake_cnn_int16_sim.onnx",
-                      to_model_input(int16, np.int16), x16)
+    agree = dataset_agreement(model_dir / "earthquake_cnn.onnx",
+                              model_dir / "earthquake_cnn_int16_sim.onnx", parts["test"], prep)
     summary["export"] = {"onnx": exported, "simplify": simplified, "int16_vs_float": agree}
     print(f"      torch vs onnxruntime max |diff| {exported['max_abs_diff']:.1e}; "
           f"int16 model agrees with float on {100 * agree['class_agreement']:.2f} % of "

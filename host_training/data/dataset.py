@@ -15,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.preprocess import PreprocessConfig, amplitude_ok, prepare_windows, to_model_input
+from edge_runtime.preprocess import (
+    PreprocessConfig,
+    amplitude_ok,
+    filter_windows,
+    max_abs,
+    normalize,
+    prepare_windows,
+    to_model_input,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -59,6 +67,15 @@ class WindowDataset:
     def model_inputs(self, config: PreprocessConfig = PreprocessConfig(), quantized: bool = True):
         """Model inputs made by the node's chain.
 
+        Parameters
+        ----------
+        config : PreprocessConfig
+            Window chain parameters.
+        quantized : bool
+            True: the seed's representation, normalize(quantize(normalize(x))), what the
+            models are trained on. False: normalize(x) only, to measure what the int16
+            step changes.
+
         Returns
         -------
         x : numpy.ndarray
@@ -67,14 +84,13 @@ class WindowDataset:
             Boolean mask of windows that pass the seed's amplitude drops
             (1e-8 < peak < 19.62 m/s^2); the caller decides what to do with the rest.
         """
-        int16, peak = prepare_windows(self.waveforms, self.sampling_rate_hz, config)
         if quantized:
+            int16, peak = prepare_windows(self.waveforms, self.sampling_rate_hz, config)
             x = to_model_input(int16)
         else:
-            from edge_runtime.preprocess import filter_windows, normalize
-
-            f = normalize(filter_windows(self.waveforms, self.sampling_rate_hz, config))
-            x = np.ascontiguousarray(np.swapaxes(f, -1, -2)[:, None].astype(np.float32))
+            filtered = filter_windows(self.waveforms, self.sampling_rate_hz, config)
+            peak = max_abs(filtered)[..., 0, 0]
+            x = np.ascontiguousarray(np.swapaxes(normalize(filtered), -1, -2)[:, None].astype(np.float32))
         return x, amplitude_ok(peak)
 
     def save(self, folder) -> Path:
