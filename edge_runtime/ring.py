@@ -122,6 +122,8 @@ class SlidingWindows:
         self.filled_samples = 0
         self.clock_steps = 0
         self.last_step_s = 0.0
+        self.lost_frames = 0  # from sequence numbers
+        self.sequence_resets = 0
         self.last_frame_len = 0
         self._log = LimitedLog(log)
         self.ring: RingBuffer | None = None
@@ -171,11 +173,16 @@ class SlidingWindows:
             if fillable and 0 < gap_s <= self.max_fill_s and n_missing:
                 return "fill", n_missing
             return "restart", gap_s
+        # The uint32 sequence counts up by one per frame and wraps: a forward jump is that
+        # many frames lost (whatever their length), a backward one (more than 2**31
+        # ahead, modulo 2**32) a board that restarted its counter.
         missing_frames = (sequence - self.last_sequence - 1) % 2**32
         if missing_frames == 0:
             return ("continue", None) if abs(gap_us) <= tolerance_us else ("step", gap_s)
-        if missing_frames >= 2**31:  # the sequence went backwards: the board restarted
+        if missing_frames >= 2**31:
+            self.sequence_resets += 1
             return "restart", gap_s
+        self.lost_frames += missing_frames
         # Frames were lost: the sequence says how many, the previous frame how long each
         # was (timestamps jitter, the count does not).
         n_missing = missing_frames * self.last_frame_len

@@ -124,11 +124,14 @@ class Pipeline:
             self.counts["frames_duplicate"] += 1  # sent twice (a retransmitting link)
             return []
         self.counts["frames"] += 1
-        restarted = self._count_lost(frame)
-        gaps_before = self.windows.gaps
+        self.last_sequence, self.last_timestamp_us = frame.sequence, frame.timestamp_us
+        gaps_before, resets_before = self.windows.gaps, self.windows.sequence_resets
         samples = frame.samples / self.config.counts_per_mps2
         windows = self.windows.push(samples, frame.timestamp_us, frame.sampling_rate_hz,
                                     sequence=frame.sequence)
+        self.counts["frames_lost"] = self.windows.lost_frames
+        self.counts["sequence_resets"] = self.windows.sequence_resets
+        restarted = self.windows.sequence_resets != resets_before
         out = []
         if self.windows.gaps != gaps_before:
             # Holes up to max_fill_s never get here (they are interpolated), nor do clock
@@ -158,24 +161,6 @@ class Pipeline:
                             float(pk), w.data, w.sampling_rate_hz)
             out += self.detector.update(scored)
         return self._count(out)
-
-    def _count_lost(self, frame) -> bool:
-        """Count frames missing before ``frame``; return True when the board restarted.
-
-        The uint32 sequence counts up by one per frame and wraps: a forward jump is that
-        many frames lost (whatever their length), a backward one (more than 2**31 ahead,
-        modulo 2**32) is a board that restarted its counter.
-        """
-        restarted = False
-        if self.last_sequence is not None:
-            missing = (frame.sequence - self.last_sequence - 1) % 2**32
-            if missing >= 2**31:
-                self.counts["sequence_resets"] += 1
-                restarted = True
-            else:
-                self.counts["frames_lost"] += missing
-        self.last_sequence, self.last_timestamp_us = frame.sequence, frame.timestamp_us
-        return restarted
 
     def flush(self) -> list[dict]:
         """Close any open event (end of stream, shutdown)."""
