@@ -1,4 +1,4 @@
-# SeismicTorch. `make demo` and `make test` need only python3 (>= 3.9) and make:
+# SeismicTorch. `make demo` and `make test` need only python3 (>= 3.11) and make:
 # they create .venv and install what they need on first use.
 
 PYTHON ?= python3

@@ -156,8 +156,8 @@ class Pipeline:
             probs[live] = self.backend.predict(int16[live])
         self.counts["windows"] += int(live.sum())
         self.counts["windows_dead"] += int((~live).sum())
-        for w, p, pk in zip(windows, probs, peak):
-            scored = Scored(w.center_us, dict(zip(self.backend.classes, map(float, p))),
+        for w, p, pk in zip(windows, probs, peak, strict=True):
+            scored = Scored(w.center_us, dict(zip(self.backend.classes, map(float, p), strict=True)),
                             float(pk), w.data, w.sampling_rate_hz)
             out += self.detector.update(scored)
         return self._count(out)

@@ -27,7 +27,7 @@ def classification_report(y_true, y_pred, classes) -> dict:
         "confusion": cm.tolist(),
         "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f),
                           "support": int(s)}
-                      for c, p, r, f, s in zip(classes, precision, recall, f1, cm.sum(1))},
+                      for c, p, r, f, s in zip(classes, precision, recall, f1, cm.sum(1), strict=True)},
     }
 
 

@@ -156,7 +156,7 @@ def test_fuzz_frames_survive_garbage_and_any_chunking(shapes, junks, chunk_sizes
         pos += size
         k += 1
     assert [f.sequence for f in got] == list(range(len(shapes)))
-    for f, samples in zip(got, expected):
+    for f, samples in zip(got, expected, strict=True):
         np.testing.assert_array_equal(f.samples, samples)
 
 

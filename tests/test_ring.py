@@ -40,7 +40,7 @@ def test_one_big_push_equals_many_small_ones():
     big = SlidingWindows(2.0, 0.25).push(data, 0, 100.0)
     small = feed(SlidingWindows(2.0, 0.25), data)
     assert len(big) == len(small)
-    for a, b in zip(big, small):
+    for a, b in zip(big, small, strict=True):
         np.testing.assert_array_equal(a.data, b.data)
         assert a.start_us == b.start_us
 

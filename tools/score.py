@@ -104,9 +104,9 @@ def format_table(result: dict) -> str:
                       fmt(r["s_error_s"], "+.2f"), fmt(r["pga_mps2"], ".3f"),
                       fmt(r["p_prob"], ".2f"), str(r["false_events"])))
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
            "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
     s = result["summary"]
     out.append(f"earthquakes detected: {s['detected']}/{s['earthquakes']}   "
                f"false events: {s['false_events']}   events written: {s['events']}")

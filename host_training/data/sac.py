@@ -98,7 +98,7 @@ def write_record(data: np.ndarray, sampling_rate_hz: float, starttime, folder, s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for comp, channel in zip(data, CHANNELS):
+    for comp, channel in zip(data, CHANNELS, strict=True):
         tr = Trace(np.asarray(comp, dtype=np.float32))
         tr.stats.network, tr.stats.station, tr.stats.channel = network, station, channel
         tr.stats.sampling_rate = sampling_rate_hz
