@@ -29,7 +29,7 @@ import binascii
 import logging
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,9 +81,6 @@ class Frame:
     def n_channels(self) -> int:
         return int(self.samples.shape[1])
 
-    @property
-    def duration_us(self) -> float:
-        return self.n_samples * 1e6 / self.sampling_rate_hz
 
 
 def encode_frame(sequence: int, timestamp_us: int, sampling_rate_hz: float, samples) -> bytes:
@@ -136,7 +133,6 @@ class DecoderStats:
     crc_errors: int = 0
     header_errors: int = 0
     last_error: str = ""
-    errors_by_kind: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -162,7 +158,7 @@ class FrameDecoder:
 
     def _error(self, kind: str, message: str) -> None:
         self.stats.last_error = message
-        self.stats.errors_by_kind[kind] = self._log(logging.WARNING, kind, "%s", message)
+        self._log(logging.WARNING, kind, "%s", message)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the frames completed by them (possibly none)."""

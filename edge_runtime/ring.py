@@ -121,7 +121,6 @@ class SlidingWindows:
         self.filled_gaps = 0
         self.filled_samples = 0
         self.clock_steps = 0
-        self.last_step_s = 0.0
         self.lost_frames = 0  # from sequence numbers
         self.sequence_resets = 0
         self.last_frame_len = 0
@@ -227,7 +226,6 @@ class SlidingWindows:
             # (a time correction). Backward (a stuck or stepped-back clock): keep the
             # internal time base, so window times stay monotonic and events close.
             self.clock_steps += 1
-            self.last_step_s = value
             self._log(logging.WARNING, "clock", "board clock stepped %+.3f s with no frame lost; "
                       "%s", value, "following it" if value > 0 else "keeping the node's time base")
             if value < 0:

@@ -13,7 +13,21 @@ PHASE_CLASSES = ("P", "S", "noise")
 SOURCE_CLASSES = ("earthquake", "active_source")
 
 
-class EarthquakeCNN(nn.Module):
+class _SeedCNN(nn.Module):
+    """The seed's shared shape: three conv blocks (conv, BN, GELU, max-pool, dropout),
+    flatten, three fully connected layers. Subclasses define the layers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout1(self.maxpool1(self.GELU1(self.bn1(self.conv1(x)))))
+        x = self.dropout2(self.maxpool2(self.GELU2(self.bn2(self.conv2(x)))))
+        x = self.dropout3(self.maxpool3(self.GELU3(self.bn3(self.conv3(x)))))
+        x = x.reshape(x.size(0), -1)
+        x = self.GELU4(self.fc1(x))
+        x = self.GELU5(self.fc2(x))
+        return self.fc3(x)
+
+
+class EarthquakeCNN(_SeedCNN):
     """Phase classifier of 2 s, 3-component windows at 40 Hz.
 
     Input ``(N, 1, 80, 3)``: samples along axis 2, components (E, N, Z) along axis 3,
@@ -47,17 +61,8 @@ class EarthquakeCNN(nn.Module):
         self.GELU5 = nn.GELU()
         self.fc3 = nn.Linear(16, 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout1(self.maxpool1(self.GELU1(self.bn1(self.conv1(x)))))
-        x = self.dropout2(self.maxpool2(self.GELU2(self.bn2(self.conv2(x)))))
-        x = self.dropout3(self.maxpool3(self.GELU3(self.bn3(self.conv3(x)))))
-        x = x.reshape(x.size(0), -1)
-        x = self.GELU4(self.fc1(x))
-        x = self.GELU5(self.fc2(x))
-        return self.fc3(x)
 
-
-class SpectrogramCNN(nn.Module):
+class SpectrogramCNN(_SeedCNN):
     """Earthquake / active-source classifier of 3-component spectrogram images.
 
     Input ``(N, 3, 100, 150)``: one 100 x 150 grey spectrogram image per component.
@@ -90,15 +95,6 @@ class SpectrogramCNN(nn.Module):
         self.fc2 = nn.Linear(1280, 64)
         self.GELU5 = nn.GELU()
         self.fc3 = nn.Linear(64, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout1(self.maxpool1(self.GELU1(self.bn1(self.conv1(x)))))
-        x = self.dropout2(self.maxpool2(self.GELU2(self.bn2(self.conv2(x)))))
-        x = self.dropout3(self.maxpool3(self.GELU3(self.bn3(self.conv3(x)))))
-        x = x.reshape(x.size(0), -1)
-        x = self.GELU4(self.fc1(x))
-        x = self.GELU5(self.fc2(x))
-        return self.fc3(x)
 
 
 MODELS = {"EarthquakeCNN": EarthquakeCNN, "SpectrogramCNN": SpectrogramCNN}

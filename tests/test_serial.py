@@ -15,6 +15,7 @@ from edge_runtime.reader import SerialSource
 from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
 from host_training.data import synth
 from host_training.data.sac import write_record
+from tools.demo import wait_for_port
 from tools.faults import FaultConfig, FaultInjector
 from tools.replay import Writer, open_pty, read_waveform_records, record_frames, replay_records, to_counts
 from tools.score import format_table, load_events, score, truths_from_sac
@@ -93,26 +94,13 @@ def run_node(model, port, out, *extra):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def wait_open(status, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if json.loads(status.read_text())["port_open"]:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError("node did not open the port")
-
-
 def test_node_process_detects_replayed_quakes_through_faults(tiny_model, replay_records_dir, tmp_path):
     """The node in its own process, a real pty, line faults: every quake, no false event."""
     pty = open_pty()
     proc = run_node(tiny_model["sim"], pty.port, tmp_path)
     faults = FaultInjector(FaultConfig(corrupt=0.003, garbage=0.02, truncate=0.002, seed=4))
     try:
-        wait_open(tmp_path / "status.json", proc)
+        wait_for_port(tmp_path / "status.json", proc)
         records = read_waveform_records(sorted(replay_records_dir.rglob("*.SAC")))
         sent = replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2, faults=faults)
         output, _ = proc.communicate(timeout=120)
@@ -140,7 +128,7 @@ def test_node_exits_cleanly_on_sigterm(tiny_model, tmp_path):
     pty = open_pty()
     proc = run_node(tiny_model["sim"], pty.port, tmp_path)
     try:
-        wait_open(tmp_path / "status.json", proc)
+        wait_for_port(tmp_path / "status.json", proc)
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
     finally:
@@ -164,7 +152,7 @@ def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
     pty = open_pty()
     proc = run_node(tiny_model["sim"], pty.port, tmp_path)
     try:
-        wait_open(tmp_path / "status.json", proc)
+        wait_for_port(tmp_path / "status.json", proc)
         writer = Writer(pty, speed=0)
         data = np.zeros((3, 300))
         for _seq, t_us, frame in record_frames(data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
@@ -186,7 +174,7 @@ def test_stream_stopping_mid_event_closes_it_on_wall_time(tiny_model, tmp_path):
     pty = open_pty()
     proc = run_node(tiny_model["sim"], pty.port, tmp_path, "--off-s", "1", "--idle-exit-s", "60")
     try:
-        wait_open(tmp_path / "status.json", proc)
+        wait_for_port(tmp_path / "status.json", proc)
         rng = np.random.default_rng(8)
         rec = synth.earthquake(rng, duration_s=30.0, p_s=10.0, sp_s=4.0, pga_mps2=0.3)
         writer = Writer(pty, speed=0)
