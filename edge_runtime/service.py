@@ -102,10 +102,13 @@ class Pipeline:
                        "events": 0, "errors": 0}
         self.last_sequence: int | None = None
         self.last_timestamp_us: int | None = None
+        self.window_classes = {c: 0 for c in backend.classes}  # argmax of live windows
+        self.rejected: dict[str, int] = {}  # rejected frames by reason
         self._log = LimitedLog(log)
 
     def _reject(self, frame, kind: str, why: str) -> list:
         self.counts["frames_rejected"] += 1
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1  # by reason, for replay-test
         self._log(logging.WARNING, kind, "frame seq=%d: %s; dropped", frame.sequence, why)
         return []
 
@@ -154,6 +157,8 @@ class Pipeline:
         probs[:, self.noise_index] = 1.0
         if live.any():
             probs[live] = self.backend.predict(int16[live])
+            for k in np.argmax(probs[live], axis=1):  # per-window class counts (replay-test)
+                self.window_classes[self.backend.classes[k]] += 1
         self.counts["windows"] += int(live.sum())
         self.counts["windows_dead"] += int((~live).sum())
         for w, p, pk in zip(windows, probs, peak, strict=True):
@@ -206,6 +211,8 @@ def run(config: NodeConfig) -> dict:
     def status() -> dict:
         return {"uptime_s": round(time.monotonic() - started, 1), "model": config.model,
                 "decoder": decoder.stats.to_dict(), "pipeline": dict(pipeline.counts),
+                "window_classes": dict(pipeline.window_classes),
+                "frames_rejected_by": dict(pipeline.rejected),
                 "gaps": pipeline.windows.gaps, "gaps_filled": pipeline.windows.filled_gaps,
                 "samples_filled": pipeline.windows.filled_samples,
                 "clock_steps": pipeline.windows.clock_steps, "port_open": source.is_open,

@@ -1,0 +1,886 @@
+"""Station records from real waveform files: anything ObsPy reads, made physical.
+
+A *record* is one station's (network, station, location, instrument) acceleration over
+one span of time: up to three components in the model's order (E, N, Z), in m/s^2, on
+one sample grid, with the P/S picks known for it and a list of what was done to get
+there. Readers of real files meet one-component and two-component records, channel
+codes of every kind (``HNZ``, ``HN1``, ``EW``, ``UD``, ``Q``), components that start a
+few ms apart, gaps, counts with a StationXML response, gal, velocity, and records from
+before 2000; :func:`read_records` handles each and says what it did, and refuses with
+a one-line reason what it cannot make physical (it never guesses units).
+
+Example
+-------
+>>> from host_training.data.records import read_records
+>>> records, skipped = read_records(["/data/quakes/"], units="gal")  # doctest: +SKIP
+>>> rec = records[0]; rec.data.shape, rec.present, rec.picks  # doctest: +SKIP
+((3, 6000), (True, True, False), {'P': Pick(...)})
+
+Units, in order of precedence: ``units`` given by the caller (``--units``), the
+``units`` column of a catalog row, the SAC ``idep`` header (IACC/IVEL, which SAC defines
+as nm/s^2 and nm/s), and a StationXML response for data in counts (``remove_response``
+to acceleration). Anything else is refused.
+
+Picks, in order of precedence: a catalog CSV (``p_time``, ``s_time``), SAC pick headers
+named by their labels (``ka``, ``kt0`` ... ``kt9``; ``a`` is P when unlabelled), and
+travel times predicted by ObsPy TauP (ak135) from an event origin (QuakeML or SAC
+``evla/evlo/evdp`` + ``o``) and the station coordinates (StationXML or SAC
+``stla/stlo``).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import glob
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("E", "N", "Z")  # the model's channel order
+G_MPS2 = 9.80665
+
+# Acceleration units -> factor to m/s^2; velocity units -> factor to m/s (then differentiated).
+ACCELERATION_UNITS = {"m/s2": 1.0, "gal": 0.01, "cm/s2": 0.01, "mm/s2": 1e-3, "nm/s2": 1e-9,
+                      "g": G_MPS2, "mg": 1e-3 * G_MPS2}
+VELOCITY_UNITS = {"m/s": 1.0, "cm/s": 0.01, "mm/s": 1e-3, "nm/s": 1e-9}
+UNIT_CHOICES = ("counts", *ACCELERATION_UNITS, *VELOCITY_UNITS)
+_UNIT_ALIASES = {"m/s^2": "m/s2", "m/s**2": "m/s2", "mps2": "m/s2", "cm/s^2": "cm/s2",
+                 "nm/s^2": "nm/s2", "mm/s^2": "mm/s2", "count": "counts", "raw": "counts",
+                 "cm/s/s": "cm/s2", "m/s/s": "m/s2"}
+# SAC idep enumeration (SAC manual: IDISP nm, IVEL nm/s, IACC nm/s^2).
+_SAC_IDEP = {5: None, 6: "nm", 7: "nm/s", 8: "nm/s2", 50: "volts"}
+# No accelerograph records more than this; beyond it the units are wrong, not the shaking.
+MAX_PLAUSIBLE_MPS2 = 10 * G_MPS2
+WAVEFORM_SUFFIXES_IGNORED = {".md", ".txt", ".csv", ".json", ".png", ".jpg", ".pdf", ".py",
+                             ".yaml", ".yml", ".html", ".log", ".jsonl", ".onnx", ".pt"}
+NOT_WAVEFORMS = "no waveforms"
+
+
+class RecordError(ValueError):
+    """A record or file that cannot be used; the message is the one-line reason."""
+
+
+@dataclass
+class Pick:
+    """A phase arrival: absolute time and where it came from.
+
+    Attributes
+    ----------
+    time : obspy.UTCDateTime
+        Arrival time, UTC.
+    source : str
+        ``"sac ka"``, ``"sac t1 (kt1='S')"``, ``"catalog"``, ``"taup ak135 P"`` ...
+    """
+
+    time: object
+    source: str
+
+
+@dataclass
+class Record:
+    """One station's acceleration over one time span, ready to replay or to window.
+
+    Attributes
+    ----------
+    id : str
+        ``NET.STA.LOC.BI_YYYYmmddTHHMMSS`` (BI: band and instrument code of the channels).
+    station : str
+        ``NET.STA.LOC``.
+    starttime : obspy.UTCDateTime
+        Time of the first sample.
+    sampling_rate_hz : float
+        Sampling rate in Hz.
+    data : numpy.ndarray
+        ``(3, n_samples)`` float64 acceleration in m/s^2, components (E, N, Z). A missing
+        component is all zeros and marked False in ``present``.
+    present : tuple of bool
+        Which of (E, N, Z) were recorded.
+    channels : tuple
+        Channel code used for each of (E, N, Z), None where missing.
+    picks : dict
+        ``"P"``/``"S"`` -> :class:`Pick`.
+    kind : str or None
+        ``earthquake``, ``noise`` or ``other`` when a catalog or header says, else None.
+    units : str
+        Where the units came from and what they were, e.g. ``"gal (catalog)"``.
+    files : list of str
+        Files the traces came from.
+    actions : list of str
+        What was done: merged gaps, trimmed, aligned, rotated, converted.
+    """
+
+    id: str
+    station: str
+    starttime: object
+    sampling_rate_hz: float
+    data: np.ndarray
+    present: tuple
+    channels: tuple
+    picks: dict = field(default_factory=dict)
+    kind: str | None = None
+    units: str = ""
+    files: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.sampling_rate_hz
+
+    @property
+    def endtime(self):
+        return self.starttime + (self.n_samples - 1) / self.sampling_rate_hz
+
+    @property
+    def n_components(self) -> int:
+        return int(sum(self.present))
+
+    def shifted(self, seconds: float) -> Record:
+        """The same record and its picks moved by ``seconds`` (a copy; data shared)."""
+        picks = {k: Pick(p.time + seconds, p.source) for k, p in self.picks.items()}
+        return replace(self, starttime=self.starttime + seconds, picks=picks,
+                       actions=self.actions + [f"shifted in time by {seconds:+.0f} s"])
+
+    def summary(self) -> dict:
+        """JSON-ready description (no samples)."""
+        return {"id": self.id, "station": self.station, "starttime": str(self.starttime),
+                "sampling_rate_hz": self.sampling_rate_hz, "duration_s": round(self.duration_s, 3),
+                "components": "".join(c if p else "-" for c, p in zip(COMPONENTS, self.present,
+                                                                      strict=True)),
+                "channels": list(self.channels), "kind": self.kind, "units": self.units,
+                "picks": {k: {"time": str(p.time), "source": p.source} for k, p in self.picks.items()},
+                "files": self.files, "actions": self.actions}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def expand_sources(sources) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """Files, globs and folders to ``(files, metadata_files, skipped)``.
+
+    Folders are searched recursively; README/CSV/JSON/... files in them are ignored
+    quietly, StationXML (``.xml``) and QuakeML (``.quakeml``, ``.qml``) are returned as
+    metadata. A path that does not exist, a glob without a match and a folder
+    without any candidate file are ``(source, reason)`` in ``skipped``.
+    """
+    files, meta, skipped = [], [], []
+    for source in sources:
+        source = str(source)
+        if any(ch in source for ch in "*?["):
+            matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
+            if not matches:
+                skipped.append((source, "no file matches this pattern"))
+            files += matches
+            continue
+        path = Path(source)
+        if path.is_dir():
+            found = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+            candidates = [p for p in found if p.suffix.lower() not in WAVEFORM_SUFFIXES_IGNORED]
+            wave = [p for p in candidates if _metadata_kind(p) is None]
+            meta += [p for p in candidates if _metadata_kind(p) is not None]
+            if not wave:
+                skipped.append((source, "folder holds no waveform files"))
+            files += wave
+        elif path.is_file():
+            (meta if _metadata_kind(path) else files).append(path)
+        else:
+            skipped.append((source, "no such file or folder"))
+    seen, unique = set(), []
+    for p in files:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, meta, skipped
+
+
+def _metadata_kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in (".quakeml", ".qml"):
+        return "quakeml"
+    if suffix == ".xml":
+        try:
+            head = path.read_bytes()[:2000].lower()
+        except OSError:
+            return None
+        if b"fdsnstationxml" in head or b"<fdsnstationxml" in head:
+            return "stationxml"
+        if b"quakeml" in head:
+            return "quakeml"
+        return "stationxml"
+    return None
+
+
+def load_metadata(paths) -> tuple[object, list, list[tuple[str, str]]]:
+    """StationXML and QuakeML files to ``(inventory or None, events, skipped)``."""
+    from obspy import Inventory, read_events, read_inventory
+
+    inventory, events, skipped = None, [], []
+    for path in paths:
+        kind = _metadata_kind(Path(path))
+        try:
+            if kind == "quakeml":
+                events += list(read_events(str(path)))
+            else:
+                inv = read_inventory(str(path))
+                inventory = inv if inventory is None else inventory + inv
+        except Exception as exc:  # ObsPy raises many types on damaged files
+            skipped.append((str(path), f"not a readable {kind or 'metadata'} file "
+                                       f"({_short(exc)})"))
+    if inventory is not None and not isinstance(inventory, Inventory):
+        inventory = Inventory(list(inventory), source="")
+    return inventory, events, skipped
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
+
+
+def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
+    """Read every file with ObsPy; returns ``(traces, skipped)``; each trace knows its file."""
+    from obspy import read
+
+    traces, skipped = [], []
+    for path in files:
+        try:
+            stream = read(str(path))
+        except TypeError:
+            skipped.append((str(path), "not a waveform format ObsPy knows"))
+            continue
+        except Exception as exc:  # ObsPy raises many types on damaged files
+            skipped.append((str(path), f"corrupt or unreadable waveform file ({_short(exc)})"))
+            continue
+        if len(stream) == 0:
+            skipped.append((str(path), "file holds no traces"))
+            continue
+        for tr in stream:
+            if tr.stats.npts < 2 or not np.all(np.isfinite(tr.data)):
+                skipped.append((str(path), f"trace {tr.id} is empty or holds NaN/inf samples"))
+                continue
+            tr.stats.path = str(path)
+            traces.append(tr)
+    return traces, skipped
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@dataclass
+class CatalogRow:
+    """One row of a catalog CSV: which files, what they hold, and the true arrivals."""
+
+    pattern: str
+    kind: str | None
+    p_time: object = None
+    s_time: object = None
+    units: str | None = None
+    line: int = 0
+
+
+def read_catalog(path) -> list[CatalogRow]:
+    """A catalog CSV: ``files`` (glob relative to the CSV), ``kind``, ``p_time``, ``s_time``.
+
+    ``kind`` is ``earthquake``, ``noise`` or ``other``; times are ISO-8601 UTC; every
+    column but ``files`` is optional, and so is a ``units`` column (its first word, e.g.
+    ``gal`` in ``"gal (cm/s^2)"``). Other columns are ignored.
+
+    Raises
+    ------
+    RecordError
+        If the file is missing, has no ``files`` column, or a value cannot be parsed
+        (the message names the line and column).
+    """
+    from obspy import UTCDateTime
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: cannot read catalog ({exc.__class__.__name__})") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    if "files" not in columns:
+        raise RecordError(f"{path}: catalog has no 'files' column (columns: {', '.join(columns)})")
+    rows = []
+    for i, raw in enumerate(reader, 2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+        if not row.get("files"):
+            continue
+        kind = row.get("kind") or None
+        if kind is not None:
+            kind = kind.lower()
+            if kind not in ("earthquake", "noise", "other"):
+                raise RecordError(f"{path}:{i}: kind {kind!r} is not earthquake, noise or other")
+        times = {}
+        for col in ("p_time", "s_time"):
+            if row.get(col):
+                try:
+                    times[col] = UTCDateTime(row[col])
+                except Exception:
+                    raise RecordError(f"{path}:{i}: {col} {row[col]!r} is not an ISO UTC time") from None
+        units = None
+        if row.get("units"):
+            units = normalize_units(row["units"].split()[0], f"{path}:{i}: units")
+        # A 'files' cell may carry a remark after the pattern ("a.mseed (+ a.xml)").
+        pattern = row["files"].split(" (")[0].strip()
+        rows.append(CatalogRow(str(path.parent / pattern), kind, times.get("p_time"),
+                               times.get("s_time"), units, i))
+    return rows
+
+
+def _catalog_row(files, rows: list[CatalogRow]) -> CatalogRow | None:
+    for row in rows:
+        for f in files:
+            if fnmatch.fnmatch(str(Path(f).resolve()), str(Path(row.pattern).resolve())) or \
+                    fnmatch.fnmatch(str(f), row.pattern):
+                return row
+    return None
+
+
+def normalize_units(units: str, what: str = "units") -> str:
+    """A unit name as one of :data:`UNIT_CHOICES` (``m/s^2`` -> ``m/s2``, ``GAL`` -> ``gal``)."""
+    key = str(units).strip().lower().replace(" ", "")
+    key = _UNIT_ALIASES.get(key, key)
+    if key not in UNIT_CHOICES:
+        raise RecordError(f"{what} {units!r} unknown; use one of {', '.join(UNIT_CHOICES)}")
+    return key
+
+
+# --------------------------------------------------------------------------- components
+
+
+def orientation(tr) -> str | None:
+    """``"E"``, ``"N"``, ``"Z"`` or None (unknown) for a trace.
+
+    SAC ``cmpinc`` (0/180: vertical, 90: horizontal) and ``cmpaz`` decide where given;
+    otherwise the channel code: last letter Z/N/E, X/Y (E/N), 1/2 (N/E by the SEED
+    convention that 1 is the north-most), 3 (vertical), U/V/W none; two-letter codes
+    EW/NS/UD (K-NET, CWB) are read whole.
+    """
+    sac = getattr(tr.stats, "sac", None) or {}
+    inc, az = sac.get("cmpinc"), sac.get("cmpaz")
+    inc = None if inc is None or inc == -12345.0 else float(inc)
+    az = None if az is None or az == -12345.0 else float(az) % 360.0
+    if inc is not None and (inc <= 10.0 or inc >= 170.0):
+        return "Z"
+    if inc is not None and 80.0 <= inc <= 100.0 and az is not None:
+        return "N" if min(az, 360 - az, abs(az - 180)) <= 45 else "E"
+    channel = tr.stats.channel.strip().upper()
+    whole = {"EW": "E", "NS": "N", "UD": "Z", "E": "E", "N": "N", "Z": "Z", "V": "Z", "U": "Z"}
+    if channel in whole:
+        return whole[channel]
+    if channel[-2:] in ("EW", "NS", "UD"):
+        return whole[channel[-2:]]
+    code = channel[-1:]
+    mapped = {"Z": "Z", "N": "N", "E": "E", "X": "E", "Y": "N", "1": "N", "2": "E", "3": "Z"}.get(code)
+    if mapped is None and inc is not None and 80.0 <= inc <= 100.0:
+        return None  # a horizontal of unknown azimuth
+    return mapped
+
+
+def _instrument(tr) -> str:
+    ch = tr.stats.channel.strip().upper()
+    return ch[:2] if len(ch) == 3 and ch[-2:] not in ("EW", "NS", "UD") else ""
+
+
+def group_traces(traces, max_gap_s: float = 60.0) -> list[list]:
+    """Traces in records: same network, station, location, instrument, overlapping in time.
+
+    Traces of one station that overlap (or follow within ``max_gap_s``: gaps are merged
+    later) are one record; a longer pause starts a new record.
+    """
+    by_station = {}
+    for tr in traces:
+        s = tr.stats
+        by_station.setdefault((s.network, s.station, s.location, _instrument(tr)), []).append(tr)
+    groups = []
+    for key in sorted(by_station):
+        members = sorted(by_station[key], key=lambda t: t.stats.starttime)
+        current, end = [], None
+        for tr in members:
+            if current and tr.stats.starttime - end > max_gap_s:
+                groups.append(current)
+                current, end = [], None
+            current.append(tr)
+            end = tr.stats.endtime if end is None else max(end, tr.stats.endtime)
+        if current:
+            groups.append(current)
+    return groups
+
+
+# --------------------------------------------------------------------------- units
+
+
+def _sac_units(tr) -> str | None:
+    sac = getattr(tr.stats, "sac", None) or {}
+    idep = sac.get("idep")
+    if idep is None or idep == -12345:
+        return None
+    return _SAC_IDEP.get(int(idep))
+
+
+def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple[str, list[str]]:
+    """Convert one trace in place to m/s^2; return ``(units label, actions)``.
+
+    Raises
+    ------
+    RecordError
+        When the units are unknown, not acceleration or velocity, or counts without a
+        response.
+    """
+    actions = []
+    if units is None:
+        raise RecordError(f"{tr.id}: units unknown (no SAC idep, no catalog units, no "
+                          "response in --inventory); give --units counts|gal|m/s2|g")
+    if units in ("nm", "volts"):
+        raise RecordError(f"{tr.id}: data are {'displacement' if units == 'nm' else 'volts'} "
+                          f"({unit_source}); only acceleration, velocity or counts with a "
+                          "response can be replayed")
+    tr.data = tr.data.astype(np.float64)
+    if units == "counts":
+        if inventory is None:
+            raise RecordError(f"{tr.id}: data in counts but no StationXML response "
+                              "(give --inventory, or --units if the data are physical)")
+        try:
+            tr.remove_response(inventory=inventory, output="ACC")
+        except Exception as exc:  # ObsPy raises ValueError/Exception for a missing response
+            raise RecordError(f"{tr.id}: data in counts and the inventory has no usable "
+                              f"response for it ({_short(exc)})") from None
+        actions.append(f"{tr.stats.channel}: response removed (StationXML) to m/s^2")
+        return f"counts -> m/s2 (StationXML, {unit_source})", actions
+    if units in VELOCITY_UNITS:
+        tr.data *= VELOCITY_UNITS[units]
+        tr.differentiate()
+        actions.append(f"{tr.stats.channel}: velocity ({units}) differentiated to acceleration")
+        return f"{units} -> m/s2 ({unit_source})", actions
+    tr.data *= ACCELERATION_UNITS[units]
+    return f"{units} ({unit_source})", actions
+
+
+def _inventory_has_response(inventory, tr) -> bool:
+    if inventory is None:
+        return False
+    try:
+        inventory.get_response(tr.id, tr.stats.starttime)
+        return True
+    except Exception:  # ObsPy raises a bare Exception when the channel is not in it
+        return False
+
+
+# --------------------------------------------------------------------------- picks
+
+
+def _label_phase(label) -> str | None:
+    """``"P"``/``"S"`` from a SAC pick label (``P``, ``Pn``, ``iPU0``, ``eS``), else None."""
+    text = str(label or "").strip().upper()
+    if not text or text.startswith("-12345"):
+        return None
+    if len(text) >= 2 and text[0] in "IE" and text[1] in "PS":
+        text = text[1:]
+    return text[0] if text[0] in "PS" else None
+
+
+def sac_picks(tr) -> dict:
+    """P and S picks from one SAC trace's headers (the earliest of each phase)."""
+    sac = getattr(tr.stats, "sac", None) or {}
+    reference = tr.stats.starttime - float(sac.get("b", 0.0))
+    found = {}
+    slots = [("a", "ka")] + [(f"t{i}", f"kt{i}") for i in range(10)]
+    for value_key, label_key in slots:
+        value = sac.get(value_key)
+        if value is None or value == -12345.0:
+            continue
+        phase = _label_phase(sac.get(label_key))
+        if phase is None and value_key == "a" and not str(sac.get(label_key) or "").strip():
+            phase = "P"  # SAC's 'a' is the first arrival
+        if phase is None:
+            continue
+        time = reference + float(value)
+        label = str(sac.get(label_key) or "").strip()
+        source = f"sac {value_key}" + (f" ({label_key}={label!r})" if label else "")
+        if phase not in found or time < found[phase].time:
+            found[phase] = Pick(time, source)
+    return found
+
+
+_TAUP = {}
+
+
+def _taup():
+    if "ak135" not in _TAUP:
+        from obspy.taup import TauPyModel
+
+        _TAUP["ak135"] = TauPyModel("ak135")
+    return _TAUP["ak135"]
+
+
+def predict_picks(origin_time, ev_lat, ev_lon, depth_km, st_lat, st_lon, label: str) -> dict:
+    """First P and S arrivals from ak135 (ObsPy TauP), as :class:`Pick`."""
+    from obspy.geodetics import locations2degrees
+
+    distance = locations2degrees(ev_lat, ev_lon, st_lat, st_lon)
+    depth_km = max(0.0, float(depth_km))
+    picks = {}
+    for phase, names in (("P", ["p", "P", "Pn", "Pg", "Pdiff"]), ("S", ["s", "S", "Sn", "Sg"])):
+        try:
+            arrivals = _taup().get_travel_times(source_depth_in_km=depth_km,
+                                                distance_in_degree=distance, phase_list=names)
+        except Exception:  # TauP fails on odd geometries; fall back to crustal speeds
+            arrivals = []
+        if arrivals:
+            t = min(a.time for a in arrivals)
+        else:
+            hypo_km = math.hypot(distance * 111.19, depth_km)
+            t = hypo_km / (6.0 if phase == "P" else 3.5)
+        picks[phase] = Pick(origin_time + t, f"taup ak135 ({label}, {distance * 111.19:.1f} km)")
+    return picks
+
+
+def _station_coordinates(trace, inventory):
+    if inventory is not None:
+        try:
+            c = inventory.get_coordinates(trace.id, trace.stats.starttime)
+            return c["latitude"], c["longitude"]
+        except Exception:  # not in the inventory
+            pass
+    sac = getattr(trace.stats, "sac", None) or {}
+    lat, lon = sac.get("stla"), sac.get("stlo")
+    if lat is None or lon is None or -12345.0 in (lat, lon):
+        return None
+    return float(lat), float(lon)
+
+
+def _sac_origin(trace):
+    sac = getattr(trace.stats, "sac", None) or {}
+    values = [sac.get(k) for k in ("evla", "evlo", "o")]
+    if any(v is None or v == -12345.0 for v in values):
+        return None
+    depth = sac.get("evdp")
+    depth = 0.0 if depth is None or depth == -12345.0 else float(depth)
+    if depth > 1000.0:  # some writers put m in evdp
+        depth /= 1000.0
+    reference = trace.stats.starttime - float(sac.get("b", 0.0))
+    return reference + float(values[2]), float(values[0]), float(values[1]), depth
+
+
+def taup_picks(trace, start, end, events, inventory) -> dict:
+    """Predicted P/S for a record from QuakeML events or SAC event headers, else ``{}``."""
+    station = _station_coordinates(trace, inventory)
+    if station is None:
+        return {}
+    candidates = []
+    for ev in events:
+        origin = ev.preferred_origin() or (ev.origins[0] if ev.origins else None)
+        if origin is None or origin.latitude is None or origin.longitude is None:
+            continue
+        depth_km = (origin.depth or 0.0) / 1000.0
+        candidates.append((origin.time, origin.latitude, origin.longitude, depth_km,
+                           f"QuakeML {ev.resource_id.id.split('/')[-1]}"))
+    sac_origin = _sac_origin(trace)
+    if sac_origin is not None:
+        candidates.append((*sac_origin, "SAC evla/evlo/evdp/o"))
+    for origin_time, lat, lon, depth_km, label in candidates:
+        if not start - 1800 <= origin_time <= end:
+            continue
+        picks = predict_picks(origin_time, lat, lon, depth_km, *station, label)
+        if start <= picks["P"].time <= end:
+            return picks
+    return {}
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _common_span(traces) -> tuple[object, object]:
+    """Common span of the traces; ``RecordError`` when they do not overlap."""
+    start = max(tr.stats.starttime for tr in traces)
+    end = min(tr.stats.endtime for tr in traces)
+    if end <= start:
+        raise RecordError("components do not overlap in time")
+    return start, end
+
+
+def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
+                 catalog_row: CatalogRow | None = None, max_components: int = 3) -> Record:
+    """One :class:`Record` from the traces of one station and time span.
+
+    Raises
+    ------
+    RecordError
+        With the one-line reason when it cannot be made physical.
+    """
+    actions = []
+    files = sorted({tr.stats.path for tr in traces if "path" in tr.stats})
+    traces = [tr.copy() for tr in traces]
+    for tr in traces:
+        tr.stats.path = getattr(tr.stats, "path", "")
+    # Same channel in several pieces: one trace per channel, gaps interpolated.
+    by_channel = {}
+    for tr in traces:
+        by_channel.setdefault(tr.stats.channel, []).append(tr)
+    merged = []
+    from obspy import Stream
+
+    for channel, pieces in sorted(by_channel.items()):
+        rates = {p.stats.sampling_rate for p in pieces}
+        if len(rates) > 1:
+            raise RecordError(f"channel {channel} changes sampling rate ({sorted(rates)} Hz)")
+        if len(pieces) > 1:
+            st = Stream(pieces)
+            gaps = st.get_gaps()
+            for tr in st:
+                tr.data = tr.data.astype(np.float64)
+            st.merge(method=1, fill_value="interpolate")
+            if len(st) != 1:
+                raise RecordError(f"channel {channel} could not be merged into one trace")
+            holes = [g[6] for g in gaps if g[6] > 0]
+            if holes:
+                actions.append(f"{channel}: merged {len(holes)} gap(s) of {sum(holes):.3f} s "
+                               "(linear interpolation)")
+            else:
+                actions.append(f"{channel}: merged {len(pieces)} pieces")
+            merged.append(st[0])
+        else:
+            merged.append(pieces[0])
+    traces = merged
+    # Components.
+    slots: dict[str, object] = {}
+    unknown = []
+    for tr in traces:
+        comp = orientation(tr)
+        if comp is None:
+            unknown.append(tr)
+        elif comp in slots:
+            raise RecordError(f"two traces for component {comp} ({slots[comp].stats.channel}, "
+                              f"{tr.stats.channel})")
+        else:
+            slots[comp] = tr
+    for tr in unknown:
+        free = [c for c in ("Z", "E", "N") if c not in slots]
+        if not free:
+            raise RecordError(f"more than three components ({tr.stats.channel})")
+        slots[free[0]] = tr
+        actions.append(f"{tr.stats.channel}: orientation unknown, replayed as {free[0]}")
+    _rotate_horizontals(slots, actions)
+    rates = {tr.stats.sampling_rate for tr in slots.values()}
+    if len(rates) > 1:
+        top = max(rates)
+        for tr in slots.values():
+            if tr.stats.sampling_rate != top:
+                actions.append(f"{tr.stats.channel}: resampled {tr.stats.sampling_rate:g} -> {top:g} Hz")
+                tr.data = tr.data.astype(np.float64)
+                tr.interpolate(top, method="lanczos", a=8)
+    # Units, per trace.
+    labels = set()
+    for tr in slots.values():
+        source, trace_units = _units_for(tr, units, catalog_row, inventory)
+        label, acts = to_acceleration(tr, trace_units, inventory, source)
+        labels.add(label)
+        actions += acts
+    # Common span, components on one grid (nearest sample).
+    start, end = _common_span(list(slots.values()))
+    rate = float(next(iter(slots.values())).stats.sampling_rate)
+    pieces = {}
+    for c, tr in slots.items():
+        before = (tr.stats.starttime, tr.stats.endtime)
+        tr.trim(start, end, nearest_sample=True)
+        offset = tr.stats.starttime - start
+        if abs(offset) > 1e-6:
+            actions.append(f"{tr.stats.channel}: aligned by {-offset * 1e3:+.1f} ms to the common "
+                           "grid (nearest sample)")
+        trimmed = (tr.stats.starttime - before[0]) + (before[1] - tr.stats.endtime)
+        if trimmed > 1.5 / rate:
+            actions.append(f"{tr.stats.channel}: trimmed {trimmed:.3f} s to the common span")
+        pieces[c] = np.asarray(tr.data, dtype=np.float64)
+    n = min(len(p) for p in pieces.values())
+    data = np.zeros((3, n))
+    present = []
+    channels = []
+    for i, c in enumerate(COMPONENTS):
+        if c in pieces:
+            data[i] = pieces[c][:n]
+        present.append(c in pieces)
+        channels.append(slots[c].stats.channel if c in slots else None)
+    if not np.all(np.isfinite(data)):
+        raise RecordError("conversion to acceleration gave NaN/inf samples")
+    peak = float(np.max(np.abs(data - np.median(data, axis=1, keepdims=True))))
+    if peak > MAX_PLAUSIBLE_MPS2:
+        raise RecordError(f"peak acceleration {peak:.3g} m/s^2 (units {', '.join(sorted(labels))}) "
+                          f"is beyond any accelerograph ({MAX_PLAUSIBLE_MPS2:.0f} m/s^2): "
+                          "the units are wrong; check --units / --inventory")
+    if peak == 0.0:
+        raise RecordError("every sample is zero (dead channel)")
+    first = next(iter(slots.values()))
+    s = first.stats
+    instrument = _instrument(first)
+    record = Record(
+        id=f"{s.network}.{s.station}.{s.location}.{instrument}_{start.strftime('%Y%m%dT%H%M%S')}"
+           .replace("._", "_"),
+        station=f"{s.network}.{s.station}.{s.location}", starttime=start,
+        sampling_rate_hz=rate, data=data, present=tuple(present), channels=tuple(channels),
+        units="; ".join(sorted(labels)), files=files, actions=actions)
+    record.picks, record.kind = _picks_and_kind(list(slots.values()), record, catalog_row,
+                                                events, inventory)
+    return record
+
+
+def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
+    if units is not None:
+        return "--units", units
+    if row is not None and row.units is not None:
+        return f"catalog line {row.line}", row.units
+    sac_units = _sac_units(tr)
+    if sac_units is not None:
+        return "SAC idep", sac_units
+    if _inventory_has_response(inventory, tr):
+        return "StationXML response", "counts"
+    return "nothing", None
+
+
+def _rotate_horizontals(slots: dict, actions: list) -> None:
+    """Rotate two orthogonal horizontals with known ``cmpaz`` to E and N, in place."""
+    if "E" not in slots or "N" not in slots:
+        return
+    az = []
+    for c in ("E", "N"):
+        sac = getattr(slots[c].stats, "sac", None) or {}
+        value = sac.get("cmpaz")
+        if value is None or value == -12345.0:
+            return
+        az.append(float(value) % 360.0)
+    if az[0] == 90.0 and az[1] == 0.0:
+        return
+    diff = (az[0] - az[1]) % 180.0
+    e, n = slots["E"].stats, slots["N"].stats
+    same_grid = e.npts == n.npts and e.sampling_rate == n.sampling_rate and \
+        abs(e.starttime - n.starttime) <= 0.5 / e.sampling_rate
+    if abs(diff - 90.0) > 5.0 or not same_grid:
+        actions.append(f"horizontals at azimuths {az[0]:g}/{az[1]:g} not rotated (not orthogonal "
+                       "or not on one grid)")
+        return
+    h = [slots[c].data.astype(np.float64) for c in ("E", "N")]
+    rad = np.radians(az)
+    east = h[0] * np.sin(rad[0]) + h[1] * np.sin(rad[1])
+    north = h[0] * np.cos(rad[0]) + h[1] * np.cos(rad[1])
+    names = (slots["E"].stats.channel, slots["N"].stats.channel)
+    slots["E"].data, slots["N"].data = east, north
+    actions.append(f"rotated {names[1]}/{names[0]} (azimuths {az[1]:g}/{az[0]:g} deg) to N/E")
+
+
+def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dict, str | None]:
+    picks = {}
+    if row is not None:
+        if row.p_time is not None:
+            picks["P"] = Pick(row.p_time, f"catalog line {row.line}")
+        if row.s_time is not None:
+            picks["S"] = Pick(row.s_time, f"catalog line {row.line}")
+    if not picks:
+        for tr in traces:
+            for phase, pick in sac_picks(tr).items():
+                if phase not in picks or pick.time < picks[phase].time:
+                    picks[phase] = pick
+    if not picks:
+        picks = taup_picks(traces[0], record.starttime, record.endtime, events, inventory)
+    kind = row.kind if row is not None else None
+    if kind is None:
+        sac = getattr(traces[0].stats, "sac", None) or {}
+        name = str(sac.get("kevnm") or "").strip().lower()
+        if name in ("earthquake", "noise", "other"):
+            kind = name
+        elif name and "P" in picks:
+            kind = "earthquake"
+        elif name:
+            kind = "noise" if "P" not in picks else "earthquake"
+        elif "P" in picks:
+            kind = "earthquake"
+    return picks, kind
+
+
+def read_records(sources, *, units: str | None = None, inventory=None, events=None,
+                 catalog=None, min_duration_s: float = 0.0, max_gap_s: float = 60.0
+                 ) -> tuple[list[Record], list[tuple[str, str]]]:
+    """Records from files, globs and folders: the reader behind replay-test and ``prepare``.
+
+    Parameters
+    ----------
+    sources : list of str or Path
+        Waveform files (any format ObsPy reads; extensions are not trusted, case does
+        not matter), glob patterns and folders (searched recursively). StationXML and
+        QuakeML files found among them are used as ``inventory`` and ``events``.
+    units : str, optional
+        Units of every record (``counts``, ``gal``, ``m/s2``, ``g``, ``cm/s`` ...),
+        overriding catalog and headers.
+    inventory : str, Path or obspy.Inventory, optional
+        StationXML: responses for counts, coordinates for TauP.
+    events : str, Path or list of obspy Event, optional
+        QuakeML: origins for TauP picks.
+    catalog : str, Path or list of CatalogRow, optional
+        Catalog CSV (see :func:`read_catalog`).
+    min_duration_s : float
+        Records shorter than this (s) are refused (one model window).
+    max_gap_s : float
+        Longest gap (s) merged within a record; a longer one starts a new record.
+
+    Returns
+    -------
+    records : list of Record
+        Sorted by start time.
+    skipped : list of (str, str)
+        ``(path or record id, one-line reason)`` for every file or record not used.
+    """
+    from obspy import read_events as obspy_read_events
+    from obspy import read_inventory
+
+    skipped = []
+    if units is not None:
+        units = normalize_units(units, "--units")
+    files, meta_files, missing = expand_sources(sources)
+    skipped += missing
+    found_inventory, found_events, bad_meta = load_metadata(meta_files)
+    skipped += bad_meta
+    if isinstance(inventory, (str, Path)):
+        try:
+            inventory = read_inventory(str(inventory))
+        except Exception as exc:
+            raise RecordError(f"{inventory}: not a readable StationXML file ({_short(exc)})") from None
+    if found_inventory is not None:
+        inventory = found_inventory if inventory is None else inventory + found_inventory
+    if isinstance(events, (str, Path)):
+        try:
+            events = list(obspy_read_events(str(events)))
+        except Exception as exc:
+            raise RecordError(f"{events}: not a readable QuakeML file ({_short(exc)})") from None
+    events = list(events or []) + found_events
+    if isinstance(catalog, (str, Path)):
+        catalog = read_catalog(catalog)
+    catalog = list(catalog or [])
+    traces, bad = read_traces(files)
+    skipped += bad
+    records = []
+    for group in group_traces(traces, max_gap_s):
+        label = f"{group[0].id[:-1] if len(group[0].stats.channel) == 3 else group[0].id} " \
+                f"at {group[0].stats.starttime.strftime('%Y-%m-%dT%H:%M:%S')}"
+        where = ", ".join(sorted({Path(tr.stats.path).name for tr in group}))
+        try:
+            row = _catalog_row([tr.stats.path for tr in group], catalog)
+            record = build_record(group, units=units, inventory=inventory, events=events,
+                                  catalog_row=row)
+            if record.duration_s < min_duration_s:
+                raise RecordError(f"record is {record.duration_s:.2f} s long, shorter than one "
+                                  f"window ({min_duration_s:g} s)")
+        except RecordError as exc:
+            skipped.append((where if where else label, f"{label}: {exc}"))
+            continue
+        records.append(record)
+    records.sort(key=lambda r: (r.starttime, r.id))
+    return records, skipped
