@@ -40,6 +40,13 @@ class ModelMetadata:
         :class:`~edge_runtime.preprocess.PreprocessConfig` fields.
     version : str
         Version of the package that exported the model.
+    model_version : str
+        Version of the trained model itself (run name, epoch and a hash of the weights unless
+        given); empty in models exported before this field existed.
+    data_card_sha256 : str
+        Hash of the data card of the dataset the model was trained on; empty when unknown.
+    input_shape : list of int
+        Input shape without the batch axis (e.g. ``[1, 80, 3]``); empty when unknown.
     extra : dict
         Provenance (training config, metrics, ...); informational only.
     """
@@ -52,6 +59,9 @@ class ModelMetadata:
     preprocess: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
     version: str = "0.1.0"
     schema: int = SCHEMA_VERSION
+    model_version: str = ""
+    data_card_sha256: str = ""
+    input_shape: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def preprocess_config(self) -> PreprocessConfig:
