@@ -8,7 +8,7 @@ from tools.bench import run_bench
 def test_bench_writes_results(tmp_path):
     report = run_bench(tmp_path)
     names = [r["name"] for r in report["results"]]
-    assert len(names) == 3
+    assert len(names) >= 3
     for r in report["results"]:
         assert r["baseline_s"] > 0 and r["candidate_s"] > 0
         assert r["speedup"] == r["baseline_s"] / r["candidate_s"]

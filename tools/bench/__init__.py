@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .spectrogram import bench_spectrogram
+
 
 def _time_per_call(fn, min_time_s: float = 0.5, repeat: int = 5) -> float:
     """Best-of-``repeat`` mean seconds per call, each repeat running >= ``min_time_s / repeat``."""
@@ -132,6 +134,7 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     results = [bench_preprocess(rng), bench_decoder(rng), bench_inference(_models(out), rng)]
+    results.append(bench_spectrogram(rng))  # tools/bench/spectrogram.py
     report = {"machine": {"python": platform.python_version(), "processor": platform.machine(),
                           "system": platform.platform()}, "seed": seed, "results": results}
     (out / "bench.json").write_text(json.dumps(report, indent=2))
