@@ -1,0 +1,296 @@
+"""The ``python -m host_training prepare ...`` commands: resumable, atomic runs.
+
+A reader splits its input into numbered parts (a chunk of CSV rows, a station folder).
+Each part is written as a complete small dataset under ``<out>.partial/parts/`` together
+with ``part_report.json`` (windows, counts, skipped items with their reasons); a part
+folder appears only when complete (written under a temporary name, then renamed), so an
+interrupted run resumes with the first missing part. When every part exists they are
+copied bucket by bucket into ``<out>.tmp-<pid>``, which is renamed to ``<out>``: a
+dataset folder is always complete. ``<out>/prepare_report.json`` holds the run's
+configuration, counts, windows/s and every skipped item; ``prepare merge`` collects these
+into the data card.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import h5py
+
+from .dataset import TraceReader, WindowWriter, read_data_format
+
+log = logging.getLogger(__name__)
+REPORT = "prepare_report.json"
+PART_REPORT = "part_report.json"
+# Arguments that do not change the result: left out of the resume check.
+CONFIG_IGNORED = ("overwrite", "verbose", "progress")
+
+
+class PrepareError(Exception):
+    """Bad command-line input: one line for the user, exit status 2."""
+
+
+class Part:
+    """What a reader hands out for one part: a writer and a skip list."""
+
+    def __init__(self, writer: WindowWriter):
+        self.writer = writer
+        self.skipped = []  # [{"item": ..., "reason": ...}]
+        self.counts = {}
+
+    def add(self, window, row) -> None:
+        self.writer.add(window, row)
+
+    def skip(self, item, reason: str) -> None:
+        log.warning("%s: %s; skipped", item, reason)
+        self.skipped.append({"item": str(item), "reason": reason})
+        self.count("skipped")
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+class PrepareRun:
+    """Lifecycle of one ``prepare`` output folder.
+
+    Parameters
+    ----------
+    out : str or Path
+        Final dataset folder.
+    command : str
+        ``stead``, ``seisbench``, ``sac`` or ``merge``.
+    config : dict
+        The run's arguments, written next to the outputs and compared on resume.
+    sampling_rate_hz : float
+        Sampling rate of the stored windows in Hz.
+    n_samples : int
+        Samples per window.
+    overwrite : bool
+        Replace a finished ``out`` instead of reporting it done.
+    """
+
+    def __init__(self, out, command: str, config: dict, sampling_rate_hz: float, n_samples: int,
+                 overwrite: bool = False, data_format: dict | None = None):
+        self.out = Path(out)
+        self.command = command
+        self.config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
+        self.sampling_rate_hz = sampling_rate_hz
+        self.n_samples = n_samples
+        self.data_format = data_format or {}
+        self.work = self.out.parent / f"{self.out.name}.partial"
+        self.parts_dir = self.work / "parts"
+        self.t0 = time.perf_counter()
+        self.new_windows = 0
+        if overwrite and self.out.exists():
+            shutil.rmtree(self.out)
+        if self.out.exists() and not self.finished():
+            raise PrepareError(f"{self.out}: exists and is not a finished '{command}' output; "
+                               "remove it or choose another --out")
+        if not self.finished():
+            self._check_resume()
+
+    def finished(self) -> bool:
+        return (self.out / REPORT).is_file()
+
+    def _check_resume(self) -> None:
+        cfg_path = self.work / "config.json"
+        wanted = json.loads(json.dumps({"command": self.command, **self.config}))
+        if cfg_path.is_file():
+            old = json.loads(cfg_path.read_text())
+            if old != wanted:
+                changed = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k))
+                raise PrepareError(f"{self.work}: an unfinished run with other settings "
+                                   f"({', '.join(changed)}); remove it or rerun with the same "
+                                   "settings to resume")
+            log.info("resuming %s (%d parts done)", self.work, len(self.done_parts()))
+        else:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+            cfg_path.write_text(json.dumps(wanted, indent=2))
+
+    def done_parts(self) -> list:
+        if not self.parts_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.parts_dir.iterdir()
+                      if p.is_dir() and (p / PART_REPORT).is_file() and ".tmp-" not in p.name)
+
+    def part_done(self, key: str) -> bool:
+        return (self.parts_dir / key / PART_REPORT).is_file()
+
+    def run_part(self, key: str, fn) -> None:
+        """Run ``fn(part)`` for part ``key`` unless it is already done; atomic."""
+        if self.part_done(key):
+            return
+        writer = WindowWriter(self.parts_dir / key, self.sampling_rate_hz, self.n_samples,
+                              data_format=self.data_format, overwrite=True)
+        part = Part(writer)
+        try:
+            fn(part)
+            with open(writer.tmp / PART_REPORT, "w") as fh:
+                json.dump({"windows": writer.n_windows, "counts": part.counts,
+                           "skipped": part.skipped}, fh)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        self.new_windows += writer.n_windows
+
+    def finish(self, extra: dict | None = None, files: dict | None = None) -> dict:
+        """Assemble every part into ``out`` and write ``prepare_report.json``; returns it.
+
+        ``files`` (name -> text) are written into the output before it is renamed.
+        """
+        keys = self.done_parts()
+        counts, skipped, n_in = {}, [], 0
+        writer = WindowWriter(self.out, self.sampling_rate_hz, self.n_samples,
+                              data_format=self.data_format)
+        try:
+            for key in keys:
+                folder = self.parts_dir / key
+                rep = json.loads((folder / PART_REPORT).read_text())
+                for k, v in rep["counts"].items():
+                    counts[k] = counts.get(k, 0) + v
+                skipped.extend(rep["skipped"])
+                n_in += copy_windows(folder, writer)
+            elapsed = time.perf_counter() - self.t0
+            report = {
+                "command": self.command, "config": self.config, "windows": writer.n_windows,
+                "counts": counts, "skipped": skipped, "parts": len(keys),
+                "sampling_rate_hz": self.sampling_rate_hz, "n_samples": self.n_samples,
+                "seconds_this_run": round(elapsed, 3),
+                "windows_per_s_this_run": round(self.new_windows / elapsed, 1) if elapsed > 0 else None,
+                **(extra or {}),
+            }
+            (writer.tmp / REPORT).write_text(json.dumps(report, indent=2))
+            for name, text in (files or {}).items():
+                (writer.tmp / name).write_text(text)
+            (writer.tmp / "config.json").write_text(json.dumps({"command": self.command, **self.config},
+                                                               indent=2))
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        shutil.rmtree(self.work, ignore_errors=True)
+        return report
+
+    def report(self) -> dict:
+        return json.loads((self.out / REPORT).read_text())
+
+
+def copy_windows(folder, writer: WindowWriter, rows_filter=None) -> int:
+    """Append every window of a dataset folder to ``writer`` (bucket-cached reads)."""
+    folder = Path(folder)
+    n = 0
+    with h5py.File(folder / "waveforms.hdf5", "r") as f, \
+            open(folder / "metadata.csv", newline="") as fh:
+        fmt = read_data_format(f)
+        if fmt.get("component_order", "ENZ") != "ENZ" or fmt.get("dimension_order", "CW") != "CW":
+            raise ValueError(f"{folder}: copy needs CW/ENZ data, found {fmt}")
+        reader = TraceReader(f)
+        for row in csv.DictReader(fh):
+            if rows_filter is not None and not rows_filter(row):
+                continue
+            window = reader.read(row["trace_name"])
+            row = {k: v for k, v in row.items() if v != ""}
+            row.pop("trace_name", None)
+            writer.add(window, row)
+            n += 1
+    return n
+
+
+def print_summary(report: dict, out) -> None:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items()))
+    print(f"{report['windows']} windows -> {out}  ({counts}); "
+          f"{report.get('windows_per_s_this_run')} windows/s this run; "
+          f"{len(report['skipped'])} skipped items listed in {Path(out) / REPORT}")
+
+
+def main_prepare(args) -> int:
+    """Entry point of ``python -m host_training prepare ...`` (parsed ``args``)."""
+    try:
+        if args.source == "stead":
+            from .stead import prepare_stead as fn
+        elif args.source == "seisbench":
+            from .seisbench_io import prepare_seisbench as fn
+        elif args.source == "sac":
+            from .sac_folders import prepare_sac as fn
+        elif args.source == "merge":
+            from .merge import prepare_merge as fn
+        else:
+            raise PrepareError(f"unknown prepare command {args.source}")
+        return fn(args)
+    except PrepareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def add_common_arguments(p, window: bool = True) -> None:
+    p.add_argument("--out", required=True, help="output dataset folder (SeisBench format)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished --out (default: report it done and exit)")
+    if window:
+        p.add_argument("--sampling-rate", type=float, default=100.0,
+                       help="sampling rate of the stored windows, Hz")
+        p.add_argument("--window-s", type=float, default=2.0, help="window length, s")
+        p.add_argument("--max-shift-s", type=float, default=0.6,
+                       help="P/S windows are centred at the pick plus a seeded shift of at most this, s")
+        p.add_argument("--noise-windows", type=int, default=2,
+                       help="noise windows cut from each noise trace")
+        p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15),
+                       metavar=("TRAIN", "VAL", "TEST"),
+                       help="provisional split fractions by event (prepare merge re-splits)")
+
+
+def positive(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise ValueError(value)
+    return x
+
+
+def validate_window_args(args) -> None:
+    for name in ("sampling_rate", "window_s"):
+        if getattr(args, name) <= 0:
+            raise PrepareError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.max_shift_s < 0 or args.noise_windows < 0:
+        raise PrepareError("--max-shift-s and --noise-windows must be >= 0")
+    if min(args.fractions) < 0 or sum(args.fractions) <= 0:
+        raise PrepareError(f"--fractions must be >= 0 with a positive sum, got {args.fractions}")
+
+
+def add_prepare_parser(sub) -> None:
+    """Add ``prepare {stead,seisbench,sac,merge}`` to the ``host_training`` parser."""
+    import argparse
+
+    from . import merge, sac_folders, seisbench_io, stead
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("prepare", help="turn STEAD, SeisBench or SAC data into a windows dataset",
+                       description="Readers that write labelled P / S / noise windows in SeisBench's "
+                                   "format (metadata.csv + waveforms.hdf5), and 'merge' that balances, "
+                                   "splits and writes the data card. Every command is seeded and "
+                                   "resumable: rerun it after an interruption.")
+    psub = p.add_subparsers(dest="source", required=True)
+    specs = (
+        ("stead", stead, "STEAD's HDF5 + CSV -> windows (Clements' clean-subset recipe)"),
+        ("seisbench", seisbench_io, "any SeisBench-format data set (metadata.csv + waveforms.hdf5) "
+                                    "-> windows"),
+        ("sac", sac_folders, "per-station folders of SAC/miniSEED event and noise records -> windows"),
+        ("merge", merge, "merge prepared datasets: class balance, split by event/date/station, "
+                         "data card"),
+    )
+    for name, module, text in specs:
+        s = psub.add_parser(name, help=text, description=(module.__doc__ or text).split("\n\n")[0],
+                            formatter_class=fmt)
+        module.add_arguments(s)
+        add_common_arguments(s, window=name != "merge")
+        s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

@@ -1,0 +1,235 @@
+"""Local records in per-station folders (the original's SAC workflow) -> labelled windows.
+
+The original finetuned on SAC files of MEMS stations, one folder per station for events
+(``data_QSIS_Event/<station>``) and one for noise (``data_QSIS_Noise``), one file per
+component, 100 Hz, about 480 s, in gal. Here any format ObsPy reads works (SAC,
+miniSEED ...), through :func:`host_training.data.records.read_records` (files grouped into
+station records, units made physical, picks found), called once per station folder so
+memory stays at one folder.
+
+Units: ``--units`` (``gal`` for the original's data), else SAC ``idep``, else a StationXML
+response (``--stationxml``) for counts; a record whose units are unknown is skipped.
+
+Event records (``--events``) give a window at P and one at S. Picks, in order: SAC pick
+headers, else TauP (ak135) travel times from the event (``--quakeml`` or SAC
+``evla/evlo/evdp/o``) and station coordinates (``--stationxml`` or SAC ``stla/stlo``),
+else the maximum of classic STA/LTA (1 s / 5 s) of the composite acceleration as P (no
+S). ``pick_source`` says which (``header``, ``taup``, ``catalog``, ``stalta``) and
+``pick_detail`` the exact header or origin. Records below ``--min-pga-gal`` (composite,
+the original's 2 gal) are skipped as too weak.
+
+Noise records (``--noise``) give one window centred at the STA/LTA maximum (the
+transient a trigger would fire on, a hard negative) and ``--noise-windows - 1`` at
+random. Windows are centred at the pick (plus a seeded shift); the original centred them
+at the composite peak within 12 s after the pick, which for P often lands on S.
+
+The event id (``source_id``, what ``prepare merge`` splits by) is the QuakeML event id
+when TauP used one, else the SAC origin time (``o``), else the P time rounded down to
+``--event-bin-s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .prepare import (
+    CONFIG_IGNORED,
+    Part,
+    PrepareError,
+    PrepareRun,
+    print_summary,
+    validate_window_args,
+)
+from .windowing import (
+    GAL_TO_MPS2,
+    check_trace,
+    composite,
+    cut_at,
+    hash_split,
+    item_rng,
+    noise_windows,
+    pick_windows,
+    resample,
+    sta_lta,
+)
+
+log = logging.getLogger(__name__)
+
+
+def station_folders(roots) -> list:
+    """``[(kind, folder)]``: every subfolder of each root, or the root itself if it has files."""
+    out = []
+    for kind, root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise PrepareError(f"{root}: no such folder (--{'events' if kind == 'earthquake' else 'noise'})")
+        subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if any(p.is_file() and not p.name.startswith(".") for p in root.iterdir()):
+            out.append((kind, root))
+        out += [(kind, p) for p in subs]
+    return out
+
+
+def pick_category(source: str) -> str:
+    s = source.lower()
+    if s.startswith("sac"):
+        return "header"
+    if "taup" in s:
+        return "taup"
+    if s.startswith("catalog"):
+        return "catalog"
+    return s.split()[0] if s else ""
+
+
+def _event_id(record, picks: dict, bin_s: float) -> str:
+    for pick in record.picks.values():
+        m = re.search(r"QuakeML (\S+)", pick.source)
+        if m:
+            return m.group(1).strip(")")
+    if record.files:
+        try:
+            from obspy import read
+
+            tr = read(record.files[0], headonly=True)[0]
+            sac = getattr(tr.stats, "sac", None) or {}
+            o = sac.get("o")
+            if o is not None and o != -12345.0:
+                origin = tr.stats.starttime - float(sac.get("b", 0.0)) + float(o)
+                return f"origin-{origin.strftime('%Y%m%dT%H%M%S')}"
+        except Exception:
+            pass
+    if "P" in picks:
+        t = record.starttime + picks["P"] / record.sampling_rate_hz
+        t = t - (t.timestamp % bin_s)
+        return f"ptime-{t.strftime('%Y%m%dT%H%M%S')}"
+    return record.id
+
+
+def process_folder(kind: str, folder: Path, part: Part, args) -> None:
+    """Windows of every record in one station folder into ``part``."""
+    from .records import RecordError, read_records
+
+    try:
+        records, skipped = read_records([folder], units=args.units, inventory=args.stationxml,
+                                        events=args.quakeml, min_duration_s=args.window_s)
+    except RecordError as exc:
+        raise PrepareError(str(exc)) from None
+    for item, reason in skipped:
+        part.skip(item, reason)
+    fs = args.sampling_rate
+    n = int(round(args.window_s * fs))
+    for rec in records:
+        item = f"{folder.name}/{rec.id}"
+        present = "".join(c if p else "-" for c, p in zip("ENZ", rec.present, strict=True))
+        if rec.n_components < args.min_components:
+            part.skip(item, f"{rec.n_components} component(s) ({present}), --min-components "
+                            f"{args.min_components}")
+            continue
+        reason = check_trace(rec.data[np.asarray(rec.present)], rec.n_components)
+        if reason:
+            part.skip(item, reason)
+            continue
+        acc = resample(rec.data, rec.sampling_rate_hz, fs)
+        rng = item_rng(args.seed, item)
+        picks, details = {}, {}
+        for phase, pick in rec.picks.items():
+            picks[phase] = (pick.time - rec.starttime) * fs
+            details[phase] = pick.source
+        cf = composite(acc)
+        pick_source, stalta_start = "", None
+        if kind == "earthquake":
+            pga_gal = float(cf.max()) / GAL_TO_MPS2
+            if pga_gal < args.min_pga_gal:
+                part.skip(item, f"composite PGA {pga_gal:.3g} gal < --min-pga-gal {args.min_pga_gal:g}")
+                continue
+            if "P" in picks:
+                pick_source = pick_category(details["P"])
+            else:
+                picks = {"P": float(np.argmax(sta_lta(cf, fs, args.sta_s, args.lta_s)))}
+                details = {"P": f"classic STA/LTA {args.sta_s:g} s/{args.lta_s:g} s maximum"}
+                pick_source = "stalta"
+            windows = pick_windows(acc, fs, picks, args.window_s, args.max_shift_s, rng)
+        else:
+            picks, details = {}, {}
+            ratio = sta_lta(cf, fs, args.sta_s, args.lta_s)
+            windows = []
+            if args.noise_windows > 0:
+                window, start = cut_at(acc, float(np.argmax(ratio)), n)
+                if window is not None:
+                    windows.append(("noise", window, start))
+                    stalta_start = start
+                windows += noise_windows(acc, fs, args.window_s, args.noise_windows - len(windows), rng)
+        if not windows:
+            part.skip(item, "no window fits inside the record around its picks")
+            continue
+        source_id = _event_id(rec, picks, args.event_bin_s) if kind == "earthquake" else rec.id
+        common = {"split": hash_split(source_id, args.seed, args.fractions), "source_id": source_id,
+                  "station_code": rec.station,
+                  "source": "sac_events" if kind == "earthquake" else "sac_noise",
+                  "source_trace": rec.id, "trace_category": kind, "trace_response": rec.units,
+                  "components_present": present, "original_sampling_rate_hz": rec.sampling_rate_hz,
+                  "source_files": ";".join(Path(f).name for f in rec.files)}
+        for label, window, start in windows:
+            row = dict(common, label=label, trace_start_time=str(rec.starttime + start / fs),
+                       pick_source=pick_source if label != "noise" else
+                       ("stalta" if start == stalta_start else "random"),
+                       pick_detail=details.get(label, ""))
+            for phase, sample in picks.items():
+                row[f"trace_{phase.lower()}_arrival_sample"] = int(round(sample - start))
+            part.add(window, row)
+            part.count(f"windows_{label}")
+        part.count(f"records_{kind}")
+
+
+def prepare_sac(args) -> int:
+    """``prepare sac``: see the module docstring."""
+    from tqdm import tqdm
+
+    validate_window_args(args)
+    if not args.events and not args.noise:
+        raise PrepareError("give --events DIR and/or --noise DIR")
+    if args.min_components not in (1, 2, 3):
+        raise PrepareError(f"--min-components must be 1, 2 or 3, got {args.min_components}")
+    if args.sta_s <= 0 or args.lta_s <= args.sta_s:
+        raise PrepareError(f"need 0 < --sta-s < --lta-s, got {args.sta_s} and {args.lta_s}")
+    folders = station_folders([("earthquake", d) for d in args.events or []]
+                              + [("noise", d) for d in args.noise or []])
+    config = {k: v for k, v in vars(args).items() if k not in CONFIG_IGNORED}
+    run = PrepareRun(args.out, "sac", config, args.sampling_rate,
+                     int(round(args.window_s * args.sampling_rate)), overwrite=args.overwrite)
+    if run.finished():
+        print(f"{args.out}: already prepared (use --overwrite to redo)")
+        print_summary(run.report(), args.out)
+        return 0
+    for i, (kind, folder) in enumerate(tqdm(folders, desc="sac", unit="folder", disable=not args.progress)):
+        run.run_part(f"{i:05d}_{kind}_{re.sub(r'[^A-Za-z0-9_.-]', '_', folder.name)}",
+                     lambda part, kind=kind, folder=folder: process_folder(kind, folder, part, args))
+    report = run.finish()
+    print_summary(report, args.out)
+    return 0
+
+
+def add_arguments(p) -> None:
+    from .records import UNIT_CHOICES
+
+    p.add_argument("--events", nargs="+", metavar="DIR",
+                   help="folders of event records (one subfolder per station, or files directly)")
+    p.add_argument("--noise", nargs="+", metavar="DIR", help="folders of noise records")
+    p.add_argument("--units", default=None, choices=UNIT_CHOICES,
+                   help="units of the samples (the original's data: gal); default: SAC idep or "
+                        "a StationXML response")
+    p.add_argument("--stationxml", default=None, help="StationXML: responses for counts, station coordinates")
+    p.add_argument("--quakeml", default=None, help="QuakeML: event origins for TauP picks")
+    p.add_argument("--min-components", type=int, default=3,
+                   help="skip records with fewer recorded components (missing ones are zeros)")
+    p.add_argument("--min-pga-gal", type=float, default=2.0,
+                   help="skip event records whose composite PGA is below this, gal")
+    p.add_argument("--sta-s", type=float, default=1.0, help="STA window, s")
+    p.add_argument("--lta-s", type=float, default=5.0, help="LTA window, s")
+    p.add_argument("--event-bin-s", type=float, default=120.0,
+                   help="without an origin, records whose P falls in the same bin of this many s "
+                        "are one event")
