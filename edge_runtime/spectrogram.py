@@ -184,18 +184,28 @@ def spectrogram(x: np.ndarray, fs: float, nperseg: int = 256, noverlap: int = 12
     step = nperseg - noverlap
     n_seg = (n - noverlap) // step
     segments = np.lib.stride_tricks.sliding_window_view(x, nperseg, axis=-1)[..., ::step, :][..., :n_seg, :]
-    segments = segments - segments.mean(axis=-1, keepdims=True)  # detrend='constant'
-    segments *= tukey_window(nperseg, tukey_alpha)
-    # One 2-D transform over all segments: numpy's FFT is several times slower on N-D input.
-    spec = np.fft.rfft(segments.reshape(-1, nperseg), axis=-1)
-    sxx = (spec.real ** 2 + spec.imag ** 2).reshape(segments.shape[:-1] + (-1,))
     window = tukey_window(nperseg, tukey_alpha)
+    # detrend='constant' after the transform, by linearity: rfft(w (s - mean)) =
+    # rfft(w s) - mean rfft(w); one pass less over the segments.
+    mean = segments.mean(axis=-1)
+    # One 2-D transform over all segments: numpy's FFT is several times slower on N-D input.
+    spec = np.fft.rfft((segments * window).reshape(-1, nperseg), axis=-1)
+    spec = spec.reshape(segments.shape[:-1] + (-1,))
+    spec -= mean[..., None] * _window_spectrum(nperseg, tukey_alpha)
+    sxx = spec.real ** 2 + spec.imag ** 2
     sxx *= 1.0 / (fs * np.sum(window ** 2))
     # One-sided density: double all bins but DC (and Nyquist for an even segment).
     sxx[..., 1: None if nperseg % 2 else -1] *= 2.0
     frequencies = np.fft.rfftfreq(nperseg, 1.0 / fs)
     times = (np.arange(n_seg) * step + nperseg / 2) / fs
     return frequencies, times, np.swapaxes(sxx, -1, -2)
+
+
+@lru_cache(maxsize=8)
+def _window_spectrum(n: int, alpha: float) -> np.ndarray:
+    spectrum = np.fft.rfft(tukey_window(n, alpha))
+    spectrum.setflags(write=False)
+    return spectrum
 
 
 @lru_cache(maxsize=16)
@@ -251,17 +261,38 @@ def _resize_matrices(n_rows: int, n_cols: int, height: int, width: int, method: 
     return wy, wx
 
 
-def resize_image(image: np.ndarray, height: int, width: int, method: str = "bilinear") -> np.ndarray:
+def _taps(m: np.ndarray):
+    """A sparse interpolation matrix as ``(index, weight)`` arrays ``(n_out, k)``."""
+    k = max(1, int((m != 0).sum(axis=1).max()))
+    index = np.zeros((m.shape[0], k), dtype=np.intp)
+    weight = np.zeros((m.shape[0], k))
+    for i, row in enumerate(m):
+        nz = np.flatnonzero(row)
+        index[i, :nz.size], weight[i, :nz.size] = nz, row[nz]
+    return index, weight
+
+
+@lru_cache(maxsize=16)
+def _resize_taps(n_rows: int, n_cols: int, height: int, width: int, method: str, flip_rows: bool):
+    wy, wx = _resize_matrices(n_rows, n_cols, height, width, method)
+    if flip_rows:
+        wy = wy[:, ::-1]
+    return _taps(wy), _taps(wx.T)
+
+
+def resize_image(image: np.ndarray, height: int, width: int, method: str = "bilinear",
+                 flip_rows: bool = False) -> np.ndarray:
     """Resize the last two axes of ``image`` to ``(height, width)`` (see module doc).
 
     Rows are taken top first, as in a picture: with ``method="seed"`` row 0 of
-    ``image`` is painted at the top of the seed's canvas.
+    ``image`` is painted at the top of the seed's canvas. ``flip_rows`` reverses the
+    rows of ``image`` first (a spectrogram's row 0 is its lowest frequency).
     """
-    wy, wx = _resize_matrices(image.shape[-2], image.shape[-1], height, width, method)
-    # 2-D products on contiguous data: broadcasting matmul over strided stacks is slow.
-    image = np.ascontiguousarray(image)
-    cols = (image.reshape(-1, image.shape[-1]) @ wx).reshape(image.shape[:-1] + (width,))
-    return np.matmul(wy, cols)
+    (iy, wy), (ix, wx) = _resize_taps(image.shape[-2], image.shape[-1], height, width, method, flip_rows)
+    # Each output pixel mixes at most a few input cells: gather them instead of
+    # multiplying by mostly-zero matrices (20 M multiply-adds for a 480 s record).
+    rows = np.einsum("...hkc,hk->...hc", image[..., iy, :], wy)
+    return np.einsum("...hwk,wk->...hw", rows[..., ix], wx)
 
 
 def resample(x: np.ndarray, n_out: int) -> np.ndarray:
@@ -285,7 +316,7 @@ def to_db_image(sxx: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
     floor = 10.0 ** (config.db_min / 10.0)
     db = 10.0 * np.log10(np.maximum(sxx, floor))
     # Frequency up, as drawn: the highest frequency is the first row of the picture.
-    image = resize_image(db[..., ::-1, :], config.height, config.width, config.resize)
+    image = resize_image(db, config.height, config.width, config.resize, flip_rows=True)
     scale = 255.0 / (config.db_max - config.db_min)
     return np.clip(np.rint((image - config.db_min) * scale), 0, 255).astype(np.uint8)
 
