@@ -81,18 +81,19 @@ class SlidingWindows:
     """Cut overlapping windows out of a continuous, timestamped sample stream.
 
     A new window is emitted every ``step_s`` once ``window_s`` of contiguous samples are
-    in. Continuity is checked frame to frame: each frame must start where the previous
-    one ended (within ``gap_tolerance`` sample periods) and, when sequence numbers are
-    given, carry the next one. The time base is re-anchored on every frame, so an ADC
-    clock a little off its nominal rate never adds up to a false gap.
+    in. Frames come in order from :class:`edge_runtime.sequencing.StreamSequencer`, which
+    says how many frames were lost before each one (or that the board restarted); without
+    it, each frame must start where the previous one ended (within ``gap_tolerance``
+    sample periods). The time base is re-anchored on every frame, so an ADC clock a
+    little off its nominal rate never adds up to a false gap.
 
     A short hole (up to ``max_fill_s``: a frame or a few lost to line noise) is filled
     by linear interpolation between the samples on either side, so one bad frame does
-    not blind the node for a whole window length, which could be the P wave. When the
-    sequence is contiguous but the timestamps jump, the samples are continuous and only
-    the board's clock moved: a forward step is followed, a backward one (or a stuck
-    clock) is ignored so window times stay monotonic. Anything else (a longer hole, the
-    sequence going backwards, a change of channel count, a rate change beyond
+    not blind the node for a whole window length, which could be the P wave. When no
+    frame is missing but the timestamps jump, the samples are continuous and only the
+    board's clock moved: a forward step is followed, a backward one (or a stuck clock)
+    is ignored so window times stay monotonic; nothing is interpolated. Anything else (a
+    longer hole, a board restart, a change of channel count, a rate change beyond
     ``rate_tolerance``) clears the buffer: no window spans it.
 
     Parameters
@@ -121,15 +122,12 @@ class SlidingWindows:
         self.filled_gaps = 0
         self.filled_samples = 0
         self.clock_steps = 0
-        self.lost_frames = 0  # from sequence numbers
-        self.sequence_resets = 0
         self.last_frame_len = 0
         self._log = LimitedLog(log)
         self.ring: RingBuffer | None = None
         self.rate_hz: float | None = None
         self.anchor_us = 0
         self.anchor_index = 0
-        self.last_sequence: int | None = None
         self.next_end = 0
         self.gaps = 0
         # Signed length of the last discontinuity in s: negative when time went
@@ -150,21 +148,21 @@ class SlidingWindows:
         """Time at which the next sample is expected, in microseconds."""
         return self.anchor_us + (self.ring.total - self.anchor_index) * 1e6 / self.rate_hz
 
-    def _continuity(self, n_channels: int, t0_us: int, rate_hz: float, sequence):
+    def _continuity(self, n_channels: int, t0_us: int, rate_hz: float, lost_frames, restart):
         """How a frame continues the stream: ``(action, value)``.
 
         ``("continue", None)``; ``("fill", n_samples)`` for a short hole;
-        ``("step", gap_s)`` when the sequence is contiguous but the clock jumped (the
-        samples are continuous, only the time stamps moved); ``("restart", gap_s)``.
+        ``("step", gap_s)`` when no sample is missing but the clock jumped (the samples
+        are continuous, only the time stamps moved); ``("restart", gap_s)``.
         """
-        if self.ring is None or n_channels != self.ring.n_channels or \
+        if restart or self.ring is None or n_channels != self.ring.n_channels or \
                 abs(rate_hz - self.rate_hz) > self.rate_tolerance * self.rate_hz:
             return "restart", float("inf")
         gap_us = t0_us - self.expected_us()
         gap_s = gap_us / 1e6
         tolerance_us = self.gap_tolerance * 1e6 / self.rate_hz
         fillable = self.ring.total > 0 and self.max_fill_s > 0
-        if sequence is None or self.last_sequence is None:
+        if lost_frames is None:
             # Timestamps alone: a hole shows as time missing.
             if abs(gap_us) <= tolerance_us:
                 return "continue", None
@@ -172,19 +170,11 @@ class SlidingWindows:
             if fillable and 0 < gap_s <= self.max_fill_s and n_missing:
                 return "fill", n_missing
             return "restart", gap_s
-        # The uint32 sequence counts up by one per frame and wraps: a forward jump is that
-        # many frames lost (whatever their length), a backward one (more than 2**31
-        # ahead, modulo 2**32) a board that restarted its counter.
-        missing_frames = (sequence - self.last_sequence - 1) % 2**32
-        if missing_frames == 0:
+        if lost_frames == 0:
             return ("continue", None) if abs(gap_us) <= tolerance_us else ("step", gap_s)
-        if missing_frames >= 2**31:
-            self.sequence_resets += 1
-            return "restart", gap_s
-        self.lost_frames += missing_frames
         # Frames were lost: the sequence says how many, the previous frame how long each
         # was (timestamps jitter, the count does not).
-        n_missing = missing_frames * self.last_frame_len
+        n_missing = lost_frames * self.last_frame_len
         if fillable and n_missing <= self.max_fill_s * self.rate_hz and gap_us >= -tolerance_us:
             return "fill", n_missing
         return "restart", gap_s
@@ -201,7 +191,7 @@ class SlidingWindows:
         return np.concatenate([last + frac * (first - last), samples])
 
     def push(self, samples_mps2: np.ndarray, t0_us: int, rate_hz: float,
-             sequence: int | None = None) -> list[Window]:
+             lost_frames: int | None = None, restart: bool = False) -> list[Window]:
         """Add ``(n, n_channels)`` samples starting at ``t0_us``; return completed windows.
 
         Parameters
@@ -212,12 +202,18 @@ class SlidingWindows:
             UTC time of the first sample in microseconds.
         rate_hz : float
             Sampling rate reported with the samples, in Hz.
-        sequence : int, optional
-            Frame sequence number (uint32). With it, lost frames are counted exactly
-            (timestamps jitter) and a clock step is told apart from lost samples.
+        lost_frames : int, optional
+            Frames missing before these samples, as the sequence numbers tell
+            (:class:`edge_runtime.sequencing.StreamSequencer`); 0 when the samples are
+            contiguous (a timestamp mismatch is then a clock step). ``None``: no sequence
+            numbers, holes are found from the timestamps alone.
+        restart : bool
+            A new stream (board restart): no window spans the join.
         """
+        if not np.all(np.isfinite(samples_mps2)):
+            raise ValueError("samples hold NaN or inf; they must never reach a window")
         n_channels = samples_mps2.shape[1]
-        action, value = self._continuity(n_channels, t0_us, rate_hz, sequence)
+        action, value = self._continuity(n_channels, t0_us, rate_hz, lost_frames, restart)
         if action == "fill":
             samples_mps2 = self._fill(samples_mps2, value)
             t0_us = int(round(self.expected_us()))
@@ -240,7 +236,6 @@ class SlidingWindows:
             self._reset(rate_hz, n_channels)
         self.last_frame_len = samples_mps2.shape[0] - (value if action == "fill" else 0)
         self.anchor_us, self.anchor_index = t0_us, self.ring.total
-        self.last_sequence = sequence
         rate = self.rate_hz
         windows = []
         chunk = self.ring.capacity - self.n_window  # so no window is overwritten before it is cut

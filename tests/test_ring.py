@@ -3,7 +3,30 @@
 import numpy as np
 import pytest
 
+from edge_runtime.protocol import Frame
 from edge_runtime.ring import RingBuffer, SlidingWindows
+from edge_runtime.sequencing import StreamSequencer
+
+
+class Sequenced:
+    """SlidingWindows fed through the node's frame-ordering state machine, as the node does."""
+
+    def __init__(self, sw):
+        self.sw, self.seq = sw, StreamSequencer()
+
+    def _out(self, deliveries):
+        windows = []
+        for d in deliveries:
+            f = d.frame
+            windows += self.sw.push(f.samples, f.timestamp_us, f.sampling_rate_hz,
+                                    lost_frames=d.lost_frames, restart=d.restart)
+        return windows
+
+    def push(self, samples, t_us, rate, sequence):
+        return self._out(self.seq.push(Frame(sequence, t_us, rate, samples)))
+
+    def drain(self):
+        return self._out(self.seq.drain())
 
 
 def test_ring_keeps_latest_samples():
@@ -58,11 +81,13 @@ def test_long_gap_restarts_windows():
 def test_short_hole_is_interpolated_and_windows_go_on():
     """One lost 10-sample frame: filled linearly, windows keep their 0.25 s cadence."""
     sw = SlidingWindows(2.0, 0.25)
+    ss = Sequenced(sw)
     ramp = np.repeat(np.arange(600, dtype=float)[:, None], 3, axis=1)  # value = sample index
     windows = []
     for i in range(0, 600, 10):
         if i != 300:
-            windows += sw.push(ramp[i:i + 10], i * 10_000, 100.0, sequence=i // 10)
+            windows += ss.push(ramp[i:i + 10], i * 10_000, 100.0, i // 10)
+    windows += ss.drain()
     assert sw.gaps == 0 and sw.filled_gaps == 1 and sw.filled_samples == 10
     assert len(windows) == 1 + (600 - 200) // 25
     # The window over the hole (samples 300-309): linear interpolation restores a ramp.
@@ -93,33 +118,37 @@ def test_adc_clock_off_nominal_rate_is_not_a_gap():
     """A 1 % fast ADC clock: timestamps drift from the nominal rate, windows keep coming."""
     sw = SlidingWindows(2.0, 0.25)
     true_period_us = 1e6 / 101.0  # the board says 100 Hz, samples at 101 Hz
+    ss = Sequenced(sw)
     n_windows = 0
     for i in range(6000):  # 10 minutes of 10-sample frames
-        n_windows += len(sw.push(np.zeros((10, 3)), int(i * 10 * true_period_us), 100.0, sequence=i))
+        n_windows += len(ss.push(np.zeros((10, 3)), int(i * 10 * true_period_us), 100.0, i))
     assert sw.gaps == 0
     assert n_windows == 1 + (60000 - 200) // 25
 
 
 def test_measured_rate_jitter_is_the_same_stream():
     sw = SlidingWindows(2.0, 0.25)
+    ss = Sequenced(sw)
     n_windows = 0
     for i in range(600):
         rate = 100.0 + (0.001 if i % 2 else -0.001)  # boards that report a measured rate
-        n_windows += len(sw.push(np.zeros((10, 3)), i * 100_000, rate, sequence=i))
+        n_windows += len(ss.push(np.zeros((10, 3)), i * 100_000, rate, i))
     assert sw.gaps == 0 and n_windows > 200
 
 
 def test_lost_one_sample_frame_found_by_sequence():
     """With 1-sample frames a loss is within timestamp jitter; the sequence number shows it."""
     sw = SlidingWindows(2.0, 0.5)
+    ss = Sequenced(sw)
     for i in range(300):
         if i != 150:
-            sw.push(np.zeros((1, 3)), i * 10_000, 100.0, sequence=i)
+            ss.push(np.zeros((1, 3)), i * 10_000, 100.0, i)
     assert sw.filled_gaps == 1 and sw.filled_samples == 1 and sw.gaps == 0
     restart = SlidingWindows(2.0, 0.5, max_fill_s=0)
+    rs = Sequenced(restart)
     for i in range(300):
         if i != 150:
-            restart.push(np.zeros((1, 3)), i * 10_000, 100.0, sequence=i)
+            rs.push(np.zeros((1, 3)), i * 10_000, 100.0, i)
     assert restart.gaps == 1 and restart.last_gap_s == pytest.approx(0.01)
 
 
@@ -134,20 +163,22 @@ def test_time_going_backwards_is_a_negative_gap():
 def test_lost_one_sample_frame_with_jitter_fills_exactly_one(jitter_us):
     """The sequence gives the count; timestamps that jitter by 1.5 samples do not matter."""
     sw = SlidingWindows(2.0, 0.5)
+    ss = Sequenced(sw)
     for i in range(300):
         if i == 150:
             continue
         t_us = i * 10_000 + (jitter_us if i == 151 else 0)
-        sw.push(np.full((1, 3), float(i)), t_us, 100.0, sequence=i)
+        ss.push(np.full((1, 3), float(i)), t_us, 100.0, i)
     assert sw.gaps == 0 and sw.filled_gaps == 1 and sw.filled_samples == 1
 
 
 def test_forward_clock_step_is_followed_without_inventing_samples():
     sw = SlidingWindows(2.0, 0.25)
+    ss = Sequenced(sw)
     windows = []
     for i in range(60):
         step = 400_000 if i >= 30 else 0  # the board's clock jumps +0.4 s, no frame lost
-        windows += sw.push(np.zeros((10, 3)), i * 100_000 + step, 100.0, sequence=i)
+        windows += ss.push(np.zeros((10, 3)), i * 100_000 + step, 100.0, i)
     assert sw.clock_steps == 1 and sw.filled_samples == 0 and sw.gaps == 0
     assert len(windows) == 1 + (600 - 200) // 25
 
@@ -155,10 +186,11 @@ def test_forward_clock_step_is_followed_without_inventing_samples():
 def test_stuck_clock_keeps_window_times_monotonic():
     """Timestamps freeze while samples keep coming: the node keeps its own time base."""
     sw = SlidingWindows(2.0, 0.25)
+    ss = Sequenced(sw)
     windows = []
     for i in range(100):
         t_us = min(i, 40) * 100_000  # the board's clock stops at frame 40
-        windows += sw.push(np.zeros((10, 3)), t_us, 100.0, sequence=i)
+        windows += ss.push(np.zeros((10, 3)), t_us, 100.0, i)
     starts = [w.start_us for w in windows]
     assert sw.gaps == 0 and sw.clock_steps == 59
     assert starts == sorted(starts) and starts[-1] == (1000 - 200) * 10_000

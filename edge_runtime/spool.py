@@ -1,0 +1,132 @@
+"""A disk queue that survives restarts: one fsynced file per record.
+
+Used for events that could not be written to the event file (a full or read-only card)
+and for alerts whose delivery failed (a network outage). A record is either wholly in
+the queue or not at all: it is written to a temporary name, fsynced, renamed into place
+and the folder fsynced, so a crash or a power cut at any moment leaves no half record
+that could be mistaken for a whole one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".json"
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (the entry lives in the folder)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """First-in first-out queue of JSON records kept as files in ``folder``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where the records live; created on the first :meth:`put`.
+    max_items : int
+        Records kept at most; a :meth:`put` beyond it raises ``OSError`` (the caller
+        keeps the record and says so) rather than filling the card.
+
+    Notes
+    -----
+    Record ids sort in the order they were put (nanosecond time plus a counter), so
+    :meth:`pending` returns the oldest first across restarts.
+    """
+
+    def __init__(self, folder, max_items: int = 10000):
+        self.folder = Path(folder)
+        self.max_items = max_items
+        self.bad = 0  # unreadable record files moved aside to folder/bad
+        self._counter = 0
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.folder) if n.endswith(SUFFIX))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def put(self, record: dict) -> str:
+        """Store one record durably; return its id.
+
+        Raises
+        ------
+        OSError
+            When the record could not be stored (folder not creatable, disk full, queue
+            full). Nothing partial is left behind.
+        """
+        text = json.dumps(record, sort_keys=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if len(self._names()) >= self.max_items:
+            raise OSError(f"spool {self.folder} holds {self.max_items} records (its limit)")
+        self._counter += 1
+        rid = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}"
+        tmp = self.folder / f".{rid}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.folder / (rid + SUFFIX))
+            fsync_folder(self.folder)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
+        return rid
+
+    def pending(self) -> list[tuple[str, dict]]:
+        """All stored records ``(id, record)``, oldest first.
+
+        A file that does not parse (it cannot be torn by :meth:`put`, but a card can
+        rot) is moved to ``folder/bad`` and counted in :attr:`bad`, never deleted.
+        """
+        out = []
+        for name in self._names():
+            path = self.folder / name
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except FileNotFoundError:
+                continue  # done() by someone else in the meantime
+            except (OSError, ValueError) as exc:
+                self.bad += 1
+                log.error("%s: unreadable spooled record (%s); moved to %s", path, exc,
+                          self.folder / "bad")
+                try:
+                    (self.folder / "bad").mkdir(exist_ok=True)
+                    os.replace(path, self.folder / "bad" / name)
+                except OSError:
+                    pass
+                continue
+            out.append((name[: -len(SUFFIX)], record))
+        return out
+
+    def done(self, rid: str) -> None:
+        """Remove a record once it has been delivered (no error if already gone)."""
+        try:
+            os.unlink(self.folder / (rid + SUFFIX))
+        except FileNotFoundError:
+            return
+        try:
+            fsync_folder(self.folder)
+        except OSError:
+            pass
