@@ -27,6 +27,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -217,12 +218,13 @@ def build_card(out: Path, inputs: list, rows_by_input: list, splits: list, skipp
 
 def _reason_kind(reason: str) -> str:
     """A reason without its numbers, to count skips by kind."""
-    return " ".join(w for w in reason.split() if not any(ch.isdigit() for ch in w))[:80]
+    return re.sub(r"(?<![A-Za-z_])[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", reason)[:80]
 
 
 def card_hash(card: dict) -> str:
-    """SHA-256 of the card's canonical JSON, without ``card_sha256`` and ``throughput``."""
-    body = {k: v for k, v in card.items() if k not in ("card_sha256", "throughput")}
+    """SHA-256 of the card's canonical JSON, without ``card_sha256``, ``throughput`` and
+    ``name``: the same data under another folder name has the same hash."""
+    body = {k: v for k, v in card.items() if k not in ("card_sha256", "throughput", "name")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -294,3 +294,16 @@ def add_prepare_parser(sub) -> None:
         module.add_arguments(s)
         add_common_arguments(s, window=name != "merge")
         s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def main(argv=None) -> int:
+    """``prepare ...`` on its own (what ``python -m host_training prepare ...`` runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m host_training")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_prepare_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return main_prepare(args)

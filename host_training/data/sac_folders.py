@@ -87,9 +87,9 @@ def pick_category(source: str) -> str:
 
 def _event_id(record, picks: dict, bin_s: float) -> str:
     for pick in record.picks.values():
-        m = re.search(r"QuakeML (\S+)", pick.source)
+        m = re.search(r"QuakeML ([^,)\s]+)", pick.source)
         if m:
-            return m.group(1).strip(")")
+            return m.group(1)
     if record.files:
         try:
             from obspy import read

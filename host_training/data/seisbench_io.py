@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from itertools import islice
 from pathlib import Path
 
 import h5py
@@ -44,6 +43,7 @@ from .prepare import (
     print_summary,
     validate_window_args,
 )
+from .stead import read_rows
 from .windowing import (
     GAL_TO_MPS2,
     NOMINAL_SENSITIVITY,
@@ -184,7 +184,9 @@ class TraceSource:
 
 def process_row(row: dict, source: TraceSource, part: Part, args) -> None:
     trace_name = row.get("trace_name", "")
-    item = f"{source.name}:{trace_name}"
+    # SeisBench's writer keeps the name it was given in trace_name_original.
+    original = row.get("trace_name_original") or trace_name
+    item = f"{source.name}:{original}"
     data, fs_in, how = source.read(row)
     if data is None:
         part.skip(item, how)
@@ -214,7 +216,7 @@ def process_row(row: dict, source: TraceSource, part: Part, args) -> None:
         return
     common = {"split": hash_split(source_id, args.seed, args.fractions), "source_id": source_id,
               "station_code": station, "source": f"seisbench:{Path(args.dir).name}",
-              "source_trace": trace_name, "trace_response": how,
+              "source_trace": original, "trace_response": how,
               "original_sampling_rate_hz": fs_in}
     for key in ("source_magnitude", "source_distance_km", "path_ep_distance_km", "trace_category",
                 "source_type"):
@@ -269,7 +271,11 @@ def prepare_seisbench(args) -> int:
             if "data" not in h5:
                 raise PrepareError(f"{wave_path}: no 'data' group; not SeisBench's format")
             reader = csv.DictReader(fh)
-            if "trace_name" not in (reader.fieldnames or []):
+            try:
+                fields = reader.fieldnames or []
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise PrepareError(f"{meta_path}: not a text CSV ({exc})") from None
+            if "trace_name" not in fields:
                 raise PrepareError(f"{meta_path}: no 'trace_name' column; not SeisBench's format")
             source = TraceSource(h5, args, f"{folder.name}{chunk}")
             with open(meta_path, "rb") as count_fh:
@@ -278,7 +284,7 @@ def prepare_seisbench(args) -> int:
                        disable=not args.progress)
             k = 0
             while True:
-                rows = list(islice(reader, args.chunk_size))
+                rows = read_rows(reader, args.chunk_size, meta_path)
                 if not rows:
                     break
 

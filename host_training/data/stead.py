@@ -116,8 +116,9 @@ def _remove_response(data, fs, code, inventory, row):
         st = Stream()
         for comp, x in zip("ENZ", data, strict=True):
             tr = Trace(np.asarray(x, dtype=np.float64))
-            tr.stats.update(network=row.get("network_code", ""), station=row.get("receiver_code", ""),
-                            location="", channel=code + comp, sampling_rate=fs, starttime=start)
+            tr.stats.update({"network": row.get("network_code", ""), "station": row.get("receiver_code", ""),
+                             "location": "", "channel": code + comp, "sampling_rate": fs,
+                             "starttime": start})
             st.append(tr)
         st.remove_response(inventory=inventory, output="ACC", pre_filt=[0.1, 0.2, 0.45 * fs, 0.49 * fs],
                            water_level=None)
@@ -219,6 +220,14 @@ def _load_inventory(path):
     return inv
 
 
+def read_rows(reader, n: int, path) -> list:
+    """Next ``n`` rows of a CSV; a damaged file stops the run with one line naming it."""
+    try:
+        return list(islice(reader, n))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise PrepareError(f"{path}: unreadable near line {reader.line_num} ({exc})") from None
+
+
 def prepare_stead(args) -> int:
     """``prepare stead``: see the module docstring."""
     from tqdm import tqdm
@@ -238,7 +247,11 @@ def prepare_stead(args) -> int:
         if "data" not in h5:
             raise PrepareError(f"{hdf5}: no 'data' group; not STEAD's layout")
         reader = csv.DictReader(fh)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        try:
+            fields = reader.fieldnames or []
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise PrepareError(f"{csv_path}: not a text CSV ({exc}); not STEAD's metadata CSV") from None
+        missing = [c for c in CSV_COLUMNS if c not in fields]
         if missing:
             raise PrepareError(f"{csv_path}: no column(s) {', '.join(missing)}; not STEAD's metadata CSV")
         config = {k: v for k, v in vars(args).items() if k not in CONFIG_IGNORED}
@@ -255,7 +268,7 @@ def prepare_stead(args) -> int:
         bar = tqdm(total=total, unit="trace", desc="stead", disable=not args.progress)
         k = 0
         while True:
-            rows = list(islice(reader, args.chunk_size))
+            rows = read_rows(reader, args.chunk_size, csv_path)
             if not rows:
                 break
             key = f"chunk{k:06d}"
