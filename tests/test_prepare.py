@@ -10,7 +10,6 @@ from obspy.io.sac import SACTrace
 from host_training.data import stead, synth
 from host_training.data.dataset import WindowDataset
 from host_training.data.prepare import main
-from host_training.data.sac import write_record
 from host_training.data.windowing import resample, velocity_to_acceleration
 
 FS_IN = 50.0
@@ -100,6 +99,26 @@ def test_own_datasets_pass_through_unchanged(tmp_path):
     back = WindowDataset.load(tmp_path / "again")
     np.testing.assert_allclose(back.waveforms, ds.waveforms, rtol=1e-6)
     assert list(back.column("label")) == list(ds.column("label"))
+
+
+def write_record(data, fs, starttime, folder, station, picks=None):
+    """Three SAC files (HNE/HNN/HNZ) in nm/s^2 with idep = IACC, as SAC defines it; picks in
+    ``a``/``ka`` and ``t0``/``kt0`` (s after the first sample)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for comp, x in zip("ENZ", data, strict=True):
+        tr = Trace(np.asarray(x * 1e9, dtype=np.float32))
+        tr.stats.update({"network": "XX", "station": station, "channel": f"HN{comp}",
+                         "sampling_rate": fs, "starttime": starttime})
+        sac = SACTrace.from_obspy_trace(tr)
+        sac.idep = "iacc"
+        for phase, (value, name) in (("P", ("a", "ka")), ("S", ("t0", "kt0"))):
+            if phase in (picks or {}):
+                setattr(sac, value, sac.b + picks[phase])
+                setattr(sac, name, phase)
+        paths.append(folder / f"XX.{station}..HN{comp}.SAC")
+        sac.write(str(paths[-1]))
+    return paths
 
 
 @pytest.fixture(scope="module")
