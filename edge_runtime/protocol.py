@@ -1,33 +1,43 @@
-"""Serial frame format of the MEMS acquisition board: encoder and decoder.
+"""Serial frame format of the MEMS acquisition board: encoders and decoders.
 
 The wire format is specified in ``docs/serial-protocol.md``; this module is its only
 implementation and is used on both ends (``tools.replay`` encodes, the node decodes).
 It does no I/O: bytes in, frames out, so it can be fuzzed and reused over any transport.
 
-Layout (little-endian, version 1)::
+Binary layout (little-endian), version 1 (24-byte header) and version 2 (32 bytes)::
 
-    offset  size  field
-    0       2     sync            0xA5 0x5A
-    2       1     version         1
-    3       1     n_channels      1..MAX_CHANNELS
-    4       2     n_samples       samples per channel, 1..MAX_SAMPLES
-    6       4     sequence        uint32, +1 per frame, wraps at 2**32
-    10      8     timestamp_us    int64, UTC microseconds of the first sample
-    18      4     rate_mhz        uint32, sampling rate in mHz (100 Hz -> 100000)
-    22      2     header_crc      CRC-16/CCITT-FALSE of bytes 2..21
-    24      4*n   samples         int32 ADC counts, interleaved by sample (s0c0 s0c1 ...)
-    24+4n   4     crc32           CRC-32 (IEEE 802.3, as zlib.crc32) of bytes 2..24+4n
+    offset  size  field           v1  v2
+    0       2     sync            x   x   0xA5 0x5A
+    2       1     version         1   2
+    3       1     n_channels      x   x   1..MAX_CHANNELS
+    4       2     n_samples       x   x   samples per channel, 1..MAX_SAMPLES
+    6       4     sequence        x   x   uint32, +1 per frame, wraps at 2**32
+    10      8     timestamp_us    x   x   int64, UTC microseconds of the first sample
+    18      4     rate_mhz        x   x   uint32, sampling rate in mHz (100 Hz -> 100000)
+    22      4     board_id            x   uint32, the board's identity
+    26      1     flags               x   bit 0 clipping, 1 self-test failed, 2 overrun
+    27      1     time_fix            x   0 free-running, 1 NTP, 2 GPS/PPS
+    28      2     reserved            x   0
+    22/30   2     header_crc      x   x   CRC-16/CCITT-FALSE of bytes 2..header end - 2
+    24/32   4*n   samples         x   x   int32 ADC counts, interleaved by sample (s0c0 s0c1 ...)
+    end-4   4     crc32           x   x   CRC-32 (zlib.crc32) of bytes 2..end-4
 
-The header has its own CRC so that a damaged length field is caught at once: without
-it the decoder would wait for the bytes of a frame that does not exist and stall the
-stream for as long as the bogus length takes to arrive.
+Text mode (:class:`TextDecoder`): one line of comma-separated integer counts per sample,
+``c0,c1,c2\\n``, with an optional NMEA-style ``*HH`` checksum; the node stamps the time.
+
+The header has its own CRC so that a damaged length field is caught at once. A header
+whose CRC passes by chance but whose length is wrong cannot stall the stream either:
+while the decoder waits for the bytes of a frame, a whole valid frame found inside the
+awaited span proves the header wrong (at most one frame time of delay).
 """
 
 from __future__ import annotations
 
 import binascii
 import logging
+import re
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -38,21 +48,32 @@ from .logs import LimitedLog
 log = logging.getLogger(__name__)
 
 SYNC = b"\xa5\x5a"
+SYNC_U16 = 0x5AA5  # SYNC read as a little-endian uint16
 VERSION = 1
+VERSION_2 = 2
 HEADER = struct.Struct("<2sBBHIqIH")
+HEADER_V2 = struct.Struct("<2sBBHIqIIBBHH")
 CRC = struct.Struct("<I")
 HEADER_SIZE = HEADER.size  # 24 bytes
+HEADER_V2_SIZE = HEADER_V2.size  # 32 bytes
+HEADER_SIZES = {VERSION: HEADER_SIZE, VERSION_2: HEADER_V2_SIZE}
 MAX_CHANNELS = 8
-# Bounds the length a corrupted header can claim, so a bad byte never makes the
-# decoder wait for megabytes that will not come.
+# Bounds the length a corrupted header can claim (32,796 bytes at most).
 MAX_SAMPLES = 1024
 # Sanity bounds of the rate field (0.1 Hz to 100 kHz); what a node accepts is narrower
 # and set in its configuration.
 MIN_RATE_MHZ = 100
 MAX_RATE_MHZ = 100_000_000
 
+FLAG_CLIPPING = 1
+FLAG_SELFTEST_FAIL = 2
+FLAG_OVERRUN = 4
+FLAGS_KNOWN = FLAG_CLIPPING | FLAG_SELFTEST_FAIL | FLAG_OVERRUN
+TIME_FIX = {0: "free", 1: "ntp", 2: "gps"}
+TIME_FIX_CODE = {v: k for k, v in TIME_FIX.items()}
 
-@dataclass(frozen=True)
+
+@dataclass(slots=True)
 class Frame:
     """One decoded frame.
 
@@ -66,12 +87,26 @@ class Frame:
         Sampling rate in Hz.
     samples : numpy.ndarray
         ``(n_samples, n_channels)`` int32 ADC counts.
+    version : int or str
+        1, 2, or ``"text"``.
+    board_id : int or None
+        The board's 32-bit identity (v2 only).
+    flags : int
+        Board status bits (v2): :data:`FLAG_CLIPPING`, :data:`FLAG_SELFTEST_FAIL`,
+        :data:`FLAG_OVERRUN`.
+    time_fix : str
+        ``"gps"`` (GPS/PPS), ``"ntp"``, ``"free"`` (free-running), ``"node"`` (text mode:
+        stamped on arrival by the node's clock) or ``"unknown"`` (v1).
     """
 
     sequence: int
     timestamp_us: int
     sampling_rate_hz: float
     samples: np.ndarray
+    version: int | str = VERSION
+    board_id: int | None = None
+    flags: int = 0
+    time_fix: str = "unknown"
 
     @property
     def n_samples(self) -> int:
@@ -82,9 +117,28 @@ class Frame:
         return int(self.samples.shape[1])
 
 
+def _check_samples(samples, sampling_rate_hz: float) -> tuple[np.ndarray, int]:
+    counts = np.asarray(samples)
+    if counts.ndim != 2:
+        raise ValueError(f"samples must be (n_samples, n_channels), got shape {counts.shape}")
+    n_samples, n_channels = counts.shape
+    if not 1 <= n_channels <= MAX_CHANNELS:
+        raise ValueError(f"n_channels={n_channels} outside 1..{MAX_CHANNELS}")
+    if not 1 <= n_samples <= MAX_SAMPLES:
+        raise ValueError(f"n_samples={n_samples} outside 1..{MAX_SAMPLES}")
+    if counts.dtype.kind == "f" and not np.all(np.isfinite(counts)):
+        raise ValueError("samples hold NaN or inf: a board never sends them; drop the frame")
+    info = np.iinfo(np.int32)
+    if counts.size and (counts.min() < info.min or counts.max() > info.max):
+        raise ValueError("samples do not fit in int32 ADC counts")
+    rate_mhz = int(round(sampling_rate_hz * 1000))
+    if not MIN_RATE_MHZ <= rate_mhz <= MAX_RATE_MHZ:
+        raise ValueError(f"sampling rate {sampling_rate_hz} Hz not representable")
+    return counts, rate_mhz
+
 
 def encode_frame(sequence: int, timestamp_us: int, sampling_rate_hz: float, samples) -> bytes:
-    """Encode one frame.
+    """Encode one version-1 frame.
 
     Parameters
     ----------
@@ -95,22 +149,10 @@ def encode_frame(sequence: int, timestamp_us: int, sampling_rate_hz: float, samp
     sampling_rate_hz : float
         Sampling rate in Hz (sent as integer mHz).
     samples : array_like
-        ``(n_samples, n_channels)`` ADC counts; must fit in int32.
+        ``(n_samples, n_channels)`` ADC counts; must fit in int32 (NaN/inf refused).
     """
-    counts = np.asarray(samples)
-    if counts.ndim != 2:
-        raise ValueError(f"samples must be (n_samples, n_channels), got shape {counts.shape}")
+    counts, rate_mhz = _check_samples(samples, sampling_rate_hz)
     n_samples, n_channels = counts.shape
-    if not 1 <= n_channels <= MAX_CHANNELS:
-        raise ValueError(f"n_channels={n_channels} outside 1..{MAX_CHANNELS}")
-    if not 1 <= n_samples <= MAX_SAMPLES:
-        raise ValueError(f"n_samples={n_samples} outside 1..{MAX_SAMPLES}")
-    info = np.iinfo(np.int32)
-    if counts.size and (counts.min() < info.min or counts.max() > info.max):
-        raise ValueError("samples do not fit in int32 ADC counts")
-    rate_mhz = int(round(sampling_rate_hz * 1000))
-    if not MIN_RATE_MHZ <= rate_mhz <= MAX_RATE_MHZ:
-        raise ValueError(f"sampling rate {sampling_rate_hz} Hz not representable")
     fields = HEADER.pack(SYNC, VERSION, n_channels, n_samples, sequence % 2**32,
                          int(timestamp_us), rate_mhz, 0)[2:-2]
     header = fields + struct.pack("<H", header_crc(fields))
@@ -118,43 +160,212 @@ def encode_frame(sequence: int, timestamp_us: int, sampling_rate_hz: float, samp
     return SYNC + body + CRC.pack(zlib.crc32(body))
 
 
+def encode_frame_v2(sequence: int, timestamp_us: int, sampling_rate_hz: float, samples,
+                    board_id: int, flags: int = 0, time_fix: str = "gps") -> bytes:
+    """Encode one version-2 frame (board identity, status flags, time-fix state).
+
+    Parameters
+    ----------
+    board_id : int
+        The board's 32-bit identity.
+    flags : int
+        OR of :data:`FLAG_CLIPPING`, :data:`FLAG_SELFTEST_FAIL`, :data:`FLAG_OVERRUN`.
+    time_fix : str
+        ``"gps"``, ``"ntp"`` or ``"free"``.
+
+    Other parameters as :func:`encode_frame`.
+    """
+    counts, rate_mhz = _check_samples(samples, sampling_rate_hz)
+    if not 0 <= board_id < 2**32:
+        raise ValueError(f"board_id {board_id} is not a uint32")
+    if flags & ~FLAGS_KNOWN & 0xFF or not 0 <= flags <= 0xFF:
+        raise ValueError(f"flags {flags:#x} has unknown bits")
+    if time_fix not in TIME_FIX_CODE:
+        raise ValueError(f"time_fix {time_fix!r} not one of {sorted(TIME_FIX_CODE)}")
+    n_samples, n_channels = counts.shape
+    fields = HEADER_V2.pack(SYNC, VERSION_2, n_channels, n_samples, sequence % 2**32,
+                            int(timestamp_us), rate_mhz, board_id, flags, TIME_FIX_CODE[time_fix],
+                            0, 0)[2:-2]
+    header = fields + struct.pack("<H", header_crc(fields))
+    body = header + counts.astype("<i4").tobytes()
+    return SYNC + body + CRC.pack(zlib.crc32(body))
+
+
+def nmea_checksum(text: bytes) -> int:
+    """XOR of the bytes (the NMEA 0183 sentence checksum)."""
+    c = 0
+    for b in text:
+        c ^= b
+    return c
+
+
+def encode_text_lines(samples, checksum: bool = False) -> bytes:
+    """Text mode: one ``c0,c1,...\\n`` line of integer counts per sample.
+
+    Parameters
+    ----------
+    samples : array_like
+        ``(n_samples, n_channels)`` integer ADC counts.
+    checksum : bool
+        Append ``*HH`` (NMEA XOR of the text before ``*``) to every line.
+    """
+    counts = np.asarray(samples)
+    if counts.ndim != 2 or not 1 <= counts.shape[1] <= MAX_CHANNELS:
+        raise ValueError(f"samples must be (n_samples, 1..{MAX_CHANNELS}), got shape {counts.shape}")
+    if counts.dtype.kind == "f" and not np.all(np.isfinite(counts)):
+        raise ValueError("samples hold NaN or inf")
+    lines = []
+    for row in counts.astype(np.int64):
+        text = ",".join(map(str, row.tolist())).encode()
+        lines.append(text + (b"*%02X" % nmea_checksum(text) if checksum else b"") + b"\n")
+    return b"".join(lines)
+
+
 def header_crc(fields: bytes) -> int:
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of the header fields."""
     return binascii.crc_hqx(fields, 0xFFFF)
 
 
+def _crc16_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint16)
+    for i in range(256):
+        crc = i << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        table[i] = crc & 0xFFFF
+    return table
+
+
+_CRC16_TABLE = _crc16_table()
+
+
+def header_crcs(headers: np.ndarray) -> np.ndarray:
+    """CRC-16/CCITT-FALSE of each row of a ``(n, k)`` uint8 array, vectorized over rows."""
+    crc = np.full(headers.shape[0], 0xFFFF, dtype=np.uint16)
+    for j in range(headers.shape[1]):
+        crc = (crc << 8) ^ _CRC16_TABLE[(crc >> 8) ^ headers[:, j]]
+    return crc
+
+
+def frame_dtype(version: int, n_samples: int, n_channels: int) -> np.dtype:
+    """Structured dtype of one whole binary frame (packed, little-endian)."""
+    head = [("sync", "<u2"), ("version", "u1"), ("n_channels", "u1"), ("n_samples", "<u2"),
+            ("sequence", "<u4"), ("timestamp_us", "<i8"), ("rate_mhz", "<u4")]
+    if version == VERSION_2:
+        head += [("board_id", "<u4"), ("flags", "u1"), ("time_fix", "u1"), ("reserved", "<u2")]
+    return np.dtype(head + [("header_crc", "<u2"), ("samples", "<i4", (n_samples, n_channels)),
+                            ("crc32", "<u4")])
+
+
+_DTYPES: dict = {}
+
+
+def _dtype(version: int, n_samples: int, n_channels: int) -> np.dtype:
+    key = (version, n_samples, n_channels)
+    dt = _DTYPES.get(key)
+    if dt is None:
+        if len(_DTYPES) > 64:
+            _DTYPES.clear()
+        dt = _DTYPES[key] = frame_dtype(version, n_samples, n_channels)
+    return dt
+
+
+def frame_size(version: int, n_samples: int, n_channels: int) -> int:
+    """Bytes of a whole binary frame."""
+    return HEADER_SIZES[version] + 4 * n_samples * n_channels + CRC.size
+
+
+MAX_FRAME_SIZE = frame_size(VERSION_2, MAX_SAMPLES, MAX_CHANNELS)
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive frames of one shape decoded at once (arrays, no per-frame objects).
+
+    Attributes
+    ----------
+    records : numpy.ndarray
+        Structured array (:func:`frame_dtype`), one element per frame; ``records["samples"]``
+        is ``(n_frames, n_samples, n_channels)`` int32 counts.
+    version : int
+        1 or 2.
+    """
+
+    records: np.ndarray
+    version: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def frames(self) -> list[Frame]:
+        """The batch as :class:`Frame` objects."""
+        r = self.records
+        samples = r["samples"].astype(np.int32)  # one copy, native byte order, owns its memory
+        seq = r["sequence"].tolist()
+        ts = r["timestamp_us"].tolist()
+        rate = (r["rate_mhz"] / 1000.0).tolist()
+        if self.version == VERSION_2:
+            board = r["board_id"].tolist()
+            flags = r["flags"].tolist()
+            fix = [TIME_FIX.get(x, "unknown") for x in r["time_fix"].tolist()]
+            return [Frame(seq[i], ts[i], rate[i], samples[i], VERSION_2, board[i], flags[i], fix[i])
+                    for i in range(len(seq))]
+        return [Frame(seq[i], ts[i], rate[i], samples[i]) for i in range(len(seq))]
+
+
 @dataclass
 class DecoderStats:
-    """Counters of a :class:`FrameDecoder`; all monotonically increasing."""
+    """Counters of a :class:`FrameDecoder`; all monotonically increasing.
+
+    ``overlaps`` counts frames refused because they end inside the next frame (a frame
+    cut short that borrowed its successor's first bytes); ``length_errors`` headers whose
+    CRC passed but whose length was proved wrong by a whole frame inside the awaited span.
+    """
 
     frames: int = 0
     bytes_in: int = 0
     bytes_discarded: int = 0
     crc_errors: int = 0
     header_errors: int = 0
+    overlaps: int = 0
+    length_errors: int = 0
     last_error: str = ""
 
     def to_dict(self) -> dict:
         return {
             "frames": self.frames, "bytes_in": self.bytes_in,
             "bytes_discarded": self.bytes_discarded, "crc_errors": self.crc_errors,
-            "header_errors": self.header_errors, "last_error": self.last_error,
+            "header_errors": self.header_errors, "overlaps": self.overlaps,
+            "length_errors": self.length_errors, "last_error": self.last_error,
         }
 
 
+_INCOMPLETE = object()
+
+
 class FrameDecoder:
-    """Incremental decoder: feed it bytes as they arrive, get whole frames back.
+    """Incremental decoder of v1 and v2 frames: feed it bytes, get whole frames back.
 
     Anything that is not a valid frame is dropped and counted, and decoding resumes at
     the next sync pattern, so a burst of line noise costs the frames it touched and no
-    more. The decoder never raises on input.
+    more. The decoder never raises on input. Runs of frames of one shape are parsed at
+    once with a structured dtype over the buffer (:meth:`feed_batches`).
+
+    Every byte fed is accounted for: ``bytes_in == bytes of accepted frames +
+    bytes_discarded + pending`` (:attr:`pending` bytes wait for the rest of a frame).
     """
 
     def __init__(self, max_buffer: int = 1 << 16):
         self._buf = bytearray()
-        self._max_buffer = max_buffer
+        self._max_buffer = max(max_buffer, 2 * MAX_FRAME_SIZE)
         self.stats = DecoderStats()
+        self.bytes_accepted = 0
         self._log = LimitedLog(log)
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered, waiting for the rest of a frame."""
+        return len(self._buf)
 
     def _error(self, kind: str, message: str) -> None:
         self.stats.last_error = message
@@ -162,62 +373,338 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the frames completed by them (possibly none)."""
+        out: list[Frame] = []
+        for batch in self.feed_batches(data):
+            out += batch.frames()
+        return out
+
+    def flush(self) -> list[Frame]:
+        """The line went quiet: release a frame held back only because the bytes after it
+        (needed to rule out that it borrowed them) have not come."""
+        out: list[Frame] = []
+        for batch in self._parse(final=True):
+            out += batch.frames()
+        return out
+
+    def feed_batches(self, data: bytes) -> list[FrameBatch]:
+        """Like :meth:`feed`, but frames come as :class:`FrameBatch` arrays (fast path)."""
         self.stats.bytes_in += len(data)
         self._buf += data
-        frames: list[Frame] = []
+        return self._parse(final=False)
+
+    # ---------------------------------------------------------------- parsing
+    def _header(self, buf, pos: int):
+        """Header at ``pos``: ``_INCOMPLETE``, a problem string, or its fields."""
+        if len(buf) - pos < 3:
+            return _INCOMPLETE
+        version = buf[pos + 2]
+        if version not in HEADER_SIZES:
+            return f"version {version}"
+        hsize = HEADER_SIZES[version]
+        if len(buf) - pos < hsize:
+            return _INCOMPLETE
+        if version == VERSION:
+            f = HEADER.unpack_from(buf, pos)
+            fields = (f[1], f[2], f[3], f[4], f[5], f[6], None, 0, 0, 0, f[7])
+        else:
+            fields = HEADER_V2.unpack_from(buf, pos)[1:]
+        (version, n_channels, n_samples, _seq, _ts, rate_mhz, _board, flags, time_fix,
+         reserved, crc16) = fields
+        if header_crc(bytes(buf[pos + 2:pos + hsize - 2])) != crc16:
+            return "header CRC"
+        if not 1 <= n_channels <= MAX_CHANNELS:
+            return f"n_channels {n_channels}"
+        if not 1 <= n_samples <= MAX_SAMPLES:
+            return f"n_samples {n_samples}"
+        if not MIN_RATE_MHZ <= rate_mhz <= MAX_RATE_MHZ:
+            return f"rate_mhz {rate_mhz}"
+        if version == VERSION_2 and (flags & ~FLAGS_KNOWN or time_fix not in TIME_FIX or reserved):
+            return f"v2 flags {flags:#x} time_fix {time_fix} reserved {reserved}"
+        return version, n_channels, n_samples
+
+    def _whole_frame_at(self, buf, pos: int) -> bool:
+        """A complete, valid frame starts at ``pos``."""
+        head = self._header(buf, pos)
+        if not isinstance(head, tuple):
+            return False
+        size = frame_size(head[0], head[2], head[1])
+        if len(buf) - pos < size:
+            return False
+        return zlib.crc32(memoryview(buf)[pos + 2:pos + size - 4]) == \
+            CRC.unpack_from(buf, pos + size - 4)[0]
+
+    def _proved_wrong(self, buf, pos: int) -> bool:
+        """While waiting for a frame at ``pos``: does a whole valid frame start inside it?"""
+        q = buf.find(SYNC, pos + 1)
+        while q >= 0:
+            if self._whole_frame_at(buf, q):
+                return True
+            q = buf.find(SYNC, q + 1)
+        return False
+
+    def _borrows(self, buf, end: int, final: bool):
+        """Does the frame ending at ``end`` end inside the next frame?
+
+        True when a valid header starts in its last 4 bytes (its CRC field): the frame
+        was cut short and its CRC matched bytes borrowed from its successor by chance.
+        False when not. ``None`` when it cannot be told yet (a sync byte there, the rest
+        of the header not in) and more bytes may come.
+        """
+        if buf[end:end + 2] == SYNC:
+            return False  # the next frame starts exactly where this one ends
+        undecided = False
+        for p in range(end - 4, end):
+            if buf[p] != 0xA5 or (p + 1 < len(buf) and buf[p + 1] != 0x5A):
+                continue
+            head = self._header(buf, p)
+            if head is _INCOMPLETE:
+                undecided = True
+            elif isinstance(head, tuple):
+                return True
+        return None if undecided and not final else False
+
+    def _run(self, buf, pos: int, version: int, n_channels: int, n_samples: int):
+        """Check the run of frames of one shape starting at ``pos`` (a valid header).
+
+        Returns ``(k, good, records)``: frames of this shape in a row, how many of them
+        from the first are valid, and a copy of those records. The buffer views are
+        released on return, so the caller may resize the buffer.
+        """
+        size = frame_size(version, n_samples, n_channels)
+        k = (len(buf) - pos) // size
+        rec = np.frombuffer(buf, dtype=_dtype(version, n_samples, n_channels), count=k, offset=pos)
+        if k > 1:
+            same = (rec["sync"] == SYNC_U16) & (rec["version"] == version) & \
+                (rec["n_channels"] == n_channels) & (rec["n_samples"] == n_samples)
+            if not same.all():
+                k = int(np.argmin(same))
+                rec = rec[:k]
+        hsize = HEADER_SIZES[version]
+        raw = np.frombuffer(buf, dtype=np.uint8, count=k * size, offset=pos).reshape(k, size)
+        ok = header_crcs(raw[:, 2:hsize - 2]) == rec["header_crc"]
+        ok &= (rec["rate_mhz"] >= MIN_RATE_MHZ) & (rec["rate_mhz"] <= MAX_RATE_MHZ)
+        if version == VERSION_2:
+            ok &= ((rec["flags"] & np.uint8(0xFF & ~FLAGS_KNOWN)) == 0) & (rec["time_fix"] <= 2) & \
+                (rec["reserved"] == 0)
+        view = memoryview(buf)
+        try:
+            crc = zlib.crc32
+            crcs = np.fromiter((crc(view[i + 2:i + size - 4])
+                                for i in range(pos, pos + k * size, size)), dtype=np.uint32, count=k)
+        finally:
+            view.release()
+        ok &= crcs == rec["crc32"]
+        good = k if ok.all() else int(np.argmin(ok))
+        return k, good, rec[:good].copy()
+
+    def _parse(self, final: bool) -> list[FrameBatch]:
         buf = self._buf
+        stats = self.stats
+        batches: list[FrameBatch] = []
+        pos = 0
+        n = len(buf)
         while True:
-            start = buf.find(SYNC)
+            start = buf.find(SYNC, pos)
             if start < 0:
                 # Keep a trailing 0xA5: it may be the first half of the next sync.
-                keep = 1 if buf[-1:] == SYNC[:1] else 0
-                self.stats.bytes_discarded += len(buf) - keep
-                del buf[: len(buf) - keep]
+                keep = 1 if n > pos and buf[n - 1] == 0xA5 else 0
+                stats.bytes_discarded += n - keep - pos
+                pos = n - keep
                 break
-            if start:
-                self.stats.bytes_discarded += start
-                del buf[:start]
-            if len(buf) < HEADER_SIZE:
+            if start > pos:
+                stats.bytes_discarded += start - pos
+                pos = start
+            head = self._header(buf, pos)
+            if head is _INCOMPLETE:
                 break
-            (_, version, n_channels, n_samples, sequence, timestamp_us, rate_mhz,
-             crc16) = HEADER.unpack_from(buf)
-            problem = None
-            if header_crc(bytes(buf[2:HEADER_SIZE - 2])) != crc16:
-                problem = "header CRC"
-            elif version != VERSION:
-                problem = f"version {version}"
-            elif not 1 <= n_channels <= MAX_CHANNELS:
-                problem = f"n_channels {n_channels}"
-            elif not 1 <= n_samples <= MAX_SAMPLES:
-                problem = f"n_samples {n_samples}"
-            elif not MIN_RATE_MHZ <= rate_mhz <= MAX_RATE_MHZ:
-                problem = f"rate_mhz {rate_mhz}"
-            if problem:
-                self.stats.header_errors += 1
-                self._error("header", f"serial frame header rejected ({problem}); resyncing")
-                self.stats.bytes_discarded += 1
-                del buf[:1]
+            if not isinstance(head, tuple):
+                stats.header_errors += 1
+                self._error("header", f"serial frame header rejected ({head}); resyncing")
+                stats.bytes_discarded += 1
+                pos += 1
                 continue
-            size = HEADER_SIZE + 4 * n_channels * n_samples + CRC.size
-            if len(buf) < size:
+            version, n_channels, n_samples = head
+            size = frame_size(version, n_samples, n_channels)
+            if n - pos < size:
+                if self._proved_wrong(buf, pos):
+                    stats.header_errors += 1
+                    stats.length_errors += 1
+                    self._error("length", f"serial frame header claims {size} bytes but a whole "
+                                          "frame follows inside them; resyncing")
+                    stats.bytes_discarded += 1
+                    pos += 1
+                    continue
                 break
-            body = bytes(buf[2 : size - CRC.size])
-            (crc,) = CRC.unpack_from(buf, size - CRC.size)
-            if zlib.crc32(body) != crc:
-                self.stats.crc_errors += 1
-                self._error("crc", f"serial frame seq={sequence} failed CRC; dropped, resyncing")
-                self.stats.bytes_discarded += 1
-                del buf[:1]
+            k, good, rec = self._run(buf, pos, version, n_channels, n_samples)
+            if not good:
+                # The first frame of the run fails its CRC: drop one byte, resync (the
+                # frame's bytes may hold the start of the next frame).
+                stats.crc_errors += 1
+                seq = struct.unpack_from("<I", buf, pos + 6)[0]
+                self._error("crc", f"serial frame seq={seq} failed CRC; dropped, resyncing")
+                stats.bytes_discarded += 1
+                pos += 1
                 continue
-            samples = np.frombuffer(body, dtype="<i4", offset=HEADER_SIZE - 2)
-            frames.append(Frame(
-                sequence=sequence, timestamp_us=timestamp_us,
-                sampling_rate_hz=rate_mhz / 1000.0,
-                samples=samples.reshape(n_samples, n_channels).astype(np.int32),
-            ))
-            self.stats.frames += 1
-            del buf[:size]
+            hold = refused = False
+            if good == k:  # the last frame of the run: does it end inside the next one?
+                borrow = self._borrows(buf, pos + good * size, final)
+                if borrow is None:
+                    hold, good = True, good - 1  # wait for the bytes that tell
+                elif borrow:
+                    refused, good = True, good - 1
+            if good:
+                batches.append(FrameBatch(rec[:good], version))
+                stats.frames += good
+                self.bytes_accepted += good * size
+                pos += good * size
+            if refused:
+                stats.overlaps += 1
+                self._error("overlap", "serial frame ends inside the next frame (cut short, it "
+                                       "borrowed the next frame's first bytes); dropped")
+                stats.bytes_discarded += 1
+                pos += 1
+            elif hold:
+                break
+        if pos:
+            del buf[:pos]
         if len(buf) > self._max_buffer:  # cannot happen with the bounds above; belt and braces
-            self.stats.bytes_discarded += len(buf)
+            stats.bytes_discarded += len(buf)
             buf.clear()
-        return frames
+        return batches
+
+
+# ---------------------------------------------------------------------- text
+_LINE = re.compile(rb"^\s*(-?\d{1,10}(?:\s*,\s*-?\d{1,10})*)\s*(?:\*([0-9A-Fa-f]{2}))?\s*$")
+
+
+@dataclass
+class TextStats:
+    """Counters of a :class:`TextDecoder`."""
+
+    lines: int = 0
+    line_errors: int = 0
+    frames: int = 0
+    bytes_in: int = 0
+    bytes_discarded: int = 0
+    last_error: str = ""
+
+    def to_dict(self) -> dict:
+        return {"lines": self.lines, "line_errors": self.line_errors, "frames": self.frames,
+                "bytes_in": self.bytes_in, "bytes_discarded": self.bytes_discarded,
+                "last_error": self.last_error}
+
+
+class TextDecoder:
+    """Text mode: one ``c0,c1,c2`` line of integer counts per sample, for the simplest boards.
+
+    A line with the wrong number of fields, anything but integers (``nan`` included),
+    a value outside int32, a bad ``*HH`` checksum or more than ``max_line`` bytes is
+    dropped and counted. Samples are grouped ``samples_per_frame`` at a time into
+    :class:`Frame` objects with a local sequence number; the board sends no time, so the
+    first sample is stamped with the node's clock and later ones at the nominal rate,
+    re-anchored when the clock and the count drift apart by more than ``max_drift_s``
+    (``time_fix`` is ``"node"``). Text mode cannot tell a lost line from no line; a
+    dropped line shifts the samples after it by one period.
+
+    Parameters
+    ----------
+    n_channels : int
+        Fields per line.
+    sampling_rate_hz : float
+        The board's sampling rate, Hz.
+    """
+
+    def __init__(self, n_channels: int, sampling_rate_hz: float, samples_per_frame: int = 10,
+                 max_line: int = 128, max_drift_s: float = 1.0, clock=time.time):
+        if not 1 <= n_channels <= MAX_CHANNELS:
+            raise ValueError(f"n_channels={n_channels} outside 1..{MAX_CHANNELS}")
+        if not sampling_rate_hz > 0:
+            raise ValueError(f"sampling_rate_hz must be > 0, got {sampling_rate_hz}")
+        self.n_channels = n_channels
+        self.rate = float(sampling_rate_hz)
+        self.samples_per_frame = samples_per_frame
+        self.max_line = max_line
+        self.max_drift_s = max_drift_s
+        self.clock = clock
+        self.stats = TextStats()
+        self._buf = bytearray()
+        self._rows: list[list[int]] = []
+        self._sequence = 0
+        self._anchor_us: float | None = None
+        self._count = 0  # samples since the anchor
+        self._log = LimitedLog(log)
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line plus samples of an unfinished frame."""
+        return len(self._buf) + len(self._rows)
+
+    def _bad(self, line: bytes, why: str) -> None:
+        self.stats.line_errors += 1
+        self.stats.bytes_discarded += len(line) + 1
+        self.stats.last_error = f"text line {bytes(line[:40])!r}: {why}"
+        self._log(logging.WARNING, "text", "%s; dropped", self.stats.last_error)
+
+    def _line(self, line: bytes) -> None:
+        m = _LINE.match(line)
+        if not m:
+            if line.strip():
+                self._bad(line, "not a line of integer counts")
+            else:
+                self.stats.bytes_discarded += len(line) + 1
+            return
+        body, check = m.group(1), m.group(2)
+        if check is not None and int(check, 16) != nmea_checksum(line[:line.index(b"*")].strip()):
+            self._bad(line, "checksum mismatch")
+            return
+        values = [int(v) for v in body.split(b",")]
+        if len(values) != self.n_channels:
+            self._bad(line, f"{len(values)} fields, expected {self.n_channels}")
+            return
+        if any(not -2**31 <= v < 2**31 for v in values):
+            self._bad(line, "value outside int32")
+            return
+        self.stats.lines += 1
+        if not self._rows:
+            now_us = self.clock() * 1e6
+            predicted = None if self._anchor_us is None else self._anchor_us + self._count * 1e6 / self.rate
+            if predicted is None or abs(now_us - predicted) > self.max_drift_s * 1e6:
+                self._anchor_us, self._count = now_us, 0
+        self._rows.append(values)
+
+    def _frame(self) -> Frame:
+        rows = np.asarray(self._rows, dtype=np.int32)
+        t_us = int(round(self._anchor_us + self._count * 1e6 / self.rate))
+        frame = Frame(self._sequence, t_us, self.rate, rows, "text", None, 0, "node")
+        self._sequence = (self._sequence + 1) % 2**32
+        self._count += len(self._rows)
+        self._rows = []
+        self.stats.frames += 1
+        return frame
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add received bytes; return the frames completed by them."""
+        self.stats.bytes_in += len(data)
+        self._buf += data
+        out = []
+        while True:
+            i = self._buf.find(b"\n")
+            if i < 0:
+                if len(self._buf) > self.max_line:
+                    self._bad(self._buf, f"longer than {self.max_line} bytes")
+                    self.stats.bytes_discarded -= 1  # no newline consumed
+                    self._buf.clear()
+                break
+            line = bytes(self._buf[:i])
+            del self._buf[:i + 1]
+            if len(line) > self.max_line:
+                self._bad(line, f"longer than {self.max_line} bytes")
+                continue
+            self._line(line)
+            if len(self._rows) >= self.samples_per_frame:
+                out.append(self._frame())
+        return out
+
+    def flush(self) -> list[Frame]:
+        """The line went quiet: hand over a partly filled frame."""
+        return [self._frame()] if self._rows else []
