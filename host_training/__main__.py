@@ -1,10 +1,17 @@
-"""Command line of the host side: ``python -m host_training {synth,train,export} ...``.
+"""Command line of the host side: ``python -m host_training {synth,train,finetune,evaluate,export} ...``.
 
 A typical run::
 
-    python -m host_training synth  --out runs/data --n-events 2000
-    python -m host_training train  --data runs/data --out runs/train
-    python -m host_training export --checkpoint runs/train/earthquake_cnn.pt --out runs/model.onnx
+    python -m host_training synth    --out runs/data --n-events 2000
+    python -m host_training train    --model earthquake --data runs/data --out runs/train
+    python -m host_training evaluate --model runs/train/best.pt --data runs/data --split test
+    python -m host_training export   --checkpoint runs/train/best.pt --out runs/model.onnx
+    python -m host_training evaluate --model runs/model.onnx --data runs/data
+    python -m host_training finetune --from runs/train/best.pt --data runs/local --freeze conv
+
+On several processes or machines, the same ``train`` under torchrun (gloo on CPU, NCCL on GPU)::
+
+    torchrun --nproc_per_node=2 -m host_training train --data runs/data --out runs/ddp
 """
 
 from __future__ import annotations
@@ -15,108 +22,314 @@ import logging
 import sys
 from pathlib import Path
 
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _add_training_options(p, defaults) -> None:
+    """Optimizer, schedule, stopping and sampling options shared by train and finetune."""
+    from .train import BALANCING, OPTIMIZERS, SCHEDULERS
+
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="maximum epochs")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="global batch size (split among torchrun processes)",
+    )
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="initial learning rate")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=defaults.scheduler,
+        help="step: StepLR(--step-size, --gamma); cosine: anneal to 0 over --epochs",
+    )
+    p.add_argument("--step-size", type=int, default=defaults.step_size, help="StepLR epochs per step")
+    p.add_argument("--gamma", type=float, default=defaults.gamma, help="StepLR factor")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help="stop after this many epochs without a lower validation loss (0: never)",
+    )
+    p.add_argument(
+        "--balance",
+        choices=BALANCING,
+        default=defaults.balance,
+        help="class imbalance: inverse-frequency loss weights or balanced sampling",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (0: torch default)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=defaults.device,
+        help="auto: CUDA when present, else CPU",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from .train import FREEZE, MODEL_KINDS, TrainConfig
+
     parser = argparse.ArgumentParser(
         prog="python -m host_training",
-        description="Prepare data, train and export the SeismicTorch models on a workstation.")
+        formatter_class=FORMATTER,
+        description="Prepare data, train, finetune, evaluate and export the SeismicTorch models "
+        "on a workstation.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="generate a labelled synthetic P / S / noise dataset",
-                       description="Write waveforms.hdf5 + metadata.csv of raw 2 s windows "
-                                   "cut from seeded synthetic MEMS records.")
+    s = sub.add_parser(
+        "synth",
+        help="generate a labelled synthetic P / S / noise dataset",
+        formatter_class=FORMATTER,
+        description="Write waveforms.hdf5 + metadata.csv of raw 2 s windows "
+        "cut from seeded synthetic MEMS records.",
+    )
     s.add_argument("--out", required=True, help="dataset folder")
     s.add_argument("--n-events", type=int, default=2000, help="synthetic earthquakes")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sampling-rate", type=float, default=100.0, help="Hz")
 
-    t = sub.add_parser("train", help="train EarthquakeCNN on a dataset folder",
-                       description="Train on the 'train' split, select on 'val', report on "
-                                   "'test'; writes the checkpoint, plots and config.")
-    t.add_argument("--data", required=True, help="dataset folder (waveforms.hdf5, metadata.csv)")
-    t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    rec = sub.add_parser(
+        "records",
+        formatter_class=FORMATTER,
+        help="write a record-level earthquake / active_source dataset (SpectrogramCNN)",
+        description="Whole records (default 60 s, onset 15 s in) labelled earthquake or "
+        "active_source, generated and/or cut from labelled folders of files.",
+    )
+    from .data.records_dataset import add_arguments as add_records_arguments
 
-    e = sub.add_parser("export", help="export a checkpoint to ONNX with node metadata",
-                       description="Export to ONNX (input 'modelInput', dynamic batch), write "
-                                   "the metadata the node needs and check onnxruntime against torch.")
-    e.add_argument("--checkpoint", required=True)
+    add_records_arguments(rec)
+
+    t = sub.add_parser(
+        "train",
+        help="train EarthquakeCNN or SpectrogramCNN on a dataset folder",
+        formatter_class=FORMATTER,
+        description="Train on the 'train' split, stop and select on 'val' (lowest loss), "
+        "report on 'test'. Writes config.json, a checkpoint per epoch, best.pt, "
+        "history, throughput and the test evaluation into --out. Defaults are "
+        "the original's recipe (Adam 1e-3, StepLR(7, 0.5), batch 256, 50 epochs).",
+    )
+    t.add_argument(
+        "--model",
+        choices=sorted(MODEL_KINDS),
+        default="earthquake",
+        help="earthquake: EarthquakeCNN on P/S/noise windows; spectrogram: SpectrogramCNN on "
+        "earthquake/active_source records",
+    )
+    t.add_argument("--data", required=True, help="dataset folder (waveforms.hdf5, metadata.csv)")
+    t.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    _add_training_options(t, TrainConfig())
+    t.add_argument(
+        "--augment",
+        default="",
+        help="comma-separated augmentations of training batches (host_training.data.augment)",
+    )
+    t.add_argument(
+        "--allow-chance", action="store_true", help="exit 0 even when validation accuracy stays near chance"
+    )
+
+    f = sub.add_parser(
+        "finetune",
+        help="finetune a trained checkpoint on local data",
+        formatter_class=FORMATTER,
+        description="The original's local-data step (AdamW, lr 1e-3, batch 32): train a "
+        "checkpoint further on the dataset's 'train' split, optionally with "
+        "frozen convolutional blocks or a lower learning rate; reports the "
+        "same split before and after.",
+    )
+    f.add_argument("--from", dest="checkpoint", required=True, help="checkpoint (.pt) from train")
+    f.add_argument("--data", required=True, help="local dataset folder")
+    f.add_argument("--out", default="runs/finetune", help="run folder")
+    f.add_argument(
+        "--freeze",
+        choices=FREEZE,
+        default="none",
+        help="conv: keep the convolutional blocks fixed, train the dense layers",
+    )
+    f.add_argument("--split", default="test", help="split scored before and after")
+    _add_training_options(
+        f,
+        TrainConfig(
+            epochs=100, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.01, scheduler="none"
+        ),
+    )
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint or ONNX model on a dataset split",
+        formatter_class=FORMATTER,
+        description="One evaluator for torch checkpoints and ONNX models (float, int16-input, "
+        "quantized): accuracy, per-class precision/recall/F1, confusion, P<->S "
+        "confusion, ROC and precision-recall curves, reliability diagram, the "
+        "worst misclassified windows; metrics.json and PNGs in --out.",
+    )
+    ev.add_argument("--model", required=True, help=".pt checkpoint or .onnx model")
+    ev.add_argument("--data", required=True, help="dataset folder")
+    ev.add_argument("--split", default="test", help="train, val or test")
+    ev.add_argument(
+        "--out", default=None, help="output folder (default: <model>_eval_<split> beside the model)"
+    )
+    ev.add_argument("--worst", type=int, default=8, help="misclassified windows to plot")
+
+    e = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX with node metadata",
+        formatter_class=FORMATTER,
+        description="Export with torch's dynamo exporter (input 'modelInput', output "
+        "'logits', dynamic batch), write the metadata the node needs (classes, "
+        "preprocessing, input scheme, model version, data card hash) and check "
+        "onnxruntime against torch (max |diff| <= 1e-5).",
+    )
+    e.add_argument("--checkpoint", required=True, help=".pt checkpoint from train or finetune")
     e.add_argument("--out", required=True, help=".onnx file")
-    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--opset", type=int, default=20, help="ONNX opset")
+    e.add_argument(
+        "--model-version",
+        default="",
+        help="version string for the metadata (default: run folder, best epoch, weights hash)",
+    )
+
+    from .data.prepare import add_prepare_parser
+
+    add_prepare_parser(sub)
     return parser
+
+
+def _config_from(args, **fixed):
+    from .train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        scheduler=args.scheduler,
+        step_size=args.step_size,
+        gamma=args.gamma,
+        patience=args.patience,
+        balance=args.balance,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+        **fixed,
+    )
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from .train import ChanceLevelError, CheckpointError, DataError
+
+    try:
+        return _run(args)
+    except ChanceLevelError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        return 3
+    except (DataError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    if args.command == "prepare":
+        from .data.prepare import main_prepare
+
+        return main_prepare(args)
     if args.command == "synth":
         from .data.synth import synthetic_dataset
 
+        if args.n_events <= 0:
+            raise ValueError(f"--n-events {args.n_events}: must be positive")
         ds = synthetic_dataset(args.n_events, seed=args.seed, fs=args.sampling_rate, progress=True)
         folder = ds.save(args.out)
         (folder / "config.json").write_text(json.dumps(vars(args), indent=2))
         print(f"{len(ds)} windows -> {folder}")
         return 0
-    if args.command == "train":
-        return _train(args)
+    if args.command == "records":
+        from .data.records_dataset import main_records
+
+        return main_records(args)
+    if args.command in ("train", "finetune"):
+        return _train_or_finetune(args)
+    if args.command == "evaluate":
+        from .evaluate import evaluate, format_metrics
+
+        model = Path(args.model)
+        out = Path(args.out) if args.out else model.with_name(f"{model.stem}_eval_{args.split}")
+        metrics = evaluate(model, args.data, split=args.split, out=out, n_worst=args.worst)
+        print(format_metrics(metrics))
+        print(f"-> {out / 'metrics.json'}")
+        return 0
     if args.command == "export":
-        from edge_runtime.metadata import ModelMetadata
+        from .export import export_checkpoint
 
-        from .export import export_onnx
-        from .train import load_checkpoint
-
-        model, info = load_checkpoint(args.checkpoint)
-        meta = ModelMetadata(model=info["model"], classes=info["classes"],
-                             components=["E", "N", "Z"], preprocess=info["preprocess"],
-                             extra={"checkpoint": Path(args.checkpoint).name,
-                                    "train_config": info["train_config"]})
-        print(json.dumps(export_onnx(model, args.out, meta, opset=args.opset)))
+        print(
+            json.dumps(
+                export_checkpoint(
+                    args.checkpoint, args.out, opset=args.opset, model_version=args.model_version
+                )
+            )
+        )
         return 0
     return 2
 
 
-def _train(args) -> int:
-    from edge_runtime.preprocess import PreprocessConfig
+def _train_or_finetune(args) -> int:
+    import torch.distributed as dist
 
-    from .data.dataset import WindowDataset
-    from .evaluate import classification_report, predict_torch
-    from .models import PHASE_CLASSES, build_model
-    from .plots import plot_confusion, plot_history
-    from .train import TrainConfig, save_checkpoint, train
+    from .train import init_distributed_from_env, run_finetune, run_training
 
+    joined = init_distributed_from_env(args.device)
     try:
-        ds = WindowDataset.load(args.data)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prep = PreprocessConfig()
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, threads=args.threads)
-    (out / "config.json").write_text(json.dumps({"data": args.data, "train": config.to_dict(),
-                                                 "preprocess": prep.to_dict()}, indent=2))
-    parts = {}
-    for split in ("train", "val", "test"):
-        part = ds.split(split)
-        x, keep = part.model_inputs(prep)
-        parts[split] = (x[keep], part.labels(PHASE_CLASSES)[keep])
-    model = build_model("EarthquakeCNN", args.seed)
-    result = train(model, *parts["train"], *parts["val"], config)
-    report = classification_report(parts["test"][1], predict_torch(model, parts["test"][0]).argmax(1),
-                                   PHASE_CLASSES)
-    save_checkpoint(out / "earthquake_cnn.pt", model, "EarthquakeCNN", PHASE_CLASSES,
-                    prep.to_dict(), config, extra={"test": report})
-    plot_history(result["history"], out / "history.png")
-    plot_confusion(report, out / "confusion_test.png")
-    print(f"best epoch {result['best_epoch']}, val accuracy {result['best_val_accuracy']:.4f}, "
-          f"test accuracy {report['accuracy']:.4f} -> {out}")
+        if args.command == "train":
+            augment = [a.strip() for a in args.augment.split(",") if a.strip()]
+            summary = run_training(
+                args.model,
+                args.data,
+                args.out,
+                _config_from(args, augment=augment),
+                resume=args.resume,
+                allow_chance=args.allow_chance,
+                progress=not args.no_progress,
+            )
+            if summary.get("test"):
+                from .evaluate import format_metrics
+
+                print(format_metrics(summary["test"]))
+            print(
+                f"best epoch {summary['best_epoch']}, val loss {summary['best_val_loss']:.4f}, "
+                f"val accuracy {summary['best_val_accuracy']:.4f}, "
+                f"{summary['throughput_windows_per_s']:.0f} windows/s -> {args.out}"
+            )
+        else:
+            summary = run_finetune(
+                args.checkpoint,
+                args.data,
+                args.out,
+                _config_from(args, freeze=args.freeze),
+                split=args.split,
+                resume=args.resume,
+                progress=not args.no_progress,
+            )
+            b, a = summary["before"], summary["after"]
+            print(
+                f"{args.split} accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}, "
+                f"macro F1 {b['macro_f1']:.4f} -> {a['macro_f1']:.4f} on {summary['n']} windows"
+                + (f" ({len(summary['frozen'])} frozen tensors)" if summary["frozen"] else "")
+                + f" -> {args.out}"
+            )
+    finally:
+        if joined:
+            dist.destroy_process_group()
     return 0
 
 

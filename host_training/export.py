@@ -1,8 +1,18 @@
-"""Export a trained model to ONNX with the node's metadata inside."""
+"""Export a trained model to ONNX with the node's metadata inside.
+
+The graph comes from the exporter torch recommends (``torch.onnx.export(..., dynamo=True)``,
+built on :func:`torch.export.export`; the TorchScript exporter is deprecated). The input is
+named by the metadata (``modelInput``), the output ``logits``, the batch axis is dynamic,
+the opset is current (20: GELU is one ONNX operator there) and batch norm is folded into
+the convolutions by the exporter's optimizer. Every export is checked in onnxruntime
+against torch.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +22,7 @@ from edge_runtime.metadata import METADATA_KEY, ModelMetadata
 log = logging.getLogger(__name__)
 
 INPUT_SHAPES = {"EarthquakeCNN": (1, 80, 3), "SpectrogramCNN": (3, 100, 150)}
+DEFAULT_OPSET = 20
 
 
 def set_metadata(model_proto, metadata: ModelMetadata) -> None:
@@ -31,8 +42,60 @@ def get_metadata(model_proto) -> ModelMetadata:
     raise ValueError(f"model has no '{METADATA_KEY}' metadata")
 
 
-def export_onnx(model, path, metadata: ModelMetadata, opset: int = 17, check_inputs=None,
-                atol: float = 1e-5) -> dict:
+def weights_hash(model) -> str:
+    """SHA-256 of the model's state dict (names, shapes and float32 bytes), hex."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _torch_export(model, dummy, path: Path, input_name: str, opset: int) -> None:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter about pytree specs
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(
+            model,
+            (dummy,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[input_name],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            optimize=True,
+            verbose=False,
+            external_data=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def _with_selftest(model, metadata: ModelMetadata) -> ModelMetadata:
+    """Store a fixed raw window and torch's probabilities for it in the metadata.
+
+    The node's ``check`` runs the window through its own preprocessing and runtime and
+    compares: a tampered file, another runtime or a preprocessing drift fails there.
+    """
+    from edge_runtime.backend import softmax
+    from edge_runtime.metadata import selftest_window, with_selftest
+    from edge_runtime.preprocess import prepare_windows, to_model_input
+
+    from .evaluate import predict_torch
+
+    window = selftest_window(metadata)
+    int16, _ = prepare_windows(window[None], 100.0, metadata.preprocess_config())
+    probs = softmax(predict_torch(model, to_model_input(int16)))[0]
+    return with_selftest(metadata, window, 100.0, probs, reference="torch")
+
+
+def export_onnx(
+    model, path, metadata: ModelMetadata, opset: int = DEFAULT_OPSET, check_inputs=None, atol: float = 1e-5
+) -> dict:
     """Export ``model`` (eval mode) to ONNX and verify it in onnxruntime.
 
     Parameters
@@ -42,10 +105,10 @@ def export_onnx(model, path, metadata: ModelMetadata, opset: int = 17, check_inp
     path : str or Path
         Output ``.onnx`` file.
     metadata : ModelMetadata
-        Written into the file; ``input_name`` names the graph input.
+        Written into the file; ``input_name`` names the graph input. ``input_shape`` and
+        (when empty) ``model_version`` are filled in here.
     opset : int
-        ONNX opset (the seed used 10; 17 has the same operators for these models and is
-        what current runtimes optimize best).
+        ONNX opset (the seed used 10).
     check_inputs : numpy.ndarray, optional
         Inputs on which torch and onnxruntime must agree within ``atol``; random
         windows in [-1, 1] when omitted.
@@ -53,7 +116,8 @@ def export_onnx(model, path, metadata: ModelMetadata, opset: int = 17, check_inp
     Returns
     -------
     dict
-        ``max_abs_diff`` between torch and onnxruntime logits and the file size in bytes.
+        ``max_abs_diff`` between torch and onnxruntime logits, the file size in bytes, the opset
+        and the model version written.
     """
     import onnx
     import onnxruntime as ort
@@ -63,16 +127,18 @@ def export_onnx(model, path, metadata: ModelMetadata, opset: int = 17, check_inp
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.eval()
+    model = model.cpu().eval()
     shape = INPUT_SHAPES[metadata.model]
-    dummy = torch.zeros((1,) + shape)
-    # The TorchScript exporter: the dynamo one needs onnxscript and gives nothing here.
-    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
-                      input_names=[metadata.input_name], output_names=["logits"],
-                      dynamic_axes={metadata.input_name: {0: "batch"}, "logits": {0: "batch"}})
+    metadata.input_shape = list(shape)
+    if not metadata.model_version:
+        metadata.model_version = f"{metadata.model}-{weights_hash(model)[:12]}"
+    _torch_export(model, torch.zeros((2,) + shape), path, metadata.input_name, opset)
     proto = onnx.load(str(path))
+    if metadata.model == "EarthquakeCNN" and "selftest" not in metadata.extra:
+        metadata = _with_selftest(model, metadata)  # replayed by `python -m edge_runtime check`
     set_metadata(proto, metadata)
     proto.producer_name = "seismictorch"
+    proto.model_version = int(weights_hash(model)[:12], 16) & 0x7FFFFFFFFFFFFFFF
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     if check_inputs is None:
@@ -83,6 +149,52 @@ def export_onnx(model, path, metadata: ModelMetadata, opset: int = 17, check_inp
     diff = float(np.abs(got - reference).max())
     if diff > atol:
         raise RuntimeError(f"{path}: onnxruntime differs from torch by {diff:.2e} > {atol:.0e}")
-    log.info("exported %s (%d bytes); torch vs onnxruntime max |diff| %.2e", path,
-             path.stat().st_size, diff)
-    return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diff, "opset": opset}
+    log.info("exported %s (%d bytes); torch vs onnxruntime max |diff| %.2e", path, path.stat().st_size, diff)
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "max_abs_diff": diff,
+        "opset": opset,
+        "model_version": metadata.model_version,
+    }
+
+
+def export_checkpoint(
+    checkpoint, out, opset: int = DEFAULT_OPSET, model_version: str = "", components=("E", "N", "Z")
+) -> dict:
+    """``python -m host_training export``: a checkpoint from ``train`` to an ONNX file for the node.
+
+    The metadata takes the classes and preprocessing from the checkpoint, the data card hash
+    recorded at training time (or read from ``data_card.json`` beside the training data), and
+    ``model_version`` (default: the run folder's name, the best epoch and a weights hash).
+    """
+    from .train import data_card_hash, load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    model, info = load_checkpoint(checkpoint)
+    extra = info.get("extra") or {}
+    card = info.get("data_card_sha256") or extra.get("data_card_sha256")
+    data = extra.get("data") or info.get("data")
+    if not card and data and Path(data).is_dir():
+        card = data_card_hash(data)
+    if not model_version:
+        epoch = extra.get("best_epoch") or info.get("epoch")
+        model_version = (
+            f"{checkpoint.parent.name}" + (f"-e{epoch}" if epoch else "") + f"-{weights_hash(model)[:12]}"
+        )
+    metadata = ModelMetadata(
+        model=info["model"],
+        classes=list(info["classes"]),
+        components=list(components),
+        preprocess=info.get("preprocess")
+        or ModelMetadata.__dataclass_fields__["preprocess"].default_factory(),
+        model_version=model_version,
+        data_card_sha256=card or "",
+        extra={
+            "checkpoint": checkpoint.name,
+            "train_config": info.get("train_config"),
+            "val_accuracy": extra.get("val_accuracy"),
+            "test_accuracy": extra.get("test_accuracy"),
+        },
+    )
+    return export_onnx(model, out, metadata, opset=opset)

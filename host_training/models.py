@@ -98,6 +98,7 @@ class SpectrogramCNN(_SeedCNN):
 
 
 MODELS = {"EarthquakeCNN": EarthquakeCNN, "SpectrogramCNN": SpectrogramCNN}
+MODEL_CLASSES = {"EarthquakeCNN": PHASE_CLASSES, "SpectrogramCNN": SOURCE_CLASSES}
 
 
 def build_model(name: str, seed: int) -> nn.Module:

@@ -61,3 +61,89 @@ def plot_confusion(report: dict, path, title: str = "") -> Path:
     plt.close(fig)
     path.with_suffix(".json").write_text(json.dumps(report, indent=2))
     return path
+
+
+def plot_curves(curves: dict, path, kind: str = "roc") -> Path:
+    """One-vs-rest ROC (``kind='roc'``) or precision-recall (``kind='pr'``) curves, one per class."""
+    plt = _figure()
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    for name, c in curves.items():
+        if kind == "roc":
+            if c["auc"] is not None:
+                ax.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f})")
+        elif c["average_precision"] is not None:
+            ax.plot(c["recall"], c["precision"], label=f"{name} (AP {c['average_precision']:.3f})")
+    if kind == "roc":
+        ax.plot([0, 1], [0, 1], ls=":", color="grey")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+    else:
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    path.with_suffix(".json").write_text(json.dumps(curves))
+    return path
+
+
+def plot_reliability(rel: dict, path) -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin, with the diagonal."""
+    plt = _figure()
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    bins = rel["bins"]
+    centers = [(b["low"] + b["high"]) / 2 for b in bins]
+    ax.bar(centers, [b["accuracy"] for b in bins], width=[b["high"] - b["low"] for b in bins],
+           edgecolor="k", alpha=0.6, label="accuracy")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C1",
+            label="mean confidence")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ECE {rel['ece']:.4f}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    path.with_suffix(".json").write_text(json.dumps(rel, indent=2))
+    return path
+
+
+def plot_windows(x, rows: list, path) -> Path:
+    """Model inputs of some windows (e.g. the worst misclassified), one panel per window.
+
+    ``x`` is ``(N, 1, n_samples, 3)`` (components E, N, Z along the last axis) or
+    ``(N, 3, H, W)`` images; ``rows`` gives each panel's title facts.
+    """
+    plt = _figure()
+    path = Path(path)
+    x = np.asarray(x)
+    n = len(x)
+    cols = min(n, 4)
+    nrows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    for ax, xi, row in zip(axes.flat, x, rows, strict=False):
+        if xi.ndim == 3 and xi.shape[0] == 1:
+            t = np.arange(xi.shape[1])
+            for k, comp in enumerate(("E", "N", "Z")[: xi.shape[2]]):
+                ax.plot(t, xi[0, :, k] + 2.2 * (2 - k), lw=0.8, label=comp)
+            ax.set_yticks([])
+            ax.set_xlabel("sample (40 Hz)")
+        else:
+            ax.imshow(xi[0], aspect="auto", cmap="gray", origin="lower")
+        title = f"true {row['true']} -> {row['predicted']} ({row['confidence']:.2f})"
+        if row.get("record"):
+            title += f"\n{row['record']}"
+        ax.set_title(title, fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    path.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    return path

@@ -46,6 +46,29 @@ def tiny_model(tmp_path_factory):
                 x=x, y=y, val_accuracy=result["best_val_accuracy"], exported=exported)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A dataset folder (with a data card) and a run of ``train`` on it: best.pt and its ONNX export."""
+    import json
+
+    import torch
+
+    from host_training.data.synth import synthetic_dataset
+    from host_training.export import export_checkpoint
+    from host_training.train import TrainConfig, run_training
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("run")
+    data = synthetic_dataset(80, seed=5).save(root / "data")
+    (data / "data_card.json").write_text(json.dumps({"windows": 240, "source": "synthetic"}))
+    config = TrainConfig(epochs=3, batch_size=32, seed=2, threads=1)
+    summary = run_training("earthquake", data, root / "run", config, progress=False)
+    onnx_path = root / "model.onnx"
+    exported = export_checkpoint(root / "run" / "best.pt", onnx_path)
+    return dict(data=data, out=root / "run", checkpoint=root / "run" / "best.pt", onnx=onnx_path,
+                summary=summary, exported=exported, config=config)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

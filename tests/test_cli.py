@@ -9,7 +9,7 @@ from conftest import REPO, python_env
 
 @pytest.mark.parametrize("package,words", [
     ("edge_runtime", ["run", "info"]),
-    ("host_training", ["synth", "train", "export"]),
+    ("host_training", ["synth", "train", "finetune", "evaluate", "export"]),
     ("quantization", ["int16", "simplify", "compare"]),
     ("tools", ["demo", "replay", "score", "bench"]),
 ])
@@ -32,14 +32,14 @@ def test_host_cli_chain(tmp_path):
 
     data, train = tmp_path / "data", tmp_path / "train"
     run("host_training", "synth", "--out", str(data), "--n-events", "60", "--seed", "3")
-    run("host_training", "train", "--data", str(data), "--out", str(train), "--epochs", "1")
+    run("host_training", "train", "--data", str(data), "--out", str(train), "--epochs", "1", "--allow-chance")
     assert (train / "config.json").is_file() and (train / "history.png").is_file()
     onnx_path = tmp_path / "m.onnx"
-    run("host_training", "export", "--checkpoint", str(train / "earthquake_cnn.pt"), "--out", str(onnx_path))
+    run("host_training", "export", "--checkpoint", str(train / "best.pt"), "--out", str(onnx_path))
     run("quantization", "int16", str(onnx_path), str(tmp_path / "m16.onnx"))
     run("quantization", "simplify", str(tmp_path / "m16.onnx"), str(tmp_path / "m16s.onnx"))
     out = run("quantization", "compare", str(onnx_path), str(tmp_path / "m16s.onnx"), "--data", str(data))
-    assert '"class_agreement"' in out
+    assert "agreement" in out
     assert '"int16_maxabs"' in run("edge_runtime", "info", str(tmp_path / "m16s.onnx"))
 
 
