@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .prepare import bench_prepare
 from .spectrogram import bench_spectrogram
 
 
@@ -136,6 +135,8 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     results = [bench_preprocess(rng), bench_decoder(rng), bench_inference(_models(out), rng)]
     results.append(bench_spectrogram(rng))  # tools/bench/spectrogram.py
+    from .prepare import bench_prepare  # here: `python -m tools.bench.prepare` runs it on its own too
+
     results += bench_prepare(sizes=(100, 400), sac_records=(2, 8), seed=seed)  # tools/bench/prepare.py
     report = {"machine": {"python": platform.python_version(), "processor": platform.machine(),
                           "system": platform.platform()}, "seed": seed, "results": results}
