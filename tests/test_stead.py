@@ -105,3 +105,30 @@ def test_bad_input_files_give_one_line(stead_files, tmp_path, capsys):
                "--out", str(tmp_path / "o"), "--window-s", "0", "--no-progress"])
     assert rc == 2 and "--window-s must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_stationxml_response_where_known_nominal_elsewhere(stead_files, tmp_path):
+    from obspy import UTCDateTime
+    from obspy.core.inventory import Channel, Inventory, Network, Response, Station
+
+    folder, _ = stead_files
+    # A broadband-like velocity response, 1e9 counts per m/s in the passband, for XX.ST01 only.
+    response = Response.from_paz(zeros=[0j, 0j], poles=[-0.037 + 0.037j, -0.037 - 0.037j], stage_gain=1e9,
+                                 input_units="M/S", output_units="COUNTS", normalization_frequency=1.0)
+    start = UTCDateTime(2000, 1, 1)
+    channels = [Channel(code=f"HH{c}", location_code="", latitude=35.0, longitude=-117.0, elevation=0.0,
+                        depth=0.0, sample_rate=100.0, response=response, start_date=start) for c in "ENZ"]
+    station = Station(code="ST01", latitude=35.0, longitude=-117.0, elevation=0.0, channels=channels,
+                      creation_date=start)
+    Inventory(networks=[Network(code="XX", stations=[station])], source="test").write(
+        str(tmp_path / "xx.xml"), format="STATIONXML")
+    assert _run(folder, tmp_path / "out", "--stationxml", str(tmp_path / "xx.xml")) == 0
+    ds = WindowDataset.load(tmp_path / "out")
+    how = {(r["station_code"], r["trace_response"]) for r in ds.metadata}
+    assert ("XX.ST01", "stationxml") in how
+    assert all(resp.startswith("nominal") for sta, resp in how if sta != "XX.ST01")
+    peaks = np.abs(ds.waveforms).max(axis=(1, 2))
+    responses = ds.column("trace_response")
+    # Same sensitivity both ways: the restituted windows are within a few times the nominal ones.
+    ratio = np.median(peaks[responses == "stationxml"]) / np.median(peaks[responses != "stationxml"])
+    assert 0.1 < ratio < 10
