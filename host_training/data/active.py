@@ -1,0 +1,323 @@
+"""Record-level examples of earthquakes and active sources for ``SpectrogramCNN``.
+
+A record is what the node classifies once it has declared an event: ``record_s`` of
+3-component acceleration (m/s^2, components E, N, Z) with the onset ``pre_s`` after the
+first sample (see :class:`edge_runtime.spectrogram.SpectrogramConfig`). Labels are the
+two classes of :data:`host_training.models.SOURCE_CLASSES`:
+
+``earthquake``
+    A local earthquake from :func:`host_training.data.synth.earthquake`: P on the
+    vertical, S two to five times larger on the horizontals 1.5-10 s later, a long coda;
+    a share of them (shallow events) with a weak, late surface-wave train.
+``active_source``
+    * ``explosion``: a shallow explosive source (quarry blast, construction or
+      exploration shot) at 0.3-25 km. Its moment tensor is isotropic, so it radiates P
+      and no S: an impulsive, compressional onset (first motion up on Z, away from the
+      source on the radial), little S (converted energy, 3-30 % of P), and a dominant,
+      dispersed fundamental-mode Rayleigh wave (Rg) on Z and the radial, none on the
+      transverse, arriving at 1.2-3 km/s. Half of them ripple-fired (5-30 delays of
+      17-60 ms), which combs their spectrum.
+    * ``hammer``: sledgehammer shots on a plate at 2-150 m: a very impulsive,
+      10-45 Hz onset, ground roll at 150-500 m/s, gone within a second; usually
+      repeated (1-10 shots, 2-8 s apart) for stacking.
+    * ``vibroseis``: linear sweeps (from 2-10 Hz to 35-45 Hz over 6-16 s, 1-3 sweeps,
+      3-6 s of listening between) at 50 m - 2 km, mostly vertical and radial.
+
+Amplitudes of both classes overlap (peak 0.02-1 m/s^2 for all but vibroseis), so the
+class is in the spectrum and its evolution, not in the level. Backgrounds are the
+generator's MEMS self-noise, drift and gravity, with vehicle traffic in a fifth of the
+records of either class.
+
+The synthetic building blocks come from :mod:`host_training.data.synth`; each source
+kind is one function ``f(rng, n, fs, onset_s) -> (data, params)`` in
+:data:`SOURCE_GENERATORS`, so a physics-based generator (Green's functions,
+:mod:`host_training.data.greens`) replaces one entry without touching the rest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import synth
+
+ACTIVE_KINDS = ("explosion", "hammer", "vibroseis")
+# Share of each active-source kind in the active_source class.
+ACTIVE_MIX = {"explosion": 0.5, "hammer": 0.25, "vibroseis": 0.25}
+P_KMPS, S_KMPS = 6.0, 3.5
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / max(np.abs(x).max(), 1e-30)
+
+
+def _wavelet_train(rng, n, fs, t0_s, band, rise_s, decay_s, n_components=1):
+    """Band-limited, impulsive burst starting at ``t0_s``: ``(n_components, n)``, peak 1."""
+    t = np.arange(n) / fs - t0_s
+    burst = synth._band_noise(rng, n, fs, *band, n_components=n_components)
+    return _unit(synth._envelope(t, rise_s, decay_s) * burst)
+
+
+def _rayleigh(rng, n, fs, t0_s, f_lo, f_hi, duration_s):
+    """Dispersed Rayleigh wave from ``t0_s``: ``(vertical, radial)``, peak 1.
+
+    Normal dispersion: long periods travel faster, so the instantaneous frequency rises
+    from ``f_lo`` to ``f_hi`` over ``duration_s``; the radial leads the vertical by 90
+    degrees (retrograde ellipse), with a horizontal-to-vertical ratio of 0.6-0.9.
+    """
+    t = np.arange(n) / fs - t0_s
+    inside = (t >= 0) & (t <= duration_s)
+    tt = np.clip(t, 0, duration_s)
+    freq = f_lo + (f_hi - f_lo) * tt / duration_s
+    phase = 2 * np.pi * np.cumsum(freq) / fs + rng.uniform(0, 2 * np.pi)
+    env = np.where(inside, np.clip(np.sin(np.pi * tt / duration_s), 0.0, None) ** 0.7, 0.0)
+    return env * np.sin(phase), rng.uniform(0.6, 0.9) * env * np.cos(phase)
+
+
+def _enz(vertical, radial, transverse, baz_rad):
+    """Rotate (Z, R, T) traces to (E, N, Z) for a back-azimuth in radians."""
+    az = baz_rad + np.pi  # source-to-station azimuth
+    east = radial * np.sin(az) + transverse * np.cos(az)
+    north = radial * np.cos(az) - transverse * np.sin(az)
+    return np.stack([east, north, vertical])
+
+
+def _ripple(rng, data, fs):
+    """Ripple firing: the sum of delayed copies of the single-shot record (in place)."""
+    n_holes = int(rng.integers(5, 31))
+    delay = rng.uniform(0.017, 0.060)
+    shifts = np.rint(np.arange(n_holes) * delay * fs * rng.uniform(0.9, 1.1, n_holes)).astype(int)
+    shifts[0] = 0
+    single = data.copy()
+    data[:] = 0.0
+    for s, w in zip(shifts, rng.uniform(0.7, 1.0, n_holes), strict=True):
+        data[:, s:] += w * single[:, :data.shape[1] - s]
+    return dict(ripple_holes=n_holes, ripple_delay_s=round(delay, 4))
+
+
+def explosion(rng, n, fs, onset_s):
+    """Shallow explosive source at 0.3-25 km (isotropic moment tensor); see module doc."""
+    distance_km = synth._loguniform(rng, 0.3, 25.0)
+    vr = rng.uniform(1.2, 3.0)
+    s_lag = distance_km * (1 / S_KMPS - 1 / P_KMPS)
+    r_lag = distance_km * (1 / vr - 1 / P_KMPS)
+    baz = rng.uniform(0, 2 * np.pi)
+    # P: compressional, impulsive, high frequencies survive at short range.
+    p_band = (rng.uniform(2.0, 6.0), rng.uniform(15.0, 30.0))
+    # P: a compressional pulse (first motion up on Z, away from the source on R), then a
+    # band-limited P coda; high frequencies survive at short range.
+    width = 1.0 / (np.pi * rng.uniform(6.0, 15.0))
+    t = np.arange(n) / fs - onset_s - 1.5 * width
+    pulse = np.exp(-(t / width) ** 2)
+    coda = _wavelet_train(rng, n, fs, onset_s + 2.5 * width, p_band, rng.uniform(0.003, 0.03),
+                          rng.uniform(0.3, 1.5))[0]
+    p = _unit(pulse + rng.uniform(0.3, 0.7) * coda)
+    incidence = rng.uniform(0.15, 0.5)  # radial / vertical of the P onset
+    # Little S: converted energy only, any polarization.
+    s = _wavelet_train(rng, n, fs, onset_s + s_lag, (1.5, rng.uniform(6.0, 12.0)), 0.1,
+                       rng.uniform(0.5, 2.0), n_components=3) * rng.uniform(0.03, 0.3)
+    # Rg: dominant, low frequency, longer with distance.
+    f_lo = rng.uniform(0.5, 2.0) + 2.0 / (1.0 + distance_km)
+    f_hi = f_lo + rng.uniform(1.0, 6.0)
+    rg_z, rg_r = _rayleigh(rng, n, fs, onset_s + r_lag, f_lo, f_hi,
+                           rng.uniform(1.5, 3.0) + 0.4 * distance_km)
+    rg_amp = rng.uniform(1.0, 4.0)
+    vertical = p + rg_amp * rg_z + s[2]
+    radial = incidence * p + rg_amp * rg_r + s[0]
+    transverse = s[1] + 0.03 * rg_amp * rng.standard_normal() * rg_r  # scattering only
+    data = _enz(vertical, radial, transverse, baz)
+    params = dict(distance_km=round(distance_km, 3), rg_velocity_kmps=round(vr, 3),
+                  rg_band_hz=(round(f_lo, 2), round(f_hi, 2)), rg_to_p=round(rg_amp, 3))
+    if rng.uniform() < 0.5:
+        params.update(_ripple(rng, data, fs))
+    return _unit(data), params
+
+
+def hammer(rng, n, fs, onset_s):
+    """Sledgehammer shots at 2-150 m; see module doc."""
+    distance_m = synth._loguniform(rng, 2.0, 150.0)
+    n_shots = int(rng.integers(1, 11))
+    interval = rng.uniform(2.0, 8.0)
+    baz = rng.uniform(0, 2 * np.pi)
+    vertical, radial, transverse = np.zeros(n), np.zeros(n), np.zeros(n)
+    roll_lag = distance_m * (1 / rng.uniform(150.0, 500.0) - 1 / rng.uniform(800.0, 2000.0))
+    for k in range(n_shots):
+        t0 = onset_s + k * interval * rng.uniform(0.9, 1.1)
+        if t0 > n / fs - 0.5:
+            break
+        strength = rng.uniform(0.5, 1.0)
+        p = _wavelet_train(rng, n, fs, t0, (rng.uniform(8.0, 15.0), rng.uniform(35.0, 45.0)),
+                           rng.uniform(0.002, 0.01), rng.uniform(0.03, 0.15))[0]
+        f0 = rng.uniform(8.0, 25.0)
+        roll_z, roll_r = _rayleigh(rng, n, fs, t0 + roll_lag, f0, f0 + rng.uniform(2.0, 10.0),
+                                   rng.uniform(0.2, 0.8))
+        roll_amp = rng.uniform(1.0, 3.0)
+        vertical += strength * (p + roll_amp * roll_z)
+        radial += strength * (0.4 * p + roll_amp * roll_r)
+        transverse += strength * 0.1 * p * rng.standard_normal()
+    data = _enz(vertical, radial, transverse, baz)
+    return _unit(data), dict(distance_km=round(distance_m / 1000, 4), n_shots=n_shots,
+                             shot_interval_s=round(interval, 2))
+
+
+def vibroseis(rng, n, fs, onset_s):
+    """Linear vibroseis sweeps at 50 m - 2 km; see module doc."""
+    distance_km = synth._loguniform(rng, 0.05, 2.0)
+    f0, f1 = rng.uniform(2.0, 10.0), rng.uniform(35.0, min(45.0, 0.45 * fs))
+    sweep_s = rng.uniform(6.0, 16.0)
+    n_sweeps = int(rng.integers(1, 4))
+    listen_s = rng.uniform(3.0, 6.0)
+    baz = rng.uniform(0, 2 * np.pi)
+    t_all = np.arange(n) / fs
+    vertical, radial = np.zeros(n), np.zeros(n)
+    # Higher frequencies are attenuated with distance (Q ~ 20-50 near the surface).
+    q = rng.uniform(20.0, 50.0)
+    travel_s = distance_km / rng.uniform(0.3, 2.0)
+    for k in range(n_sweeps):
+        t = t_all - (onset_s + k * (sweep_s + listen_s))
+        inside = (t >= 0) & (t <= sweep_s)
+        tt = np.clip(t, 0, sweep_s)
+        freq = f0 + (f1 - f0) * tt / sweep_s
+        taper = np.clip(np.minimum(tt, sweep_s - tt) / 0.3, 0, 1)
+        amp = np.exp(-np.pi * freq * travel_s / q)
+        phase = 2 * np.pi * (f0 * tt + 0.5 * (f1 - f0) / sweep_s * tt**2)
+        wave = np.where(inside, taper * amp * np.sin(phase), 0.0)
+        vertical += wave
+        radial += rng.uniform(0.2, 0.7) * np.roll(wave, int(rng.integers(1, 20)))
+    transverse = 0.05 * radial * rng.standard_normal()
+    data = _enz(vertical, radial, transverse, baz)
+    return _unit(data), dict(distance_km=round(distance_km, 4), sweep_hz=(round(f0, 1), round(f1, 1)),
+                             sweep_s=round(sweep_s, 2), n_sweeps=n_sweeps)
+
+
+def earthquake(rng, n, fs, onset_s):
+    """Local earthquake with its P at ``onset_s``; a third with a late surface-wave train.
+
+    Returned as the signal alone (the background is added by :func:`source_record`).
+    """
+    rec = synth.earthquake(rng, duration_s=n / fs, fs=fs, p_s=onset_s, pga_mps2=1.0, sigma_mps2=0.0)
+    data = rec.data.copy()
+    data[2] -= synth.GRAVITY_MPS2
+    data -= data[:, : max(1, int(onset_s * fs) - 1)].mean(axis=-1, keepdims=True)  # remove drift
+    params = dict(sp_s=round(rec.params["sp_s"], 3), backazimuth_deg=round(rec.params["backazimuth_deg"], 1))
+    if rng.uniform() < 0.33:
+        distance_km = rec.params["sp_s"] / (1 / S_KMPS - 1 / P_KMPS)
+        rz, rr = _rayleigh(rng, n, fs, onset_s + distance_km * (1 / 3.0 - 1 / P_KMPS),
+                           rng.uniform(0.3, 0.8), rng.uniform(1.0, 3.0), rng.uniform(5.0, 15.0))
+        amp = rng.uniform(0.05, 0.3)
+        baz = np.radians(rec.params["backazimuth_deg"])
+        data += amp * _enz(rz, rr, np.zeros(n), baz)
+        params["surface_wave_to_s"] = round(amp, 3)
+    return _unit(data), params
+
+
+SOURCE_GENERATORS = {"earthquake": earthquake, "explosion": explosion, "hammer": hammer,
+                     "vibroseis": vibroseis}
+PGA_RANGE_MPS2 = {"earthquake": (0.03, 1.0), "explosion": (0.02, 1.0), "hammer": (0.02, 1.0),
+                  "vibroseis": (0.01, 0.3)}
+
+
+def source_record(rng, kind: str, record_s: float = 60.0, fs: float = 100.0, onset_s: float = 15.0,
+                  pga_mps2: float | None = None, traffic_prob: float = 0.2, generators=None):
+    """One record of a source kind on a MEMS background.
+
+    Parameters
+    ----------
+    kind : str
+        ``earthquake`` or one of :data:`ACTIVE_KINDS`.
+    record_s : float
+        Record length in s.
+    fs : float
+        Sampling rate in Hz.
+    onset_s : float
+        First arrival in s after the first sample.
+    pga_mps2 : float, optional
+        Peak acceleration of the signal in m/s^2; log-uniform in
+        :data:`PGA_RANGE_MPS2` when omitted.
+    traffic_prob : float
+        Probability of vehicle passages in the background.
+    generators : dict, optional
+        Replaces :data:`SOURCE_GENERATORS` (a physics-based generator, a test double).
+
+    Returns
+    -------
+    data : numpy.ndarray
+        ``(3, n)`` acceleration in m/s^2 (E, N, Z), gravity on Z.
+    params : dict
+        What was drawn (provenance), including ``pga_mps2`` and ``noise_rms_mps2``.
+    """
+    generators = generators or SOURCE_GENERATORS
+    if kind not in generators:
+        raise ValueError(f"unknown source kind {kind!r}; known: {sorted(generators)}")
+    n = int(round(record_s * fs))
+    signal_unit, params = generators[kind](rng, n, fs, onset_s)
+    pga = synth._loguniform(rng, *PGA_RANGE_MPS2.get(kind, (0.02, 1.0))) if pga_mps2 is None else pga_mps2
+    data, sigma = synth.background(rng, n, fs)
+    data += pga * signal_unit
+    if rng.uniform() < traffic_prob:
+        params["traffic_passages"] = len(synth.add_traffic(rng, data, fs, int(rng.integers(1, 3))))
+    params.update(pga_mps2=round(pga, 6), noise_rms_mps2=round(sigma, 6))
+    return data, params
+
+
+def source_dataset(n_records: int = 400, seed: int = 0, fs: float = 100.0, config=None,
+                   onset_jitter_s: float = 2.0, active_fraction: float = 0.5, generators=None,
+                   progress: bool = False):
+    """Labelled earthquake / active-source records, split by record.
+
+    Parameters
+    ----------
+    n_records : int
+        Records in all; ``active_fraction`` of them active sources, mixed as
+        :data:`ACTIVE_MIX`.
+    seed : int
+        Seed of everything random here.
+    fs : float
+        Sampling rate in Hz.
+    config : edge_runtime.spectrogram.SpectrogramConfig, optional
+        Gives ``record_s`` and ``pre_s``; the default config when omitted.
+    onset_jitter_s : float
+        The onset lies ``pre_s`` +/- this after the first sample, as a node's trigger
+        does not fall exactly on the first arrival.
+    generators : dict, optional
+        Replaces :data:`SOURCE_GENERATORS`.
+
+    Returns
+    -------
+    host_training.data.records_dataset.RecordDataset
+    """
+    from tqdm import tqdm
+
+    from edge_runtime.spectrogram import SpectrogramConfig
+
+    from .dataset import assign_splits
+    from .records_dataset import RecordDataset
+
+    if n_records < 2:
+        raise ValueError(f"n_records={n_records}: need at least 2 (one per class)")
+    config = config or SpectrogramConfig()
+    rng = np.random.default_rng(seed)
+    n_active = int(round(active_fraction * n_records))
+    kinds = ["earthquake"] * (n_records - n_active) + list(
+        rng.choice(ACTIVE_KINDS, size=n_active, p=[ACTIVE_MIX[k] for k in ACTIVE_KINDS]))
+    kinds = [str(k) for k in rng.permutation(kinds)]
+    # Stratified split: each class is split 70/15/15 on its own.
+    splits = [None] * n_records
+    for label_kinds in (("earthquake",), ACTIVE_KINDS):
+        idx = [i for i, k in enumerate(kinds) if k in label_kinds]
+        for i, s in zip(idx, assign_splits(rng, len(idx)), strict=True):
+            splits[i] = s
+    records, rows = [], []
+    for i in tqdm(range(n_records), desc="source records", disable=not progress):
+        kind = kinds[i]
+        onset = config.pre_s + rng.uniform(-onset_jitter_s, onset_jitter_s)
+        data, params = source_record(rng, kind, config.record_s, fs, onset, generators=generators)
+        records.append(data.astype(np.float32))
+        rows.append(dict(label="earthquake" if kind == "earthquake" else "active_source",
+                         split=splits[i], source=kind, source_id=f"{kind}{i:05d}",
+                         station_code="SYNTH", trace_p_arrival_sample=int(round(onset * fs)),
+                         trace_s_arrival_sample=(int(round((onset + params["sp_s"]) * fs))
+                                                 if "sp_s" in params else None),
+                         pick_source="synthetic onset",
+                         **{k: (v if not isinstance(v, tuple) else "/".join(map(str, v)))
+                            for k, v in params.items()}))
+    return RecordDataset(np.stack(records).astype(np.float64), fs, rows, spectrogram=config)

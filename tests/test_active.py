@@ -1,0 +1,179 @@
+"""Record-level earthquake / active-source data: the generator's physics, the dataset, the CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, python_env
+
+from edge_runtime.spectrogram import SpectrogramConfig, spectrogram
+from host_training.data import active
+from host_training.data.records_dataset import RecordDataset, cut_record, records_from_files
+
+FS = 100.0
+
+
+def _energy(x):
+    x = x - x.mean(axis=-1, keepdims=True)
+    return float(np.sum(x * x))
+
+
+def _signal(kind, seed=0, onset_s=15.0, n=6000):
+    """The source's own signal (no background), (3, n) E, N, Z, peak 1."""
+    rng = np.random.default_rng(seed)
+    data, params = active.SOURCE_GENERATORS[kind](rng, n, FS, onset_s)
+    return data, params
+
+
+def _zrt(data, baz_deg=None):
+    """Vertical, radial, transverse from E, N, Z using the direction of largest horizontal energy."""
+    e, n, z = data
+    if baz_deg is None:
+        angles = np.radians(np.arange(0, 180, 1.0))
+        energy = [np.sum((e * np.sin(a) + n * np.cos(a)) ** 2) for a in angles]
+        a = angles[int(np.argmax(energy))]
+    else:
+        a = np.radians(baz_deg)
+    return z, e * np.sin(a) + n * np.cos(a), e * np.cos(a) - n * np.sin(a)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_explosion_is_compressional_with_little_s_and_no_transverse_surface_wave(seed):
+    data, params = _signal("explosion", seed)
+    z, r, t = _zrt(data)
+    onset = int(15.0 * FS)
+    first = onset + np.flatnonzero(np.abs(z[onset:]) > 0.05 * np.abs(z).max())[0]
+    assert z[first] > 0                                    # first motion up (isotropic source)
+    assert first - onset < 0.1 * FS                         # impulsive onset
+    assert _energy(t) < 0.1 * (_energy(z) + _energy(r))     # Rg is on Z and R only, S is weak
+    assert params["rg_to_p"] >= 1.0                         # surface waves dominate the P
+
+
+def test_earthquake_s_on_the_horizontals_dominates_p():
+    data, params = _signal("earthquake", 1)
+    p0 = int(15.0 * FS)
+    s0 = int((15.0 + params["sp_s"]) * FS)
+    p_part, s_part = data[:, p0:s0], data[:, s0:s0 + s0 - p0]
+    assert _energy(s_part[:2]) > 2 * _energy(p_part[:2])
+    assert _energy(p_part[2]) > _energy(p_part[:2]) / 2     # P on the vertical
+
+
+def _peak_frequency(x, fs=FS):
+    f, _, sxx = spectrogram(x, fs)
+    return f[np.argmax(sxx, axis=0)], sxx.sum(axis=0)
+
+
+def test_hammer_is_high_frequency_and_short():
+    data, params = _signal("hammer", 2)
+    f, _, sxx = spectrogram(data[2], FS)
+    centroid = float(np.sum(f[:, None] * sxx) / np.sum(sxx))
+    assert centroid > 10.0
+    z = np.abs(data[2])
+    onset = int(15.0 * FS)
+    assert z[onset + int(1.5 * FS): onset + int(2.0 * FS)].max() < 0.1 * z.max()  # gone within a second
+
+
+def test_vibroseis_sweeps_up():
+    data, params = _signal("vibroseis", 3)
+    peak, power = _peak_frequency(data[2])
+    live = power > 0.1 * power.max()
+    first_sweep = np.flatnonzero(live)[: int(params["sweep_s"] * FS / 128) - 2]
+    assert np.all(np.diff(peak[first_sweep]) >= -1.0)      # frequency rises through a sweep
+    assert peak[first_sweep[-1]] - peak[first_sweep[0]] > 15.0
+
+
+def test_dataset_is_seeded_balanced_and_split_by_class():
+    config = SpectrogramConfig(record_s=30.0, pre_s=8.0)
+    ds = active.source_dataset(24, seed=5, config=config)
+    again = active.source_dataset(24, seed=5, config=config)
+    np.testing.assert_array_equal(ds.waveforms, again.waveforms)
+    assert ds.waveforms.shape == (24, 3, 3000)
+    labels = ds.column("label")
+    assert (labels == "earthquake").sum() == 12 and (labels == "active_source").sum() == 12
+    for label in ("earthquake", "active_source"):
+        assert {str(s) for s in ds.column("split")[labels == label]} == {"train", "val", "test"}
+    onset = ds.column("trace_p_arrival_sample").astype(float) / FS
+    assert np.all(np.abs(onset - config.pre_s) <= 2.0)
+    kinds = set(ds.column("source"))
+    assert kinds <= {"earthquake", *active.ACTIVE_KINDS} and len(kinds) >= 3
+
+
+def test_records_round_trip_and_become_model_inputs(tmp_path):
+    ds = active.source_dataset(8, seed=2, config=SpectrogramConfig(record_s=30.0, pre_s=8.0))
+    folder = ds.save(tmp_path / "records")
+    back = RecordDataset.load(folder)
+    assert back.spectrogram == ds.spectrogram and len(back) == 8
+    test = back.split("test")
+    assert isinstance(test, RecordDataset) and set(test.column("split")) == {"test"}
+    x, keep = back.model_inputs()
+    assert x.shape == (8, 3, 100, 150) and x.dtype == np.float32 and keep.all()
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    x_mem, _ = ds.model_inputs()
+    np.testing.assert_allclose(x, x_mem, atol=1 / 255 + 1e-6)  # float32 storage of the records
+    from host_training.models import SOURCE_CLASSES
+
+    assert list(back.labels(SOURCE_CLASSES)) == [SOURCE_CLASSES.index(v) for v in back.column("label")]
+
+
+def test_spectrogram_cnn_takes_the_images():
+    import torch
+
+    from host_training.models import build_model
+
+    ds = active.source_dataset(2, seed=0, config=SpectrogramConfig(record_s=20.0, pre_s=5.0))
+    x, _ = ds.model_inputs()
+    with torch.no_grad():
+        logits = build_model("SpectrogramCNN", 0).eval()(torch.as_tensor(x))
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+def test_window_dataset_is_not_a_record_dataset(tmp_path):
+    from host_training.data.synth import synthetic_dataset
+
+    folder = synthetic_dataset(3, seed=0).save(tmp_path / "windows")
+    with pytest.raises(ValueError, match="not a record dataset"):
+        RecordDataset.load(folder)
+
+
+def test_records_from_labelled_sac_folders(tmp_path):
+    obspy = pytest.importorskip("obspy", reason="obspy is part of the host extra")
+    rng = np.random.default_rng(4)
+    config = SpectrogramConfig(record_s=20.0, pre_s=5.0)
+    for label, kind in (("quakes", "earthquake"), ("blasts", "explosion")):
+        data, _ = active.source_record(rng, kind, record_s=60.0, fs=FS, onset_s=30.0, pga_mps2=0.5,
+                                       traffic_prob=0.0)
+        folder = tmp_path / label
+        folder.mkdir()
+        for comp, trace in zip("ENZ", data, strict=True):
+            tr = obspy.Trace(trace.astype(np.float32) * 100.0,  # gal
+                             header={"sampling_rate": FS, "station": "ST1", "network": "XX",
+                                     "channel": f"HN{comp}", "starttime": obspy.UTCDateTime(2024, 1, 1)})
+            tr.stats.sac = {"a": 30.0, "ka": "P", "b": 0.0}
+            tr.write(str(folder / f"XX.ST1..HN{comp}.SAC"), format="SAC")
+    (tmp_path / "blasts" / "notes.txt").write_text("not a waveform")
+    (tmp_path / "blasts" / "broken.SAC").write_bytes(b"\0" * 100)
+    ds, skipped = records_from_files({"earthquake": [tmp_path / "quakes"],
+                                      "active_source": [tmp_path / "blasts"]}, config, units="gal")
+    assert sorted(ds.column("label")) == ["active_source", "earthquake"]
+    assert ds.waveforms.shape == (2, 3, 2000)
+    assert any("broken.SAC" in path for path, _ in skipped)
+    # The cut starts pre_s before the P pick: the onset is 5 s into the record.
+    z = ds.waveforms[list(ds.column("label")).index("active_source"), 2]
+    z = np.abs(z - np.median(z))
+    assert np.argmax(z > 0.05 * z.max()) == pytest.approx(5.0 * FS, abs=0.2 * FS)
+    assert cut_record(np.zeros((3, 100)), FS, 50, config) is None
+
+
+def test_cli_writes_a_record_dataset_and_refuses_bad_counts(tmp_path):
+    out = tmp_path / "rec"
+    done = subprocess.run([sys.executable, "-m", "host_training", "records", "--out", str(out),
+                           "--synthetic", "6", "--record-s", "20", "--pre-s", "5"],
+                          cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "6 records" in done.stdout
+    assert RecordDataset.load(out).spectrogram.record_s == 20.0
+    bad = subprocess.run([sys.executable, "-m", "host_training", "records", "--out", str(tmp_path / "x"),
+                          "--synthetic", "1"], cwd=REPO, env=python_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--synthetic 1" in bad.stderr and "Traceback" not in bad.stderr
