@@ -148,6 +148,10 @@ def sac_tree(tmp_path_factory):
                          "sampling_rate": 100.0, "starttime": t0})
         (root / "events" / "STA6").mkdir(parents=True, exist_ok=True)
         tr.write(str(root / "events" / "STA6" / f"XX.STA6..HN{comp}.SAC"), format="SAC")
+    paths = write_record(rec.data, 100.0, t0, root / "events" / "STA7", station="STA7")
+    tr = SACTrace.read(str(paths[0]))  # one component at another rate
+    tr.delta = 0.02
+    tr.write(str(paths[0]))
     quiet = synth.quiet(rng, duration_s=60.0)
     quiet.data[:, 3000:3003] += 0.05  # an electrical spike: STA/LTA's maximum
     write_record(quiet.data, 100.0, t0, root / "noise" / "NSTA", station="NSTA")
@@ -182,6 +186,7 @@ def test_prepare_sac_picks_from_headers_taup_and_sta_lta(sac_tree, tmp_path):
     assert "STA4" in text and "NaN" in text  # NaN samples
     assert "XX.STA5..HNZ.SAC" in text  # corrupt file named
     assert "STA6" in text and "unit" in text  # unknown units refused
+    assert "STA7" in text and "different rate" in text  # one component at 50 Hz
     assert main(["prepare", "sac", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
 
 

@@ -7,6 +7,9 @@ miniSEED ...), through :func:`host_training.data.records.read_records` (files gr
 station records, units made physical, picks found), called once per station folder so
 memory stays at one folder.
 
+Records whose components differ in rate or length are skipped unless ``--allow-repaired``
+(then the reader's resampling and trimming to the common span is accepted).
+
 Units: ``--units`` (``gal`` for the original's data), else SAC ``idep``, else a StationXML
 response (``--stationxml``) for counts; a record whose units are unknown is skipped.
 
@@ -115,7 +118,8 @@ def process_folder(kind: str, folder: Path, part: Part, args) -> None:
 
     try:
         records, skipped = read_records([folder], units=args.units, inventory=args.stationxml,
-                                        events=args.quakeml, min_duration_s=args.window_s)
+                                        events=args.quakeml,
+                                        min_duration_s=max(args.window_s, args.min_duration_s))
     except RecordError as exc:
         raise PrepareError(str(exc)) from None
     for item, reason in skipped:
@@ -128,6 +132,11 @@ def process_folder(kind: str, folder: Path, part: Part, args) -> None:
         if rec.n_components < args.min_components:
             part.skip(item, f"{rec.n_components} component(s) ({present}), --min-components "
                             f"{args.min_components}")
+            continue
+        repaired = [a for a in rec.actions if "resampled" in a or "trimmed" in a]
+        if repaired and not args.allow_repaired:
+            part.skip(item, f"components of different rate or length ({'; '.join(repaired)}); "
+                            "--allow-repaired keeps them")
             continue
         reason = check_trace(rec.data[np.asarray(rec.present)], rec.n_components)
         if reason:
@@ -226,6 +235,11 @@ def add_arguments(p) -> None:
     p.add_argument("--quakeml", default=None, help="QuakeML: event origins for TauP picks")
     p.add_argument("--min-components", type=int, default=3,
                    help="skip records with fewer recorded components (missing ones are zeros)")
+    p.add_argument("--allow-repaired", action="store_true",
+                   help="keep records whose components had different rates or lengths (resampled "
+                        "and trimmed to a common span by the reader); default: skip them, as the original")
+    p.add_argument("--min-duration-s", type=float, default=0.0,
+                   help="skip records shorter than this, s (the original kept >= 400 s)")
     p.add_argument("--min-pga-gal", type=float, default=2.0,
                    help="skip event records whose composite PGA is below this, gal")
     p.add_argument("--sta-s", type=float, default=1.0, help="STA window, s")
