@@ -233,3 +233,26 @@ def test_merge_balances_splits_by_event_and_writes_the_card(sac_tree, tmp_path, 
     first_test = min(r["trace_start_time"] for r in rows if r["split"] == "test")
     assert last_train <= first_test
     assert main(["prepare", "merge", str(tmp_path / "junk"), "--out", str(tmp_path / "m5")]) == 2
+
+
+def test_chunked_seisbench_folder_and_cli_help(seisbench_folder, tmp_path, capsys):
+    import shutil
+
+    from host_training.__main__ import main as host_main
+
+    folder, _ = seisbench_folder
+    chunked = tmp_path / "chunked"
+    chunked.mkdir()
+    for chunk in ("_a", "_b"):
+        shutil.copy(folder / "metadata.csv", chunked / f"metadata{chunk}.csv")
+        shutil.copy(folder / "waveforms.hdf5", chunked / f"waveforms{chunk}.hdf5")
+    (chunked / "chunks").write_text("_a\n_b\n")
+    assert main(["prepare", "seisbench", str(chunked), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "o" / "prepare_report.json").read_text())
+    assert report["windows"] == 2 * 16 and len(report["skipped"]) == 2 * 3
+    (chunked / "waveforms_b.hdf5").unlink()
+    assert main(["prepare", "seisbench", str(chunked), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert "waveforms_b.hdf5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        host_main(["prepare", "merge", "--help"])
+    assert exc.value.code == 0 and "--split-by" in capsys.readouterr().out
