@@ -195,6 +195,7 @@ def export_checkpoint(
             "train_config": info.get("train_config"),
             "val_accuracy": extra.get("val_accuracy"),
             "test_accuracy": extra.get("test_accuracy"),
+            **({"spectrogram": extra["spectrogram"]} if extra.get("spectrogram") else {}),
         },
     )
     return export_onnx(model, out, metadata, opset=opset)

@@ -756,7 +756,7 @@ def data_card_hash(folder) -> str | None:
     raw = path.read_bytes()
     try:
         card = json.loads(raw)
-        for key in ("sha256", "hash", "data_sha256"):
+        for key in ("card_sha256", "sha256", "hash", "data_sha256"):
             if isinstance(card, dict) and isinstance(card.get(key), str):
                 return card[key]
     except json.JSONDecodeError:
@@ -846,6 +846,9 @@ def run_training(
     info = dict(
         model=model_name, classes=classes, preprocess=prep, data=record["data"], data_card_sha256=card
     )
+    spectrogram = getattr(dataset, "spectrogram", None)
+    if spectrogram is not None:  # how records become images; the node's second stage reads it
+        info["spectrogram"] = spectrogram.to_dict()
     result = train(
         model,
         xs["train"],
@@ -881,6 +884,7 @@ def run_training(
                 val_accuracy=result["best_val_accuracy"],
                 test_accuracy=test["accuracy"],
                 throughput_windows_per_s=result["throughput_windows_per_s"],
+                **({"spectrogram": info["spectrogram"]} if "spectrogram" in info else {}),
             ),
         )
         plot_history(result["history"], out / "history.png")
