@@ -75,12 +75,14 @@ def test_interrupted_run_resumes_to_the_same_dataset(stead_files, tmp_path, monk
     done = sorted(p.name for p in (tmp_path / "out.partial" / "parts").iterdir())
     assert done == ["chunk000000", "chunk000001"]
     monkeypatch.setattr(stead, "process_row", original)
+    (tmp_path / "out.partial" / "parts" / "chunk000002.tmp-99999").mkdir()  # a killed run's scratch
     calls["n"] = 0
     assert _run(folder, tmp_path / "out") == 0
     a, b = WindowDataset.load(tmp_path / "full"), WindowDataset.load(tmp_path / "out")
     np.testing.assert_array_equal(a.waveforms, b.waveforms)
     assert a.metadata == b.metadata
     assert not (tmp_path / "out.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "out"]
     assert _run(folder, tmp_path / "out") == 0  # finished: reported, not redone
     assert _run(folder, tmp_path / "out", "--seed", "1") == 0  # a finished dataset is not overwritten
     with pytest.raises(SystemExit):

@@ -108,6 +108,9 @@ class PrepareRun:
                 raise PrepareError(f"{self.work}: an unfinished run with other settings "
                                    f"({', '.join(changed)}); remove it or rerun with the same "
                                    "settings to resume")
+            # Scratch of a run that was killed (not interrupted): never complete, drop it.
+            for stale in [*self.parts_dir.glob("*.tmp-*"), *self.out.parent.glob(f"{self.out.name}.tmp-*")]:
+                shutil.rmtree(stale, ignore_errors=True)
             log.info("resuming %s (%d parts done)", self.work, len(self.done_parts()))
         else:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
