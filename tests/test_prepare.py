@@ -188,6 +188,12 @@ def test_prepare_sac_picks_from_headers_taup_and_sta_lta(sac_tree, tmp_path):
     assert "STA6" in text and "unit" in text  # unknown units refused
     assert "STA7" in text and "different rate" in text  # one component at 50 Hz
     assert main(["prepare", "sac", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert main(["prepare", "sac", str(sac_tree / "events"), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2
+    # The original's layout: one folder holding the event and the noise folders.
+    assert main(["prepare", "sac", str(sac_tree), "--out", str(tmp_path / "root"), "--no-progress",
+                 "--noise-windows", "3", "--max-shift-s", "0"]) == 0
+    np.testing.assert_array_equal(WindowDataset.load(tmp_path / "root").waveforms, ds.waveforms)
 
 
 def test_merge_balances_splits_by_event_and_writes_the_card(sac_tree, tmp_path, capsys):

@@ -77,6 +77,20 @@ def station_folders(roots) -> list:
     return out
 
 
+def root_folders(root) -> tuple[list, list]:
+    """Event and noise folders inside ``root``: subfolders named like ``*event*`` / ``*noise*``
+    (the original's ``data_QSIS_Event`` and ``data_QSIS_Noise``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PrepareError(f"{root}: no such folder")
+    subs = sorted(p for p in root.iterdir() if p.is_dir())
+    events = [str(p) for p in subs if "event" in p.name.lower()]
+    noise = [str(p) for p in subs if "noise" in p.name.lower()]
+    if not events and not noise:
+        raise PrepareError(f"{root}: no subfolder named like *event* or *noise*; use --events/--noise")
+    return events, noise
+
+
 def pick_category(source: str) -> str:
     s = source.lower()
     if s.startswith("sac"):
@@ -199,8 +213,13 @@ def prepare_sac(args) -> int:
     from tqdm import tqdm
 
     validate_window_args(args)
+    if args.root:
+        events, noise = root_folders(args.root)
+        args.events = (args.events or []) + events
+        args.noise = (args.noise or []) + noise
     if not args.events and not args.noise:
-        raise PrepareError("give --events DIR and/or --noise DIR")
+        raise PrepareError("give --events DIR and/or --noise DIR "
+                           "(or a DIR holding *event* and *noise* folders)")
     if args.min_components not in (1, 2, 3):
         raise PrepareError(f"--min-components must be 1, 2 or 3, got {args.min_components}")
     if args.sta_s <= 0 or args.lta_s <= args.sta_s:
@@ -225,6 +244,9 @@ def prepare_sac(args) -> int:
 def add_arguments(p) -> None:
     from .records import UNIT_CHOICES
 
+    p.add_argument("root", nargs="?", default=None,
+                   help="folder holding event and noise folders (names containing 'event' / 'noise', "
+                        "as the original's data_QSIS_Event and data_QSIS_Noise)")
     p.add_argument("--events", nargs="+", metavar="DIR",
                    help="folders of event records (one subfolder per station, or files directly)")
     p.add_argument("--noise", nargs="+", metavar="DIR", help="folders of noise records")
