@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	  $(PYTHON) -m venv $(VENV); } || { \
 	  echo "cannot create $(VENV): install python3-venv (Debian/Ubuntu) and retry"; exit 1; }
 	-$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,host,dev]'
+	$(PY) -m pip install --quiet -e '.[edge,host,dev,tflite,convert]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

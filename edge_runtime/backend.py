@@ -68,3 +68,13 @@ class OnnxBackend:
         x = to_model_input(windows_int16, self.input_dtype)
         (logits,) = self.session.run([self.output_name], {self.metadata.input_name: x})
         return softmax(np.asarray(logits, dtype=np.float64))
+
+
+def load_backend(path, threads: int = 1):
+    """The backend for a model file, by extension: ``.tflite`` -> LiteRT (optional
+    ``ai-edge-litert``, see :mod:`edge_runtime.backend_litert`), anything else -> onnxruntime."""
+    if Path(path).suffix.lower() == ".tflite":
+        from .backend_litert import LiteRTBackend
+
+        return LiteRTBackend(path, threads=threads)
+    return OnnxBackend(path, threads=threads)
