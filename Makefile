@@ -6,10 +6,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv demo test lint bench clean
+.PHONY: help venv demo replay test lint bench clean
 
 help:
 	@echo "make demo   - run the whole chain on synthetic data (outputs in runs/demo/)"
+	@echo "make replay - replay-test recorded files into the node and score it (runs/replay/);"
+	@echo "              RECORDS=path CATALOG=csv INVENTORY=xml UNITS=u MODEL=onnx to use your own"
 	@echo "make test   - run the test suite"
 	@echo "make bench  - benchmarks against same-run baselines (runs/bench/bench.json)"
 	@echo "make lint   - ruff"
@@ -31,6 +33,17 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m tools demo --out runs/demo
+
+# Shipped real-shaped fixtures (tools/fixtures/records: 1/2/3 components, 4 ms offset, a gap,
+# counts + StationXML, a 1995 record, lower-case names) unless RECORDS is given.
+RECORDS   ?= tools/fixtures/records
+CATALOG   ?= $(if $(filter tools/fixtures/records,$(RECORDS)),tools/fixtures/records/catalog.csv,)
+MODEL     ?= runs/demo/model/earthquake_cnn_int16_sim.onnx
+replay: $(STAMP)
+	@test -f $(MODEL) || $(PY) -m tools demo --out runs/demo
+	$(PY) -m tools replay-test $(RECORDS) --model $(MODEL) --out runs/replay \
+	  $(if $(CATALOG),--catalog $(CATALOG)) $(if $(INVENTORY),--inventory $(INVENTORY)) \
+	  $(if $(UNITS),--units $(UNITS))
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""Command line of the tools: ``python -m tools {demo,replay,score} ...``."""
+"""Command line of the tools: ``python -m tools {demo,replay,replay-test,score,bench} ...``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,36 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--truncate", type=float, default=0.0, help="per-frame truncation probability")
     r.add_argument("--garbage", type=float, default=0.0, help="per-frame line-noise probability")
     r.add_argument("--fault-seed", type=int, default=0)
+
+    t = sub.add_parser(
+        "replay-test", help="replay real recordings into a fresh node each and score it (make replay)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="For each record in RECORDS (files, globs or folders of anything ObsPy reads; "
+                    "StationXML/QuakeML found there are used), replay it through a real pty into a "
+                    "fresh `python -m edge_runtime run`, wait for the node to exit, score its events "
+                    "and counters. Prints a table; writes OUT/summary.json and OUT/summary.png. "
+                    "Exit status 1 if any file or record was skipped or a node failed.")
+    t.add_argument("records", nargs="+", help="waveform files, globs or folders")
+    t.add_argument("--model", required=True, help="ONNX model with SeismicTorch metadata")
+    t.add_argument("--catalog", help="CSV: files (glob relative to the CSV), kind, p_time, s_time, units")
+    t.add_argument("--inventory", help="StationXML: responses (counts) and coordinates (TauP)")
+    t.add_argument("--quakeml", help="QuakeML with event origins (TauP picks)")
+    t.add_argument("--units", help="units of every record: counts, gal, m/s2, g, cm/s, m/s ... "
+                                   "(default: catalog, SAC idep, StationXML response)")
+    t.add_argument("--time", default="auto",
+                   help="keep, now, auto (move records outside 2000-2100 to now) or an ISO UTC start")
+    t.add_argument("--sensor", default="adxl355-2g", help="sensor model that digitizes the replay")
+    t.add_argument("--missing", default="zeros", choices=["zeros", "self-noise"],
+                   help="what a missing component carries")
+    t.add_argument("--speed", type=float, default=0.0, help="x real time; 0: as fast as the node reads")
+    t.add_argument("--faults", default="",
+                   help="e.g. corrupt=0.001,drop=0.001,truncate=0.001,garbage=0.01,unplug=0.001,"
+                        "unplug_s=2,drift_ppm=50,seed=1")
+    t.add_argument("--tolerance-s", type=float, default=2.0, help="P/S match tolerance, s")
+    t.add_argument("--idle-exit-s", type=float, default=2.0, help="node exits after this silence, s")
+    t.add_argument("--seed", type=int, default=0, help="seed of self-noise draws")
+    t.add_argument("--out", default="runs/replay_test", help="output folder")
+    t.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
 
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
@@ -93,6 +123,8 @@ def main(argv=None) -> int:
             pty.close()
         writer.close()
         return 0
+    if args.command == "replay-test":
+        return _replay_test(args)
     if args.command == "bench":
         from .bench import run_bench
 
@@ -109,6 +141,39 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=2) if args.json else format_table(result))
         return 0 if result["summary"]["passed"] else 1
     return 2
+
+
+def _replay_test(args) -> int:
+    from pathlib import Path
+
+    from .faults import parse_faults
+    from .replay_test import ReplayTestConfig, format_report, run_replay_test
+
+    for flag, value in (("--model", args.model), ("--catalog", args.catalog),
+                        ("--inventory", args.inventory), ("--quakeml", args.quakeml)):
+        if value is not None and not Path(value).is_file():
+            print(f"error: {flag} {value}: no such file", file=sys.stderr)
+            return 2
+    try:
+        config = ReplayTestConfig(model=args.model, out=args.out, sensor=args.sensor,
+                                  missing=args.missing, time=args.time, speed=args.speed,
+                                  tolerance_s=args.tolerance_s, idle_exit_s=args.idle_exit_s,
+                                  seed=args.seed, faults=parse_faults(args.faults))
+        from edge_runtime.sensors import get_sensor
+
+        get_sensor(args.sensor)
+        result = run_replay_test(args.records, config, catalog=args.catalog, inventory=args.inventory,
+                                 events=args.quakeml, units=args.units, progress=not args.json)
+    except ValueError as exc:  # bad setting, catalog, inventory or model: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("summary", "rows", "skipped")}, indent=2, default=str))
+    else:
+        print(format_report(result))
+        print(f"outputs in {args.out}/ (summary.json, summary.png, records/*/node.log)")
+    s = result["summary"]
+    return 1 if s["skipped"] or s["node_failures"] else 0
 
 
 if __name__ == "__main__":

@@ -1,26 +1,22 @@
 """The whole chain once, on synthetic data: ``make demo`` / ``python -m tools demo``.
 
 synthetic windows -> EarthquakeCNN -> ONNX -> int16 input + onnxsim -> SAC records ->
-serial replay through a pty -> ``python -m edge_runtime`` in its own process ->
-events.jsonl -> score against the SAC picks.
+replay-test (:mod:`tools.replay_test`): each record through a pty into a fresh
+``python -m edge_runtime`` process -> events.jsonl -> score against the SAC picks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
-
 from .faults import FaultConfig
+from .replay_test import wait_for_port  # noqa: F401  (tests import it from here)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +34,7 @@ class DemoConfig:
     threads: int = 2
     station: str = "DEMO"
     sampling_rate_hz: float = 100.0
-    counts_per_mps2: float = ADXL355_COUNTS_PER_MPS2
+    sensor: str = "adxl355-2g"
     samples_per_frame: int = 10
     speed: float = 20.0
     # (PGA m/s^2, S-P s) of the replayed earthquakes: weak, moderate, strong.
@@ -73,19 +69,19 @@ def make_records(config: DemoConfig) -> list:
     return records
 
 
-def wait_for_port(status_path: Path, proc, timeout_s: float = 30.0) -> None:
-    """Block until the node reports its serial port open (pyserial flushes on open)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"edge runtime exited early with code {proc.returncode}")
-        try:
-            if json.loads(status_path.read_text()).get("port_open"):
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"edge runtime did not open its port within {timeout_s} s")
+def _node_totals(rows: list) -> dict:
+    """Counters of the nodes of all records, summed."""
+    total = {"frames_sent": 0, "faults": {}, "decoder": {}, "pipeline": {}}
+    for r in rows:
+        total["frames_sent"] += r["frames_sent"]
+        for k, v in r["faults"].items():
+            total["faults"][k] = total["faults"].get(k, 0) + v
+        status = json.loads((Path(r["workdir"]) / "node_status.json").read_text())
+        for part in ("decoder", "pipeline"):
+            for k, v in status.get(part, {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    total[part][k] = total[part].get(k, 0) + v
+    return total
 
 
 def run_demo(config: DemoConfig) -> int:
@@ -103,9 +99,7 @@ def run_demo(config: DemoConfig) -> int:
     from quantization.int16 import dataset_agreement, quantize_int16
     from quantization.simplify import simplify
 
-    from .faults import FaultInjector
-    from .replay import Writer, open_pty, read_waveform_records, replay_records
-    from .score import format_table, load_events, score, truths_from_sac
+    from .replay_test import ReplayTestConfig, format_report, run_replay_test
 
     started = time.monotonic()
     out = Path(config.out)
@@ -172,54 +166,28 @@ def run_demo(config: DemoConfig) -> int:
     print(f"      {len(config.earthquakes)} earthquake records and 1 noise record -> {sac_dir}")
 
     pace = f"{config.speed:g}x real time" if config.speed > 0 else "full speed"
-    t = _step(5, f"replay through a pty at {pace} into `python -m edge_runtime run` (separate process)")
-    events_path, status_path = out / "events.jsonl", out / "node_status.json"
-    for path in (events_path, status_path):
-        path.unlink(missing_ok=True)
-    pty = open_pty()
-    node_log = open(out / "node.log", "w")
-    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", pty.port,
-           "--model", str(model_dir / "earthquake_cnn_int16_sim.onnx"),
-           "--events", str(events_path), "--status", str(status_path),
-           "--station", config.station, "--counts-per-mps2", str(config.counts_per_mps2),
-           "--idle-exit-s", "3"]
-    repo = str(Path(__file__).resolve().parents[1])  # the node imports edge_runtime from here
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_for_port(status_path, proc)
-        records = read_waveform_records(sorted(sac_dir.rglob("*.SAC")))
-        writer = Writer(pty, speed=config.speed, alive=lambda: proc.poll() is None)
-        sent = replay_records(records, writer, config.counts_per_mps2,
-                              config.samples_per_frame, FaultInjector(config.faults), progress=True)
-        proc.wait(timeout=120)
-    except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as exc:
-        print(f"      FAILED: {exc}; see {out / 'node.log'}")
-        return 1
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
-        pty.close()
-        node_log.close()
-    if proc.returncode != 0:
-        print(f"      FAILED: the node exited with code {proc.returncode}; see {out / 'node.log'}")
-        return 1
-    node_status = json.loads(status_path.read_text())
-    summary["replay"] = sent
-    summary["node"] = node_status
-    print(f"      sent {sent['frames']} frames ({sent['bytes']} bytes), injected faults "
-          f"{ {k: v for k, v in sent['faults'].items() if k != 'frames'} }; node decoded "
-          f"{node_status['decoder']['frames']} frames, dropped {node_status['decoder']['crc_errors']} "
-          f"on CRC, classified {node_status['pipeline']['windows']} windows "
-          f"({time.monotonic() - t:.1f} s)")
+    t = _step(5, f"replay-test: each record through a pty at {pace} into a fresh "
+                 "`python -m edge_runtime run` process")
+    replay_config = ReplayTestConfig(model=str(model_dir / "earthquake_cnn_int16_sim.onnx"),
+                                     out=str(out / "replay"), sensor=config.sensor,
+                                     speed=config.speed, samples_per_frame=config.samples_per_frame,
+                                     faults=config.faults, seed=config.seed)
+    result = run_replay_test([sac_dir], replay_config, progress=True)
+    node = _node_totals(result["rows"])
+    summary["replay"] = {"summary": result["summary"], "skipped": result["skipped"]}
+    summary["node"] = node
+    print(f"      sent {node['frames_sent']} frames, injected faults {node['faults']}; nodes "
+          f"decoded {node['decoder']['frames']} frames, dropped {node['decoder']['crc_errors']} on CRC, "
+          f"classified {node['pipeline']['windows']} windows ({time.monotonic() - t:.1f} s)")
 
     _step(6, "score events against the SAC picks")
-    result = score(load_events(events_path), truths_from_sac(sac_dir))
-    summary["score"] = result
+    summary["score"] = {"rows": result["rows"], "summary": result["summary"]}
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(format_table(result))
-    print(f"\noutputs in {out}/ (events.jsonl, node.log, model/, sac/, summary.json); "
-          f"total {summary['elapsed_s']} s")
+    print(format_report(result))
+    print(f"\noutputs in {out}/ (model/, sac/, replay/summary.json, replay/records/*/node.log, "
+          f"summary.json); total {summary['elapsed_s']} s")
+    s = result["summary"]
+    if s["skipped"] or s["node_failures"] or s["ledger_failures"]:
+        return 1
     return 0 if result["summary"]["passed"] else 1

@@ -27,6 +27,13 @@ class FaultConfig:
         Insert 1-64 random bytes before the frame, sometimes containing sync bytes.
     seed : int
         Seed of the fault draws.
+    unplug : float
+        Pull the cable before the frame: the port vanishes, ``unplug_s`` of samples are
+        lost, and the board comes back restarted (sequence numbers from 0).
+    unplug_s : float
+        Samples lost per unplug, s of record time.
+    drift_ppm : float
+        The board's clock runs fast (> 0) or slow by this many parts per million.
     """
 
     corrupt: float = 0.0
@@ -34,9 +41,51 @@ class FaultConfig:
     truncate: float = 0.0
     garbage: float = 0.0
     seed: int = 0
+    unplug: float = 0.0
+    unplug_s: float = 2.0
+    drift_ppm: float = 0.0
+
+    def __post_init__(self):
+        for name in ("corrupt", "drop", "truncate", "garbage", "unplug"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"fault {name}={value!r} must be a probability in [0, 1]")
+        if self.unplug_s <= 0:
+            raise ValueError(f"fault unplug_s={self.unplug_s!r} must be > 0")
+        if abs(self.drift_ppm) > 10000:
+            raise ValueError(f"fault drift_ppm={self.drift_ppm!r} is beyond any crystal (|x| <= 10000)")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def any(self) -> bool:
+        return any((self.corrupt, self.drop, self.truncate, self.garbage, self.unplug, self.drift_ppm))
+
+
+def parse_faults(text: str | None) -> FaultConfig:
+    """``"corrupt=0.001,unplug=0.0005,drift_ppm=50,seed=3"`` to a :class:`FaultConfig`.
+
+    Raises
+    ------
+    ValueError
+        Naming the item that is not ``name=number`` or not a known fault.
+    """
+    if not text:
+        return FaultConfig()
+    fields = {f: t for f, t in FaultConfig.__annotations__.items()}
+    values = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise ValueError(f"--faults item {item!r}: expected NAME=VALUE with NAME one of "
+                             f"{', '.join(fields)}")
+        try:
+            values[name] = int(value) if name == "seed" else float(value)
+        except ValueError:
+            raise ValueError(f"--faults item {item!r}: {value!r} is not a number") from None
+    return FaultConfig(**values)
 
 
 class FaultInjector:
@@ -45,8 +94,16 @@ class FaultInjector:
     def __init__(self, config: FaultConfig | None = None):
         self.config = config or FaultConfig()
         self.rng = np.random.default_rng(self.config.seed)
-        self.counts = {"frames": 0, "corrupted": 0, "dropped": 0, "truncated": 0, "garbage": 0}
+        self.counts = {"frames": 0, "corrupted": 0, "dropped": 0, "truncated": 0, "garbage": 0,
+                       "unplugged": 0}
         self.damaged_sequences: list[int] = []
+
+    def unplug_now(self) -> bool:
+        """Draw whether the cable is pulled before the next frame (counted)."""
+        if self.config.unplug and self.rng.uniform() < self.config.unplug:
+            self.counts["unplugged"] += 1
+            return True
+        return False
 
     def apply(self, sequence: int, frame: bytes) -> bytes:
         """The bytes to send for one frame (possibly empty)."""

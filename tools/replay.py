@@ -14,6 +14,7 @@ import select
 import time
 import tty
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +52,62 @@ def open_pty() -> Pty:
     return Pty(master_fd, slave_fd, os.ttyname(slave_fd))
 
 
+class PtyLink:
+    """A pty the node reaches through a private symlink, so a board can be unplugged.
+
+    The node is given ``link`` (a path in the run folder), never ``/dev/pts/N``: once a
+    pty is closed Linux hands its number to the next process that asks, and a node
+    reopening that number would read another program's bytes. Here the pty stays open
+    until :meth:`close` (after the node exited), and an unplug removes the link first,
+    so a reopening node finds nothing until :meth:`replug` points it at a new pty.
+    """
+
+    def __init__(self, link):
+        self.link = Path(link)
+        self.link.parent.mkdir(parents=True, exist_ok=True)
+        self.pty: Pty | None = None
+        self.replug()
+
+    @property
+    def port(self) -> str:
+        return str(self.link)
+
+    def unplug(self) -> None:
+        """The cable is pulled: the link vanishes, then the pty (the node sees EIO)."""
+        self.link.unlink(missing_ok=True)
+        if self.pty is not None:
+            self.pty.close()
+            self.pty = None
+
+    def replug(self) -> Pty:
+        """A board appears again: a new pty behind the same link."""
+        self.pty = open_pty()
+        tmp = self.link.with_name(self.link.name + ".new")
+        tmp.unlink(missing_ok=True)
+        os.symlink(self.pty.port, tmp)
+        os.replace(tmp, self.link)  # atomic: the node sees the old link or the new one
+        return self.pty
+
+    def opened_by(self, pid: int) -> bool:
+        """Whether process ``pid`` holds the current pty open (Linux ``/proc``)."""
+        if self.pty is None:
+            return False
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == self.pty.port:
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def close(self) -> None:
+        self.unplug()
+
+
 def to_counts(data_mps2: np.ndarray, counts_per_mps2: float) -> np.ndarray:
     """m/s^2 to int32 ADC counts, rounded and clipped to the int32 range."""
     counts = np.round(np.asarray(data_mps2, dtype=np.float64) * counts_per_mps2)
@@ -61,12 +118,24 @@ def to_counts(data_mps2: np.ndarray, counts_per_mps2: float) -> np.ndarray:
 def record_frames(data_mps2: np.ndarray, sampling_rate_hz: float, start_us: int,
                   counts_per_mps2: float, samples_per_frame: int = 10, first_sequence: int = 0):
     """Yield ``(sequence, timestamp_us, frame_bytes)`` for a ``(n_channels, n)`` record."""
-    counts = to_counts(data_mps2, counts_per_mps2).T  # (n, n_channels)
+    yield from count_frames(to_counts(data_mps2, counts_per_mps2), sampling_rate_hz, start_us,
+                            samples_per_frame, first_sequence)
+
+
+def count_frames(counts: np.ndarray, sampling_rate_hz: float, start_us: int,
+                 samples_per_frame: int = 10, first_sequence: int = 0, drift_ppm: float = 0.0):
+    """Yield ``(sequence, timestamp_us, frame_bytes)`` for ``(n_channels, n)`` int32 counts.
+
+    ``drift_ppm`` makes the board's clock run fast (> 0) or slow: timestamps stretch by
+    that many parts per million from ``start_us``.
+    """
+    counts = np.asarray(counts, dtype=np.int32).T  # (n, n_channels)
     seq = first_sequence
+    scale = 1e6 / sampling_rate_hz * (1.0 + drift_ppm * 1e-6)
     for i in range(0, counts.shape[0], samples_per_frame):
-        t_us = start_us + int(round(i * 1e6 / sampling_rate_hz))
+        t_us = start_us + int(round(i * scale))
         yield seq, t_us, encode_frame(seq, t_us, sampling_rate_hz, counts[i:i + samples_per_frame])
-        seq += 1
+        seq = (seq + 1) % 2**32
 
 
 class Writer:
@@ -137,6 +206,11 @@ class Writer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nobody read the pty for {self.timeout_s} s; replay stopped")
 
+    def attach(self, pty: Pty) -> None:
+        """Write to another pty from now on (after an unplug/replug)."""
+        self._fd = pty.master_fd
+        os.set_blocking(self._fd, False)
+
     def restart_clock(self) -> None:
         """Forget the pacing origin (between records separated by a time jump)."""
         self._t0_wall = None
@@ -157,51 +231,42 @@ def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_
     """
     from tqdm import tqdm
 
-    next_seq, frames = 0, 0
+    next_seq, frames, nan_frames = 0, 0, 0
     bar = tqdm(total=sum(r[0].shape[1] for r in records), desc="replay", unit="sample",
                disable=not progress)
     for data, rate, start_us in records:
         writer.restart_clock()
+        finite = np.isfinite(np.asarray(data, dtype=np.float64)).all(axis=0)
+        data = np.where(finite, data, 0.0)
         for seq, t_us, frame in record_frames(data, rate, start_us, counts_per_mps2,
                                               samples_per_frame, first_sequence=next_seq):
+            first = (seq - next_seq) * samples_per_frame if seq >= next_seq else 0
+            if not finite[first:first + samples_per_frame].all():
+                # A board that failed to read a sample sends nothing: no NaN goes out as counts.
+                nan_frames += 1
+                bar.update(samples_per_frame)
+                continue
             if faults is not None:
                 frame = faults.apply(seq, frame)
             writer.send(frame, t_us)
             frames += 1
             bar.update(samples_per_frame)
-            next_seq = seq + 1
+        next_seq += (np.asarray(data).shape[1] + samples_per_frame - 1) // samples_per_frame
     bar.close()
-    return {"frames": frames, "bytes": writer.bytes_sent,
+    return {"frames": frames, "bytes": writer.bytes_sent, "frames_nan": nan_frames,
             "faults": dict(faults.counts) if faults else {}}
 
 
-def read_waveform_records(paths):
-    """Group SAC/miniSEED files into 3-component records ``(data_mps2, rate_hz, start_us)``.
+def read_waveform_records(paths, units: str | None = None):
+    """Records ``(data_mps2, rate_hz, start_us)`` from waveform files, in time order.
 
-    Traces are grouped by station and start time and ordered (E, N, Z) / (X, Y, Z); files
-    ObsPy cannot read are skipped with a one-line error and counted in the log.
+    A thin wrapper of :func:`host_training.data.records.read_records` (see there for
+    grouping, components, units and picks); files or records it refuses are logged with
+    their one-line reason and left out. Missing components are zeros.
     """
-    from obspy import Stream, read
+    from host_training.data.records import read_records
 
-    stream = Stream()
-    for path in paths:
-        try:
-            stream += read(str(path))
-        except Exception as exc:  # ObsPy raises many types on damaged files
-            log.error("%s: cannot read waveform file (%s); skipped", path, exc)
-    from host_training.data.sac import order_components
-
-    groups = {}
-    for tr in stream:
-        groups.setdefault((tr.stats.network, tr.stats.station, str(tr.stats.starttime)), []).append(tr)
-    records = []
-    for key, traces in sorted(groups.items(), key=lambda kv: kv[0][2]):
-        traces = order_components(traces)
-        if traces is None:
-            log.error("%s.%s at %s: need one trace each of E, N, Z (or X, Y, Z); skipped", *key)
-            continue
-        n = min(tr.stats.npts for tr in traces)
-        data = np.stack([tr.data[:n].astype(np.float64) for tr in traces])
-        start_us = int(round(traces[0].stats.starttime.timestamp * 1e6))
-        records.append((data, float(traces[0].stats.sampling_rate), start_us))
-    return records
+    records, skipped = read_records([str(p) for p in paths], units=units)
+    for where, why in skipped:
+        log.error("%s: %s; skipped", where, why)
+    return [(r.data, r.sampling_rate_hz, int(round(r.starttime.timestamp * 1e6))) for r in records]

@@ -1,4 +1,4 @@
-"""Score node events against the picks in SAC headers."""
+"""Score a node's events against the true arrivals of the replayed records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from pathlib import Path
 
 @dataclass
 class Truth:
-    """One replayed record and its true arrivals (UTC seconds since the epoch)."""
+    """One replayed record and what it holds (times in UTC seconds since the epoch).
+
+    ``kind`` is ``earthquake``, ``noise``, ``other`` or ``""`` (unknown). An earthquake
+    without a known P (``p_s`` None) is detected by any event inside the record.
+    """
 
     name: str
     kind: str
@@ -18,9 +22,21 @@ class Truth:
     p_s: float | None = None
     s_s: float | None = None
 
+    @property
+    def is_earthquake(self) -> bool:
+        return self.p_s is not None or self.kind == "earthquake"
 
-def load_events(path) -> list:
-    """Closed events (``type: event``) from a node's JSON-lines output."""
+    def noise_s(self, tolerance_s: float) -> float:
+        """Seconds of the record that hold no earthquake signal (false events live here)."""
+        if self.kind in ("noise", "other") and self.p_s is None:
+            return self.end_s - self.start_s
+        if self.p_s is not None:
+            return max(0.0, self.p_s - tolerance_s - self.start_s)
+        return 0.0
+
+
+def load_events(path, kind: str = "event") -> list:
+    """Records of one ``type`` (``event``, ``trigger``) from a node's JSON-lines output."""
     path = Path(path)
     if not path.exists():
         return []
@@ -32,7 +48,7 @@ def load_events(path) -> list:
             event = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
-        if event.get("type") == "event":
+        if isinstance(event, dict) and event.get("type") == kind:
             events.append(event)
     return events
 
@@ -43,54 +59,116 @@ def _time_s(event: dict) -> float:
     return (t if t is not None else event["start_us"]) / 1e6
 
 
-def score(events: list, truths: list, tolerance_s: float = 2.0) -> dict:
-    """Match events to earthquakes; every other event is a false event.
+def score_record(events: list, truth: Truth, tolerance_s: float = 2.0, triggers=(),
+                 window_s: float = 2.0) -> tuple[dict, set]:
+    """Score the events that fall in one record; returns ``(row, indices used)``.
 
     An event with a P pick matches an earthquake when the pick lies within
     ``tolerance_s`` of the true P; an event without one (only S windows were seen)
-    matches when the true P lies inside its span widened by ``tolerance_s``.
+    matches when the true P lies inside its span widened by ``tolerance_s``; with no
+    true P known, the first event in the record matches. Every other event in the
+    record is a false event; those before the true P (or in a noise record) count as
+    false events in noise. The detection delay is the end of the window that declared
+    the trigger (center of the last triggering window + ``window_s / 2``) minus the P.
+    """
+    inside = [i for i, e in enumerate(events) if truth.start_s <= _time_s(e) <= truth.end_s + tolerance_s]
+    row = dict(record=truth.name, kind=truth.kind or "-", true_p=truth.p_s, true_s=truth.s_s,
+               detected=None, p_error_s=None, s_error_s=None, delay_s=None, pga_mps2=None,
+               p_prob=None, events=len(inside), false_events=0, false_in_noise=0)
+    match = None
+    if truth.is_earthquake:
+        row["detected"] = False
+        candidates = []
+        for i in inside:
+            e = events[i]
+            if truth.p_s is None:
+                candidates.append((e["start_us"], i))
+                continue
+            p_err = _time_s(e) - truth.p_s
+            span = (e["start_us"] / 1e6 - tolerance_s, e["end_us"] / 1e6 + tolerance_s)
+            picked = e.get("p_time_us") is not None
+            if abs(p_err) <= tolerance_s if picked else span[0] <= truth.p_s <= span[1]:
+                candidates.append((abs(p_err), i))
+        if candidates:
+            match = min(candidates)[1]
+            e = events[match]
+            row.update(detected=True, pga_mps2=e.get("pga_mps2"), p_prob=e.get("p_prob"))
+            if e.get("p_time_us") is not None and truth.p_s is not None:
+                row["p_error_s"] = round(e["p_time_us"] / 1e6 - truth.p_s, 2)
+            if truth.s_s is not None and e.get("s_time_us") is not None:
+                row["s_error_s"] = round(e["s_time_us"] / 1e6 - truth.s_s, 2)
+            trig = [t for t in triggers if t.get("start_us") == e["start_us"]]
+            if trig and truth.p_s is not None:
+                row["delay_s"] = round(trig[0]["end_us"] / 1e6 + window_s / 2 - truth.p_s, 2)
+    false = [i for i in inside if i != match]
+    if not truth.is_earthquake and truth.kind not in ("noise", "other"):
+        false = []  # what the record holds is unknown: its events are neither true nor false
+    row["false_events"] = len(false)
+    noise_end = truth.end_s + tolerance_s if not truth.is_earthquake else \
+        (truth.p_s - tolerance_s if truth.p_s is not None else truth.start_s)
+    row["false_in_noise"] = sum(1 for i in false if _time_s(events[i]) < noise_end)
+    return row, set(inside)
+
+
+def score(events: list, truths: list, tolerance_s: float = 2.0, triggers=(),
+          window_s: float = 2.0) -> dict:
+    """Match events to the records' earthquakes; every other event is a false event.
 
     Returns
     -------
     dict
-        ``rows`` (one per record) and ``summary`` counts.
+        ``rows`` (one per record, see :func:`score_record`) and ``summary`` counts:
+        earthquakes, detected, recall, precision (matched events / events), false
+        events, noise hours and false events per hour of noise.
     """
     rows, used = [], set()
     for truth in truths:
-        inside = [i for i, e in enumerate(events) if truth.start_s <= _time_s(e) <= truth.end_s]
-        row = dict(record=truth.name, kind=truth.kind, true_p=truth.p_s, true_s=truth.s_s,
-                   detected=None, p_error_s=None, s_error_s=None, pga_mps2=None,
-                   p_prob=None, false_events=0)
-        match = None
-        if truth.p_s is not None:
-            row["detected"] = False
-            candidates = []
-            for i in inside:
-                e = events[i]
-                p_err = _time_s(e) - truth.p_s
-                span = (e["start_us"] / 1e6 - tolerance_s, e["end_us"] / 1e6 + tolerance_s)
-                picked = e.get("p_time_us") is not None
-                if abs(p_err) <= tolerance_s if picked else span[0] <= truth.p_s <= span[1]:
-                    candidates.append((abs(p_err), i))
-            if candidates:
-                match = min(candidates)[1]
-                e = events[match]
-                row.update(detected=True, pga_mps2=e["pga_mps2"], p_prob=e["p_prob"])
-                if e.get("p_time_us") is not None:
-                    row["p_error_s"] = round(e["p_time_us"] / 1e6 - truth.p_s, 2)
-                if truth.s_s is not None and e.get("s_time_us") is not None:
-                    row["s_error_s"] = round(e["s_time_us"] / 1e6 - truth.s_s, 2)
-        row["false_events"] = sum(1 for i in inside if i != match)
-        used.update(inside)
+        row, inside = score_record(events, truth, tolerance_s, triggers, window_s)
+        used |= inside
         rows.append(row)
+    return {"rows": rows, "summary": summarize(rows, len(events) - len(used), truths, tolerance_s)}
+
+
+def summarize(rows: list, stray_events: int = 0, truths=(), tolerance_s: float = 2.0) -> dict:
+    """Totals of score rows; ``stray_events`` are events outside every record."""
     quakes = [r for r in rows if r["detected"] is not None]
+    detected = sum(bool(r["detected"]) for r in quakes)
+    n_events = sum(r.get("events", 0) for r in rows) + stray_events
+    false = sum(r["false_events"] for r in rows) + stray_events
+    noise_h = sum(t.noise_s(tolerance_s) for t in truths) / 3600.0
+    in_noise = sum(r.get("false_in_noise", 0) for r in rows)
+    p_err = [abs(r["p_error_s"]) for r in rows if r["p_error_s"] is not None]
+    delays = [r["delay_s"] for r in rows if r.get("delay_s") is not None]
     summary = dict(
-        earthquakes=len(quakes), detected=sum(bool(r["detected"]) for r in quakes),
-        false_events=sum(r["false_events"] for r in rows) + len(set(range(len(events))) - used),
-        events=len(events),
+        records=len(rows), earthquakes=len(quakes), detected=detected,
+        recall=round(detected / len(quakes), 3) if quakes else None,
+        precision=round(detected / n_events, 3) if n_events else None,
+        false_events=false, events=n_events, noise_hours=round(noise_h, 4),
+        false_per_noise_hour=round(in_noise / noise_h, 2) if noise_h > 0 else None,
+        median_abs_p_error_s=round(float(sorted(p_err)[len(p_err) // 2]), 2) if p_err else None,
+        median_delay_s=round(float(sorted(delays)[len(delays) // 2]), 2) if delays else None,
     )
     summary["passed"] = summary["detected"] == summary["earthquakes"] and summary["false_events"] == 0
-    return {"rows": rows, "summary": summary}
+    return summary
+
+
+def fmt(value, spec: str) -> str:
+    """``format(value, spec)``, or ``-`` for None."""
+    return "-" if value is None else format(value, spec)
+
+
+def _yes(detected) -> str:
+    return {None: "-", True: "yes", False: "MISSED"}[detected]
+
+
+def columns(header, lines) -> list[str]:
+    """Left-aligned text columns."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    return out
 
 
 def format_table(result: dict) -> str:
@@ -98,33 +176,29 @@ def format_table(result: dict) -> str:
     header = ("record", "kind", "detected", "P err s", "S err s", "PGA m/s^2", "p(P)", "false")
     lines = []
     for r in result["rows"]:
-        detected = {None: "-", True: "yes", False: "MISSED"}[r["detected"]]
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        lines.append((r["record"], r["kind"], detected, fmt(r["p_error_s"], "+.2f"),
+        lines.append((r["record"], r["kind"], _yes(r["detected"]), fmt(r["p_error_s"], "+.2f"),
                       fmt(r["s_error_s"], "+.2f"), fmt(r["pga_mps2"], ".3f"),
                       fmt(r["p_prob"], ".2f"), str(r["false_events"])))
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-           "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    out = columns(header, lines)
     s = result["summary"]
     out.append(f"earthquakes detected: {s['detected']}/{s['earthquakes']}   "
                f"false events: {s['false_events']}   events written: {s['events']}")
     return "\n".join(out)
 
 
-def truths_from_sac(folder) -> list:
-    """One :class:`Truth` per 3-component record under ``folder`` (picks from SAC headers)."""
-    from host_training.data.sac import read_records
+def truth_of(record) -> Truth:
+    """The :class:`Truth` of a :class:`host_training.data.records.Record`."""
+    return Truth(name=record.id, kind=record.kind or "", start_s=record.starttime.timestamp,
+                 end_s=record.endtime.timestamp,
+                 p_s=record.picks["P"].time.timestamp if "P" in record.picks else None,
+                 s_s=record.picks["S"].time.timestamp if "S" in record.picks else None)
 
-    truths = []
-    records, _ = read_records(folder)
-    for rec in records:
-        tr = rec.stream[0]
-        kind = (getattr(tr.stats, "sac", {}) or {}).get("kevnm", "") or rec.name
-        truths.append(Truth(
-            name=rec.name, kind=kind.strip(), start_s=tr.stats.starttime.timestamp,
-            end_s=tr.stats.endtime.timestamp,
-            p_s=rec.picks["P"].timestamp if "P" in rec.picks else None,
-            s_s=rec.picks["S"].timestamp if "S" in rec.picks else None))
-    return sorted(truths, key=lambda t: t.start_s)
+
+def truths_from_sac(folder, units: str | None = None) -> list:
+    """One :class:`Truth` per station record under ``folder`` (picks from SAC headers)."""
+    from host_training.data.records import read_records
+
+    records, skipped = read_records([str(folder)], units=units)
+    if not records and skipped:
+        raise ValueError(f"{folder}: no usable record ({skipped[0][0]}: {skipped[0][1]})")
+    return sorted((truth_of(r) for r in records), key=lambda t: t.start_s)

@@ -254,8 +254,8 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
     for path in files:
         try:
             stream = read(str(path))
-        except TypeError:
-            skipped.append((str(path), "not a waveform format ObsPy knows"))
+        except TypeError:  # ObsPy found no format that fits
+            skipped.append((str(path), "corrupt, or not a waveform format ObsPy reads"))
             continue
         except Exception as exc:  # ObsPy raises many types on damaged files
             skipped.append((str(path), f"corrupt or unreadable waveform file ({_short(exc)})"))
@@ -393,7 +393,7 @@ def _instrument(tr) -> str:
     return ch[:2] if len(ch) == 3 and ch[-2:] not in ("EW", "NS", "UD") else ""
 
 
-def group_traces(traces, max_gap_s: float = 60.0) -> list[list]:
+def group_traces(traces, max_gap_s: float = 10.0) -> list[list]:
     """Traces in records: same network, station, location, instrument, overlapping in time.
 
     Traces of one station that overlap (or follow within ``max_gap_s``: gaps are merged
@@ -457,7 +457,7 @@ def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple
             raise RecordError(f"{tr.id}: data in counts and the inventory has no usable "
                               f"response for it ({_short(exc)})") from None
         actions.append(f"{tr.stats.channel}: response removed (StationXML) to m/s^2")
-        return f"counts -> m/s2 (StationXML, {unit_source})", actions
+        return f"counts -> m/s2 ({unit_source})", actions
     if units in VELOCITY_UNITS:
         tr.data *= VELOCITY_UNITS[units]
         tr.differentiate()
@@ -602,9 +602,16 @@ def taup_picks(trace, start, end, events, inventory) -> dict:
 
 
 def _common_span(traces) -> tuple[object, object]:
-    """Common span of the traces; ``RecordError`` when they do not overlap."""
-    start = max(tr.stats.starttime for tr in traces)
+    """Common span on the grid of the earliest trace; ``RecordError`` without overlap.
+
+    The start is the first sample of the earliest trace's grid at or after the latest
+    start (within half a sample), so a component a few ms late is the one moved.
+    """
+    ref = min(traces, key=lambda tr: tr.stats.starttime).stats
+    latest = max(tr.stats.starttime for tr in traces)
     end = min(tr.stats.endtime for tr in traces)
+    k = math.ceil((latest - ref.starttime) * ref.sampling_rate - 0.5)
+    start = ref.starttime + k / ref.sampling_rate
     if end <= start:
         raise RecordError("components do not overlap in time")
     return start, end
@@ -718,7 +725,7 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
         raise RecordError(f"peak acceleration {peak:.3g} m/s^2 (units {', '.join(sorted(labels))}) "
                           f"is beyond any accelerograph ({MAX_PLAUSIBLE_MPS2:.0f} m/s^2): "
                           "the units are wrong; check --units / --inventory")
-    if peak == 0.0:
+    if not np.any(data):
         raise RecordError("every sample is zero (dead channel)")
     first = next(iter(slots.values()))
     s = first.stats
@@ -743,7 +750,7 @@ def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
     if sac_units is not None:
         return "SAC idep", sac_units
     if _inventory_has_response(inventory, tr):
-        return "StationXML response", "counts"
+        return "StationXML response", "counts"  # the inventory turns counts into m/s^2
     return "nothing", None
 
 
@@ -807,7 +814,7 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
 
 
 def read_records(sources, *, units: str | None = None, inventory=None, events=None,
-                 catalog=None, min_duration_s: float = 0.0, max_gap_s: float = 60.0
+                 catalog=None, min_duration_s: float = 0.0, max_gap_s: float = 10.0
                  ) -> tuple[list[Record], list[tuple[str, str]]]:
     """Records from files, globs and folders: the reader behind replay-test and ``prepare``.
 
@@ -870,7 +877,7 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
     for group in group_traces(traces, max_gap_s):
         label = f"{group[0].id[:-1] if len(group[0].stats.channel) == 3 else group[0].id} " \
                 f"at {group[0].stats.starttime.strftime('%Y-%m-%dT%H:%M:%S')}"
-        where = ", ".join(sorted({Path(tr.stats.path).name for tr in group}))
+        where = ", ".join(sorted({tr.stats.path for tr in group}))
         try:
             row = _catalog_row([tr.stats.path for tr in group], catalog)
             record = build_record(group, units=units, inventory=inventory, events=events,

@@ -2,13 +2,17 @@
 
 Pick convention (SAC's own): header ``a`` holds the P arrival with ``ka = 'P'``, header
 ``t0`` the S arrival with ``kt0 = 'S'``, both in s relative to the reference time.
-Absolute pick time = reference time + pick = ``starttime - b + pick``.
+Absolute pick time = reference time + pick = ``starttime - b + pick``. Readers go by
+the labels, not the slots (:func:`host_training.data.records.sac_picks`).
+
+Units: SAC's ``idep = IACC`` means nm/s^2 (SAC manual), so records are written in
+nm/s^2 with ``idep`` set, and any SAC reader gets physical units back. Reading is
+:mod:`host_training.data.records`; :func:`read_records` here is the folder view of it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,22 +23,6 @@ log = logging.getLogger(__name__)
 PICK_HEADERS = {"P": ("a", "ka"), "S": ("t0", "kt0")}
 # Channel codes: H = high sample rate, N = accelerometer; E, N, Z components.
 CHANNELS = ("HNE", "HNN", "HNZ")
-# Accepted component sets, each in the order the model takes them (horizontals, vertical).
-COMPONENT_ORDERS = (("E", "N", "Z"), ("X", "Y", "Z"), ("1", "2", "Z"))
-
-
-def order_components(traces) -> list | None:
-    """The three traces of a record in model order (E, N, Z), or None if not a full set.
-
-    The component is the last letter of the channel code (HNE, HLX, HH1, ...).
-    """
-    by_comp = {tr.stats.channel[-1:]: tr for tr in traces}
-    if len(traces) != 3 or len(by_comp) != 3:
-        return None
-    for order in COMPONENT_ORDERS:
-        if all(c in by_comp for c in order):
-            return [by_comp[c] for c in order]
-    return None
 
 
 @dataclass
@@ -99,12 +87,13 @@ def write_record(data: np.ndarray, sampling_rate_hz: float, starttime, folder, s
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for comp, channel in zip(data, CHANNELS, strict=True):
-        tr = Trace(np.asarray(comp, dtype=np.float32))
+        tr = Trace(np.asarray(np.asarray(comp, dtype=np.float64) * 1e9, dtype=np.float32))
         tr.stats.network, tr.stats.station, tr.stats.channel = network, station, channel
         tr.stats.sampling_rate = sampling_rate_hz
         tr.stats.starttime = starttime
         sac = SACTrace.from_obspy_trace(tr)
         sac.kevnm = kind[:16] or None
+        sac.idep = "iacc"  # nm/s^2
         # Picks are relative to the reference time, which SAC keeps to the millisecond;
         # b holds the rest, so a pick s after the first sample is b + s.
         for phase, seconds in (picks or {}).items():
@@ -118,55 +107,42 @@ def write_record(data: np.ndarray, sampling_rate_hz: float, starttime, folder, s
 
 
 def read_picks(trace) -> dict:
-    """Absolute P/S times from a SAC trace's pick headers (only those that are set)."""
-    sac = getattr(trace.stats, "sac", None) or {}
-    reference = trace.stats.starttime - float(sac.get("b", 0.0))
-    picks = {}
-    for phase, (value_key, _) in PICK_HEADERS.items():
-        value = sac.get(value_key)
-        if value is not None and value != -12345.0:  # -12345 is SAC's "undefined"
-            picks[phase] = reference + float(value)
-    return picks
+    """Absolute P/S times (``UTCDateTime``) from a SAC trace's labelled pick headers."""
+    from .records import sac_picks
+
+    return {phase: pick.time for phase, pick in sac_picks(trace).items()}
 
 
-def read_records(folder, pattern: str = "*.SAC") -> tuple[list, dict]:
-    """Read every 3-component station record below ``folder``.
-
-    Files are grouped by (folder, network, station, location, start time); a group
-    without exactly one E/N/Z (or X/Y/Z, 1/2/Z) triple is skipped. A file ObsPy cannot
-    read is skipped with a one-line error naming it, and counted.
+def read_records(folder, pattern: str = "*") -> tuple[list, dict]:
+    """Every station record below ``folder`` (see :func:`records.read_records`).
 
     Returns
     -------
     records : list of StationRecord
+        Traces ordered (E, N, Z) in m/s^2, picks as ``UTCDateTime``, named by the
+        record id.
     counts : dict
-        ``read``, ``corrupt`` and ``incomplete`` counts.
+        ``records`` read, ``skipped`` files or records (each logged with its reason).
     """
-    from obspy import Stream, read
+    from obspy import Stream, Trace
 
-    groups = defaultdict(list)
-    counts = {"read": 0, "corrupt": 0, "incomplete": 0}
-    for path in sorted(Path(folder).rglob(pattern)):
-        try:
-            tr = read(str(path), format="SAC")[0]
-        except Exception as exc:  # ObsPy raises many types on damaged files
-            counts["corrupt"] += 1
-            log.error("%s: not a readable SAC file (%s); skipped", path, exc)
-            continue
-        counts["read"] += 1
-        s = tr.stats
-        groups[(str(path.parent), s.network, s.station, s.location, str(s.starttime))].append(tr)
-    records = []
-    for (parent, net, sta, _loc, _), traces in sorted(groups.items()):
-        ordered = order_components(traces)
-        if ordered is None:
-            counts["incomplete"] += 1
-            log.error("%s: %s.%s has channels %s, need one each of E, N, Z (or X, Y, Z); skipped",
-                      parent, net, sta, sorted(tr.stats.channel for tr in traces))
-            continue
-        stream = Stream(ordered)
-        picks = {}
-        for tr in stream:
-            picks.update(read_picks(tr))
-        records.append(StationRecord(stream, picks, name=Path(parent).name))
-    return records, counts
+    from .records import COMPONENTS
+    from .records import read_records as read_station_records
+
+    folder = Path(folder)
+    source = str(folder / "**" / pattern) if pattern != "*" else str(folder)
+    records, skipped = read_station_records([source])
+    for where, why in skipped:
+        log.error("%s: %s; skipped", where, why)
+    out = []
+    for rec in records:
+        traces = []
+        for comp, data, channel in zip(COMPONENTS, rec.data, rec.channels, strict=True):
+            tr = Trace(data.copy())
+            tr.stats.update(dict(network=rec.station.split(".")[0], station=rec.station.split(".")[1],
+                                 channel=channel or f"HN{comp}", sampling_rate=rec.sampling_rate_hz,
+                                 starttime=rec.starttime))
+            traces.append(tr)
+        out.append(StationRecord(Stream(traces), {k: p.time for k, p in rec.picks.items()},
+                                 name=rec.id))
+    return out, {"records": len(out), "skipped": len(skipped)}

@@ -134,6 +134,9 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     results = [bench_preprocess(rng), bench_decoder(rng), bench_inference(_models(out), rng)]
+    from .replay_test import bench_replay_test
+
+    results.append(bench_replay_test(out, rng))  # tools/bench/replay_test.py
     results.append(bench_spectrogram(rng))  # tools/bench/spectrogram.py
     from .prepare import bench_prepare  # here: `python -m tools.bench.prepare` runs it on its own too
 

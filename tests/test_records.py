@@ -1,0 +1,93 @@
+"""The record reader on real-shaped files: components, alignment, gaps, units, picks, refusals."""
+
+import numpy as np
+import pytest
+from fixtures_records import COUNTS_PER_MPS2, build_fixture_set, trace, write_sac
+from obspy import UTCDateTime
+
+from host_training.data.records import RecordError, read_catalog, read_records
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("records")
+    truth = build_fixture_set(folder, np.random.default_rng(3))
+    return folder, truth
+
+
+def test_every_case_reads_as_a_physical_record(fixture_dir):
+    folder, truth = fixture_dir
+    records, skipped = read_records([folder], catalog=folder / "catalog.csv")
+    by_station = {r.station.split(".")[1]: r for r in records}
+    assert sorted(by_station) == sorted(truth)
+    assert [(w.endswith("XX.BAD..HNZ.SAC"), "corrupt" in why) for w, why in skipped] == [(True, True)]
+    for name, want in truth.items():
+        rec = by_station[name]
+        assert rec.present == want["present"], name
+        assert rec.data.shape[0] == 3 and np.all(rec.data[~np.array(rec.present)] == 0), name
+        assert 0.05 < np.abs(rec.data).max() < 2.0, (name, rec.units)  # m/s^2, not nm or gal
+        if "p" in want:
+            assert abs(rec.picks["P"].time - want["p"]) < 1e-3, (name, rec.picks)
+        if "s" in want:
+            assert abs(rec.picks["S"].time - want["s"]) < 1e-3, (name, rec.picks)
+    assert "catalog" in by_station["TWO"].picks["P"].source and "catalog" in by_station["TWO"].units
+    assert by_station["ONE"].picks["P"].source == "sac a"  # unlabelled a is P
+    assert "kt1" in by_station["OLD"].picks["P"].source  # labels, not slots
+    assert any("HNN: aligned by -4.0 ms" in a for a in by_station["OFS"].actions)
+    cnt = by_station["CNT"]
+    assert any("merged 1 gap(s) of 0.300 s" in a for a in cnt.actions), cnt.actions
+    assert any("response removed" in a for a in cnt.actions)
+    assert abs(np.abs(cnt.data).max() - truth["CNT"]["peak"]) < 0.05 * truth["CNT"]["peak"]
+    assert by_station["OLD"].starttime.year == 1995 and by_station["OLD"].kind == "earthquake"
+
+
+def test_units_are_refused_not_guessed(tmp_path, rng):
+    t0 = UTCDateTime(2026, 1, 1)
+    write_sac(trace(rng.normal(0, 1, 500), "NOU", "HNZ", t0), tmp_path / "XX.NOU..HNZ.SAC")
+    counts = trace(rng.normal(0, 1, 500) * COUNTS_PER_MPS2 * 5, "BIG", "HNZ", t0)
+    write_sac(counts, tmp_path / "XX.BIG..HNZ.SAC")
+    records, skipped = read_records([tmp_path])
+    assert records == []
+    reasons = dict(skipped)
+    assert "units unknown" in reasons[str(tmp_path / "XX.NOU..HNZ.SAC")].replace(
+        str(tmp_path / "XX.NOU..HNZ.SAC"), "")
+    # Counts taken for m/s^2 are refused as implausible, never replayed as 500,000 m/s^2.
+    records, skipped = read_records([tmp_path / "XX.BIG..HNZ.SAC"], units="m/s2")
+    assert records == [] and "beyond any accelerograph" in skipped[0][1]
+    # Counts without a response: refused with the way out.
+    records, skipped = read_records([tmp_path / "XX.BIG..HNZ.SAC"], units="counts")
+    assert "no StationXML response" in skipped[0][1]
+    # Explicit physical units work, velocity is differentiated.
+    (rec,), _ = read_records([tmp_path / "XX.NOU..HNZ.SAC"], units="cm/s")
+    assert any("differentiated" in a for a in rec.actions)
+    with pytest.raises(RecordError, match="unknown"):
+        read_records([tmp_path], units="furlongs")
+
+
+def test_bad_sources_and_short_records_are_skipped_with_a_reason(tmp_path, rng):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README.md").write_text("no waveforms here")
+    short = tmp_path / "short"
+    short.mkdir()
+    write_sac(trace(rng.normal(0, 1, 50), "SHO", "HNZ", UTCDateTime(2026, 1, 1)),
+              short / "XX.SHO..HNZ.sac", idep="iacc")
+    records, skipped = read_records([tmp_path / "nope.sac", empty, str(tmp_path / "*.mseed"), short],
+                                    min_duration_s=2.0)
+    reasons = [why for _, why in skipped]
+    assert records == [] and len(skipped) == 4
+    assert "no such file" in reasons[0] and "no waveform" in reasons[1]
+    assert "no file matches" in reasons[2] and "shorter than one window" in reasons[3]
+
+
+def test_catalog_errors_name_the_line(tmp_path):
+    bad = tmp_path / "c.csv"
+    bad.write_text("files,kind,p_time\na.sac,quake,2026-01-01T00:00:00\n")
+    with pytest.raises(RecordError, match=r"c.csv:2: kind 'quake'"):
+        read_catalog(bad)
+    bad.write_text("files,kind,p_time\na.sac,earthquake,yesterday\n")
+    with pytest.raises(RecordError, match=r"c.csv:2: p_time 'yesterday'"):
+        read_catalog(bad)
+    bad.write_text("name,kind\n")
+    with pytest.raises(RecordError, match="no 'files' column"):
+        read_catalog(bad)

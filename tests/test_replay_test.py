@@ -1,0 +1,86 @@
+"""replay-test end to end: real files -> real pty -> a real node process per record -> score."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, python_env
+from fixtures_records import build_fixture_set, quake, trace, write_sac
+from obspy import UTCDateTime
+
+from tools.faults import FaultConfig, parse_faults
+from tools.replay_test import ReplayTestConfig, run_replay_test
+
+
+def replay_test(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "tools", "replay-test", *map(str, args)], cwd=REPO,
+                          env=python_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("real")
+    rng = np.random.default_rng(5)
+    truth = build_fixture_set(folder, rng, seconds=6.0, p_s=2.5)
+    # Beyond the +/-2 g of the replayed sensor: clipped and counted.
+    strong = quake(rng, 600, 100.0, 2.5, pga=40.0)
+    write_sac(trace(strong[0] * 1e9, "CLP", "HNZ", UTCDateTime(2026, 4, 1)), folder / "XX.CLP..HNZ.SAC",
+              idep="iacc")
+    return folder, truth
+
+
+def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir, tmp_path):
+    folder, truth = fixture_dir
+    out = tmp_path / "out"
+    result = replay_test(folder, "--model", tiny_model["sim"], "--catalog", folder / "catalog.csv",
+                         "--out", out, "--json", "--idle-exit-s", "0.5")
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # the corrupt file was skipped
+    report = json.loads(result.stdout)
+    rows = {r["record"].split(".")[1]: r for r in report["rows"]}
+    assert sorted(rows) == sorted([*truth, "CLP"])
+    assert [w.endswith("XX.BAD..HNZ.SAC") for w, _ in report["skipped"]] == [True]
+    for name, row in rows.items():
+        assert row["node_exit"] == 0 and row["error"] is None, (name, row)
+        assert row["frames_sent"] == row["frames_decoded"] == row["frames_accepted"] > 0, (name, row)
+        assert all(c["ok"] for c in row["ledger"]), (name, row["ledger"])
+        assert sum(row["window_classes"].values()) == row["windows"] > 0, (name, row)
+    # Pre-2000: moved with its picks into the node's window; nothing rejected for its time.
+    assert rows["OLD"]["time_shift_s"] > 0 and rows["OLD"]["dropped"]["rejected"] == {}
+    assert rows["OLD"]["true_p"] - rows["OLD"]["time_shift_s"] == pytest.approx(truth["OLD"]["p"].timestamp)
+    assert rows["ONE"]["missing_as"] == "zeros" and rows["ONE"]["components"] == "--Z"
+    assert rows["TWO"]["components"] == "EN-" and rows["OFS"]["missing_as"] is None
+    assert rows["CLP"]["clipped"] > 0 and rows["OFS"]["clipped"] == 0
+    assert rows["OFS"]["detected"] is not None and rows["OFS"]["kind"] == "earthquake"
+    summary = report["summary"]
+    assert summary["records"] == 6 and summary["skipped"] == 1 and summary["node_failures"] == 0
+    assert (out / "summary.json").is_file() and (out / "summary.png").is_file()
+
+
+def test_line_faults_and_drift_match_the_node_counters(tiny_model, fixture_dir, tmp_path):
+    folder, _ = fixture_dir
+    faults = parse_faults("corrupt=0.02,drop=0.02,garbage=0.05,drift_ppm=300,seed=2")
+    config = ReplayTestConfig(model=str(tiny_model["sim"]), out=str(tmp_path), idle_exit_s=0.5,
+                              faults=faults)
+    result = run_replay_test([folder / "XX.OFS..HNE.SAC", folder / "XX.OFS..HNN.SAC",
+                              folder / "XX.OFS..HNZ.SAC"], config, progress=False)
+    (row,) = result["rows"]
+    assert row["node_exit"] == 0 and row["error"] is None, row
+    assert row["faults"].get("dropped", 0) >= 1 and row["faults"].get("corrupted", 0) >= 1, row["faults"]
+    failed = [c for c in row["ledger"] if not c["ok"]]
+    assert not failed, failed
+
+
+def test_bad_input_is_one_line_without_traceback(tiny_model, tmp_path):
+    result = replay_test(tmp_path / "missing.sac", "--model", tiny_model["sim"], "--out", tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    assert f"skipped {tmp_path / 'missing.sac'}: no such file" in result.stdout
+    result = replay_test(tmp_path, "--model", tmp_path / "nope.onnx")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --model {tmp_path / 'nope.onnx'}: no such file"
+    result = replay_test(tmp_path, "--model", tiny_model["sim"], "--units", "furlongs", "--out", tmp_path)
+    assert result.returncode == 2 and "furlongs" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(ValueError, match="unplug"):
+        FaultConfig(unplug=2.0)

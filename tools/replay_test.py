@@ -1,0 +1,435 @@
+"""Bench-top test with real recordings: ``python -m tools replay-test RECORDS... --model M``.
+
+For each record read by :mod:`host_training.data.records`: move it to a time the node
+accepts, add what a MEMS part would give for missing components, digitize it as the
+sensor would (:mod:`edge_runtime.sensors`: quantization, clipping), send it as serial
+frames through a real pty into a fresh ``python -m edge_runtime run`` process, wait for
+the node to exit, and score its events and counters. The pty is owned here until the
+node has exited, and the node opens it through a private symlink (:class:`PtyLink`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .faults import FaultConfig, FaultInjector
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+EARLIEST_S = 946_684_800.0  # the node's sanity window: 2000-01-01 ...
+LATEST_S = 4_102_444_800.0  # ... to 2100-01-01
+
+
+@dataclass
+class ReplayTestConfig:
+    """Everything a replay-test run chooses; written to ``<out>/config.json``."""
+
+    model: str
+    out: str = "runs/replay_test"
+    sensor: str = "adxl355-2g"
+    missing: str = "zeros"
+    time: str = "auto"
+    speed: float = 0.0
+    samples_per_frame: int = 10
+    tolerance_s: float = 2.0
+    idle_exit_s: float = 2.0
+    node_timeout_s: float = 600.0
+    seed: int = 0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    node_args: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.missing not in ("zeros", "self-noise"):
+            raise ValueError(f"--missing {self.missing!r}: use zeros or self-noise")
+        if self.speed < 0:
+            raise ValueError(f"--speed {self.speed}: must be >= 0 (0: as fast as the node reads)")
+        if self.samples_per_frame < 1:
+            raise ValueError(f"--samples-per-frame {self.samples_per_frame}: must be >= 1")
+        if self.tolerance_s <= 0 or self.idle_exit_s <= 0:
+            raise ValueError("tolerance and idle exit must be > 0 s")
+
+
+def wait_for_port(status_path: Path, proc, timeout_s: float = 30.0) -> None:
+    """Block until the node reports its serial port open (pyserial flushes on open)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"edge runtime exited early with code {proc.returncode}")
+        try:
+            if json.loads(Path(status_path).read_text()).get("port_open"):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"edge runtime did not open its port within {timeout_s} s")
+
+
+def time_shift_s(record, mode: str, now_s: float | None = None) -> float:
+    """Seconds to add to a record's times for ``--time keep|now|auto|ISO``.
+
+    ``auto`` keeps a record the node accepts (2000-2100) and moves any other to now,
+    whole seconds, so picks keep their sub-second offsets; ``now`` always moves;
+    an ISO time moves the record's start there.
+    """
+    from obspy import UTCDateTime
+
+    start = record.starttime.timestamp
+    now_s = float(int(time.time() if now_s is None else now_s))
+    if mode == "keep":
+        return 0.0
+    if mode == "auto":
+        inside = EARLIEST_S <= start and record.endtime.timestamp <= LATEST_S
+        return 0.0 if inside else float(round(now_s - start))
+    if mode == "now":
+        return float(round(now_s - start))
+    try:
+        target = UTCDateTime(mode).timestamp
+    except Exception:
+        raise ValueError(f"--time {mode!r}: use keep, now, auto or an ISO UTC time") from None
+    return target - start
+
+
+def model_info(model_path) -> dict:
+    """Window length and filter of a model, from its metadata (no session kept)."""
+    from edge_runtime.backend import OnnxBackend
+
+    backend = OnnxBackend(str(model_path))
+    prep = backend.metadata.preprocess_config()
+    return {"window_s": float(prep.window_s), "highpass_hz": float(prep.highpass_hz),
+            "classes": list(backend.classes), "components": list(backend.metadata.components)}
+
+
+def check_rate(record, info: dict, min_rate_hz: float = 10.0, max_rate_hz: float = 1000.0) -> None:
+    """Raise ValueError when the node or the model's filter cannot take the record's rate."""
+    rate = record.sampling_rate_hz
+    if rate < min_rate_hz or rate > max_rate_hz:
+        raise ValueError(f"sampling rate {rate:g} Hz outside what the node accepts "
+                         f"({min_rate_hz:g}-{max_rate_hz:g} Hz)")
+    if rate <= 2.0 * info["highpass_hz"] * 1.05:
+        raise ValueError(f"sampling rate {rate:g} Hz too low for the model's "
+                         f"{info['highpass_hz']:g} Hz high-pass")
+
+
+def digitize(record, sensor, missing: str, rng) -> tuple[np.ndarray, dict]:
+    """Counts the sensor would send for the record; missing axes as zeros or self-noise."""
+    data = np.array(record.data, dtype=np.float64)
+    notes = {}
+    absent = [i for i, p in enumerate(record.present) if not p]
+    if absent and missing == "self-noise":
+        data[absent] = sensor.self_noise(rng, (len(absent), data.shape[1]), record.sampling_rate_hz)
+    counts, clipped = sensor.digitize(data)
+    notes["clipped"] = clipped
+    notes["missing"] = "".join("ENZ"[i] for i in absent)
+    return counts, notes
+
+
+class Ledger:
+    """What was sent: frames per board session (between unplugs) and faults injected."""
+
+    def __init__(self):
+        self.sessions = [[]]  # per session: (sequence, intact)
+        self.unplugs = 0
+        self.frames_unsent = 0
+
+    def sent(self, sequence: int, intact: bool) -> None:
+        self.sessions[-1].append((sequence, intact))
+
+    def unplugged(self, frames_lost: int) -> None:
+        self.unplugs += 1
+        self.frames_unsent += frames_lost
+        self.sessions.append([])
+
+    def expected(self) -> dict:
+        """Counters the node must report if it handled every frame correctly."""
+        intact = sum(ok for s in self.sessions for _, ok in s)
+        lost = 0
+        for s in self.sessions:
+            flags = [ok for _, ok in s]
+            if True in flags:
+                first, last = flags.index(True), len(flags) - 1 - flags[::-1].index(True)
+                lost += sum(not ok for ok in flags[first:last + 1])
+        return {"frames_sent": sum(len(s) for s in self.sessions), "frames_intact": intact,
+                "frames_lost": lost, "unplugs": self.unplugs, "frames_unsent": self.frames_unsent}
+
+
+def check_ledger(expected: dict, status: dict) -> list[dict]:
+    """Ledger against the node's counters: ``[{check, expected, got, ok}]``."""
+    dec, pipe = status.get("decoder", {}), status.get("pipeline", {})
+    # Every decoded frame is accepted or dropped for a counted reason.
+    handled = sum(pipe.get(k, 0) for k in ("frames", "frames_rejected", "frames_duplicate",
+                                           "frames_stale", "frames_other_board"))
+    checks = [("frames decoded = frames sent intact", expected["frames_intact"], dec.get("frames")),
+              ("frames accepted + dropped by reason = decoded", dec.get("frames"), handled),
+              ("frames lost (sequence gaps) = damaged between intact frames", expected["frames_lost"],
+               pipe.get("frames_lost")),
+              ("board restarts seen = unplugs", expected["unplugs"], pipe.get("sequence_resets")),
+              ("port reopened >= unplugs", expected["unplugs"], status.get("reconnects"))]
+    out = []
+    for name, want, got in checks:
+        ok = got is not None and (got >= want if ">=" in name else got == want)
+        out.append({"check": name, "expected": want, "got": got, "ok": bool(ok)})
+    return out
+
+
+def _send(link, proc, config: ReplayTestConfig, faults: FaultInjector, ledger: Ledger,
+          rate_hz: float, counts, start_us: int):
+    """Write one record's frames; handle unplug/replug; returns bytes sent."""
+    from .replay import Writer, count_frames
+
+    writer = Writer(link.pty, speed=config.speed, alive=lambda: proc.poll() is None)
+    n = counts.shape[1]
+    spf = config.samples_per_frame
+    i, seq = 0, 0
+    while i < n:
+        if faults.unplug_now() and i > 0:
+            lost = max(1, int(round(config.faults.unplug_s * rate_hz / spf)))
+            link.unplug()
+            time.sleep(0.3)  # the board is away; the node gets EIO and starts reopening
+            writer.attach(link.replug())
+            deadline = time.monotonic() + 30.0
+            while not link.opened_by(proc.pid):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the node did not reopen the port after an unplug")
+                time.sleep(0.05)
+            time.sleep(0.2)  # pyserial flushes the input right after opening
+            ledger.unplugged(lost)
+            i += lost * spf
+            seq = 0  # the board restarted
+            writer.restart_clock()
+            continue
+        chunk = counts[:, i:i + spf]
+        t_us = start_us + int(round(i * 1e6 / rate_hz * (1.0 + config.faults.drift_ppm * 1e-6)))
+        (_, _, frame), = count_frames(chunk, rate_hz, t_us, spf, seq)
+        out = faults.apply(seq, frame)
+        ledger.sent(seq, out.endswith(frame))
+        writer.send(out, t_us)
+        i += spf
+        seq = (seq + 1) % 2**32
+    return writer.bytes_sent
+
+
+def replay_record(record, config: ReplayTestConfig, workdir: Path, sensor, info: dict,
+                  rng) -> dict:
+    """Replay one record into a fresh node; return its row of results (not yet scored)."""
+    from .replay import PtyLink
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    events_path, status_path = workdir / "events.jsonl", workdir / "node_status.json"
+    for p in (events_path, status_path):
+        p.unlink(missing_ok=True)
+    counts, notes = digitize(record, sensor, config.missing, rng)
+    start_us = int(round(record.starttime.timestamp * 1e6))
+    link = PtyLink(workdir / "tty")
+    station = record.station.split(".")[1] or "NODE"
+    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", link.port,
+           "--model", str(config.model), "--events", str(events_path), "--status", str(status_path),
+           "--station", station, "--counts-per-mps2", repr(sensor.counts_per_mps2),
+           "--idle-exit-s", str(config.idle_exit_s + (4.0 if config.faults.unplug else 0.0)),
+           *config.node_args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                                   os.environ.get("PYTHONPATH")])))
+    faults = FaultInjector(FaultConfig(**{**asdict(config.faults), "seed": config.faults.seed}))
+    ledger = Ledger()
+    t0 = time.monotonic()
+    error = None
+    with open(workdir / "node.log", "w") as node_log:
+        proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for_port(status_path, proc)
+            _send(link, proc, config, faults, ledger, record.sampling_rate_hz, counts, start_us)
+            proc.wait(timeout=config.node_timeout_s)
+        except (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
+            error = str(exc)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            link.close()  # only now: the node has exited
+    wall_s = time.monotonic() - t0
+    try:
+        status = json.loads(status_path.read_text())
+    except (OSError, ValueError):
+        status = {}
+    expected = ledger.expected()
+    return {"record": record, "status": status, "exit_code": proc.returncode, "error": error,
+            "wall_s": wall_s, "clipped": notes["clipped"], "missing": notes["missing"],
+            "ledger": expected, "faults": dict(faults.counts),
+            "ledger_checks": check_ledger(expected, status) if status else [],
+            "events_path": events_path}
+
+
+def run_replay_test(sources, config: ReplayTestConfig, *, catalog=None, inventory=None,
+                    events=None, units=None, progress: bool = True, printer=print) -> dict:
+    """Read, replay, score; write ``summary.json`` and ``summary.png`` under ``config.out``.
+
+    Returns
+    -------
+    dict
+        ``rows`` (one per record), ``summary`` (totals), ``skipped`` ((where, why) list),
+        ``throughput`` (simulated s per wall s).
+    """
+    from tqdm import tqdm
+
+    from edge_runtime.sensors import get_sensor
+    from host_training.data.records import RecordError, read_records
+
+    from .score import load_events, score_record, summarize, truth_of
+
+    started = time.monotonic()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(
+        {**asdict(config), "sources": [str(s) for s in sources], "catalog": str(catalog or ""),
+         "inventory": str(inventory or ""), "events": str(events or ""), "units": units},
+        indent=2, default=str))
+    sensor = get_sensor(config.sensor)
+    info = model_info(config.model)
+    try:
+        records, skipped = read_records(sources, units=units, inventory=inventory, events=events,
+                                        catalog=catalog, min_duration_s=info["window_s"])
+    except RecordError as exc:
+        raise ValueError(str(exc)) from None
+    rng = np.random.default_rng(config.seed)
+    rows, truths = [], []
+    simulated = 0.0
+    for k, record in enumerate(tqdm(records, desc="replay-test", unit="record", disable=not progress)):
+        try:
+            check_rate(record, info)
+        except ValueError as exc:
+            skipped.append((", ".join(Path(f).name for f in record.files) or record.id,
+                            f"{record.id}: {exc}"))
+            continue
+        shift = time_shift_s(record, config.time)
+        shown = record.shifted(shift) if shift else record
+        workdir = out / "records" / f"{k:03d}_{record.id.replace('/', '_')}"
+        res = replay_record(shown, config, workdir, sensor, info, rng)
+        truth = truth_of(shown)
+        try:
+            events = load_events(res["events_path"])
+            triggers = load_events(res["events_path"], "trigger")
+        except ValueError as exc:
+            events, triggers, res["error"] = [], [], str(exc)
+        row, _ = score_record(events, truth, config.tolerance_s, triggers, info["window_s"])
+        status = res["status"]
+        dec, pipe = status.get("decoder", {}), status.get("pipeline", {})
+        row.update(
+            record=record.id, rate_hz=record.sampling_rate_hz, duration_s=round(record.duration_s, 2),
+            components="".join(c if p else "-" for c, p in zip("ENZ", record.present, strict=True)),
+            missing_as=(config.missing if res["missing"] else None), clipped=res["clipped"],
+            time_shift_s=shift, picks={k2: p.source for k2, p in record.picks.items()},
+            units=record.units, actions=record.actions, node_exit=res["exit_code"], error=res["error"],
+            frames_sent=res["ledger"]["frames_sent"], frames_decoded=dec.get("frames"),
+            frames_accepted=pipe.get("frames"),
+            dropped={"crc": dec.get("crc_errors"), "header": dec.get("header_errors"),
+                     "rejected": status.get("frames_rejected_by", pipe.get("frames_rejected")),
+                     "duplicate": pipe.get("frames_duplicate"), "lost": pipe.get("frames_lost")},
+            window_classes=status.get("window_classes"), windows=pipe.get("windows"),
+            faults={k2: v for k2, v in res["faults"].items() if v and k2 != "frames"},
+            ledger=res["ledger_checks"], wall_s=round(res["wall_s"], 2), workdir=str(workdir))
+        rows.append(row)
+        truths.append(truth)
+        simulated += record.duration_s
+        if res["error"] or res["exit_code"] != 0:
+            printer(f"{record.id}: node run failed ({res['error'] or 'exit ' + str(res['exit_code'])}); "
+                    f"see {workdir / 'node.log'}")
+    wall = time.monotonic() - started
+    summary = summarize(rows, 0, truths, config.tolerance_s)
+    failures = sum(1 for r in rows if r["node_exit"] != 0 or r["error"])
+    summary.update(skipped=len(skipped), node_failures=failures,
+                   clipped_records=sum(1 for r in rows if r["clipped"]),
+                   ledger_failures=sum(1 for r in rows for c in r["ledger"] if not c["ok"]),
+                   simulated_s=round(simulated, 1), wall_s=round(wall, 1),
+                   throughput=round(simulated / wall, 2) if wall > 0 else None)
+    result = {"rows": rows, "summary": summary, "skipped": [list(s) for s in skipped],
+              "config": json.loads((out / "config.json").read_text())}
+    (out / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+    plot_summary(result, out / "summary.png")
+    return result
+
+
+def format_report(result: dict) -> str:
+    """The table printed by replay-test."""
+    from .score import columns, fmt
+
+    header = ("record", "Hz", "s", "comp", "kind", "detected", "P err", "S err", "delay", "PGA",
+              "false", "frames sent/acc", "line err", "P/S/noise win", "clip", "exit")
+    lines = []
+    for r in result["rows"]:
+        d = r["dropped"]
+        rejected = d["rejected"] if isinstance(d["rejected"], int) else sum((d["rejected"] or {}).values())
+        dropped = sum(v for v in (d["crc"], d["header"], rejected, d["duplicate"]) if v)
+        wc = r["window_classes"] or {}
+        comp = r["components"] + ("*" if r["missing_as"] else "")
+        lines.append((r["record"], f"{r['rate_hz']:g}", f"{r['duration_s']:.0f}", comp, r["kind"],
+                      {None: "-", True: "yes", False: "MISSED"}[r["detected"]],
+                      fmt(r["p_error_s"], "+.2f"), fmt(r["s_error_s"], "+.2f"), fmt(r["delay_s"], ".2f"),
+                      fmt(r["pga_mps2"], ".2f"), str(r["false_events"]),
+                      f"{r['frames_sent']}/{fmt(r['frames_accepted'], 'd')}", str(dropped),
+                      "/".join(str(wc.get(c, 0)) for c in ("P", "S", "noise")), str(r["clipped"]),
+                      str(r["node_exit"])))
+    out = columns(header, lines)
+    s = result["summary"]
+    missing_as = {r["missing_as"] for r in result["rows"] if r["missing_as"]}
+    if missing_as:
+        out.append(f"* missing components replayed as {', '.join(sorted(missing_as))}")
+    out.append(f"earthquakes detected {s['detected']}/{s['earthquakes']}  false events {s['false_events']}"
+               f" (per noise hour: {fmt(s['false_per_noise_hour'], '.1f')} over {s['noise_hours']:.3f} h)"
+               f"  median |P err| {fmt(s['median_abs_p_error_s'], '.2f')} s"
+               f"  median delay {fmt(s['median_delay_s'], '.2f')} s")
+    out.append(f"records {s['records']}  skipped {s['skipped']}  node failures {s['node_failures']}"
+               f"  ledger mismatches {s['ledger_failures']}  clipped records {s['clipped_records']}"
+               f"  {s['simulated_s']:.0f} s simulated in {s['wall_s']:.0f} s"
+               f" ({fmt(s['throughput'], '.1f')} x real time)")
+    for where, why in result["skipped"]:
+        out.append(f"skipped {where}: {why}")
+    return "\n".join(out)
+
+
+def plot_summary(result: dict, path: Path) -> None:
+    """Per record: P error, detection delay, false events, P/S/noise windows (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 1.5 + 0.25 * max(1, len(rows))), sharey=True)
+    y = np.arange(len(rows))
+    names = [r["record"] for r in rows]
+    nan = float("nan")
+    axes[0].barh(y - 0.2, [r["p_error_s"] if r["p_error_s"] is not None else nan for r in rows], 0.4,
+                 label="P error")
+    axes[0].barh(y + 0.2, [r["delay_s"] if r["delay_s"] is not None else nan for r in rows], 0.4,
+                 label="delay after P")
+    axes[0].set_xlabel("s")
+    axes[0].legend(fontsize=7)
+    axes[1].barh(y, [r["false_events"] for r in rows], color="tab:red")
+    axes[1].set_xlabel("false events")
+    left = np.zeros(len(rows))
+    for cls, color in (("P", "tab:blue"), ("S", "tab:orange"), ("noise", "tab:gray")):
+        v = np.array([(r["window_classes"] or {}).get(cls, 0) for r in rows], dtype=float)
+        axes[2].barh(y, v, left=left, color=color, label=cls)
+        left += v
+    axes[2].set_xlabel("windows by class")
+    axes[2].legend(fontsize=7)
+    axes[0].set_yticks(y, names, fontsize=6)
+    for ax, r in zip([axes[0]] * len(rows), rows, strict=True):
+        if r["detected"] is False:
+            ax.text(0, names.index(r["record"]), " MISSED", va="center", fontsize=6, color="red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
