@@ -194,7 +194,9 @@ def process_folder(kind: str, folder: Path, part: Part, args) -> None:
                   "station_code": rec.station,
                   "source": "sac_events" if kind == "earthquake" else "sac_noise",
                   "source_trace": rec.id, "trace_category": kind, "trace_response": rec.units,
-                  "components_present": present, "original_sampling_rate_hz": rec.sampling_rate_hz,
+                  "components_present": present,
+                  "trace_channel": next((c[:2] for c in rec.channels if c), ""),
+                  "original_sampling_rate_hz": rec.sampling_rate_hz,
                   "source_files": ";".join(Path(f).name for f in rec.files)}
         for label, window, start in windows:
             row = dict(common, label=label, trace_start_time=str(rec.starttime + start / fs),

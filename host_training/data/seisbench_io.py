@@ -218,6 +218,9 @@ def process_row(row: dict, source: TraceSource, part: Part, args) -> None:
               "station_code": station, "source": f"seisbench:{Path(args.dir).name}",
               "source_trace": original, "trace_response": how,
               "original_sampling_rate_hz": fs_in}
+    channel = row.get("trace_channel") or row.get("station_channels") or ""
+    if channel:
+        common["trace_channel"] = channel
     for key in ("source_magnitude", "source_distance_km", "path_ep_distance_km", "trace_category",
                 "source_type"):
         if row.get(key):

@@ -169,7 +169,8 @@ def process_row(row: dict, h5, part: Part, args, inventory=None) -> None:
     common = {"split": hash_split(source_id, args.seed, args.fractions), "source_id": source_id,
               "station_code": f"{row.get('network_code', '')}.{row.get('receiver_code', '')}",
               "source": "stead", "source_trace": name, "trace_category": category,
-              "receiver_type": row.get("receiver_type", ""), "trace_response": how,
+              "receiver_type": row.get("receiver_type", ""), "trace_channel": row.get("receiver_type", ""),
+              "trace_response": how,
               "source_distance_km": row.get("source_distance_km", ""),
               "source_magnitude": row.get("source_magnitude", ""),
               "snr_db": row.get("snr_db", "")}
