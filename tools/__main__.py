@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="send SAC/miniSEED records as serial frames",
                        description="Replay recorded 3-component acceleration (m/s^2) as protocol "
                                    "frames to a serial port, or to a new pty whose name is printed.")
-    r.add_argument("files", nargs="+", help="SAC or miniSEED files (three components per record)")
+    r.add_argument("files", nargs="+", help="waveform files, globs or folders (1-3 components per record)")
     target = r.add_mutually_exclusive_group(required=True)
     target.add_argument("--port", help="serial device to write to (pyserial)")
-    target.add_argument("--pty", action="store_true", help="create a pty and print the port to read")
+    target.add_argument("--pty", action="store_true",
+                        help="create a pty behind a private link (runs/replay_pty/tty) and print the "
+                             "link for the node; the pty stays open until Enter after the replay")
+    r.add_argument("--units", help="units of the records (counts, gal, m/s2, g, ...) when the files "
+                                   "do not say")
     r.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as read")
     r.add_argument("--counts-per-mps2", type=float, default=None,
                    help="sensor sensitivity (default: ADXL355 +/-2 g)")
@@ -77,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
     b.add_argument("--seed", type=int, default=0)
 
-    s = sub.add_parser("score", help="score a node's events against SAC pick headers")
+    s = sub.add_parser("score", help="score a node's events against the picks of the replayed records")
     s.add_argument("events", help="events.jsonl written by the edge runtime")
-    s.add_argument("sac_dir", help="folder of the replayed SAC records (picks in a/t0)")
+    s.add_argument("sac_dir", help="folder of the replayed records (picks from SAC headers by their "
+                                   "labels ka, kt0..kt9; unlabelled a = P)")
+    s.add_argument("--units", help="units of the records when the files do not say")
     s.add_argument("--tolerance-s", type=float, default=2.0)
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
@@ -99,28 +104,36 @@ def main(argv=None) -> int:
         from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
 
         from .faults import FaultConfig, FaultInjector
-        from .replay import Writer, open_pty, read_waveform_records, replay_records
+        from .replay import PtyLink, Writer, read_waveform_records, replay_records
 
-        records = read_waveform_records(args.files)
+        try:
+            records = read_waveform_records(args.files, units=args.units)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if not records:
-            print("error: no complete 3-component record in the given files", file=sys.stderr)
+            print("error: no usable record in the given files (reasons above)", file=sys.stderr)
             return 2
         pty = None
         if args.pty:
-            pty = open_pty()
-            print(f"replaying on {pty.port}; start the node now, e.g.\n"
+            # The node gets a private link, never /dev/pts/N: once this pty closes, Linux may
+            # give N to another program, and a node reopening it would read that program's bytes.
+            pty = PtyLink("runs/replay_pty/tty")
+            print(f"replaying on {pty.port} (-> {pty.pty.port}); start the node now, e.g.\n"
                   f"  python -m edge_runtime run --port {pty.port} --model MODEL.onnx\n"
                   "press Enter when it is reading", flush=True)
             sys.stdin.readline()
-        writer = Writer(pty if pty else args.port, speed=args.speed)
+        writer = Writer(pty.pty if pty else args.port, speed=args.speed)
         faults = FaultInjector(FaultConfig(args.corrupt, args.drop, args.truncate, args.garbage,
                                            args.fault_seed))
         sent = replay_records(records, writer, args.counts_per_mps2 or ADXL355_COUNTS_PER_MPS2,
                               args.samples_per_frame, faults, progress=True)
         print(json.dumps(sent))
         if pty:
-            time.sleep(1.0)  # let the reader drain before the pty goes away
-            pty.close()
+            print("replay done; press Enter once the node has exited (the pty stays open until then)",
+                  flush=True)
+            sys.stdin.readline()
+            pty.close()  # the link goes first, so a reopening node finds nothing
         writer.close()
         return 0
     if args.command == "replay-test":
@@ -134,7 +147,8 @@ def main(argv=None) -> int:
         from .score import format_table, load_events, score, truths_from_sac
 
         try:
-            result = score(load_events(args.events), truths_from_sac(args.sac_dir), args.tolerance_s)
+            result = score(load_events(args.events), truths_from_sac(args.sac_dir, args.units),
+                           args.tolerance_s, triggers=load_events(args.events, "trigger"))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
