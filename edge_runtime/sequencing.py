@@ -235,22 +235,26 @@ def check_counts(counts: np.ndarray, sensor: SensorModel) -> tuple[np.ndarray | 
         The counts clipped to +/- ``sensor.max_count``; ``None`` when the frame holds
         counts the part cannot output at all (beyond its word, e.g. INT32_MIN sent for a
         NaN by a broken replay): such a frame is not a measurement and is dropped.
-    n_clipped : int
-        Samples beyond the part's range (clipped) or beyond its word (impossible).
+    n : int
+        Samples at or beyond the part's range (clipped: a saturated part outputs its
+        rail value, the true acceleration may be larger), or, when ``counts`` is None,
+        samples beyond its word.
     why : str
         Empty, or what made the frame impossible.
     """
     counts = np.asarray(counts)
     limit = sensor.max_count
-    peak = int(np.max(np.abs(counts.astype(np.int64)))) if counts.size else 0
-    if peak <= limit:
+    if not counts.size:
         return counts, 0, ""
-    word = 2 ** (sensor.bits - 1)
+    peak = max(int(counts.max()), -int(counts.min()))
+    if peak < limit:
+        return counts, 0, ""
     over = np.abs(counts.astype(np.int64))
+    word = 2 ** (sensor.bits - 1)
     if peak > word:
         n = int(np.count_nonzero(over > word))
         return None, n, f"{n} counts beyond the {sensor.bits}-bit word of {sensor.name} (peak {peak})"
-    return np.clip(counts, -limit, limit), int(np.count_nonzero(over > limit)), ""
+    return np.clip(counts, -limit, limit), int(np.count_nonzero(over >= limit)), ""
 
 
 def with_samples(frame, samples: np.ndarray):

@@ -1,0 +1,284 @@
+"""Soak: a day of replayed data at maximum speed, clean and through line faults.
+
+The same synthetic day (background, earthquakes every ~15 min) is encoded as 10-sample
+frames at 100 Hz and fed, in the same process and in lockstep, to two nodes' decoder +
+frame sequencer + window chain + model + detector (``edge_runtime.service.Pipeline``):
+one clean, one through faults — 1 % of frames with a flipped bit, adjacent frames swapped,
+stale duplicates, unplugs that lose a few seconds of bytes cut mid-frame, and board
+restarts (sequence back to 0). It runs in-process rather than through a pty: a pty at this
+volume (864,000 frames) would measure the kernel, not the node, and take hours.
+
+Checks (reported, and ``ok`` in the result):
+
+- accounting: frames sent = delivered + lost + duplicates + stale, exactly, and the node's
+  ``frames_lost`` equals the frames the faults destroyed, ``frames_duplicate`` the
+  duplicates sent, ``frames_reordered`` the swaps, ``sequence_resets`` the restarts;
+- recall of the faulty run equals the clean run's, false events are no more;
+- RSS flat: resident memory sampled every simulated hour.
+
+``python -m tools.bench.soak --hours 24`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+T0_US = 1_767_225_600_000_000  # 2026-01-01
+RATE = 100.0
+FRAME = 10  # samples per frame
+SEGMENT_S = 600  # the day is built 10 minutes at a time
+
+
+def rss_mib() -> float:
+    """Resident set size of this process, MiB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak_model(out: Path, seed: int = 1) -> tuple[Path, str]:
+    """The demo's int16 model when ``make demo`` made one, else a tiny model trained here."""
+    demo = Path("runs/demo/model/earthquake_cnn_int16_sim.onnx")
+    if demo.exists():
+        return demo, "runs/demo (make demo)"
+    import torch
+
+    from edge_runtime.metadata import ModelMetadata
+    from edge_runtime.preprocess import PreprocessConfig
+    from host_training.data.synth import synthetic_dataset
+    from host_training.export import export_onnx
+    from host_training.models import PHASE_CLASSES, build_model
+    from host_training.train import TrainConfig, train
+    from quantization.int16 import quantize_int16
+    from quantization.simplify import simplify
+
+    torch.set_num_threads(2)
+    folder = out / "soak_model"
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = synthetic_dataset(400, seed=seed)
+    parts = {s: dataset.split(s) for s in ("train", "val")}
+    x = {s: p.model_inputs()[0] for s, p in parts.items()}
+    y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
+    model = build_model("EarthquakeCNN", seed=seed)
+    train(model, x["train"], y["train"], x["val"], y["val"],
+          TrainConfig(epochs=6, batch_size=32, seed=seed), progress=False)
+    meta = ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES), components=["E", "N", "Z"],
+                         preprocess=PreprocessConfig().to_dict())
+    export_onnx(model, folder / "model.onnx", meta)
+    quantize_int16(folder / "model.onnx", folder / "model_int16.onnx")
+    simplify(folder / "model_int16.onnx", folder / "model_int16_sim.onnx")
+    return folder / "model_int16_sim.onnx", "tiny model trained by the soak (no runs/demo)"
+
+
+class Node:
+    """Decoder + pipeline of one simulated node, fed bytes."""
+
+    def __init__(self, model: Path):
+        from edge_runtime.backend import OnnxBackend
+        from edge_runtime.protocol import FrameDecoder
+        from edge_runtime.service import NodeConfig, Pipeline
+
+        self.decoder = FrameDecoder()
+        self.pipeline = Pipeline(OnnxBackend(model), NodeConfig(port="unused", model=str(model)))
+        self.events: list[dict] = []
+
+    def feed(self, data: bytes, chunk: int = 4096) -> None:
+        for i in range(0, len(data), chunk):
+            for frame in self.decoder.feed(data[i:i + chunk]):
+                self.events += self.pipeline.on_frame(frame)
+
+    def finish(self) -> None:
+        for frame in self.decoder.flush():
+            self.events += self.pipeline.on_frame(frame)
+        self.events += self.pipeline.flush()
+
+
+def day_segments(rng, hours: float):
+    """Yield ``(t0_us, counts (n, 3) int32, p_times_us)`` 10-minute segments of the day."""
+    from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
+    from host_training.data import synth
+
+    cpm = get_sensor(DEFAULT_SENSOR).counts_per_mps2
+    n_seg = int(round(hours * 3600 / SEGMENT_S))
+    for k in range(n_seg):
+        t0 = T0_US + k * SEGMENT_S * 1_000_000
+        data = synth.quiet(rng, duration_s=SEGMENT_S).data
+        p_times = []
+        if k % 3 != 2:  # two quakes per half hour; every third segment is quiet
+            start = rng.uniform(30.0, SEGMENT_S - 70.0)
+            rec = synth.earthquake(rng, duration_s=40.0, pga_mps2=float(np.exp(rng.uniform(np.log(0.1),
+                                                                                           np.log(1.0)))))
+            i = int(start * RATE)
+            data[:, i:i + rec.data.shape[1]] = rec.data
+            p_times.append(t0 + int((start + rec.p_s) * 1e6))
+        yield t0, np.round(data * cpm).astype(np.int32).T, p_times
+
+
+def score(events: list[dict], p_times: list[int], tolerance_s: float = 3.0) -> dict:
+    """Quakes detected (an event whose P pick, or span, covers the true P) and false events."""
+    closed = [e for e in events if e.get("type") == "event"]
+    hit = set()
+    false = 0
+    for e in closed:
+        lo = min(x for x in (e.get("p_time_us"), e["start_us"]) if x is not None) - tolerance_s * 1e6
+        hi = e["end_us"] + tolerance_s * 1e6
+        match = [i for i, p in enumerate(p_times) if lo <= p <= hi]
+        if match:
+            hit.update(match)
+        else:
+            false += 1
+    return {"quakes": len(p_times), "detected": len(hit), "recall": len(hit) / max(1, len(p_times)),
+            "events": len(closed), "false_events": false}
+
+
+def bench_soak(out="runs/bench", seed: int = 0, hours: float = 24.0, corrupt: float = 0.01,
+               swap: float = 0.002, duplicate: float = 0.001, unplug_every_h: float = 3.0,
+               restarts: int = 2, progress: bool = True) -> dict:
+    """Run the soak; return the figures (see the module docstring)."""
+    from edge_runtime.protocol import encode_frame
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    fault_rng = np.random.default_rng(seed + 1)
+    model, model_note = soak_model(out)
+    clean, faulty = Node(model), Node(model)
+    n_seg = int(round(hours * 3600 / SEGMENT_S))
+    unplug_segments = set(range(2, n_seg, max(1, int(round(unplug_every_h * 3600 / SEGMENT_S)))))
+    quiet_segments = [k for k in range(n_seg) if k % 3 == 2 and k not in unplug_segments]
+    restart_segments = set(quiet_segments[len(quiet_segments) // (restarts + 1)::
+                                          max(1, len(quiet_segments) // (restarts + 1))][:restarts])
+    sent = {"frames": 0, "unique": 0, "corrupted": 0, "unplug_lost": 0, "swapped": 0, "duplicates": 0,
+            "restarts": 0, "unplugs": 0}
+    p_all: list[int] = []
+    rss = []
+    seq = 0
+    clean_s = faulty_s = 0.0
+    started = time.monotonic()
+    for k, (t0, counts, p_times) in enumerate(day_segments(rng, hours)):
+        p_all += p_times
+        n_frames = counts.shape[0] // FRAME
+        if k in restart_segments:  # a clean power cycle of the board: the counter restarts
+            seq = 0
+            sent["restarts"] += 1
+        frames = [encode_frame(seq + i, t0 + i * 100_000, RATE, counts[i * FRAME:(i + 1) * FRAME])
+                  for i in range(n_frames)]
+        seq += n_frames
+        sent["unique"] += n_frames
+        t = time.perf_counter()
+        clean.feed(b"".join(frames))
+        clean_s += time.perf_counter() - t
+        # Faults, on a grid so no two touch the same frames (their counts stay exact).
+        wire = []
+        i = 0
+        unplug_at = int(fault_rng.integers(100, n_frames - 700)) if k in unplug_segments else -1
+        while i < n_frames:
+            if 0 <= unplug_at <= i and i + 60 < n_frames:  # unplugged mid-frame for 5 s: bytes lost
+                lost = 50
+                cut = int(fault_rng.integers(1, len(frames[i]) - 1))
+                wire.append(frames[i][:cut])
+                sent["unplug_lost"] += lost
+                sent["unplugs"] += 1
+                sent["frames"] += lost
+                i += lost
+                unplug_at = -1
+                continue
+            u = fault_rng.uniform()
+            if i + 2 < n_frames and i != 0 and u < corrupt:
+                b = bytearray(frames[i])
+                j = int(fault_rng.integers(0, len(b)))
+                b[j] ^= 1 << int(fault_rng.integers(0, 8))
+                wire += [bytes(b), frames[i + 1]]
+                sent["corrupted"] += 1
+                sent["frames"] += 2
+                i += 2
+            elif i + 2 < n_frames and u < corrupt + swap:
+                wire += [frames[i + 1], frames[i], frames[i + 2]]
+                sent["swapped"] += 1
+                sent["frames"] += 3
+                i += 3
+            elif i >= 20 and i + 1 < n_frames and u < corrupt + swap + duplicate:
+                wire += [frames[i], frames[i - int(fault_rng.integers(5, 20))]]  # a stale copy
+                sent["duplicates"] += 1
+                sent["frames"] += 2
+                i += 1
+            else:
+                wire.append(frames[i])
+                sent["frames"] += 1
+                i += 1
+        t = time.perf_counter()
+        faulty.feed(b"".join(wire))
+        faulty_s += time.perf_counter() - t
+        if (k + 1) % int(3600 / SEGMENT_S) == 0:
+            rss.append(round(rss_mib(), 1))
+            if progress:
+                print(f"soak: {(k + 1) * SEGMENT_S / 3600:.0f} h simulated, "
+                      f"{time.monotonic() - started:.0f} s, RSS {rss[-1]} MiB", flush=True)
+    clean.finish()
+    faulty.finish()
+    pc, pf = clean.pipeline.counts, faulty.pipeline.counts
+    destroyed = sent["corrupted"] + sent["unplug_lost"]
+    delivered = pf["frames"]
+    accounting = {
+        "sent_frames": sent["frames"], "sent_unique": sent["unique"],
+        "delivered": delivered, "frames_lost": pf["frames_lost"],
+        "frames_duplicate": pf["frames_duplicate"], "frames_stale": pf["frames_stale"],
+        "frames_rejected": pf["frames_rejected"],
+        "frames_reordered": pf["frames_reordered"], "sequence_resets": pf["sequence_resets"],
+        "destroyed_by_faults": destroyed,
+        "decoder": faulty.decoder.stats.to_dict(), "decoder_pending_bytes": faulty.decoder.pending,
+    }
+    checks = {
+        "sent = delivered + lost + duplicate + stale + rejected":
+            sent["frames"] == delivered + pf["frames_lost"] + pf["frames_duplicate"] + pf["frames_stale"]
+            + pf["frames_rejected"],
+        "lost = destroyed by faults": pf["frames_lost"] == destroyed,
+        "duplicates counted": pf["frames_duplicate"] + pf["frames_stale"] == sent["duplicates"],
+        "swaps put back": pf["frames_reordered"] == sent["swapped"],
+        "restarts counted": pf["sequence_resets"] == sent["restarts"],
+        "clean run lost nothing": pc["frames_lost"] == 0 and pc["frames"] == sent["unique"],
+    }
+    sc, sf = score(clean.events, p_all), score(faulty.events, p_all)
+    checks["recall unchanged"] = sf["detected"] == sc["detected"]
+    checks["false events not more"] = sf["false_events"] <= sc["false_events"]
+    warm = rss[1:] if len(rss) > 2 else rss
+    rss_growth = (warm[-1] - warm[0]) if warm else 0.0
+    checks["RSS flat (< 5 MiB growth after the first hour)"] = rss_growth < 5.0
+    result = {
+        "name": f"soak: {hours:g} h of 100 Hz x 3 frames, 1 % corrupt + reorder + duplicates + unplugs",
+        "baseline": "clean stream, same decoder + pipeline", "baseline_s": clean_s,
+        "candidate": "faulty stream", "candidate_s": faulty_s, "speedup": clean_s / faulty_s,
+        "simulated_hours": hours, "model": str(model), "model_note": model_note,
+        "mode": "in-process decoder + sequencer + window chain + model + detector (no pty)",
+        "sent": sent, "accounting": accounting, "clean": sc, "faulty": sf,
+        "clean_counts": dict(pc), "faulty_counts": dict(pf),
+        "rss_mib_per_hour": rss, "rss_growth_mib": rss_growth,
+        "wall_s": round(time.monotonic() - started, 1), "checks": checks, "ok": all(checks.values()),
+    }
+    (out / "soak.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.soak", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--hours", type=float, default=24.0, help="simulated hours of data")
+    parser.add_argument("--out", default="runs/bench", help="folder of soak.json")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the faults")
+    args = parser.parse_args(argv)
+    if args.hours <= 0:
+        parser.error(f"--hours must be > 0, got {args.hours}")
+    r = bench_soak(args.out, seed=args.seed, hours=args.hours)
+    print(json.dumps({k: r[k] for k in ("sent", "accounting", "clean", "faulty", "rss_mib_per_hour",
+                                        "checks", "ok", "wall_s")}, indent=2, default=str))
+    return 0 if r["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
