@@ -91,3 +91,76 @@ class ModelMetadata:
         except TypeError as exc:
             raise ValueError(f"{source}: bad preprocess metadata ({exc})") from None
         return meta
+
+
+# --------------------------------------------------------------------------- self-test
+
+SELFTEST_KEY = "selftest"
+
+
+def selftest_window(metadata: ModelMetadata, sampling_rate_hz: float = 100.0, seed: int = 0):
+    """A fixed raw window for a model's self-test: gravity, noise and a shaking burst, m/s^2.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_components, n_in)`` float64, rounded to 1e-7 m/s^2 so its JSON text gives
+        back exactly the same numbers.
+    """
+    import numpy as np
+
+    config = metadata.preprocess_config()
+    n = config.n_in(sampling_rate_hz)
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sampling_rate_hz
+    x = 2e-3 * rng.standard_normal((len(metadata.components), n))
+    onset = t > 0.4 * config.window_s
+    x[:, onset] += 0.2 * np.sin(2 * np.pi * 6.0 * t[onset])[None] * np.exp(-(t[onset] - t[onset][0]))
+    x[-1] += 9.80665  # gravity on the last (vertical) component
+    return np.round(x, 7)
+
+
+def with_selftest(metadata: ModelMetadata, window, sampling_rate_hz: float, probs,
+                  atol: float = 1e-3, reference: str = "") -> ModelMetadata:
+    """A copy of ``metadata`` carrying a self-test: a raw window and the probabilities expected for it.
+
+    Parameters
+    ----------
+    window : numpy.ndarray
+        ``(n_components, n_in)`` raw window in m/s^2 (see :func:`selftest_window`).
+    probs : sequence of float
+        Expected class probabilities, in ``metadata.classes`` order.
+    atol : float
+        Largest |difference| per probability the node accepts.
+    reference : str
+        What computed ``probs`` (e.g. ``"torch"``).
+    """
+    import numpy as np
+
+    test = {"sampling_rate_hz": float(sampling_rate_hz), "window": np.asarray(window).tolist(),
+            "probs": [float(p) for p in np.ravel(probs)], "atol": float(atol), "reference": reference}
+    extra = dict(metadata.extra)
+    extra[SELFTEST_KEY] = test
+    out = ModelMetadata(**{**asdict(metadata), "extra": extra})
+    return out
+
+
+def read_selftest(metadata: ModelMetadata, model_path=None) -> tuple[dict | None, str]:
+    """The stored self-test of a model and where it came from.
+
+    Looked for in the metadata (``extra.selftest``), then beside the model in its bundle:
+    ``<model>.selftest.json``, then ``selftest.json`` in the model's folder.
+    """
+    from pathlib import Path
+
+    if SELFTEST_KEY in metadata.extra:
+        return metadata.extra[SELFTEST_KEY], "model metadata"
+    if model_path is not None:
+        path = Path(model_path)
+        for candidate in (path.with_name(path.name + ".selftest.json"), path.with_name("selftest.json")):
+            if candidate.is_file():
+                try:
+                    return json.loads(candidate.read_text()), str(candidate)
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise ValueError(f"{candidate}: unreadable self-test ({exc})") from None
+    return None, ""

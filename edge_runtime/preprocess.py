@@ -365,6 +365,55 @@ def prepare_windows(windows, sampling_rate_hz: float, config: PreprocessConfig =
     return quantize(normalize(filtered)), peak
 
 
+class WindowPreparer:
+    """:func:`prepare_windows` for the node's hot path: same numbers, less overhead.
+
+    The matrix of the current geometry is looked up once, not per call, and the two
+    max-abs passes of ``quantize(normalize(x))`` are one: after dividing by its peak
+    the window's max |x| is exactly 1.0 (IEEE division by a positive number is
+    monotonic and ``p / p == 1``), so quantize's factor is exactly 32767. The int16
+    windows are bit-identical to :func:`prepare_windows` (tests/test_preprocess.py).
+
+    Parameters
+    ----------
+    config : PreprocessConfig
+        Chain parameters (from the model metadata).
+    """
+
+    def __init__(self, config: PreprocessConfig = PreprocessConfig()):
+        self.config = config
+        self._key = None
+        self._mt = None
+
+    def operator_t(self, n_in: int, sampling_rate_hz: float) -> np.ndarray:
+        """Transposed chain matrix ``(n_in, n_out)`` for this geometry (cached)."""
+        key = (n_in, sampling_rate_hz)
+        if key != self._key:
+            self._mt = linear_operator(n_in, sampling_rate_hz, self.config).T
+            self._key = key
+        return self._mt
+
+    def __call__(self, windows: np.ndarray, sampling_rate_hz: float):
+        """``(N, n_components, n_in)`` m/s^2 -> (``(N, n_components, n_out)`` int16, ``(N,)`` peak m/s^2)."""
+        filtered = windows @ self.operator_t(windows.shape[-1], sampling_rate_hz)
+        n = filtered.shape[0]
+        flat = filtered.reshape(n, -1)
+        if n == 1:  # the node's usual case: scalar arithmetic, no temporaries
+            p = max(float(flat.max()), -float(flat.min()))
+            if p > 0:
+                flat /= p
+                flat *= float(INT16_MAX)
+            else:
+                flat *= 0.0
+            return flat.astype(np.int16).reshape(filtered.shape), np.array([p])
+        peak = np.abs(flat).max(axis=1)
+        scale = peak.copy()
+        scale[peak <= 0] = 1.0
+        flat /= scale[:, None]
+        flat *= np.where(peak > 0, float(INT16_MAX), 0.0)[:, None]
+        return flat.astype(np.int16).reshape(filtered.shape), peak
+
+
 def to_model_input(windows_int16: np.ndarray, dtype=np.float32) -> np.ndarray:
     """``(N, n_components, n_samples)`` int16 windows to the seed layout ``(N, 1, n_samples, n_components)``.
 
@@ -374,7 +423,7 @@ def to_model_input(windows_int16: np.ndarray, dtype=np.float32) -> np.ndarray:
     """
     w = np.asarray(windows_int16)
     if np.dtype(dtype) == np.int16:
-        x = w.astype(np.int16)
+        x = w if w.dtype == np.int16 else w.astype(np.int16)
     else:
         x = dequantize(w).astype(dtype)
     return np.ascontiguousarray(np.swapaxes(x, -1, -2)[:, None, :, :])

@@ -1,11 +1,36 @@
-"""Serial transport: open the port, read bytes, survive the port going away."""
+"""Serial transport: open the port, read bytes in chunks, survive the port going away.
+
+Two things a node left alone for months needs from its serial port:
+
+* **Few wake-ups.** A board at 100 Hz x 3 sends about ten small frames a second. Each
+  :meth:`SerialSource.read` blocks for up to ``read_timeout_s`` and returns everything
+  that arrived meanwhile (pyserial's select loop), so the node's loop turns a few times
+  a second, not a few times per frame.
+* **The same device after a reconnect.** When a port vanishes, Linux may give its
+  name to something else: ``/dev/ttyUSB0`` to the next adapter plugged in, ``/dev/pts/3``
+  to another program's pseudo-terminal. The node remembers the device it first opened
+  (device number, inode, creation time) and refuses a path that now leads to another
+  one. A ``/dev/serial/by-id/...`` path names the board itself (vendor, product, serial
+  number), so a replugged board is accepted there and nowhere else: use one
+  (docs/node.md). The board-id lock of protocol v2 frames is the other half.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
+from .logs import LimitedLog
+
 log = logging.getLogger(__name__)
+
+BY_ID = "/dev/serial/by-id/"
+
+
+def device_identity(st: os.stat_result) -> tuple:
+    """What tells one device node from another behind the same path: (rdev, inode, ctime)."""
+    return (st.st_rdev, st.st_ino, st.st_ctime_ns)
 
 
 class SerialSource:
@@ -14,23 +39,29 @@ class SerialSource:
     Parameters
     ----------
     port : str
-        Device path (``/dev/ttyUSB0``, ``/dev/ttyAMA0``, a pty slave, ...).
+        Device path (``/dev/serial/by-id/...``, ``/dev/ttyUSB0``, a pty slave, ...).
     baudrate : int
         Line rate in bit/s (ignored by ptys and USB CDC devices).
     read_timeout_s : float
-        Longest a read blocks, so the caller's loop keeps turning when the line is quiet.
+        Longest a read blocks; everything that arrives meanwhile is returned at once.
     retry_s : float
         Initial wait before reopening a lost port; doubles up to ``max_retry_s``.
+    faults : LimitedLog, optional
+        The node's rate limiter (one is made if not given).
     """
 
-    def __init__(self, port: str, baudrate: int = 921600, read_timeout_s: float = 0.2,
-                 retry_s: float = 0.5, max_retry_s: float = 10.0):
+    def __init__(self, port: str, baudrate: int = 921600, read_timeout_s: float = 0.1,
+                 retry_s: float = 0.5, max_retry_s: float = 10.0, faults: LimitedLog | None = None):
         self.port = port
         self.baudrate = baudrate
         self.read_timeout_s = read_timeout_s
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
         self.reconnects = 0
+        self.refused = 0  # reopen attempts that found another device behind the path
+        self.identity: tuple | None = None
+        self.trust_name = os.path.abspath(port).startswith(BY_ID)
+        self.faults = faults or LimitedLog(log)
         self._serial = None
         self._wait_s = retry_s
         self._next_try = 0.0
@@ -39,37 +70,58 @@ class SerialSource:
     def is_open(self) -> bool:
         return self._serial is not None
 
+    def _backoff(self) -> None:
+        self._next_try = time.monotonic() + self._wait_s
+        self._wait_s = min(2 * self._wait_s, self.max_retry_s)
+
     def _open(self) -> bool:
         import serial
 
         if time.monotonic() < self._next_try:
-            time.sleep(min(self.read_timeout_s, self._next_try - time.monotonic()))
+            time.sleep(max(0.0, min(self.read_timeout_s, self._next_try - time.monotonic())))
             return False
         try:
-            self._serial = serial.Serial(self.port, self.baudrate, timeout=self.read_timeout_s)
-        except (serial.SerialException, OSError) as exc:
-            log.error("serial port %s: cannot open (%s); retrying in %.1f s", self.port, exc, self._wait_s)
-            self._next_try = time.monotonic() + self._wait_s
-            self._wait_s = min(2 * self._wait_s, self.max_retry_s)
+            port = serial.Serial(self.port, self.baudrate, timeout=self.read_timeout_s, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self.faults(logging.ERROR, "port", "serial port %s: cannot open (%s); retrying", self.port, exc)
+            self._backoff()
             return False
-        log.info("serial port %s open", self.port)
+        try:
+            identity = device_identity(os.fstat(port.fileno()))
+        except OSError:
+            identity = None
+        if self.identity is not None and identity != self.identity and not self.trust_name:
+            # The path now leads to another device node: not our board's. Never read it.
+            port.close()
+            self.refused += 1
+            self.faults(logging.ERROR, "port-replaced",
+                        "serial port %s now leads to another device (device %s, was %s); not reading "
+                        "it. Use a /dev/serial/by-id/ path, or restart the node to accept the new device",
+                        self.port, _dev(identity), _dev(self.identity))
+            self._backoff()
+            return False
+        self.identity = identity
+        self._serial = port
         self._wait_s = self.retry_s
+        if self.faults.failing("port") or self.reconnects:
+            self.faults.recovered("port", "serial port %s open", self.port)
+        else:
+            log.info("serial port %s open", self.port)
         return True
 
     def read(self) -> bytes:
-        """Whatever arrived within the read timeout; ``b""`` when nothing did or the port is down."""
+        """Everything that arrived within ``read_timeout_s``; ``b""`` if nothing did or the port is down."""
         import serial
 
         if self._serial is None and not self._open():
             return b""
         try:
-            waiting = self._serial.in_waiting
-            return self._serial.read(max(1, min(waiting, 65536)))
+            return self._serial.read(65536)
         except (serial.SerialException, OSError) as exc:
-            log.error("serial port %s: lost (%s); reopening", self.port, exc)
+            self.faults(logging.ERROR, "port", "serial port %s: lost (%s); reopening", self.port, exc)
             self.close()
             self.reconnects += 1
-            self._next_try = time.monotonic() + self._wait_s
+            self._backoff()
             return b""
 
     def close(self) -> None:
@@ -79,3 +131,12 @@ class SerialSource:
             except Exception:  # closing a dead port may raise anything; it is gone either way
                 pass
             self._serial = None
+
+
+def _dev(identity) -> str:
+    if identity is None:
+        return "unknown"
+    rdev = identity[0]
+    created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(identity[2] / 1e9))
+    ns = identity[2] % 10**9
+    return f"{os.major(rdev)}:{os.minor(rdev)} inode {identity[1]} created {created}.{ns:09d}"

@@ -1,0 +1,303 @@
+"""The node's configuration: one TOML file (``deploy/node.toml``), flags override it.
+
+Every setting is declared once in :data:`SETTINGS` (section, key, type, default, check,
+help); the TOML loader, the command-line flags and the validation all read that table,
+so a key the node does not know, a value of the wrong type or out of range is named in
+one line (``node.toml: [node] step_s = 0: must be > 0``) before anything starts.
+
+Example::
+
+    [node]
+    station = "ST01"
+    port = "/dev/serial/by-id/usb-SeismicTorch_MEMS_board_A1B2C3-if00"
+    model = "/var/lib/seismictorch/model.onnx"
+    sensor = "adxl355-2g"
+
+    [output]
+    events = "/var/lib/seismictorch/events.jsonl"
+    status = "/run/seismictorch/status.json"
+
+    [detector]
+    off_s = 8.0
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .detector import DetectorConfig
+from .sensors import DEFAULT_SENSOR, SENSORS, get_sensor
+
+
+class ConfigError(ValueError):
+    """A setting the node cannot honour; the message is one line naming it."""
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def _probability(v):
+    return None if 0.0 <= v <= 1.0 else "must be between 0 and 1"
+
+
+def _sensor(v):
+    return None if v.strip().lower().replace("mpu-6050", "mpu6050") in SENSORS else \
+        f"unknown sensor; known: {', '.join(SENSORS)}"
+
+
+def _port(v):
+    return None if v.strip() else "must name a serial device"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: where it lives, its type, default, check and help."""
+
+    section: str
+    key: str
+    type: type
+    default: object
+    help: str
+    check: object = None  # callable(value) -> None or a reason
+    optional: bool = False  # None allowed (absent)
+    attr: str = ""  # NodeConfig attribute (defaults to key)
+
+    @property
+    def name(self) -> str:
+        return self.attr or self.key
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+_D = DetectorConfig()
+SETTINGS: list[Setting] = [
+    Setting("node", "port", str, None, "serial device of the board; prefer a /dev/serial/by-id/... path",
+            _port),
+    Setting("node", "model", str, None, "ONNX model with SeismicTorch metadata"),
+    Setting("node", "station", str, "NODE", "station code written into events and snippets"),
+    Setting("node", "sensor", str, DEFAULT_SENSOR, "accelerometer part and range (scale, range, self-noise)",
+            _sensor),
+    Setting("node", "counts_per_mps2", float, None,
+            "ADC counts per m/s^2; overrides the sensor's datasheet scale", _positive, optional=True),
+    Setting("node", "baudrate", int, 921600, "line rate in bit/s (ignored by USB CDC and ptys)", _positive),
+    Setting("node", "step_s", float, 0.25, "time between successive windows, s", _positive),
+    Setting("node", "threads", int, 1, "onnxruntime intra-op threads", _positive),
+    Setting("node", "min_rate_hz", float, 10.0, "lowest sampling rate accepted, Hz", _positive),
+    Setting("node", "max_rate_hz", float, 1000.0, "highest sampling rate accepted, Hz", _positive),
+    Setting("node", "read_timeout_s", float, 0.1,
+            "serial reads gather bytes for up to this long (latency vs CPU)", _positive),
+    Setting("node", "reconnect_max_s", float, 10.0, "longest wait between attempts to reopen the port, s",
+            _positive),
+    Setting("node", "source_model", str, None,
+            "SpectrogramCNN ONNX model (dynamic int8): each event's record classified as earthquake or "
+            "active source on a worker thread; unset = off (nodes short of memory)", optional=True),
+    Setting("node", "source_wait_s", float, 30.0,
+            "how long a closed event waits for its source class once its record is complete, s", _positive),
+    Setting("node", "idle_exit_s", float, None,
+            "exit after this long without bytes (replays, tests); unset on a node", _positive, optional=True),
+    Setting("output", "events", str, "events.jsonl", "JSON-lines file of declared events"),
+    Setting("output", "status", str, None, "JSON status file, rewritten every status_every_s", optional=True),
+    Setting("output", "status_every_s", float, 5.0, "status file period, s", _positive),
+    Setting("output", "snippets", str, None,
+            "folder of per-event waveform snippets (SAC, one file per component)", optional=True),
+    Setting("output", "snippet_pre_s", float, 10.0, "seconds kept before an event's first window",
+            _non_negative),
+    Setting("output", "snippet_post_s", float, 5.0, "seconds kept after its last triggering window",
+            _non_negative),
+    Setting("detector", "trigger_prob", float, _D.trigger_prob, "minimum 1 - p(noise) of a triggering window",
+            _probability),
+    Setting("detector", "min_pga_mps2", float, _D.min_pga_mps2,
+            "minimum peak filtered acceleration of a triggering window, m/s^2", _non_negative),
+    Setting("detector", "on_windows", int, _D.on_windows, "consecutive triggering windows that declare an "
+            "event", _positive),
+    Setting("detector", "off_s", float, _D.off_s, "close an event after this long without a triggering "
+            "window, s", _positive),
+    Setting("detector", "max_event_s", float, _D.max_event_s, "longest event, s", _positive),
+    Setting("detector", "lookback_s", float, _D.lookback_s, "how far before the trigger P is looked for, s",
+            _non_negative),
+    Setting("actions", "command", list, None,
+            "command run per event with the event JSON on stdin, e.g. [\"/usr/local/bin/alert\"]",
+            optional=True),
+    Setting("actions", "command_timeout_s", float, 10.0, "a command taking longer is killed and retried",
+            _positive),
+    Setting("actions", "url", str, None, "URL the event JSON is POSTed to", optional=True),
+    Setting("actions", "url_timeout_s", float, 5.0, "HTTP timeout, s", _positive),
+    Setting("actions", "spool", str, "spool", "folder of the on-disk retry queue of actions"),
+    Setting("actions", "retry_s", float, 5.0, "first wait before retrying a failed action, s", _positive),
+    Setting("actions", "retry_max_s", float, 300.0, "longest wait between retries, s", _positive),
+]
+# Flag names of earlier releases, still accepted.
+ALIASES = {"min_rate_hz": ("--min-rate",), "max_rate_hz": ("--max-rate",), "min_pga_mps2": ("--min-pga",)}
+BY_KEY = {(s.section, s.key): s for s in SETTINGS}
+DETECTOR_KEYS = [s.key for s in SETTINGS if s.section == "detector"]
+
+
+@dataclass
+class NodeConfig:
+    """Configuration of a node; see :data:`SETTINGS` for every field's meaning and unit.
+
+    ``counts_per_mps2`` of ``None`` takes the sensor's datasheet scale. The window chain
+    builds an (n, n) matrix per accepted rate, so ``max_rate_hz`` also bounds memory
+    (1000 Hz: a 2000 x 2000 matrix, 32 MB).
+    """
+
+    port: str
+    model: str
+    events: str = "events.jsonl"
+    status: str | None = None
+    station: str = "NODE"
+    sensor: str = DEFAULT_SENSOR
+    baudrate: int = 921600
+    counts_per_mps2: float | None = None
+    step_s: float = 0.25
+    threads: int = 1
+    status_every_s: float = 5.0
+    idle_exit_s: float | None = None
+    min_rate_hz: float = 10.0
+    max_rate_hz: float = 1000.0
+    read_timeout_s: float = 0.1
+    reconnect_max_s: float = 10.0
+    snippets: str | None = None
+    source_model: str | None = None
+    source_wait_s: float = 30.0
+    snippet_pre_s: float = 10.0
+    snippet_post_s: float = 5.0
+    command: list | None = None
+    command_timeout_s: float = 10.0
+    url: str | None = None
+    url_timeout_s: float = 5.0
+    spool: str = "spool"
+    retry_s: float = 5.0
+    retry_max_s: float = 300.0
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+
+    def __post_init__(self):
+        _check_value(BY_KEY[("node", "sensor")], self.sensor, "setting sensor")
+        if self.counts_per_mps2 is None:
+            self.counts_per_mps2 = get_sensor(self.sensor).counts_per_mps2
+        validate(self)
+
+    @property
+    def sensor_model(self):
+        return get_sensor(self.sensor)
+
+
+def _check_value(setting: Setting, value, where: str):
+    """Type-check and range-check one value; return it converted, or raise ConfigError."""
+    if value is None:
+        if setting.optional:
+            return None
+        raise ConfigError(f"{where}: required")
+    expected = setting.type
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, expected) or isinstance(value, bool):
+        raise ConfigError(f"{where} = {value!r}: must be {expected.__name__}")
+    if expected is float and not math.isfinite(value):
+        raise ConfigError(f"{where} = {value!r}: must be finite")
+    if expected is list and (not value or not all(isinstance(v, str) and v for v in value)):
+        raise ConfigError(f"{where} = {value!r}: must be a non-empty list of strings")
+    if setting.check is not None:
+        why = setting.check(value)
+        if why:
+            raise ConfigError(f"{where} = {value!r}: {why}")
+    return value
+
+
+def validate(config: NodeConfig, source: str = "setting") -> NodeConfig:
+    """Check every field of ``config`` against :data:`SETTINGS`; raise :class:`ConfigError`."""
+    for s in SETTINGS:
+        value = getattr(config.detector, s.key) if s.section == "detector" else getattr(config, s.name)
+        if s.key in ("port", "model") and value is None:
+            raise ConfigError(f"{source} {s.key}: required (in the config file or as {s.flag})")
+        _check_value(s, value, f"{source} {s.key}")
+    if config.min_rate_hz > config.max_rate_hz:
+        raise ConfigError(f"{source} min_rate_hz = {config.min_rate_hz} is above max_rate_hz = "
+                          f"{config.max_rate_hz}")
+    if config.retry_s > config.retry_max_s:
+        raise ConfigError(f"{source} retry_s = {config.retry_s} is above retry_max_s = {config.retry_max_s}")
+    return config
+
+
+def read_toml(path) -> dict:
+    """Settings of a TOML file as ``{key: value}``, every key and value checked.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, section, key and what is wrong.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    sections = sorted({s.section for s in SETTINGS})
+    out = {}
+    for section, table in raw.items():
+        if section not in sections:
+            raise ConfigError(f"{path}: unknown section [{section}]; known: "
+                              f"{', '.join(f'[{s}]' for s in sections)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section} must be a [section], not a value")
+        for key, value in table.items():
+            setting = BY_KEY.get((section, key))
+            if setting is None:
+                known = ", ".join(s.key for s in SETTINGS if s.section == section)
+                raise ConfigError(f"{path}: [{section}] unknown key {key!r}; known: {known}")
+            out[setting.name] = _check_value(setting, value, f"{path}: [{section}] {key}")
+    return out
+
+
+def build_config(file_values: dict, overrides: dict, source: str = "setting") -> NodeConfig:
+    """A :class:`NodeConfig` from defaults, then the file's values, then flags (``overrides``).
+
+    ``overrides`` holds only the flags given on the command line (``None`` = not given).
+    """
+    values = {k: v for k, v in file_values.items()}
+    for key, value in overrides.items():
+        if value is not None:
+            setting = next(s for s in SETTINGS if s.name == key)
+            values[key] = _check_value(setting, value, f"{setting.flag}")
+    detector = {k: values.pop(k) for k in list(values) if k in DETECTOR_KEYS}
+    for key in ("port", "model"):
+        if values.get(key) is None:
+            raise ConfigError(f"{key}: required (set [node] {key} in the config file or pass --{key})")
+    try:
+        detector_config = DetectorConfig(**detector)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    known = {f.name for f in fields(NodeConfig)}
+    return NodeConfig(detector=detector_config, **{k: v for k, v in values.items() if k in known})
+
+
+def add_arguments(parser) -> None:
+    """One flag per setting (``--step-s``...), default ``None`` so a flag given wins over the file."""
+    for section in ("node", "output", "detector", "actions"):
+        group = parser.add_argument_group(f"[{section}] settings (flags override the config file)")
+        for s in SETTINGS:
+            if s.section != section:
+                continue
+            kwargs = dict(default=None, dest=s.name,
+                          help=f"{s.help} (default: {s.default if s.default is not None else 'unset'})")
+            if s.type is list:
+                kwargs.update(nargs="+", metavar="ARG")
+            else:
+                kwargs.update(type=s.type)
+            group.add_argument(s.flag, *ALIASES.get(s.key, ()), **kwargs)
