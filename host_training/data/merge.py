@@ -243,6 +243,14 @@ def format_card(card: dict, max_rows: int = 12) -> str:
     st = list(card["stations"].items())
     lines.append(f"stations ({len(st)}): " + ", ".join(f"{k} {v}" for k, v in st[:max_rows])
                  + (" ..." if len(st) > max_rows else ""))
+    rates = card.get("throughput", {})
+    if rates:
+        readers = rates.get("readers_windows_per_s", {})
+        lines.append("windows/s: " + ", ".join(
+            [f"{k} ({v['command']}) {v['windows_per_s']}" for k, v in readers.items()]
+            + [f"merge {rates.get('merge_windows_per_s')}"]))
+    lines.append("original sampling rates (Hz): "
+                 + ", ".join(f"{k} {v}" for k, v in card["original_sampling_rates_hz"].items()))
     lines.append(f"skipped: {card['skipped_count']}")
     for reason, count in list(card["skipped_by_reason"].items())[:max_rows]:
         lines.append(f"  {count:>7}  {reason}")
@@ -259,7 +267,7 @@ def prepare_merge(args) -> int:
         raise PrepareError(f"--fractions must be >= 0 with a positive sum, got {args.fractions}")
     if args.max_per_class is not None and args.max_per_class <= 0:
         raise PrepareError(f"--max-per-class must be > 0, got {args.max_per_class}")
-    inputs, rows_by_input, skipped = [], [], []
+    inputs, rows_by_input, reports, skipped = [], [], [], []
     fs = n = None
     for path in map(Path, args.inputs):
         try:
@@ -273,6 +281,7 @@ def prepare_merge(args) -> int:
         fs, n = (rate, npts) if fs is None else (fs, n)
         inputs.append(path)
         rows_by_input.append(rows)
+        reports.append(report)
         for s in report.get("skipped", []):
             skipped.append({"input": str(path), **s})
     if not inputs:
@@ -300,10 +309,16 @@ def prepare_merge(args) -> int:
         run.run_part(f"input{i:04d}", lambda part, folder=folder, wanted=wanted:
                      copy_windows(folder, part.writer, wanted))
     card = build_card(Path(args.out), inputs, rows_by_input, splits, skipped, fs, n, args)
+    card["throughput"] = {"readers_windows_per_s": {
+        f.name: {"command": r.get("command"), "windows_per_s": r.get("windows_per_s_this_run")}
+        for f, r in zip(inputs, reports, strict=True) if r}}
+
+    def card_file(report):
+        card["throughput"]["merge_windows_per_s"] = report["windows_per_s_this_run"]
+        return {CARD: json.dumps(card, indent=2)}
+
     # The card goes into the output before the rename, like everything else.
-    report = run.finish(extra={"card_sha256": card["card_sha256"]},
-                        files={CARD: json.dumps(card, indent=2)})
-    card["throughput"] = {"windows_per_s_this_run": report["windows_per_s_this_run"]}
+    report = run.finish(extra={"card_sha256": card["card_sha256"]}, files=card_file)
     print(format_card(card))
     print(f"{report['windows']} windows -> {args.out}; {report['windows_per_s_this_run']} windows/s; "
           f"card {Path(args.out) / CARD} sha256 {card['card_sha256']}")

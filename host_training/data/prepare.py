@@ -146,7 +146,8 @@ class PrepareRun:
     def finish(self, extra: dict | None = None, files: dict | None = None) -> dict:
         """Assemble every part into ``out`` and write ``prepare_report.json``; returns it.
 
-        ``files`` (name -> text) are written into the output before it is renamed.
+        ``files`` (name -> text, or a function of the report returning that) are written
+        into the output before it is renamed.
         """
         keys = self.done_parts()
         counts, skipped, n_in = {}, [], 0
@@ -170,6 +171,8 @@ class PrepareRun:
                 **(extra or {}),
             }
             (writer.tmp / REPORT).write_text(json.dumps(report, indent=2))
+            if callable(files):  # files that need the report (its windows/s)
+                files = files(report)
             for name, text in (files or {}).items():
                 (writer.tmp / name).write_text(text)
             (writer.tmp / "config.json").write_text(json.dumps({"command": self.command, **self.config},
