@@ -138,7 +138,6 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
 
     results.append(bench_replay_test(out, rng))  # tools/bench/replay_test.py
     results.append(bench_spectrogram(rng))  # tools/bench/spectrogram.py
-    results.append(__import__("tools.bench.train", fromlist=["x"]).bench_train(rng))  # tools/bench/train.py
     from .prepare import bench_prepare  # here: `python -m tools.bench.prepare` runs it on its own too
 
     results += bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)  # tools/bench/prepare.py
