@@ -142,6 +142,13 @@ def sac_tree(tmp_path_factory):
     write_record(nan, 100.0, t0, root / "events" / "STA4", station="STA4")
     (root / "events" / "STA5").mkdir()
     (root / "events" / "STA5" / "XX.STA5..HNZ.SAC").write_bytes(b"\x00" * 300)  # corrupt
+    tr = Trace((rec.data[2] * 1e6).astype(np.int32))
+    tr.stats.update({"network": "XX", "station": "STA8", "channel": "HNZ", "sampling_rate": 100.0,
+                     "starttime": t0})
+    tr.write(str(root / "events" / "STA5" / "full.mseed"), format="MSEED", encoding="STEIM2")
+    whole = (root / "events" / "STA5" / "full.mseed").read_bytes()
+    (root / "events" / "STA5" / "full.mseed").unlink()
+    (root / "events" / "STA5" / "XX.STA8..HNZ.mseed").write_bytes(whole[:4096 + 1000])  # truncated
     for comp in "ENZ":  # unknown units: idep left undefined
         tr = Trace(rng.normal(0, 1, 6000).astype(np.float32))
         tr.stats.update({"network": "XX", "station": "STA6", "channel": f"HN{comp}",
@@ -185,6 +192,7 @@ def test_prepare_sac_picks_from_headers_taup_and_sta_lta(sac_tree, tmp_path):
     text = json.dumps(report["skipped"])
     assert "STA4" in text and "NaN" in text  # NaN samples
     assert "XX.STA5..HNZ.SAC" in text  # corrupt file named
+    assert "XX.STA8..HNZ.mseed" in text  # truncated miniSEED: what ObsPy recovers is still named
     assert "STA6" in text and "unit" in text  # unknown units refused
     assert "STA7" in text and "different rate" in text  # one component at 50 Hz
     assert main(["prepare", "sac", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
