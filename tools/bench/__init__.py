@@ -141,6 +141,8 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
     from .prepare import bench_prepare  # here: `python -m tools.bench.prepare` runs it on its own too
 
     results += bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)  # tools/bench/prepare.py
+    results += __import__("tools.bench.protocol", fromlist=["x"]).bench_protocol(rng)  # bench/protocol.py
+    results.append(__import__("tools.bench.soak", fromlist=["x"]).bench_soak(out, seed=seed))  # bench/soak.py
     report = {"machine": {"python": platform.python_version(), "processor": platform.machine(),
                           "system": platform.platform()}, "seed": seed, "results": results}
     (out / "bench.json").write_text(json.dumps(report, indent=2))
