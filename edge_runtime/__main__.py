@@ -27,12 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", required=True)
 
     r = sub.add_parser("run", help="read frames from a serial port and detect events",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Read framed samples (docs/serial-protocol.md) from the board's "
                                    "serial port, classify sliding windows with the model, write events. "
                                    "Settings come from --config FILE (TOML, see deploy/node.toml); "
                                    "flags override the file.")
-    r.add_argument("--config", default=None, help="TOML configuration file (deploy/node.toml)")
+    r.add_argument("--config", default=None, help="TOML configuration file (example: deploy/node.toml)")
     add_arguments(r)
 
     c = sub.add_parser("check", help="self-test a model as this node would run it; exit 1 on mismatch",

@@ -53,6 +53,14 @@ def _sensor(v):
         f"unknown sensor; known: {', '.join(SENSORS)}"
 
 
+def _board_id(v):
+    return None if 0 <= v < 2**32 else "must be a 32-bit unsigned id (0 to 0xFFFFFFFF)"
+
+
+def _protocol(v):
+    return None if v in ("binary", "text") else "must be 'binary' or 'text'"
+
+
 def _port(v):
     return None if v.strip() else "must name a serial device"
 
@@ -89,6 +97,16 @@ SETTINGS: list[Setting] = [
             _sensor),
     Setting("node", "counts_per_mps2", float, None,
             "ADC counts per m/s^2; overrides the sensor's datasheet scale", _positive, optional=True),
+    Setting("node", "board_id", int, None,
+            "32-bit id of the board (protocol v2); unset: lock onto the first board heard. "
+            "Frames of any other board are rejected and counted", _board_id, optional=True),
+    Setting("node", "protocol", str, "binary",
+            "'binary' (framed v1/v2, docs/serial-protocol.md) or 'text' (one CSV line of counts per sample)",
+            _protocol),
+    Setting("node", "text_rate_hz", float, 100.0, "sampling rate of a text-mode board, Hz", _positive),
+    Setting("node", "trust_port_name", bool, False,
+            "the port path names the board itself (like /dev/serial/by-id/ or a udev SYMLINK): accept a "
+            "new device behind it after a reconnect"),
     Setting("node", "baudrate", int, 921600, "line rate in bit/s (ignored by USB CDC and ptys)", _positive),
     Setting("node", "step_s", float, 0.25, "time between successive windows, s", _positive),
     Setting("node", "threads", int, 1, "onnxruntime intra-op threads", _positive),
@@ -158,6 +176,10 @@ class NodeConfig:
     station: str = "NODE"
     sensor: str = DEFAULT_SENSOR
     baudrate: int = 921600
+    board_id: int | None = None
+    protocol: str = "binary"
+    text_rate_hz: float = 100.0
+    trust_port_name: bool = False
     counts_per_mps2: float | None = None
     step_s: float = 0.25
     threads: int = 1
@@ -203,7 +225,15 @@ def _check_value(setting: Setting, value, where: str):
         value = float(value)
     if expected is list and isinstance(value, str):
         value = [value]
-    if not isinstance(value, expected) or isinstance(value, bool):
+    if expected is int and isinstance(value, str) and setting.key == "board_id":
+        try:
+            value = int(value, 0)  # "0x1A2B3C4D" as written on the board's label
+        except ValueError:
+            raise ConfigError(f"{where} = {value!r}: must be an integer (hex 0x... accepted)") from None
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r}: must be true or false")
+    elif not isinstance(value, expected) or isinstance(value, bool):
         raise ConfigError(f"{where} = {value!r}: must be {expected.__name__}")
     if expected is float and not math.isfinite(value):
         raise ConfigError(f"{where} = {value!r}: must be finite")
@@ -298,6 +328,10 @@ def add_arguments(parser) -> None:
                           help=f"{s.help} (default: {s.default if s.default is not None else 'unset'})")
             if s.type is list:
                 kwargs.update(nargs="+", metavar="ARG")
+            elif s.type is bool:
+                kwargs.update(action="store_const", const=True)
+            elif s.key == "board_id":
+                kwargs.update(type=str, metavar="ID")
             else:
                 kwargs.update(type=s.type)
             group.add_argument(s.flag, *ALIASES.get(s.key, ()), **kwargs)

@@ -48,10 +48,15 @@ class SerialSource:
         Initial wait before reopening a lost port; doubles up to ``max_retry_s``.
     faults : LimitedLog, optional
         The node's rate limiter (one is made if not given).
+    trust_name : bool
+        The path names the board itself (a udev ``SYMLINK+=`` rule keyed on its serial
+        number): accept a new device behind it after a reconnect. Implied for
+        ``/dev/serial/by-id/`` paths.
     """
 
     def __init__(self, port: str, baudrate: int = 921600, read_timeout_s: float = 0.1,
-                 retry_s: float = 0.5, max_retry_s: float = 10.0, faults: LimitedLog | None = None):
+                 retry_s: float = 0.5, max_retry_s: float = 10.0, faults: LimitedLog | None = None,
+                 trust_name: bool = False):
         self.port = port
         self.baudrate = baudrate
         self.read_timeout_s = read_timeout_s
@@ -60,7 +65,7 @@ class SerialSource:
         self.reconnects = 0
         self.refused = 0  # reopen attempts that found another device behind the path
         self.identity: tuple | None = None
-        self.trust_name = os.path.abspath(port).startswith(BY_ID)
+        self.trust_name = trust_name or os.path.abspath(port).startswith(BY_ID)
         self.faults = faults or LimitedLog(log)
         self._serial = None
         self._wait_s = retry_s

@@ -16,7 +16,7 @@ from .detector import EventDetector, Scored
 from .events import JsonlWriter, target_problem, with_iso_times
 from .logs import LimitedLog
 from .preprocess import WindowPreparer
-from .protocol import FrameDecoder
+from .protocol import FrameDecoder, TextDecoder
 from .reader import SerialSource
 from .ring import SlidingWindows
 from .sdnotify import Notifier
@@ -255,9 +255,14 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
         second = pipeline.second_stage = SecondStage(SourceClassifier(config.source_model),
                                                      wait_s=config.source_wait_s)
     _make_folders(config)
-    decoder = FrameDecoder()
+    if config.protocol == "text":
+        decoder = TextDecoder(n_channels=len(backend.metadata.components),
+                              sampling_rate_hz=config.text_rate_hz)
+    else:
+        decoder = FrameDecoder()
     source = SerialSource(config.port, config.baudrate, read_timeout_s=config.read_timeout_s,
-                          max_retry_s=config.reconnect_max_s, faults=faults)
+                          max_retry_s=config.reconnect_max_s, faults=faults,
+                          trust_name=config.trust_port_name)
     writer = JsonlWriter(config.events)
     writer.start()  # read the file back: torn last line kept aside, crash-open events closed
     actions = build_actions(config, faults)
