@@ -211,7 +211,8 @@ def test_merge_balances_splits_by_event_and_writes_the_card(sac_tree, tmp_path, 
                  "--out", str(st), "--no-progress"]) == 0
     synth.synthetic_dataset(10, seed=1).save(tmp_path / "synth")
     (tmp_path / "junk").mkdir()
-    inputs = [str(st), str(tmp_path / "synth"), str(tmp_path / "junk")]
+    synth.synthetic_dataset(3, seed=1, fs=50.0).save(tmp_path / "synth50")  # another rate: refused
+    inputs = [str(st), str(tmp_path / "synth"), str(tmp_path / "junk"), str(tmp_path / "synth50")]
     capsys.readouterr()
     assert main(["prepare", "merge", *inputs, "--out", str(tmp_path / "m1"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -222,6 +223,7 @@ def test_merge_balances_splits_by_event_and_writes_the_card(sac_tree, tmp_path, 
     assert card["windows"] == sum(card["classes"].values()) == len(WindowDataset.load(tmp_path / "m1"))
     items = {s["item"] for s in card["skipped"]}
     assert str(tmp_path / "junk") in items and {"BAD.nan", "BAD.short", "BAD.missing"} <= items
+    assert "50.0 Hz" in next(s["reason"] for s in card["skipped"] if s["item"] == str(tmp_path / "synth50"))
     assert set(card["sources"]) >= {"stead", "earthquake"}
     ds = WindowDataset.load(tmp_path / "m1")
     events = {}
