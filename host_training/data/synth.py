@@ -305,3 +305,297 @@ def synthetic_dataset(n_events: int = 1200, seed: int = 0, fs: float = 100.0,
     keep = sorted(set(np.flatnonzero(labels != "noise").tolist()) | set(chosen.tolist()))
     return WindowDataset(np.stack([waveforms[i] for i in keep]).astype(np.float64), fs,
                          [rows[i] for i in keep])
+
+
+# ==================================================================================
+# Physics-based generator: Green's functions + Brune sources + measured-noise models
+# ==================================================================================
+#
+# Earthquake records are sums of layered-earth Green's functions (greens.py, PyGRT) for
+# a random focal mechanism, azimuth, depth, distance and crustal model, convolved with a
+# causal Brune source of the drawn magnitude and stress drop, filtered by a site
+# resonance and by kappa; noise and sensors come from noise.py. One or two components
+# of many windows, of every class, are dead (zeros), self-noise only or copies: that is
+# how real 1- and 2-component records replay, and what the old generator never showed.
+
+CHANNEL_SETS = {  # live components (indices into E, N, Z) and their probability given "dead"
+    "EN": ((0, 1), 0.27), "EZ": ((0, 2), 0.09), "NZ": ((1, 2), 0.09),
+    "Z": ((2,), 0.2), "E": ((0,), 0.175), "N": ((1,), 0.175),
+}
+DEAD_MODES = {"zero": 0.7, "self_noise": 0.15, "copy": 0.15}
+MAX_MAGNITUDE = 7.5
+
+
+def _magnitude_to_moment_dyncm(magnitude: float) -> float:
+    """Hanks & Kanamori (1979): M0 in dyne-cm."""
+    return 10.0 ** (1.5 * magnitude + 16.1)
+
+
+def brune_corner_hz(moment_dyncm: float, stress_drop_bar: float, vs_kmps: float) -> float:
+    """Brune (1970) corner frequency in Hz (Boore 2003's constant)."""
+    return 4.906e6 * vs_kmps * (stress_drop_bar / moment_dyncm) ** (1.0 / 3.0)
+
+
+def earthquake_ground_motion(rng: np.random.Generator, bank, fs: float = 100.0,
+                             magnitude: float | None = None, node=None, params: dict | None = None):
+    """Noise-free 3-component ground acceleration of one earthquake at one station.
+
+    Parameters
+    ----------
+    bank : GreensBank
+        Precomputed Green's functions.
+    fs : float
+        Output sampling rate in Hz (the bank's traces are resampled by FFT).
+    magnitude : float, optional
+        Moment magnitude; uniform in [1, 7] when omitted.
+    node : tuple of int, optional
+        ``(model, depth, distance)`` indices into the bank; random when omitted.
+    params : dict, optional
+        Mechanism, azimuth, stress drop, site and kappa to reuse (e.g. to redo an event
+        at another magnitude); drawn when omitted.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        ``(3, n)`` acceleration in m/s^2, (E, N, Z).
+    p_s, s_s : float
+        First P and S arrival in s after the first sample (from the bank's ray tracing).
+    params : dict
+        Everything drawn, for the metadata.
+    """
+    from .greens import displacement_zrt, zrt_to_enz
+
+    if node is None:
+        node = tuple(int(rng.integers(0, k)) for k in bank.shape)
+    i, j, k = node
+    p = dict(params or {})
+    if not p:
+        p = dict(strike=rng.uniform(0, 360), dip=float(np.degrees(np.arccos(rng.uniform(0, 0.98)))),
+                 rake=rng.uniform(-180, 180), azimuth=rng.uniform(0, 360),
+                 stress_drop_bar=float(np.exp(rng.uniform(np.log(3.0), np.log(300.0)))),
+                 site_f0_hz=float(np.exp(rng.uniform(np.log(0.8), np.log(12.0)))),
+                 site_gain=float(np.exp(rng.uniform(0.0, np.log(5.0)))), site_q=rng.uniform(1.5, 5.0),
+                 kappa_s=float(np.exp(rng.uniform(np.log(0.005), np.log(0.06)))))
+    magnitude = float(rng.uniform(1.0, 7.0)) if magnitude is None else float(magnitude)
+    m0 = _magnitude_to_moment_dyncm(magnitude)
+    fc = brune_corner_hz(m0, p["stress_drop_bar"], float(bank.vs_source[i, j]))
+    zrt = displacement_zrt(bank.gf[i, j, k], p["strike"], p["dip"], p["rake"], p["azimuth"], m0)
+    enz = zrt_to_enz(zrt, p["azimuth"])
+    dt = bank.config.dt_s
+    nt = enz.shape[-1]
+    nfft = 2 * nt  # zero padding: the source and site filters must not wrap around
+    f = np.fft.rfftfreq(nfft, dt)
+    w = 2j * np.pi * f
+    # u = G * M(t); causal Brune moment rate M0 / (1 + i f/fc)^2, so a = d/dt (G * Mdot).
+    source = w / (1.0 + 1j * f / fc) ** 2
+    kappa = 1.0 / (1.0 + 1j * f * np.pi * p["kappa_s"])  # causal high-frequency decay
+    x = f / p["site_f0_hz"]
+    resonance = (1j * x / p["site_q"]) / (1.0 - x**2 + 1j * x / p["site_q"])  # damped oscillator, causal
+    site_h = 1.0 + (p["site_gain"] - 1.0) * resonance
+    site_v = 1.0 + (np.sqrt(p["site_gain"]) - 1.0) * resonance  # H/V > 1 near the site frequency
+    spec = np.fft.rfft(enz, nfft, axis=-1) * (source * kappa)[None]
+    spec[:2] *= site_h
+    spec[2] *= site_v
+    n_out = int(round(nfft * dt * fs))
+    full = np.zeros((3, n_out // 2 + 1), dtype=complex)
+    m = min(full.shape[-1], spec.shape[-1])
+    full[:, :m] = spec[:, :m]
+    data = np.fft.irfft(full, n_out, axis=-1) * (n_out / nfft)
+    data = data[:, : int(round(nt * dt * fs))]
+    p.update(magnitude=magnitude, moment_dyncm=m0, corner_hz=fc, model=i,
+             depth_km=float(bank.depths_km[i, j]), distance_km=float(bank.distances_km[k]))
+    return data, float(bank.t_p[i, j, k]), float(bank.t_s[i, j, k]), p
+
+
+def _draw_channels(rng: np.random.Generator, dead_fraction: float):
+    if rng.uniform() >= dead_fraction:
+        return "ENZ", "none"
+    names = list(CHANNEL_SETS)
+    prob = np.array([CHANNEL_SETS[c][1] for c in names])
+    live = names[int(rng.choice(len(names), p=prob / prob.sum()))]
+    modes = list(DEAD_MODES)
+    mode = modes[int(rng.choice(len(modes), p=np.array(list(DEAD_MODES.values()))))]
+    return live, mode
+
+
+def apply_channels(rng: np.random.Generator, data: np.ndarray, live: str, mode: str, sensor, fs: float):
+    """Replace the components not in ``live`` (letters of "ENZ") as a dead or missing channel.
+
+    ``zero``: zeros, as a replay fills a missing component; ``self_noise``: a channel that
+    reads only the part's self-noise and a constant; ``copy``: a copy of a live component.
+    """
+    out = data.copy()
+    alive = ["ENZ".index(c) for c in live]
+    for c in range(3):
+        if c in alive:
+            continue
+        if mode == "zero":
+            out[c] = 0.0
+        elif mode == "self_noise":
+            counts, _ = sensor.digitize(sensor.self_noise(rng, data.shape[-1], fs) + rng.uniform(-0.5, 0.5))
+            out[c] = counts / sensor.counts_per_mps2
+        elif mode == "copy":
+            out[c] = data[int(rng.choice(alive))]
+        else:
+            raise ValueError(f"unknown dead-channel mode {mode!r}; known: {', '.join(DEAD_MODES)}")
+    return out
+
+
+def _snr(signal_w, noise_w, fs, live):
+    from edge_runtime.preprocess import filter_windows
+
+    idx = ["ENZ".index(c) for c in live]
+    s = filter_windows(signal_w[idx], fs)
+    n = filter_windows(noise_w[idx], fs)
+    return float(np.abs(s).max() / max(np.sqrt(np.mean(n**2)), 1e-20))
+
+
+def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, window_s: float = 2.0,
+                    max_shift_s: float = 0.8, bank=None, dead_fraction: float = 0.55,
+                    transient_fraction: float = 0.6, snr_min: float = 4.0,
+                    class_fractions=(1 / 3, 1 / 3, 1 / 3), progress: bool = False):
+    """Labelled P / S / noise windows from the physics-based generator.
+
+    Parameters
+    ----------
+    n_windows : int
+        About this many windows (P and S come in pairs from one event).
+    seed : int
+        Seed of everything random here (the bank has its own seed).
+    fs : float
+        Sampling rate of the windows in Hz.
+    window_s : float
+        Window length in s.
+    max_shift_s : float
+        P and S windows are centred on the arrival +/- up to this many s.
+    bank : GreensBank, optional
+        Default: :func:`greens.build_bank` of the default :class:`greens.BankConfig` (cached).
+    dead_fraction : float
+        Fraction of records (all classes) with one or two dead / missing components.
+    transient_fraction : float
+        Fraction of noise windows holding a non-seismic transient (hard negatives).
+    snr_min : float
+        A P or S window's filtered peak must be this many times the noise rms; weaker
+        events are made stronger (magnitude raised) so that no label marks an invisible phase.
+    class_fractions : tuple of float
+        Wanted fractions of P, S, noise windows.
+
+    Returns
+    -------
+    WindowDataset
+        Metadata per window: label, split, source (earthquake or the noise kind), record,
+        sensor, channels (live components), dead_mode, p_sample / s_sample (arrival in
+        samples from the window start, -1 when outside), magnitude, distance_km, depth_km,
+        velocity_model, snr, clipped samples.
+    """
+    from tqdm import tqdm
+
+    from .dataset import WindowDataset, assign_splits
+    from .greens import build_bank
+    from .noise import TRANSIENT_KINDS, ambient_noise, draw_sensor, record_with_sensor, transient
+
+    if n_windows < 3:
+        raise ValueError(f"n_windows={n_windows}: at least 3 windows are needed")
+    bank = bank if bank is not None else build_bank(progress=progress)
+    rng = np.random.default_rng(seed)
+    n = int(round(window_s * fs))
+    fp, fsw, fn = np.asarray(class_fractions, float) / np.sum(class_fractions)
+    n_events = max(1, int(round(n_windows * max(fp, fsw))))
+    n_noise = max(1, n_windows - 2 * n_events) if fp == fsw else max(1, int(round(n_windows * fn)))
+    event_split = assign_splits(rng, n_events)
+    noise_split = assign_splits(rng, n_noise)
+    waveforms = np.empty((n_events * 2 + n_noise, 3, n), dtype=np.float32)
+    rows = []
+
+    def background(sensor):
+        return ambient_noise(rng, 2 * n, fs)[:, :n]
+
+    for e in tqdm(range(n_events), desc="synthetic earthquakes", disable=not progress):
+        sensor = draw_sensor(rng)
+        live, mode = _draw_channels(rng, dead_fraction)
+        ground, t_p, t_s, par = earthquake_ground_motion(rng, bank, fs)
+        centres = {"P": t_p + rng.uniform(-max_shift_s, max_shift_s),
+                   "S": t_s + rng.uniform(-max_shift_s, max_shift_s)}
+        noise_w = {lab: background(sensor) + sensor.self_noise(rng, (3, n), fs) for lab in centres}
+
+        def cut(sig, c, n=n):
+            start = int(round(c * fs)) - n // 2
+            return sig[:, start:start + n], start
+
+        # Raise the magnitude until both phases stand out of the noise.
+        def phase_snr(ground=ground, centres=centres, noise_w=noise_w, live=live):
+            return min(_snr(cut(ground, centres[lab])[0], noise_w[lab], fs, live) for lab in centres)
+
+        snr, tries = phase_snr(ground), 0
+        while snr < snr_min and par["magnitude"] < MAX_MAGNITUDE and tries < 4:
+            bump = (np.log10(snr_min / max(snr, 1e-6)) + rng.uniform(0.0, 0.5)) / 0.75
+            node = (par["model"], _depth_index(bank, par), _distance_index(bank, par))
+            ground, t_p, t_s, par = earthquake_ground_motion(
+                rng, bank, fs, min(par["magnitude"] + bump, MAX_MAGNITUDE), node=node, params=par)
+            snr, tries = phase_snr(ground), tries + 1
+        if snr < snr_min:  # beyond M7.5: a closer or quieter station in effect
+            scale = snr_min / max(snr, 1e-12) * rng.uniform(1.0, 2.0)
+            ground = ground * scale
+            par["scaled"] = float(scale)
+            snr = phase_snr(ground)
+        for lab, centre in centres.items():
+            w, start = cut(ground, centre)
+            extra = None
+            if rng.uniform() < 0.1:  # an occasional transient on top of a phase
+                extra = str(rng.choice(TRANSIENT_KINDS))
+                w = w + transient(rng, extra, n, fs, rng.uniform(0, window_s))
+            data, clipped = record_with_sensor(rng, w + noise_w[lab], fs, sensor, self_noise=False)
+            data = apply_channels(rng, data, live, mode, sensor, fs)
+            waveforms[len(rows)] = data
+            rows.append(dict(label=lab, split=event_split[e], source="earthquake", record=f"eq{e:06d}",
+                             sensor=sensor.name, channels=live, dead_mode=mode, transient=extra or "",
+                             center_s=round(centre, 3), p_sample=_in_window(t_p, start, fs, n),
+                             s_sample=_in_window(t_s, start, fs, n), snr=round(snr, 2), clipped=clipped,
+                             magnitude=round(par["magnitude"], 2), distance_km=par["distance_km"],
+                             depth_km=par["depth_km"], velocity_model=par["model"],
+                             stress_drop_bar=round(par["stress_drop_bar"], 1)))
+    for r in tqdm(range(n_noise), desc="synthetic noise", disable=not progress):
+        sensor = draw_sensor(rng)
+        live, mode = _draw_channels(rng, dead_fraction)
+        ground = background(sensor)
+        kind = "ambient"
+        if rng.uniform() < transient_fraction:
+            kind = str(rng.choice(TRANSIENT_KINDS))
+            ground = ground + transient(rng, kind, n, fs, rng.uniform(-0.2, 1.2) * window_s)
+        data, clipped = record_with_sensor(rng, ground, fs, sensor)
+        data = apply_channels(rng, data, live, mode, sensor, fs)
+        waveforms[len(rows)] = data
+        rows.append(dict(label="noise", split=noise_split[r], source=kind, record=f"noise{r:06d}",
+                         sensor=sensor.name, channels=live, dead_mode=mode, p_sample=-1, s_sample=-1,
+                         transient=kind if kind != "ambient" else "", clipped=clipped))
+    return WindowDataset(waveforms[: len(rows)].astype(np.float64), fs, rows)
+
+
+def _in_window(t, start, fs, n):
+    i = int(round(t * fs)) - start
+    return i if 0 <= i < n else -1
+
+
+def _depth_index(bank, par):
+    return int(np.argmin(np.abs(bank.depths_km[par["model"]] - par["depth_km"])))
+
+
+def _distance_index(bank, par):
+    return int(np.argmin(np.abs(bank.distances_km - par["distance_km"])))
+
+
+def dataset_card(ds) -> dict:
+    """Counts per class, source, split, sensor and live channels of a generated dataset."""
+    from collections import Counter
+
+    card = {"windows": len(ds), "sampling_rate_hz": ds.sampling_rate_hz}
+    for col in ("label", "split", "source", "sensor", "channels", "dead_mode"):
+        card[col] = dict(sorted(Counter(str(r.get(col, "")) for r in ds.metadata).items()))
+    card["label_by_channels"] = dict(sorted(Counter(f"{r['label']}/{r.get('channels', '')}"
+                                                    for r in ds.metadata).items()))
+    mags = np.array([float(r["magnitude"]) for r in ds.metadata if r.get("magnitude") not in (None, "")])
+    dist = np.array([float(r["distance_km"]) for r in ds.metadata if r.get("distance_km") not in (None, "")])
+    if mags.size:
+        for name, v in (("magnitude", mags), ("distance_km", dist)):
+            card[name] = dict(min=float(v.min()), median=float(np.median(v)), max=float(v.max()))
+    return card
