@@ -122,7 +122,7 @@ class RecordDataset(WindowDataset):
             fmt = read_data_format(f)
         if fmt.get("dataset_kind") != "records":
             raise ValueError(f"{folder}: not a record dataset (no data_format/dataset_kind='records'); "
-                             "make one with `python -m host_training synth-records`")
+                             "make one with `python -m host_training records`")
         try:
             config = SpectrogramConfig.from_dict(json.loads(fmt["spectrogram_config"]))
         except (KeyError, ValueError, TypeError) as exc:
@@ -240,6 +240,8 @@ def add_arguments(p) -> None:
     p.add_argument("--pre-s", type=float, default=defaults.pre_s, help="record before the onset, s")
     p.add_argument("--sampling-rate", type=float, default=defaults.sampling_rate_hz, help="Hz")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator and of the splits")
+    p.add_argument("--test-only", action="store_true",
+                   help="put every record in the test split (a held-out set for a trained model)")
 
 
 def main_records(args) -> int:
@@ -260,6 +262,9 @@ def main_records(args) -> int:
         ds, skipped = records_from_files(files, config, seed=args.seed, units=args.units)
         parts.append(ds)
     dataset = parts[0] if len(parts) == 1 else parts[0].concatenate(parts[1])
+    if args.test_only:
+        for row in dataset.metadata:
+            row["split"] = "test"
     folder = dataset.save(args.out)
     (Path(folder) / "config.json").write_text(json.dumps(
         {**vars(args), "spectrogram": config.to_dict()}, indent=2, default=str))
