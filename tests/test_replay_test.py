@@ -28,6 +28,9 @@ def fixture_dir(tmp_path_factory):
     strong = quake(rng, 600, 100.0, 2.5, pga=40.0)
     write_sac(trace(strong[0] * 1e9, "CLP", "HNZ", UTCDateTime(2026, 4, 1)), folder / "XX.CLP..HNZ.SAC",
               idep="iacc")
+    # 5 Hz: below what the node takes (and too coarse for the model's window): refused, others run.
+    write_sac(trace(strong[0, :100] * 1e7, "LOW", "HNZ", UTCDateTime(2026, 4, 2), fs=5.0),
+              folder / "XX.LOW..HNZ.SAC", idep="iacc")
     return folder, truth
 
 
@@ -41,7 +44,9 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
     report = json.loads(result.stdout)
     rows = {r["record"].split(".")[1]: r for r in report["rows"]}
     assert sorted(rows) == sorted([*truth, "CLP"])
-    assert [w.endswith("XX.BAD..HNZ.SAC") for w, _ in report["skipped"]] == [True]
+    skipped = sorted(report["skipped"])
+    assert [w.rsplit("/", 1)[-1] for w, _ in skipped] == ["XX.BAD..HNZ.SAC", "XX.LOW..HNZ.SAC"]
+    assert "corrupt" in skipped[0][1] and "sampling rate 5 Hz outside" in skipped[1][1]
     for name, row in rows.items():
         assert row["node_exit"] == 0 and row["error"] is None, (name, row)
         assert row["frames_sent"] == row["frames_decoded"] == row["frames_accepted"] > 0, (name, row)
@@ -55,7 +60,7 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
     assert rows["CLP"]["clipped"] > 0 and rows["OFS"]["clipped"] == 0
     assert rows["OFS"]["detected"] is not None and rows["OFS"]["kind"] == "earthquake"
     summary = report["summary"]
-    assert summary["records"] == 6 and summary["skipped"] == 1 and summary["node_failures"] == 0
+    assert summary["records"] == 6 and summary["skipped"] == 2 and summary["node_failures"] == 0
     assert (out / "summary.json").is_file() and (out / "summary.png").is_file()
 
 
@@ -71,6 +76,24 @@ def test_line_faults_and_drift_match_the_node_counters(tiny_model, fixture_dir, 
     assert row["faults"].get("dropped", 0) >= 1 and row["faults"].get("corrupted", 0) >= 1, row["faults"]
     failed = [c for c in row["ledger"] if not c["ok"]]
     assert not failed, failed
+
+
+def test_time_modes_move_records_and_picks_together(fixture_dir):
+    from host_training.data.records import read_records
+    from tools.replay_test import time_shift_s
+
+    folder, truth = fixture_dir
+    (old,), _ = read_records([folder / "xx.old..hn?.sac"])
+    now = UTCDateTime(2026, 6, 1).timestamp
+    shift = time_shift_s(old, "auto", now_s=now)
+    assert shift == round(now - old.starttime.timestamp) and time_shift_s(old, "keep") == 0.0
+    moved = old.shifted(shift)
+    assert moved.picks["P"].time - moved.starttime == pytest.approx(truth["OLD"]["p"] - old.starttime)
+    (new,), _ = read_records([folder / "XX.ONE..HNZ.SAC"])
+    assert time_shift_s(new, "auto", now_s=now) == 0.0  # inside 2000-2100: kept
+    assert new.shifted(time_shift_s(new, "2030-01-01T00:00:00")).starttime == UTCDateTime(2030, 1, 1)
+    with pytest.raises(ValueError, match="--time"):
+        time_shift_s(new, "someday")
 
 
 def test_bad_input_is_one_line_without_traceback(tiny_model, tmp_path):
