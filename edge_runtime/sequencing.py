@@ -132,7 +132,7 @@ class StreamSequencer:
                 out.append(self._deliver(self._held.pop(self._next)))
                 continue
             span = seq_distance(self._head.sequence, self._next)
-            if not give_up_all and span < self.reorder_frames:
+            if not give_up_all and span <= self.reorder_frames:
                 break
             first = min(self._held, key=lambda s: seq_distance(s, self._next))
             lost = seq_distance(first, self._next)

@@ -194,3 +194,68 @@ def test_stuck_clock_keeps_window_times_monotonic():
     starts = [w.start_us for w in windows]
     assert sw.gaps == 0 and sw.clock_steps == 59
     assert starts == sorted(starts) and starts[-1] == (1000 - 200) * 10_000
+
+
+def sequenced(pairs, drain=True, **kwargs):
+    """Push (sequence, time in frames of 0.1 s) pairs; return [(seq, lost, restart)] and counts."""
+    seq = StreamSequencer(**kwargs)
+    out = []
+    for s, t in pairs:
+        out += seq.push(Frame(s % 2**32, int(1_767_225_600_000_000 + t * 100_000), 100.0,
+                              np.zeros((10, 3), np.int32)))
+    if drain:
+        out += seq.drain()
+    counts = {k: v for k, v in seq.counts.items() if v and k not in ("frames_in", "frames_delivered")}
+    return [(d.frame.sequence, d.lost_frames, d.restart) for d in out][1:], counts
+
+
+# One row per line of the table in docs/serial-protocol.md ("Frame ordering").
+ORDERING_TABLE = [
+    ("next frame", [(0, 0), (1, 1), (2, 2)], [(1, 0, False), (2, 0, False)], {}),
+    ("clock step", [(0, 0), (1, 1), (2, 6)], [(1, 0, False), (2, 0, False)], {}),
+    ("sequence skip, no sample missing", [(0, 0), (1, 1), (5, 2), (6, 3)],
+     [(1, 0, False), (5, 0, False), (6, 0, False)], {"sequence_skips": 1}),
+    ("reordered frame", [(0, 0), (1, 1), (3, 3), (2, 2), (4, 4)],
+     [(1, 0, False), (2, 0, False), (3, 0, False), (4, 0, False)], {"frames_reordered": 1}),
+    ("gap given up", [(0, 0), (1, 1)] + [(s, s) for s in range(3, 8)],
+     [(1, 0, False), (3, 1, False), (4, 0, False), (5, 0, False), (6, 0, False), (7, 0, False)],
+     {"frames_lost": 1}),
+    ("long outage", [(0, 0), (2**17 + 1, 2**17 + 1)], [(2**17 + 1, 2**17, False)], {"frames_lost": 2**17}),
+    ("jump, time unaccounted, d ≤ 65,536", [(0, 0), (1000, 50)], [(1000, 999, False)], {"frames_lost": 999}),
+    ("jump, time unaccounted, d > 65,536", [(0, 0), (100_000, 50)], [(100_000, 0, True)],
+     {"sequence_resets": 1}),
+    ("duplicate", [(0, 0), (1, 1), (2, 2), (1, 1)], [(1, 0, False), (2, 0, False)], {"frames_duplicate": 1}),
+    ("stale frame", [(0, 0), (1, 1)] + [(s, s) for s in range(3, 8)] + [(2, 2)],
+     [(1, 0, False), (3, 1, False), (4, 0, False), (5, 0, False), (6, 0, False), (7, 0, False)],
+     {"frames_lost": 1, "frames_stale": 1}),
+    ("board restart", [(0, 0), (1, 1), (2, 2), (0, 3), (1, 4)], [(1, 0, False), (2, 0, False), (0, 0, True),
+                                                                 (1, 0, False)], {"sequence_resets": 1}),
+    ("uint32 wrap", [(2**32 - 1, 0), (0, 1)], [(0, 0, False)], {}),
+]
+
+
+@pytest.mark.parametrize("case,pairs,delivered,counts", ORDERING_TABLE, ids=[r[0] for r in ORDERING_TABLE])
+def test_frame_ordering_table(case, pairs, delivered, counts):
+    assert sequenced(pairs) == (delivered, counts)
+
+
+def test_ordering_table_is_the_documented_one():
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "serial-protocol.md").read_text()
+    for case, *_ in ORDERING_TABLE:
+        if case != "uint32 wrap":
+            assert f"| {case} |" in doc, case
+
+
+def test_reorder_window_holds_at_most_four_frames():
+    delivered, _ = sequenced([(0, 0), (1, 1)] + [(s, s) for s in range(3, 7)], drain=False)
+    assert delivered == [(1, 0, False)]  # 3..6 held, waiting for 2
+    delivered, _ = sequenced([(0, 0), (1, 1)] + [(s, s) for s in range(3, 8)], drain=False)
+    assert delivered[1] == (3, 1, False)  # the fifth held frame gives 2 up
+
+
+def test_other_board_is_dropped():
+    seq = StreamSequencer(board_id=7)
+    f = Frame(0, 1_767_225_600_000_000, 100.0, np.zeros((10, 3), np.int32), 2, 8, 0, "gps")
+    assert seq.push(f) == [] and seq.counts["frames_other_board"] == 1
