@@ -380,9 +380,10 @@ class WindowDataset:
     def save(self, folder, overwrite: bool = True, data_format: dict | None = None) -> Path:
         """Write the dataset in SeisBench's format (see the module docstring).
 
-        Rows that carry the synthetic generator's ``p_s``/``s_s``/``center_s`` (s after
-        the record start) get ``trace_p_arrival_sample``/``trace_s_arrival_sample``;
-        ``source_id`` defaults to ``record``.
+        Rows that carry the synthetic generators' picks (``p_sample``/``s_sample`` in the
+        window, or ``p_s``/``s_s``/``center_s`` in s after the record start) get
+        ``trace_p_arrival_sample``/``trace_s_arrival_sample``; ``source_id`` defaults to
+        ``record``.
         """
         waveforms = self.waveforms
         n = waveforms.shape[-1]
@@ -457,6 +458,11 @@ def _complete_row(row: dict, fs: float, n: int) -> dict:
     row = dict(row)
     if not row.get("source_id") and row.get("record"):
         row["source_id"] = row["record"]
+    for phase in ("p", "s"):  # the physics generator's picks: samples in the window, -1 outside
+        sample = _float(row.get(f"{phase}_sample"))
+        if sample is not None and sample >= 0 and not row.get(f"trace_{phase}_arrival_sample"):
+            row[f"trace_{phase}_arrival_sample"] = int(sample)
+            row.setdefault("pick_source", "synthetic")
     center = _float(row.get("center_s"))
     if center is not None:
         start = center - n / (2 * fs)
