@@ -585,13 +585,14 @@ class TextStats:
     line_errors: int = 0
     frames: int = 0
     bytes_in: int = 0
+    bytes_accepted: int = 0
     bytes_discarded: int = 0
     last_error: str = ""
 
     def to_dict(self) -> dict:
         return {"lines": self.lines, "line_errors": self.line_errors, "frames": self.frames,
-                "bytes_in": self.bytes_in, "bytes_discarded": self.bytes_discarded,
-                "last_error": self.last_error}
+                "bytes_in": self.bytes_in, "bytes_accepted": self.bytes_accepted,
+                "bytes_discarded": self.bytes_discarded, "last_error": self.last_error}
 
 
 class TextDecoder:
@@ -604,7 +605,8 @@ class TextDecoder:
     first sample is stamped with the node's clock and later ones at the nominal rate,
     re-anchored when the clock and the count drift apart by more than ``max_drift_s``
     (``time_fix`` is ``"node"``). Text mode cannot tell a lost line from no line; a
-    dropped line shifts the samples after it by one period.
+    dropped line shifts the samples after it by one period. Every byte is accounted for:
+    ``bytes_in == bytes_accepted + bytes_discarded + len(unfinished line)``.
 
     Parameters
     ----------
@@ -665,6 +667,7 @@ class TextDecoder:
             self._bad(line, "value outside int32")
             return
         self.stats.lines += 1
+        self.stats.bytes_accepted += len(line) + 1
         if not self._rows:
             now_us = self.clock() * 1e6
             predicted = None if self._anchor_us is None else self._anchor_us + self._count * 1e6 / self.rate

@@ -246,6 +246,8 @@ def test_fuzz_random_bytes_both_decoders(data):
     for f in frames:
         assert f.samples.shape[1] == 3 and f.samples.dtype == np.int32
     assert text.stats.lines == sum(f.n_samples for f in frames)
+    st_ = text.stats
+    assert st_.bytes_in == st_.bytes_accepted + st_.bytes_discarded + len(text._buf)
 
 
 @settings(max_examples=150, deadline=None)
