@@ -98,6 +98,9 @@ def atomic_path(dst, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is as readable as any
         os.replace(tmp, dst)
     finally:
         with contextlib.suppress(FileNotFoundError):

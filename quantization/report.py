@@ -62,8 +62,14 @@ with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")  # reset the peak (VmHWM) to the current resident size
 before = status("VmRSS")
 backend = Backend(path, threads=1)
-for i in range(len(windows)):
-    backend.predict(windows[i:i + 1])
+if backend.metadata.model == "EarthquakeCNN":
+    for i in range(len(windows)):
+        backend.predict(windows[i:i + 1])
+else:  # image models: the runtime on an input of the graph's shape
+    node = backend.session.get_inputs()[0]
+    shape = [1] + [d if isinstance(d, int) else 1 for d in node.shape[1:]]
+    for _ in range(3):
+        backend.session.run(None, {node.name: np.zeros(shape, np.float32)})
 print(json.dumps({"before_kib": before, "after_kib": status("VmHWM")}))
 """
 
@@ -201,7 +207,7 @@ def quantization_report(models, data, out, split: str = "test", reference=None, 
     rows, probs_of, backends = [], {}, {}
     for path in models:
         predictor = load_predictor(path)
-        probs, y, keep, _ = predictor.predict(part, data)
+        probs, y, keep, inputs = predictor.predict(part, data)
         if len(y) == 0:
             raise ValueError(f"{data}: no window of split {split!r} passes the amplitude limits")
         metrics, _ = score(probs, y, predictor.classes)
@@ -225,8 +231,15 @@ def quantization_report(models, data, out, split: str = "test", reference=None, 
     config = backends[reference.name].metadata.preprocess_config()
     int16, _ = prepare_windows(part.waveforms[:1], part.sampling_rate_hz, config)
     window = int16[:1]
-    calls = {n: (lambda b=b: b.predict(window)) for n, b in backends.items()}
-    calls.update({("raw", n): runtime_call(b, window) for n, b in backends.items()})
+    if rows[0]["model_name"] == "EarthquakeCNN":
+        calls = {n: (lambda b=b: b.predict(window)) for n, b in backends.items()}
+        calls.update({("raw", n): runtime_call(b, window) for n, b in backends.items()})
+    else:  # record-level image models: the runtime on the model input of one record
+        image = np.ascontiguousarray(inputs[:1], dtype=np.float32)
+        calls = {}
+        for n, b in backends.items():
+            feed = {b.metadata.input_name: image}
+            calls[n] = calls[("raw", n)] = (lambda s=b.session, f=feed: s.run(None, f))
     times = interleaved_latency(calls, rounds=rounds)
     base = summarize(times[reference.name])["p50_us"]
     for r in rows:

@@ -18,7 +18,11 @@ the integer graph, which onnxruntime's QDQ graph cannot (see :mod:`quantization.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +34,36 @@ from .files import ModelFileError, atomic_path, derived_metadata, load_onnx
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install -e '.[tflite,convert]' (ai-edge-litert, litert-torch)"
+
+
+@contextlib.contextmanager
+def quiet_native_output():
+    """Silence the converter's own chatter (progress lines, absl and MLIR logs written by
+    C++ straight to file descriptors 1 and 2, Python warnings) unless debug logging is on."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as null, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quiet_loggers = {name: logging.getLogger(name).level for name in ("root", "torchao", "absl")}
+        for name in quiet_loggers:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for name, level in quiet_loggers.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def embed_metadata(tflite_bytes: bytes, metadata: ModelMetadata) -> bytes:
@@ -77,7 +111,8 @@ def convert_tflite(model, dst, metadata: ModelMetadata, calibration: np.ndarray 
     import torch
 
     try:
-        import litert_torch
+        with quiet_native_output():
+            import litert_torch
     except ImportError:
         raise ModelFileError(f"litert-torch is not installed: {INSTALL_HINT}") from None
     from host_training.export import INPUT_SHAPES
@@ -97,17 +132,19 @@ def convert_tflite(model, dst, metadata: ModelMetadata, calibration: np.ndarray 
     int8 = calibration is not None
     with tempfile.TemporaryDirectory(prefix="seismictorch-tflite-") as tmp:
         float_path = Path(tmp) / "float.tflite"
-        litert_torch.convert(model, (torch.zeros((1,) + shape),)).export(str(float_path))
+        with quiet_native_output():
+            litert_torch.convert(model, (torch.zeros((1,) + shape),)).export(str(float_path))
         path = float_path
         if int8:
-            from ai_edge_quantizer import quantizer, recipe
+            with quiet_native_output():
+                from ai_edge_quantizer import quantizer, recipe
 
-            q = quantizer.Quantizer(str(float_path), recipe.static_wi8_ai8())
-            signature = _signature(float_path)
-            feeds = [{signature[1]: calibration[i:i + 1]} for i in range(len(calibration))]
-            result = q.quantize(q.calibrate({signature[0]: feeds}))
-            path = Path(tmp) / "int8.tflite"
-            result.export_model(str(path), overwrite=True)
+                q = quantizer.Quantizer(str(float_path), recipe.static_wi8_ai8())
+                signature = _signature(float_path)
+                feeds = [{signature[1]: calibration[i:i + 1]} for i in range(len(calibration))]
+                result = q.quantize(q.calibrate({signature[0]: feeds}))
+                path = Path(tmp) / "int8.tflite"
+                result.export_model(str(path), overwrite=True)
         info = {"step": "tflite", "tool": f"litert-torch {litert_torch.__version__}",
                 "scheme": "int8" if int8 else "float",
                 "calibration_windows": int(len(calibration)) if int8 else 0}

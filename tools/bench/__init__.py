@@ -138,6 +138,9 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
 
     results.append(bench_replay_test(out, rng))  # tools/bench/replay_test.py
     results.append(bench_spectrogram(rng))  # tools/bench/spectrogram.py
+    from .quant import bench_quant  # quantized variants + static QDQ graph choices
+
+    results += bench_quant(out, seed=seed)  # tools/bench/quant.py (report in <out>/quant/)
     from .prepare import bench_prepare  # here: `python -m tools.bench.prepare` runs it on its own too
 
     results += bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)  # tools/bench/prepare.py
