@@ -48,10 +48,13 @@ def with_iso_times(event: dict) -> dict:
 def default_fallback_spool(path: Path) -> Path:
     """Second spool folder, on another file system than a card that may be full.
 
-    ``$STATE_DIRECTORY`` (systemd) when set, else the system's temporary folder; the
-    name encodes the event file's path so two nodes never share a queue.
+    ``$RUNTIME_DIRECTORY`` (systemd ``RuntimeDirectory=``, RAM under /run: survives a
+    restart of the node with ``RuntimeDirectoryPreserve=yes``, not a reboot), else
+    ``$STATE_DIRECTORY``, else the system's temporary folder; the name encodes the event
+    file's path so two nodes never share a queue.
     """
-    base = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or tempfile.gettempdir()
+    base = (os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+            or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or tempfile.gettempdir())
     tag = str(path.resolve()).strip("/").replace("/", "_")
     return Path(base) / "seismictorch-spool" / tag
 

@@ -295,6 +295,7 @@ def test_cases1_2_3_full_disk_sigterm_and_restart(tiny_model, card, tmp_path):
     old = seed_old_record(events)
     state = tmp_path / "state"  # the fallback spool, on another file system
     env = dict(python_env(), STATE_DIRECTORY=str(state))
+    env.pop("RUNTIME_DIRECTORY", None)
     limit = [events.stat().st_size + 150]  # RLIMIT_FSIZE fallback: a short write too
 
     def preexec():
