@@ -150,6 +150,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - third-party code may still draw from the legacy global
     torch.manual_seed(seed)
+    # cuDNN picks among kernels by timing and some reduce in a racy order: fix both, so a
+    # resumed CUDA run ends where an uninterrupted one does (cheap at these model sizes).
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -819,6 +823,7 @@ def run_training(
             log.warning("resuming with the settings of %s, not those of this command line", config_path)
         config = TrainConfig.from_dict(saved["train"])
     prep = PreprocessConfig().to_dict() if model_name == "EarthquakeCNN" else {}
+    augment = build_augment(config.augment, config.seed) if config.augment else None
     dataset = open_dataset(data)
     xs, ys, dropped = {}, {}, {}
     for split in ("train", "val", "test"):
@@ -842,7 +847,6 @@ def run_training(
         _write_json(config_path, record)
     classes = list(MODEL_CLASSES[model_name])
     model = build_model(model_name, config.seed)
-    augment = build_augment(config.augment, config.seed) if config.augment else None
     info = dict(
         model=model_name, classes=classes, preprocess=prep, data=record["data"], data_card_sha256=card
     )
@@ -999,6 +1003,11 @@ def run_finetune(
                 val_accuracy=result["best_val_accuracy"],
                 before=summary["before"],
                 after=summary["after"],
+                **(
+                    {"spectrogram": ckpt["extra"]["spectrogram"]}
+                    if (ckpt.get("extra") or {}).get("spectrogram")
+                    else {}
+                ),
             ),
         )
         plot_history(result["history"], out / "history.png")

@@ -141,6 +141,7 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
     from .quant import bench_quant  # quantized variants + static QDQ graph choices
 
     results += bench_quant(out, seed=seed)  # tools/bench/quant.py (report in <out>/quant/)
+    results.append(__import__("tools.bench.train", fromlist=["x"]).bench_train(rng))  # tools/bench/train.py
     from .prepare import bench_prepare  # here: `python -m tools.bench.prepare` runs it on its own too
 
     results += bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)  # tools/bench/prepare.py
