@@ -40,6 +40,7 @@ window in this project.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
@@ -192,14 +193,18 @@ def spectrogram(x: np.ndarray, fs: float, nperseg: int = 256, noverlap: int = 12
     n_seg = (n - noverlap) // step
     segments = np.lib.stride_tricks.sliding_window_view(x, nperseg, axis=-1)[..., ::step, :][..., :n_seg, :]
     window = tukey_window(nperseg, tukey_alpha)
-    # detrend='constant' after the transform, by linearity: rfft(w (s - mean)) =
-    # rfft(w s) - mean rfft(w); one pass less over the segments.
-    mean = segments.mean(axis=-1)
-    # One 2-D transform over all segments: numpy's FFT is several times slower on N-D input.
-    spec = np.fft.rfft((segments * window.astype(dtype)).reshape(-1, nperseg), axis=-1)
-    spec = spec.reshape(segments.shape[:-1] + (-1,))
-    spec -= mean[..., None] * _window_spectrum(nperseg, tukey_alpha).astype(spec.dtype)
-    sxx = spec.real ** 2 + spec.imag ** 2
+    rows = int(np.prod(segments.shape[:-1]))
+    # The FFT runs in float64 whatever dtype is (numpy's float32 FFT is several times
+    # slower), on one 2-D block (N-D input is slower too), in per-thread work buffers:
+    # fresh multi-megabyte arrays per call cost more in page faults than the arithmetic.
+    windowed = _work_buffer("windowed", (rows, nperseg), np.float64).reshape(segments.shape)
+    np.subtract(segments, segments.mean(axis=-1, keepdims=True), out=windowed)  # detrend='constant'
+    windowed *= window
+    spec = np.fft.rfft(windowed.reshape(rows, nperseg), axis=-1,
+                       out=_work_buffer("spec", (rows, nperseg // 2 + 1), np.complex128))
+    sxx = np.square(spec.real, dtype=dtype)
+    sxx += np.square(spec.imag, out=_work_buffer("imag2", spec.shape, np.float64))
+    sxx = sxx.reshape(segments.shape[:-1] + (-1,))
     sxx *= sxx.dtype.type(1.0 / (fs * np.sum(window ** 2)))
     # One-sided density: double all bins but DC (and Nyquist for an even segment).
     sxx[..., 1: None if nperseg % 2 else -1] *= 2.0
@@ -208,11 +213,21 @@ def spectrogram(x: np.ndarray, fs: float, nperseg: int = 256, noverlap: int = 12
     return frequencies, times, np.swapaxes(sxx, -1, -2)
 
 
-@lru_cache(maxsize=8)
-def _window_spectrum(n: int, alpha: float) -> np.ndarray:
-    spectrum = np.fft.rfft(tukey_window(n, alpha))
-    spectrum.setflags(write=False)
-    return spectrum
+_WORK = threading.local()
+WORK_BUFFER_MAX_BYTES = 16 * 2**20  # larger blocks (host batches) are allocated per call
+
+
+def _work_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A per-thread scratch array reused from call to call (contents undefined)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    if size > WORK_BUFFER_MAX_BYTES:
+        return np.empty(shape, dtype)
+    buffers = _WORK.__dict__.setdefault("buffers", {})
+    buf = buffers.get(name)
+    if buf is None or buf.nbytes < size or buf.dtype != dtype:
+        buf = buffers[name] = np.empty(max(size // dtype.itemsize, 1), dtype)
+    return buf[: int(np.prod(shape))].reshape(shape)
 
 
 @lru_cache(maxsize=16)
