@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--gate-pp", type=float, default=0.5, help="max accuracy loss (percentage points)")
     ch.add_argument("--min-agreement", type=float, default=0.99, help="min agreement with the reference")
     ch.add_argument("--out", help="output file (default: chosen_model.json beside the report)")
+    ch.add_argument("--runtimes", default="onnxruntime,litert",
+                    help="runtimes the node has (drop litert for a node without ai-edge-litert)")
 
     a = sub.add_parser("all", formatter_class=fmt, help="build every variant, report, choose",
                        description="int16, static int8/A16W8/A16W16, LiteRT float/int8 (with --checkpoint), "
@@ -189,7 +191,9 @@ def run(args) -> None:
     elif args.command == "choose":
         from .report import choose
 
-        c = choose(args.report, args.out, gate_pp=args.gate_pp, min_agreement=args.min_agreement)
+        runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+        c = choose(args.report, args.out, gate_pp=args.gate_pp, min_agreement=args.min_agreement,
+                   runtimes=runtimes)
         print(f"chosen: {c['model']} ({c['runtime']}, {c['scheme']}): {c['latency_p50_us']:.1f} us p50 "
               f"(x{c['latency_ratio']:.2f} of the reference), accuracy {c['accuracy_delta_pp']:+.2f} pp, "
               f"agreement {100 * c['agreement']:.2f} %")

@@ -316,7 +316,8 @@ def plot_report(report: dict, path) -> None:
     plt.close(fig)
 
 
-def choose(report, out=None, gate_pp: float = 0.5, min_agreement: float = 0.99) -> dict:
+def choose(report, out=None, gate_pp: float = 0.5, min_agreement: float = 0.99,
+           runtimes=("onnxruntime", "litert")) -> dict:
     """Pick the fastest variant within the accuracy gate and write it for the bundle.
 
     Parameters
@@ -329,6 +330,8 @@ def choose(report, out=None, gate_pp: float = 0.5, min_agreement: float = 0.99) 
         Largest accuracy loss against the reference, in percentage points.
     min_agreement : float
         Smallest agreement with the reference (fraction).
+    runtimes : sequence of str
+        Runtimes the node has (``onnxruntime``; ``litert`` when ai-edge-litert is installed).
 
     Returns
     -------
@@ -348,15 +351,17 @@ def choose(report, out=None, gate_pp: float = 0.5, min_agreement: float = 0.99) 
         raise ValueError(f"{source or 'report'}: no variants; write it with `python -m quantization report`")
     if gate_pp < 0 or not 0 <= min_agreement <= 1:
         raise ValueError(f"gate_pp={gate_pp} must be >= 0 and min_agreement={min_agreement} in [0, 1]")
-    passing = [r for r in report["variants"]
-               if r["accuracy_delta_pp"] >= -gate_pp and r["agreement"] >= min_agreement]
-    # The reference always passes its own gate, so there is always a choice.
+    passing = [r for r in report["variants"] if r["accuracy_delta_pp"] >= -gate_pp
+               and r["agreement"] >= min_agreement and r.get("runtime", "onnxruntime") in runtimes]
+    if not passing:  # the reference passes its own gate unless its runtime is excluded
+        raise ValueError(f"no variant passes the gate on runtimes {list(runtimes)}")
     best = min(passing, key=lambda r: r["latency_p50_us"])
     choice = {"model": best["model"], "path": best["path"], "runtime": best["runtime"],
               "scheme": best["scheme"], "accuracy": best["accuracy"], "agreement": best["agreement"],
               "accuracy_delta_pp": best["accuracy_delta_pp"], "latency_p50_us": best["latency_p50_us"],
               "latency_ratio": best["latency_ratio"], "bytes": best["bytes"],
               "reference": report["reference"], "gate_pp": gate_pp, "min_agreement": min_agreement,
+              "runtimes": list(runtimes),
               "candidates": [r["model"] for r in passing],
               "rejected": [r["model"] for r in report["variants"] if r not in passing]}
     if out is None:

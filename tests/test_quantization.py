@@ -157,6 +157,8 @@ def test_choose_skips_a_fast_variant_outside_the_gate(tmp_path):
     assert choice["model"] == "ok.onnx"
     assert choice["rejected"] == ["fast_bad.onnx", "disagrees.onnx"]
     assert choose(report, tmp_path / "c.json", gate_pp=2.0)["model"] == "fast_bad.onnx"
+    report["variants"][3]["runtime"] = "litert"
+    assert choose(report, tmp_path / "c.json", runtimes=["onnxruntime"])["model"] == "f.onnx"
 
 
 @pytest.mark.parametrize("step", ["int16", "simplify", "dynamic", "static"])
