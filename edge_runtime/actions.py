@@ -85,12 +85,12 @@ class HttpAction:
                 response.read()
                 status = response.status
         except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"{self.url}: HTTP {exc.code} {exc.reason}") from None
+            raise DeliveryError(f"HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DeliveryError(f"{self.url}: {reason}") from None
+            raise DeliveryError(str(reason)) from None
         if not 200 <= status < 300:
-            raise DeliveryError(f"{self.url}: HTTP {status}")
+            raise DeliveryError(f"HTTP {status}")
 
     def __str__(self) -> str:
         return self.url
@@ -163,7 +163,7 @@ class ActionQueue:
                 except DeliveryError as exc:
                     self.failures += 1
                     self.faults(logging.WARNING, self.kind, "alert %s failed (%s); %d queued, retrying in "
-                                "%.0f s", self.action, exc, len(self.spool), wait_s)
+                                "%.1f s", self.action, exc, len(self.spool), wait_s)
                     failed = True
                     break
                 except Exception:  # a bug in delivery must not kill the worker
