@@ -64,16 +64,17 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
     assert (out / "summary.json").is_file() and (out / "summary.png").is_file()
 
 
-def test_line_faults_and_drift_match_the_node_counters(tiny_model, fixture_dir, tmp_path):
+def test_line_faults_unplug_and_drift_match_the_node_counters(tiny_model, fixture_dir, tmp_path):
+    """Unplug: the link vanishes, then the pty; a new pty comes back behind the link."""
     folder, _ = fixture_dir
-    faults = parse_faults("corrupt=0.02,drop=0.02,garbage=0.05,drift_ppm=300,seed=2")
+    faults = parse_faults("corrupt=0.02,drop=0.02,garbage=0.05,unplug=0.03,unplug_s=0.5,drift_ppm=300,seed=2")
     config = ReplayTestConfig(model=str(tiny_model["sim"]), out=str(tmp_path), idle_exit_s=0.5,
                               faults=faults)
     result = run_replay_test([folder / "XX.OFS..HNE.SAC", folder / "XX.OFS..HNN.SAC",
                               folder / "XX.OFS..HNZ.SAC"], config, progress=False)
     (row,) = result["rows"]
     assert row["node_exit"] == 0 and row["error"] is None, row
-    assert row["faults"].get("dropped", 0) >= 1 and row["faults"].get("corrupted", 0) >= 1, row["faults"]
+    assert row["faults"].get("unplugged", 0) >= 1 and row["faults"].get("corrupted", 0) >= 1, row["faults"]
     failed = [c for c in row["ledger"] if not c["ok"]]
     assert not failed, failed
 
@@ -107,3 +108,18 @@ def test_bad_input_is_one_line_without_traceback(tiny_model, tmp_path):
     assert result.returncode == 2 and "furlongs" in result.stderr and "Traceback" not in result.stderr
     with pytest.raises(ValueError, match="unplug"):
         FaultConfig(unplug=2.0)
+
+
+def test_missing_components_as_zeros_or_sensor_self_noise(fixture_dir):
+    from edge_runtime.sensors import get_sensor
+    from host_training.data.records import read_records
+    from tools.replay_test import digitize
+
+    folder, _ = fixture_dir
+    (one,), _ = read_records([folder / "XX.ONE..HNZ.SAC"])
+    sensor = get_sensor("adxl355-2g")
+    counts, notes = digitize(one, sensor, "zeros", np.random.default_rng(0))
+    assert notes == {"clipped": 0, "missing": "EN"} and not counts[:2].any() and counts[2].any()
+    counts, _ = digitize(one, sensor, "self-noise", np.random.default_rng(0))
+    rms = counts[:2].std() / sensor.counts_per_mps2
+    assert rms == pytest.approx(sensor.self_noise_rms_mps2(one.sampling_rate_hz), rel=0.2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import termios
 import time
 import tty
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .faults import FaultInjector
 
 log = logging.getLogger(__name__)
 
+UNSET_SPEED = termios.B50
+
 
 @dataclass
 class Pty:
@@ -32,6 +35,41 @@ class Pty:
     master_fd: int
     slave_fd: int
     port: str
+
+    def configured(self) -> bool:
+        """Whether a reader has set its line settings (pyserial does, then flushes)."""
+        try:
+            return termios.tcgetattr(self.slave_fd)[4] != UNSET_SPEED
+        except termios.error:
+            return False
+
+    def pending(self) -> int:
+        """Bytes written but not yet read by the other end (the slave's input queue)."""
+        import fcntl
+        import struct
+
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.slave_fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
+
+    def drain(self, timeout_s: float = 10.0, settle_s: float = 0.1) -> bool:
+        """Wait until the reader has taken every byte written; False on timeout.
+
+        Bytes written to the master reach the slave's queue asynchronously, so the queue
+        must stay empty for ``settle_s`` before the reader is known to have them all.
+        """
+        deadline = time.monotonic() + timeout_s
+        empty_since = None
+        while time.monotonic() < deadline:
+            if self.pending():
+                empty_since = None
+            elif empty_since is None:
+                empty_since = time.monotonic()
+            elif time.monotonic() - empty_since >= settle_s:
+                return True
+            time.sleep(0.01)
+        return False
 
     def close(self) -> None:
         for fd in (self.master_fd, self.slave_fd):
@@ -49,6 +87,10 @@ def open_pty() -> Pty:
     master_fd, slave_fd = os.openpty()
     tty.setraw(slave_fd)
     tty.setraw(master_fd)
+    # A line speed no reader asks for: when it changes, a reader has configured the port.
+    attrs = termios.tcgetattr(slave_fd)
+    attrs[4] = attrs[5] = UNSET_SPEED
+    termios.tcsetattr(slave_fd, termios.TCSANOW, attrs)
     return Pty(master_fd, slave_fd, os.ttyname(slave_fd))
 
 
@@ -87,6 +129,18 @@ class PtyLink:
         os.symlink(self.pty.port, tmp)
         os.replace(tmp, self.link)  # atomic: the node sees the old link or the new one
         return self.pty
+
+    def wait_opened(self, proc, timeout_s: float = 30.0) -> None:
+        """Block until process ``proc`` has reopened the port and configured it.
+
+        Raises RuntimeError when it exits or does not within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not (self.opened_by(proc.pid) and self.pty.configured()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the node did not reopen the port after an unplug")
+            time.sleep(0.02)
+        time.sleep(0.1)  # pyserial flushes the input right after configuring it
 
     def opened_by(self, pid: int) -> bool:
         """Whether process ``pid`` holds the current pty open (Linux ``/proc``)."""

@@ -801,13 +801,13 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
     kind = row.kind if row is not None else None
     if kind is None:
         sac = getattr(traces[0].stats, "sac", None) or {}
+        # kevnm holds an event name in most files; only the kinds this project writes
+        # (write_record: earthquake, noise and synthetic noise kinds) say what a record is.
         name = str(sac.get("kevnm") or "").strip().lower()
         if name in ("earthquake", "noise", "other"):
             kind = name
-        elif name and "P" in picks:
-            kind = "earthquake"
-        elif name:
-            kind = "noise" if "P" not in picks else "earthquake"
+        elif name in ("quiet", "traffic", "spikes"):
+            kind = "noise"
         elif "P" in picks:
             kind = "earthquake"
     return picks, kind
