@@ -91,3 +91,17 @@ def test_catalog_errors_name_the_line(tmp_path):
     bad.write_text("name,kind\n")
     with pytest.raises(RecordError, match="no 'files' column"):
         read_catalog(bad)
+
+
+def test_same_station_and_start_in_two_folders_are_two_records(tmp_path, rng):
+    """The old reader merged them; each folder is its own recording."""
+    from host_training.data.sac import write_record
+
+    t0 = UTCDateTime(2026, 2, 1)
+    write_record(rng.normal(0, 0.01, (3, 500)), 100.0, t0, tmp_path / "event1", picks={"P": 2.0})
+    write_record(rng.normal(0, 0.01, (3, 500)), 100.0, t0, tmp_path / "event2", kind="noise")
+    records, skipped = read_records([tmp_path])
+    assert skipped == [] and len(records) == 2
+    assert sorted(str(r.kind) for r in records) == ["earthquake", "noise"]
+    assert {tuple(r.files) for r in records} == {tuple(sorted(map(str, (tmp_path / d).glob("*.SAC"))))
+                                                  for d in ("event1", "event2")}

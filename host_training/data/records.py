@@ -415,7 +415,31 @@ def group_traces(traces, max_gap_s: float = 10.0) -> list[list]:
             end = tr.stats.endtime if end is None else max(end, tr.stats.endtime)
         if current:
             groups.append(current)
-    return groups
+    return [part for group in groups for part in _split_duplicates(group)]
+
+
+def _split_duplicates(group: list) -> list[list]:
+    """One group per folder when a channel overlaps itself across folders.
+
+    Two recordings of one station over the same time (two events' folders, a copy in
+    another folder) are two records, never merged into one.
+    """
+    by_channel = {}
+    for tr in group:
+        by_channel.setdefault(tr.stats.channel, []).append(tr)
+    clash = False
+    for pieces in by_channel.values():
+        pieces = sorted(pieces, key=lambda t: t.stats.starttime)
+        for a, b in zip(pieces, pieces[1:], strict=False):
+            if b.stats.starttime < a.stats.endtime and \
+                    Path(getattr(a.stats, "path", "")).parent != Path(getattr(b.stats, "path", "")).parent:
+                clash = True
+    if not clash:
+        return [group]
+    by_folder = {}
+    for tr in group:
+        by_folder.setdefault(str(Path(getattr(tr.stats, "path", "")).parent), []).append(tr)
+    return [by_folder[k] for k in sorted(by_folder)]
 
 
 # --------------------------------------------------------------------------- units
