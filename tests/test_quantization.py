@@ -196,3 +196,16 @@ def test_help_lists_every_step(capsys):
     out = capsys.readouterr().out
     for step in ("int16", "simplify", "static", "dynamic", "tflite", "compare", "report", "choose", "all"):
         assert step in out
+
+
+def test_all_builds_reports_and_chooses(tiny_model, data_folder, tmp_path, capsys):
+    out = tmp_path / "quant"
+    assert main(["all", str(tiny_model["float"]), "--data", str(data_folder), "--out", str(out),
+                 "--windows", "32", "--rounds", "1", "--no-memory"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["variants"]] == [
+        "model.onnx", "model_int16.onnx", "model_int8.onnx", "model_a16w8.onnx", "model_a16w16.onnx"]
+    choice = json.loads((out / "chosen_model.json").read_text())
+    assert (out / choice["model"]).is_file() and choice["model"] in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["windows"] == 32 and config["seed"] == 0
