@@ -181,6 +181,9 @@ def _replay_test(args) -> int:
     except ValueError as exc:  # bad setting, catalog, inventory or model: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the running node was stopped and its pty closed on the way out
+        print("interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps({k: result[k] for k in ("summary", "rows", "skipped")}, indent=2, default=str))
     else:

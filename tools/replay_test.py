@@ -57,6 +57,13 @@ class ReplayTestConfig:
             raise ValueError(f"--samples-per-frame {self.samples_per_frame}: must be >= 1")
         if self.tolerance_s <= 0 or self.idle_exit_s <= 0:
             raise ValueError("tolerance and idle exit must be > 0 s")
+        if self.time not in ("keep", "now", "auto"):
+            from obspy import UTCDateTime
+
+            try:
+                UTCDateTime(self.time)
+            except Exception:
+                raise ValueError(f"--time {self.time!r}: use keep, now, auto or an ISO UTC time") from None
 
 
 def wait_for_port(status_path: Path, proc, timeout_s: float = 30.0) -> None:
