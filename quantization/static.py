@@ -14,7 +14,12 @@ Calibration: max-abs (``minmax`` with symmetric ranges), by default. It is the s
 rule, it needs one pass, and it never clips: the windows this model must get right are
 the ones with an onset, whose activations are the largest in the set, which is exactly
 what percentile or entropy calibration would saturate. ``percentile`` and ``entropy``
-remain available to measure that choice.
+remain available to measure that choice; on EarthquakeCNN (512 train windows, 522 test
+windows, int8) max-abs and entropy both agreed with float on 100 % of the test windows
+(entropy's thresholds came out at the maxima), percentile (99.999) on 99.62 %.
+
+``quant_pre_process`` runs for its shape inference only; its own optimization step is
+replaced by onnxruntime's extended optimizations, which also fuse GELU (see below).
 
 The graph that is fast
 ----------------------
