@@ -227,3 +227,37 @@ def test_replay_cli_writes_frames_to_a_serial_port(tmp_path):
     # SAC holds nm/s^2 (idep IACC) in float32: a count can round the other way.
     np.testing.assert_allclose(counts, to_counts(rec.data.astype(np.float32), ADXL355_COUNTS_PER_MPS2),
                                rtol=0, atol=1)
+
+
+def test_port_taken_over_by_another_pty_is_refused(tiny_model, tmp_path):
+    """Unplug; the same path now leads to another program's pty: not one foreign frame is read,
+    and the refusals, one every 50 ms for seconds, go through the rate limiter (a few lines)."""
+    import os
+
+    from tools.replay import PtyLink
+
+    link = PtyLink(tmp_path / "tty")
+    proc = run_node(tiny_model["sim"], link.port, tmp_path, "--reconnect-max-s", "0.05",
+                    "--status-every-s", "0.2", "--idle-exit-s", "3")
+    try:
+        wait_for_port(tmp_path / "status.json", proc)
+        writer = Writer(link.pty, speed=0)
+        for _seq, t_us, frame in record_frames(np.zeros((3, 300)), 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
+            writer.send(frame, t_us)
+        time.sleep(0.5)
+        link.unplug()
+        foreign = link.replug()  # another program's pty behind the same path, sending frames
+        other = record_frames(np.ones((3, 200)), 100.0, T0_US + 10**7, ADXL355_COUNTS_PER_MPS2)
+        for _seq, _t, frame in other:
+            os.write(foreign.master_fd, frame)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        link.unplug()
+    assert proc.returncode == 0, output
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["decoder"]["frames"] == 30  # the board's 30 frames; none of the foreign 20
+    assert status["port_refused"] >= 10 and status["faults"]["port-replaced"] == status["port_refused"]
+    refusals = [line for line in output.splitlines() if "now leads to another device" in line]
+    assert 1 <= len(refusals) <= 6, output  # 5 in full, then one per interval
