@@ -212,6 +212,117 @@ def earthquake(rng, n, fs, onset_s):
 
 SOURCE_GENERATORS = {"earthquake": earthquake, "explosion": explosion, "hammer": hammer,
                      "vibroseis": vibroseis}
+
+
+# ---------------------------------------------------------------- Green's function sources
+# Earthquakes (double couples, 2-18 km deep, 1-200 km) and shallow explosions (isotropic
+# moment tensor, tens to hundreds of metres deep, 0.5-25 km) from wave propagation in
+# random layered crusts (host_training.data.greens, PyGRT). Hammer shots and vibroseis
+# sweeps stay parametric: their 10-45 Hz content lies above the banks' 20 Hz.
+
+def shallow_bank_config():
+    """Bank of shallow sources for explosions: 50-400 m deep, 0.5-25 km away."""
+    from .greens import BankConfig
+
+    return BankConfig(n_models=3, depths_per_model=1, depth_range_km=(0.05, 0.4),
+                      distances_km=(0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 25.0), seed=13)
+
+
+def _place(data, n, fs, t_first_s, onset_s):
+    """Shift ``data`` so its first arrival ``t_first_s`` lands at ``onset_s`` in ``n`` samples;
+    the end of the bank's trace is tapered (1 s) rather than cut."""
+    taper = np.ones(data.shape[-1])
+    m = min(int(fs), data.shape[-1])
+    taper[-m:] = 0.5 * (1 + np.cos(np.pi * np.arange(m) / m))
+    data = data * taper
+    out = np.zeros((3, n))
+    shift = int(round((onset_s - t_first_s) * fs))
+    src0, dst0 = max(0, -shift), max(0, shift)
+    k = min(data.shape[-1] - src0, n - dst0)
+    if k > 0:
+        out[:, dst0:dst0 + k] = data[:, src0:src0 + k]
+    return out
+
+
+def _band_limit(data, fs, f_max_hz):
+    """Cosine roll-off from 0.75 ``f_max_hz`` to ``f_max_hz``, nothing above.
+
+    A bank's content ends at its Nyquist; the Nyquist bin copied into a finer grid is a
+    tone through the whole trace, and a brick-wall cut spreads the energy next to it over
+    the whole record (sinc tails), so the edge is smooth.
+    """
+    n = data.shape[-1]
+    spec = np.fft.rfft(data, 2 * n, axis=-1)  # padded: the filter's tails must not wrap around
+    f = np.fft.rfftfreq(2 * n, 1.0 / fs)
+    lo = 0.75 * f_max_hz
+    gain = np.where(f <= lo, 1.0, 0.5 * (1 + np.cos(np.pi * np.clip((f - lo) / (f_max_hz - lo), 0, 1))))
+    return np.fft.irfft(spec * gain, 2 * n, axis=-1)[..., :n]
+
+
+def earthquake_greens(rng, n, fs, onset_s, bank):
+    """An earthquake (M 2-5, Brune source, site and kappa) from the Green's function bank."""
+    from .synth import earthquake_ground_motion
+
+    data, t_p, t_s, p = earthquake_ground_motion(rng, bank, fs, magnitude=rng.uniform(2.0, 5.0))
+    data = _band_limit(data, fs, 0.95 * bank.sampling_rate_hz / 2)
+    params = dict(sp_s=round(t_s - t_p, 3), distance_km=round(p["distance_km"], 2),
+                  depth_km=round(p["depth_km"], 2), magnitude=round(p["magnitude"], 2), generator="greens")
+    return _unit(_place(data, n, fs, t_p, onset_s)), params
+
+
+def explosion_greens(rng, n, fs, onset_s, bank):
+    """A shallow explosion: the bank's isotropic (EX) Green's functions, no transverse motion.
+
+    Source: a step in moment with a corner of 2-15 Hz (small chemical shots), kappa
+    0.01-0.05 s; acceleration is the second time derivative of displacement for that
+    moment history, computed in the frequency domain as in
+    :func:`host_training.data.synth.earthquake_ground_motion`. Half ripple-fired.
+    """
+    from .greens import zrt_to_enz
+
+    i, k = int(rng.integers(0, bank.shape[0])), int(rng.integers(0, bank.shape[2]))
+    j = int(rng.integers(0, bank.shape[1]))
+    g = np.asarray(bank.gf[i, j, k], dtype=np.float64)
+    zrt = np.stack([g[0], g[1], np.zeros_like(g[0])])  # EXZ, EXR; an isotropic source has no T
+    azimuth = rng.uniform(0, 360)
+    enz = zrt_to_enz(zrt, azimuth)
+    dt = bank.config.dt_s
+    nt = enz.shape[-1]
+    nfft = 2 * nt
+    f = np.fft.rfftfreq(nfft, dt)
+    fc, kappa_s = rng.uniform(2.0, 15.0), rng.uniform(0.01, 0.05)
+    w = 2j * np.pi * f
+    source = w / (1.0 + 1j * f / fc) ** 2  # a = d/dt (G * moment rate), G for a delta moment history
+    spec = np.fft.rfft(enz, nfft, axis=-1) * (source / (1.0 + 1j * f * np.pi * kappa_s))[None]
+    n_out = int(round(nfft * dt * fs))
+    full = np.zeros((3, n_out // 2 + 1), dtype=complex)
+    m = min(full.shape[-1], spec.shape[-1])
+    full[:, :m] = spec[:, :m]
+    full[:, f.size - 1:] = 0.0  # not the bank's Nyquist bin (a tone through the whole trace)
+    data = np.fft.irfft(full, n_out, axis=-1)[:, : int(round(nt * dt * fs))]
+    data = _band_limit(data, fs, 0.95 / (2 * dt))
+    data = _place(data, n, fs, float(bank.t_p[i, j, k]), onset_s)
+    params = dict(distance_km=round(float(bank.distances_km[k]), 2),
+                  depth_km=round(float(bank.depths_km[i, j]), 3), corner_hz=round(fc, 2), generator="greens")
+    if rng.uniform() < 0.5:
+        params.update(_ripple(rng, data, fs))
+    return _unit(data), params
+
+
+def greens_generators(cache_dir=None, progress: bool = False) -> dict:
+    """:data:`SOURCE_GENERATORS` with earthquakes and explosions from Green's function banks.
+
+    The banks are computed once (PyGRT, a few minutes) and cached
+    (:func:`host_training.data.greens.build_bank`).
+    """
+    from functools import partial
+
+    from .greens import BankConfig, build_bank
+
+    quakes = build_bank(BankConfig(), cache_dir=cache_dir, progress=progress)
+    shallow = build_bank(shallow_bank_config(), cache_dir=cache_dir, progress=progress)
+    return {**SOURCE_GENERATORS, "earthquake": partial(earthquake_greens, bank=quakes),
+            "explosion": partial(explosion_greens, bank=shallow)}
 PGA_RANGE_MPS2 = {"earthquake": (0.03, 1.0), "explosion": (0.02, 1.0), "hammer": (0.02, 1.0),
                   "vibroseis": (0.01, 0.3)}
 

@@ -240,6 +240,9 @@ def add_arguments(p) -> None:
     p.add_argument("--pre-s", type=float, default=defaults.pre_s, help="record before the onset, s")
     p.add_argument("--sampling-rate", type=float, default=defaults.sampling_rate_hz, help="Hz")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator and of the splits")
+    p.add_argument("--generator", choices=("synth", "greens"), default="synth",
+                   help="synth: parametric sources; greens: earthquakes and explosions from Green's "
+                        "function banks (PyGRT, computed once and cached), hammer and vibroseis parametric")
     p.add_argument("--test-only", action="store_true",
                    help="put every record in the test split (a held-out set for a trained model)")
 
@@ -256,8 +259,11 @@ def main_records(args) -> int:
         raise ValueError(f"--synthetic {n_synth}: give at least 2 records or some files")
     parts, skipped = [], []
     if n_synth:
+        from .active import greens_generators
+
+        generators = greens_generators(progress=True) if args.generator == "greens" else None
         parts.append(source_dataset(n_synth, seed=args.seed, fs=args.sampling_rate, config=config,
-                                    progress=True))
+                                    generators=generators, progress=True))
     if files:
         ds, skipped = records_from_files(files, config, seed=args.seed, units=args.units)
         parts.append(ds)
