@@ -269,10 +269,14 @@ def test_case8_sigterm_right_after_start_is_a_clean_exit(tiny_model, tmp_path):
                              "--model", str(tiny_model["sim"]), "--events", str(tmp_path / "e.jsonl")],
                             cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.1)
+    # As soon as the slow imports begin (numpy's extension mapped: the handler is installed
+    # before them), well inside start-up; on a quiet machine this is ~0.05 s after exec.
+    maps = Path(f"/proc/{proc.pid}/maps")
+    assert wait_for(lambda: "_multiarray_umath" in maps.read_text(), 30, step_s=0.002)
     proc.terminate()
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "ready in" not in output  # it was stopped during start-up, not after
 
 
 # ------------------------------------------------------------ event storage
