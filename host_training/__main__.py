@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--model", required=True, help=".pt checkpoint or .onnx model")
     ev.add_argument("--data", required=True, help="dataset folder")
-    ev.add_argument("--split", default="test", help="train, val or test")
+    ev.add_argument("--split", default="test", help="train, val, test, or all (every window)")
     ev.add_argument(
         "--out", default=None, help="output folder (default: <model>_eval_<split> beside the model)"
     )

@@ -406,7 +406,7 @@ def _score_and_write(probs, y, classes, out, n_worst, plots, x=None, rows=None, 
             **(
                 {
                     k: rows[i].get(k)
-                    for k in ("record", "source", "center_s", "station")
+                    for k in ROW_FIELDS
                     if rows[i].get(k) not in (None, "")
                 }
                 if rows
@@ -423,6 +423,8 @@ def _score_and_write(probs, y, classes, out, n_worst, plots, x=None, rows=None, 
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "curves.json").write_text(json.dumps(curves, indent=2))
+        if rows:
+            write_predictions(out / "predictions.csv", probs, y, classes, rows)
         if plots:
             figs.plot_confusion(metrics, out / "confusion.png")
             figs.plot_curves(curves["roc"], out / "roc.png", "roc")
@@ -431,6 +433,29 @@ def _score_and_write(probs, y, classes, out, n_worst, plots, x=None, rows=None, 
             if x is not None and worst:
                 figs.plot_windows(x[worst], metrics["worst"], out / "worst_misclassified.png")
     return metrics
+
+
+ROW_FIELDS = ("trace_name", "record", "source_id", "station_code", "station", "source", "pick_source",
+              "center_s", "trace_p_arrival_sample", "trace_s_arrival_sample")
+
+
+def write_predictions(path, probs, y, classes, rows) -> Path:
+    """One line per window: where it comes from, its label, the predicted class and every probability.
+
+    On real records this is the per-window view around the arrivals (``pick_source`` says where
+    the label's pick came from: header, TauP or STA/LTA).
+    """
+    import csv
+
+    path = Path(path)
+    fields = [k for k in ROW_FIELDS if any(r.get(k) not in (None, "") for r in rows)]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*fields, "true", "predicted", "confidence", *[f"p_{c}" for c in classes]])
+        for row, p, t in zip(rows, probs, y, strict=True):
+            writer.writerow([*(row.get(k, "") for k in fields), classes[int(t)], classes[int(p.argmax())],
+                             f"{p.max():.4f}", *(f"{v:.4f}" for v in p)])
+    return path
 
 
 def format_metrics(metrics: dict) -> str:

@@ -684,16 +684,18 @@ def open_dataset(folder):
 
 
 def select_split(dataset, folder, split: str):
-    """One split of ``dataset``; a one-line :class:`DataError` for a typo or an empty split."""
+    """One split of ``dataset`` (``all``: every window, e.g. real records prepared as a whole);
+    a one-line :class:`DataError` for a typo or an empty split."""
     import difflib
 
     from .data.dataset import SPLITS
 
-    if split not in SPLITS:
-        close = difflib.get_close_matches(split, SPLITS, n=1)
+    choices = (*SPLITS, "all")
+    if split not in choices:
+        close = difflib.get_close_matches(split, choices, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"{folder}: no split {split!r}{hint}; expected one of {', '.join(SPLITS)}")
-    part = dataset.split(split)
+        raise DataError(f"{folder}: no split {split!r}{hint}; expected one of {', '.join(choices)}")
+    part = dataset if split == "all" else dataset.split(split)
     if len(part) == 0:
         present = sorted({str(s) for s in dataset.column("split")}) if len(dataset) else []
         raise DataError(

@@ -32,6 +32,8 @@ def test_checkpoint_and_onnx_are_judged_on_the_same_windows(tiny_run, tmp_path):
         "reliability.png",
     ):
         assert (tmp_path / "onnx" / name).stat().st_size > 0, name
+    lines = (tmp_path / "onnx" / "predictions.csv").read_text().splitlines()
+    assert len(lines) == b["n"] + 1 and lines[0].endswith("true,predicted,confidence,p_P,p_S,p_noise")
     saved = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
     assert (
         saved["phase_confusion"]["P_S_windows"]
@@ -73,14 +75,14 @@ def test_worst_misclassified_windows_are_plotted(tiny_run, tmp_path, capsys):
                 "--data",
                 str(tiny_run["data"]),
                 "--split",
-                "val",
+                "all",
                 "--worst",
                 "4",
             ]
         )
         == 0
     )
-    out = tmp_path / "untrained_eval_val"
+    out = tmp_path / "untrained_eval_all"
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["worst"]) == 4
     confidences = [w["confidence"] for w in metrics["worst"]]
