@@ -38,6 +38,16 @@ def _baseline(stream: bytes, size: int, n_samples: int = 30):
     return out
 
 
+def _baseline_crc_only(stream: bytes, size: int, n_samples: int = 30):
+    """The issue's reference loop (as tools.bench.bench_decoder): CRC and unpack, results dropped."""
+    fmt = struct.Struct(f"<{n_samples}i")
+    head = size - 4 - 4 * n_samples
+    for i in range(0, len(stream), size):
+        chunk = stream[i:i + size]
+        zlib.crc32(chunk[2:-4])
+        fmt.unpack_from(chunk, head)
+
+
 def bench_protocol(rng, n_frames: int = 20000) -> list[dict]:
     """Decoding 10 x 3 frames (v1 and v2): batch arrays and Frame objects vs the plain loop."""
     from edge_runtime.protocol import FrameDecoder
@@ -51,6 +61,7 @@ def bench_protocol(rng, n_frames: int = 20000) -> list[dict]:
         base = _time_per_call(lambda: _baseline(stream, size), min_time_s=1.0)  # noqa: B023
         batch = _time_per_call(lambda: FrameDecoder().feed_batches(stream), min_time_s=1.0)  # noqa: B023
         objs = _time_per_call(lambda: FrameDecoder().feed(stream), min_time_s=1.0)  # noqa: B023
+        bare = _time_per_call(lambda: _baseline_crc_only(stream, size), min_time_s=1.0)  # noqa: B023
         results.append({
             "name": f"decode {n_frames} v{version} frames (10 samples x 3 channels)",
             "baseline": "fixed-size struct + CRC-32 loop (no sync search, no header checks)",
@@ -59,6 +70,7 @@ def bench_protocol(rng, n_frames: int = 20000) -> list[dict]:
             "candidate_s": batch, "speedup": base / batch,
             "frames_per_s": n_frames / batch, "baseline_frames_per_s": n_frames / base,
             "feed_frame_objects_s": objs, "feed_frames_per_s": n_frames / objs,
+            "crc_only_loop_frames_per_s": n_frames / bare, "batch_vs_crc_only_loop": bare / batch,
         })
     return results
 
@@ -67,4 +79,6 @@ if __name__ == "__main__":
     for r in bench_protocol(np.random.default_rng(0)):
         print(f"{r['name']}: batch {r['frames_per_s'] / 1e6:.2f} M frames/s, Frame objects "
               f"{r['feed_frames_per_s'] / 1e6:.2f} M/s, baseline {r['baseline_frames_per_s'] / 1e6:.2f} M/s "
-              f"(batch/baseline {r['speedup']:.2f} x)")
+              f"(batch/baseline {r['speedup']:.2f} x; CRC-only loop "
+              f"{r['crc_only_loop_frames_per_s'] / 1e6:.2f} M/s, "
+              f"batch/that {r['batch_vs_crc_only_loop']:.2f} x)")
