@@ -403,18 +403,12 @@ def _score_and_write(probs, y, classes, out, n_worst, plots, x=None, rows=None, 
             true=classes[int(y[i])],
             predicted=classes[int(probs[i].argmax())],
             confidence=float(probs[i].max()),
-            **(
-                {
-                    k: rows[i].get(k)
-                    for k in ROW_FIELDS
-                    if rows[i].get(k) not in (None, "")
-                }
-                if rows
-                else {}
-            ),
+            **({k: rows[i].get(k) for k in ROW_FIELDS if rows[i].get(k) not in (None, "")} if rows else {}),
         )
         for i in worst
     ]
+    if rows:
+        metrics["by"] = grouped_accuracy(probs, y, classes, rows)
     metrics = {**(header or {}), **metrics}
     if out is not None:
         from . import plots as figs
@@ -435,8 +429,58 @@ def _score_and_write(probs, y, classes, out, n_worst, plots, x=None, rows=None, 
     return metrics
 
 
-ROW_FIELDS = ("trace_name", "record", "source_id", "station_code", "station", "source", "pick_source",
-              "center_s", "trace_p_arrival_sample", "trace_s_arrival_sample")
+GROUP_FIELDS = (
+    "channels",
+    "sensor",
+    "source",
+    "dead_mode",
+    "pick_source",
+    "station_code",
+    "trace_component_order",
+)
+
+
+def grouped_accuracy(probs, y, classes, rows, fields=GROUP_FIELDS, max_groups: int = 40) -> dict:
+    """Accuracy and P<->S confusion per value of each metadata column in ``fields``.
+
+    Where a model fails matters as much as how often: by recorded components, by sensor,
+    by noise source, by pick source. Columns absent, constant or with more than
+    ``max_groups`` values are left out.
+    """
+    pred = np.asarray(probs).argmax(1)
+    y = np.asarray(y)
+    out = {}
+    for field in fields:
+        values = np.array([str(r.get(field) or "") for r in rows])
+        distinct = sorted(set(values.tolist()))
+        if len(distinct) < 2 or len(distinct) > max_groups:
+            continue
+        table = {}
+        for v in distinct:
+            m = values == v
+            cm = confusion_matrix(y[m], pred[m], len(classes))
+            ps = phase_confusion(cm, classes)
+            table[v or "(none)"] = {
+                "n": int(m.sum()),
+                "accuracy": float((pred[m] == y[m]).mean()),
+                **({"P_S_rate": ps["rate"]} if ps and ps["P_S_windows"] else {}),
+            }
+        out[field] = table
+    return out
+
+
+ROW_FIELDS = (
+    "trace_name",
+    "record",
+    "source_id",
+    "station_code",
+    "station",
+    "source",
+    "pick_source",
+    "center_s",
+    "trace_p_arrival_sample",
+    "trace_s_arrival_sample",
+)
 
 
 def write_predictions(path, probs, y, classes, rows) -> Path:
@@ -453,8 +497,15 @@ def write_predictions(path, probs, y, classes, rows) -> Path:
         writer = csv.writer(fh)
         writer.writerow([*fields, "true", "predicted", "confidence", *[f"p_{c}" for c in classes]])
         for row, p, t in zip(rows, probs, y, strict=True):
-            writer.writerow([*(row.get(k, "") for k in fields), classes[int(t)], classes[int(p.argmax())],
-                             f"{p.max():.4f}", *(f"{v:.4f}" for v in p)])
+            writer.writerow(
+                [
+                    *(row.get(k, "") for k in fields),
+                    classes[int(t)],
+                    classes[int(p.argmax())],
+                    f"{p.max():.4f}",
+                    *(f"{v:.4f}" for v in p),
+                ]
+            )
     return path
 
 
@@ -474,6 +525,11 @@ def format_metrics(metrics: dict) -> str:
         + "): "
         + str(metrics["confusion"])
     )
+    for field, table in (metrics.get("by") or {}).items():
+        if field in ("channels", "sensor", "source"):
+            lines.append(
+                f"by {field}: " + ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in table.items())
+            )
     ps = metrics.get("phase_confusion")
     if ps:
         lines.append(

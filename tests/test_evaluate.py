@@ -126,3 +126,15 @@ def test_reliability_and_score_on_known_probabilities():
     metrics, curves = score(probs, y, ["P", "S", "noise"])
     assert metrics["accuracy"] == pytest.approx(15 / 20)
     assert metrics["per_class"]["noise"]["recall"] == 0.0 and set(curves) == {"roc", "pr", "reliability"}
+
+
+def test_accuracy_grouped_by_recorded_components():
+    from host_training.evaluate import grouped_accuracy
+
+    probs = np.eye(3)[[0, 1, 1, 0, 2, 2]]
+    y = np.array([0, 0, 1, 1, 2, 2])  # the two mistakes are P<->S on the two-component windows
+    rows = [{"channels": c, "sensor": "adxl355"} for c in ("ENZ", "EN", "ENZ", "EN", "ENZ", "EN")]
+    by = grouped_accuracy(probs, y, ["P", "S", "noise"], rows)
+    assert set(by) == {"channels"}  # a constant column says nothing
+    assert by["channels"]["ENZ"] == {"n": 3, "accuracy": 1.0, "P_S_rate": 0.0}
+    assert by["channels"]["EN"] == {"n": 3, "accuracy": 1 / 3, "P_S_rate": 1.0}
