@@ -26,6 +26,9 @@ from .snippets import SnippetRecorder, write_sac
 
 log = logging.getLogger(__name__)
 
+# Longest a stopping node waits for pending alerts (systemd's stop timeout is 90 s).
+ACTIONS_GRACE_S = 3.0
+
 # The default sensor's scale (ADXL355 at +/-2 g: 256,000 LSB per g), counts per m/s^2.
 ADXL355_COUNTS_PER_MPS2 = get_sensor(DEFAULT_SENSOR).counts_per_mps2
 
@@ -91,6 +94,9 @@ class Pipeline:
 
     def on_frame(self, frame) -> list[dict]:
         """Process one decoded frame; return the events it declared or closed."""
+        if not self.sequencer.admit(frame):  # another board's frame: counted as such, nothing else
+            self._sync_sequencer()
+            return []
         if frame.n_channels != self.n_components:
             return self._reject(frame, "channels", f"{frame.n_channels} channels, model expects "
                                                    f"{self.n_components}")
@@ -107,7 +113,7 @@ class Pipeline:
             self.counts["samples_clipped"] += n_clipped
             frame = with_samples(frame, counts)
         out = []
-        for delivery in self.sequencer.push(frame):
+        for delivery in self.sequencer.push(frame, admitted=True):
             out += self._accept(delivery)
         self._sync_sequencer()
         return out
@@ -229,7 +235,7 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
     the output folders exist; the watchdog is fed once per turn of the loop, which turns
     at least every ``read_timeout_s``, so a hung loop is restarted by systemd.
     """
-    from .actions import build_actions
+    from .actions import build_actions, wait_delivered
 
     stopping = []
 
@@ -348,6 +354,9 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
         writer.flush()
         writer.report_held()  # says loudly where events that are not in the file are kept
         source.close()
+        # A last chance for alerts of events closed just now; what is left stays queued on
+        # disk and goes out at the next start.
+        wait_delivered(actions, ACTIONS_GRACE_S)
         for queue in actions:
             queue.close()
     final = status()

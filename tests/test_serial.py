@@ -261,3 +261,49 @@ def test_port_taken_over_by_another_pty_is_refused(tiny_model, tmp_path):
     assert status["port_refused"] >= 10 and status["faults"]["port-replaced"] == status["port_refused"]
     refusals = [line for line in output.splitlines() if "now leads to another device" in line]
     assert 1 <= len(refusals) <= 6, output  # 5 in full, then one per interval
+
+
+def test_event_snippet_as_sac_and_alert_through_an_outage(tiny_model, tmp_path):
+    """A quake through the node process: the event line names SAC snippets ObsPy reads back,
+    carries the model version and time-fix state, and its alert reaches a server that was down."""
+    import obspy
+    from test_actions import AlertServer
+
+    server = AlertServer(fail=2)
+    pty = open_pty()
+    proc = run_node(tiny_model["sim"], pty.port, tmp_path, "--snippets", str(tmp_path / "snippets"),
+                    "--url", server.url, "--spool", str(tmp_path / "spool"), "--retry-s", "0.05",
+                    "--retry-max-s", "0.1", "--idle-exit-s", "3", "--station", "ST07")
+    rng = np.random.default_rng(5)
+    rec = synth.earthquake(rng, duration_s=40.0, p_s=10.0, sp_s=4.0, pga_mps2=0.3)
+    try:
+        wait_for_port(tmp_path / "status.json", proc)
+        writer = Writer(pty, speed=0)
+        for _seq, t_us, frame in record_frames(rec.data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
+            writer.send(frame, t_us)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+        server.close()
+    assert proc.returncode == 0, output
+    events = [e for e in load_events(tmp_path / "events.jsonl") if e["type"] == "event"]
+    assert len(events) == 1, output
+    event = events[0]
+    assert event["model_version"] == tiny_model["exported"]["model_version"]
+    assert event["time_fix"] in ("unknown", None)  # a v1 board says nothing about its clock
+    files = event["snippet"]["files"]
+    assert [f[-7:] for f in files] == ["HNE.SAC", "HNN.SAC", "HNZ.SAC"]
+    stream = obspy.read(str(tmp_path / "snippets" / "*.SAC"))
+    assert len(stream) == 3 and {tr.stats.station for tr in stream} == {"ST07"}
+    z = stream.select(channel="HNZ")[0]
+    assert z.stats.sampling_rate == 100.0
+    start = z.stats.starttime.timestamp * 1e6 - T0_US
+    i0 = int(round(start / 1e4))
+    expected = np.round(rec.data[2, i0:i0 + z.stats.npts] * ADXL355_COUNTS_PER_MPS2) / ADXL355_COUNTS_PER_MPS2
+    np.testing.assert_allclose(z.data, expected, atol=1e-6)
+    assert z.stats.starttime.timestamp * 1e6 <= event["p_time_us"] - 10e6  # snippet_pre_s before
+    assert abs(z.stats.sac.a - (event["p_time_us"] / 1e6 - z.stats.starttime.timestamp)) < 0.011
+    assert server.attempts >= 3 and [e["p_time_us"] for e in server.received] == [event["p_time_us"]]
+    assert not list((tmp_path / "spool").rglob("*.json"))  # delivered, nothing left queued
