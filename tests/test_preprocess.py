@@ -135,3 +135,21 @@ def test_prepare_windows_peak_and_shapes(rng):
 def test_amplitude_gate_matches_seed_limits():
     peaks = np.array([0.0, 1e-9, 1e-3, 19.0, 19.62, 30.0])
     assert pp.amplitude_ok(peaks).tolist() == [False, False, True, True, False, False]
+
+
+@pytest.mark.parametrize("n_windows", [1, 4])
+def test_node_window_preparer_is_bit_identical_to_prepare_windows(rng, n_windows):
+    """The node's fused hot path gives exactly training's int16 windows and peaks."""
+    prepare = pp.WindowPreparer(pp.PreprocessConfig())
+    for k in range(200):
+        x = np.stack([mems_window(rng) for _ in range(n_windows)]) * 10.0 ** rng.uniform(-4, 1)
+        if k % 10 == 0:
+            x[0] = 9.81  # a dead sensor: flat, filtered to (almost) nothing
+        for fs in (100.0, 125.0):
+            x_fs = x if fs == 100.0 else np.stack([mems_window(rng, 250) for _ in range(n_windows)])
+            want, want_peak = pp.prepare_windows(x_fs, fs)
+            got, got_peak = prepare(x_fs, fs)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got_peak, want_peak)
+    zero, peak = prepare(np.zeros((n_windows, 3, 200)), 100.0)
+    assert not zero.any() and not peak.any()

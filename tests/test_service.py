@@ -155,3 +155,28 @@ def test_stuck_board_clock_mid_event_still_closes_it(tiny_model):
         out += pipe.on_frame(Frame(f.sequence, t_us, 100.0, f.samples))
     assert [e["type"] for e in out].count("event") == 1
     assert pipe.detector.open is None
+
+
+def test_rate_limiter_over_a_day_of_port_faults(caplog):
+    """A port retried every 10 s for a day: 8,640 faults, a few hundred lines, every one counted."""
+    import logging
+
+    from edge_runtime.logs import LimitedLog
+
+    now = [0.0]
+    faults = LimitedLog(logging.getLogger("test.faults"), clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="test.faults")
+    for _ in range(8640):
+        faults(logging.ERROR, "port", "serial port %s: cannot open", "/dev/ttyX")
+        faults(logging.ERROR, "status", "status: cannot write")  # another fault, its own budget
+        now[0] += 10.0
+    assert faults.counts == {"port": 8640, "status": 8640}
+    port_lines = [r.getMessage() for r in caplog.records if "serial port" in r.getMessage()]
+    assert len(port_lines) == faults.lines["port"] == 5 + 8640 * 10 // 600 - 1
+    assert "similar suppressed" in port_lines[-1]
+    suppressed = sum(int(m.split("; ")[1].split()[0]) for m in port_lines[5:])
+    assert 5 + len(port_lines[5:]) + suppressed + 59 >= 8640 - 1  # nothing unaccounted but the last interval
+    faults.recovered("port", "serial port open")
+    assert "cleared after 8640 occurrences" in caplog.records[-1].getMessage()
+    faults(logging.ERROR, "port", "serial port %s: cannot open", "/dev/ttyX")  # a new outage shows at once
+    assert caplog.records[-1].getMessage().startswith("serial port /dev/ttyX: cannot open")
