@@ -67,7 +67,7 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
 def test_line_faults_unplug_and_drift_match_the_node_counters(tiny_model, fixture_dir, tmp_path):
     """Unplug: the link vanishes, then the pty; a new pty comes back behind the link."""
     folder, _ = fixture_dir
-    faults = parse_faults("corrupt=0.02,drop=0.02,garbage=0.05,unplug=0.03,unplug_s=0.5,drift_ppm=300,seed=2")
+    faults = parse_faults("corrupt=0.03,drop=0.02,garbage=0.05,unplug=0.04,unplug_s=0.5,drift_ppm=300,seed=2")
     config = ReplayTestConfig(model=str(tiny_model["sim"]), out=str(tmp_path), idle_exit_s=0.5,
                               faults=faults)
     result = run_replay_test([folder / "XX.OFS..HNE.SAC", folder / "XX.OFS..HNN.SAC",

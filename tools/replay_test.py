@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -245,7 +247,9 @@ def replay_record(record, config: ReplayTestConfig, workdir: Path, sensor, info:
            *(["--trust-port-name"] if config.faults.unplug else []), *config.node_args]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
                                                                    os.environ.get("PYTHONPATH")])))
-    faults = FaultInjector(FaultConfig(**{**asdict(config.faults), "seed": config.faults.seed}))
+    # Each record draws its own faults, reproducibly (the seed and the record's id).
+    seed = config.faults.seed + zlib.crc32(record.id.encode())
+    faults = FaultInjector(FaultConfig(**{**asdict(config.faults), "seed": seed}))
     ledger = Ledger()
     t0 = time.monotonic()
     error = None
@@ -254,6 +258,12 @@ def replay_record(record, config: ReplayTestConfig, workdir: Path, sensor, info:
         try:
             wait_for_port(status_path, proc)
             _send(link, proc, config, faults, ledger, record.sampling_rate_hz, counts, start_us)
+            # Once the node has read every byte and its line has been quiet for a few reads
+            # (which releases a frame its decoder holds back), SIGTERM ends it cleanly: it
+            # finishes the frames it has and closes any open event, as on idle exit, which
+            # stays the fallback.
+            if link.pty.drain(timeout_s=config.node_timeout_s, settle_s=0.3) and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=config.node_timeout_s)
         except (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
             error = str(exc)
