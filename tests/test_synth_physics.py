@@ -110,6 +110,18 @@ def test_transients_are_local_and_finite(kind):
         noise.transient(np.random.default_rng(1), "earthquake", 400, 100.0, 2.0)
 
 
+def test_non_stationary_noise_and_record_starts():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2000))
+    m = noise.modulate(rng, x, 100.0, max_sigma=0.7)
+    rms = np.sqrt((m[0].reshape(20, 100) ** 2).mean(axis=1))
+    assert m.shape == x.shape and rms.max() / rms.min() > 1.5  # it swells and fades
+    data = 9.8 + rng.standard_normal((3, 200))
+    out = noise.record_start(np.random.default_rng(0), data, 100.0)
+    first = np.argmax(np.any(out != 0, axis=0))
+    assert np.all(out[:, :first] == 0) and first < 200 and abs(out[:, first:].mean()) < 1.0
+
+
 def test_dead_channel_modes():
     rng = np.random.default_rng(0)
     sensor = noise.get_any_sensor("adxl355-2g")

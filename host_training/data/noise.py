@@ -116,6 +116,35 @@ def ambient_noise(rng: np.random.Generator, n: int, fs: float, level: float | No
     return out
 
 
+def modulate(rng: np.random.Generator, x: np.ndarray, fs: float, max_sigma: float = 0.7) -> np.ndarray:
+    """Make stationary noise non-stationary: multiply by a smooth random envelope.
+
+    Real ambient noise swells and fades within seconds (wind, traffic far away, people);
+    a model that has only seen stationary noise takes any swell for an onset. The
+    envelope is ``exp(sigma * g(t))`` with ``g`` a unit-variance Gaussian process of
+    0.3-2 s correlation time and ``sigma`` up to ``max_sigma``.
+    """
+    n = x.shape[-1]
+    corr_s = rng.uniform(0.3, 2.0)
+    k = max(3, int(corr_s * fs))
+    g = np.convolve(rng.standard_normal(n + 2 * k), np.hanning(k), mode="same")[k:k + n]
+    g /= max(g.std(), 1e-12)
+    return x * np.exp(rng.uniform(0.1, max_sigma) * g)[None]
+
+
+def record_start(rng: np.random.Generator, data: np.ndarray, fs: float) -> np.ndarray:
+    """The start of an archived, processed record inside the window: zeros, then a cosine
+    taper over 0.3-4 s (baseline-corrected data, so the mean is removed first)."""
+    n = data.shape[-1]
+    x = data - data.mean(axis=-1, keepdims=True)
+    start = int(rng.uniform(-0.5, 0.8) * n)
+    width = max(2, int(rng.uniform(0.3, 4.0) * fs))
+    t = np.arange(n) - start
+    cosine = 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0, width) / width)
+    ramp = np.where(t < 0, 0.0, np.where(t >= width, 1.0, cosine))
+    return x * ramp[None]
+
+
 # ------------------------------------------------------------------------------ the sensor
 
 

@@ -492,7 +492,15 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
 
     from .dataset import WindowDataset, assign_splits
     from .greens import build_bank
-    from .noise import TRANSIENT_KINDS, ambient_noise, draw_sensor, record_with_sensor, transient
+    from .noise import (
+        TRANSIENT_KINDS,
+        ambient_noise,
+        draw_sensor,
+        modulate,
+        record_start,
+        record_with_sensor,
+        transient,
+    )
 
     if n_windows < 3:
         raise ValueError(f"n_windows={n_windows}: at least 3 windows are needed")
@@ -508,7 +516,11 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
     rows = []
 
     def background(sensor):
-        return ambient_noise(rng, 2 * n, fs)[:, :n]
+        x = ambient_noise(rng, 2 * n, fs)[:, :n]
+        return modulate(rng, x, fs) if rng.uniform() < 0.5 else x
+
+    def archive_start(data):  # a processed record starting inside the window (all classes)
+        return record_start(rng, data, fs) if rng.uniform() < 0.05 else data
 
     for e in tqdm(range(n_events), desc="synthetic earthquakes", disable=not progress):
         sensor = draw_sensor(rng)
@@ -545,7 +557,7 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
                 extra = str(rng.choice(TRANSIENT_KINDS))
                 w = w + transient(rng, extra, n, fs, rng.uniform(0, window_s))
             data, clipped = record_with_sensor(rng, w + noise_w[lab], fs, sensor, self_noise=False)
-            data = apply_channels(rng, data, live, mode, sensor, fs)
+            data = archive_start(apply_channels(rng, data, live, mode, sensor, fs))
             waveforms[len(rows)] = data
             rows.append(dict(label=lab, split=event_split[e], source="earthquake", record=f"eq{e:06d}",
                              sensor=sensor.name, channels=live, dead_mode=mode, transient=extra or "",
@@ -563,7 +575,7 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
             kind = str(rng.choice(TRANSIENT_KINDS))
             ground = ground + transient(rng, kind, n, fs, rng.uniform(-0.2, 1.2) * window_s)
         data, clipped = record_with_sensor(rng, ground, fs, sensor)
-        data = apply_channels(rng, data, live, mode, sensor, fs)
+        data = archive_start(apply_channels(rng, data, live, mode, sensor, fs))
         waveforms[len(rows)] = data
         rows.append(dict(label="noise", split=noise_split[r], source=kind, record=f"noise{r:06d}",
                          sensor=sensor.name, channels=live, dead_mode=mode, p_sample=-1, s_sample=-1,
