@@ -152,7 +152,12 @@ class StreamSequencer:
         return out
 
     # ------------------------------------------------------------------ input
-    def _board_ok(self, frame) -> bool:
+    def admit(self, frame) -> bool:
+        """Board check of one frame (v2): count its status flags; False for another board.
+
+        Called first, before any other check of the frame: a foreign board's frames are
+        counted as such, not as whatever else is wrong with them.
+        """
         board = getattr(frame, "board_id", None)
         flags = getattr(frame, "flags", 0) or 0
         for bit, name in ((1, "board_clipping"), (2, "board_selftest_fail"), (4, "board_overrun")):
@@ -172,10 +177,13 @@ class StreamSequencer:
                   frame.sequence, "(v1, no id)" if board is None else f"0x{board:08x}", self.board_id)
         return False
 
-    def push(self, frame) -> list[Delivery]:
-        """Take one decoded frame; return the frames now deliverable, in order."""
+    def push(self, frame, admitted: bool = False) -> list[Delivery]:
+        """Take one decoded frame; return the frames now deliverable, in order.
+
+        ``admitted``: :meth:`admit` was already called for this frame.
+        """
         self.counts["frames_in"] += 1
-        if not self._board_ok(frame):
+        if not admitted and not self.admit(frame):
             return []
         head = self._head
         if head is None:

@@ -1,5 +1,6 @@
 """Protocol v2 (board id, status flags, time fix), text mode, and fuzzing of both decoders."""
 
+import json
 import struct
 
 import numpy as np
@@ -259,3 +260,65 @@ def test_fuzz_text_round_trip_any_chunking(rows, checksum, chunk):
     frames = [f for i in range(0, len(data), chunk) for f in dec.feed(data[i:i + chunk])] + dec.flush()
     assert np.concatenate([f.samples for f in frames]).tolist() == rows
     assert dec.stats.line_errors == 0
+
+
+# ------------------------------------------------------ through the real node
+def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_model, tmp_path):
+    """A v2 board streams a quake; a second board's frames on the same line are refused."""
+    from test_reliability import P_S, quake_counts, start_node, status_of, wait_ready
+
+    from tools.replay import Writer, open_pty
+
+    counts_ = quake_counts(seed=3, quiet_after_s=15.0)
+    blobs = []
+    for k, i in enumerate(range(0, counts_.shape[0] - 9, 10)):
+        flags = FLAG_CLIPPING if k == 5 else 0
+        blobs.append(encode_frame_v2(k, T0 + k * 100_000, 100.0, counts_[i:i + 10], board_id=0xA1B2C3,
+                                     flags=flags, time_fix="gps"))
+        if k in (50, 250):  # a foreign board, e.g. a port path reused after an unplug
+            blobs.append(encode_frame_v2(k, T0 + k * 100_000, 100.0, counts_[i:i + 10] + 1000,
+                                         board_id=0xBAD, time_fix="free"))
+    pty = open_pty()
+    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1.5")
+    try:
+        wait_ready(tmp_path, proc)
+        writer = Writer(pty, speed=0)
+        for b in blobs:
+            writer.send(b, 0)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+    assert proc.returncode == 0, output
+    status = status_of(tmp_path)
+    p = status["pipeline"]
+    assert p["frames_other_board"] == 2 and p["board_clipping"] == 1 and p["frames_lost"] == 0
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    closed = [e for e in events if e["type"] == "event"]
+    assert len(closed) == 1 and all(e["time_fix"] == "gps" for e in events)
+    assert abs(closed[0]["p_time_us"] - (T0 + P_S * 1e6)) < 0.5e6
+
+
+def test_node_process_text_mode(tiny_model, tmp_path):
+    from test_reliability import start_node, status_of, wait_ready
+
+    from tools.replay import Writer, open_pty
+
+    lines = encode_text_lines(counts(4, n=300) // 100, checksum=True)
+    pty = open_pty()
+    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1", "--protocol", "text",
+                      "--text-rate-hz", "100")
+    try:
+        wait_ready(tmp_path, proc)
+        Writer(pty, speed=0).send(lines + b"1,2,nan\n" + b"7,8\n", 0)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+    assert proc.returncode == 0, output
+    status = status_of(tmp_path)
+    assert status["decoder"]["lines"] == 300 and status["decoder"]["line_errors"] == 2
+    assert status["pipeline"]["frames"] == 30 and status["pipeline"]["frames_lost"] == 0
+    assert status["pipeline"]["windows"] + status["pipeline"]["windows_dead"] > 0
