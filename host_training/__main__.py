@@ -338,15 +338,15 @@ def _train_or_finetune(args) -> int:
                 allow_chance=args.allow_chance,
                 progress=not args.no_progress,
             )
-            if summary.get("test"):
+            if summary.get("test"):  # rank 0 only in a distributed run
                 from .evaluate import format_metrics
 
                 print(format_metrics(summary["test"]))
-            print(
-                f"best epoch {summary['best_epoch']}, val loss {summary['best_val_loss']:.4f}, "
-                f"val accuracy {summary['best_val_accuracy']:.4f}, "
-                f"{summary['throughput_windows_per_s']:.0f} windows/s -> {args.out}"
-            )
+                print(
+                    f"best epoch {summary['best_epoch']}, val loss {summary['best_val_loss']:.4f}, "
+                    f"val accuracy {summary['best_val_accuracy']:.4f}, "
+                    f"{summary['throughput_windows_per_s']:.0f} windows/s -> {args.out}"
+                )
         else:
             summary = run_finetune(
                 args.checkpoint,
