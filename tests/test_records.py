@@ -105,3 +105,25 @@ def test_same_station_and_start_in_two_folders_are_two_records(tmp_path, rng):
     assert sorted(str(r.kind) for r in records) == ["earthquake", "noise"]
     assert {tuple(r.files) for r in records} == {tuple(sorted(map(str, (tmp_path / d).glob("*.SAC"))))
                                                   for d in ("event1", "event2")}
+
+
+def test_orientation_codes_of_real_networks(tmp_path, rng):
+    """K-NET EW/NS/UD, SEED 1/2/Z, X/Y/Z, a bare 'Q' (unknown: placed and reported)."""
+    from host_training.data.records import orientation
+
+    def tr(channel, **sac):
+        t = trace(np.zeros(10), "S", channel, UTCDateTime(2026, 1, 1))
+        t.stats.sac = sac
+        return t
+
+    codes = {"EW": "E", "NS": "N", "UD": "Z", "HN1": "N", "HN2": "E", "HLX": "E", "HLY": "N",
+             "HHZ": "Z", "Q": None}
+    assert {c: orientation(tr(c)) for c in codes} == codes
+    assert orientation(tr("Q", cmpinc=0.0)) == "Z" and orientation(tr("HN1", cmpinc=90.0, cmpaz=95.0)) == "E"
+    t0 = UTCDateTime(2026, 1, 1)
+    for channel in ("EW", "Q"):
+        write_sac(trace(rng.normal(0, 1, 400), "KNT", channel, t0), tmp_path / f"KNT.{channel}.sac",
+                  idep="iacc")
+    (rec,), skipped = read_records([tmp_path], units="gal")
+    assert skipped == [] and rec.present == (True, False, True) and rec.channels == ("EW", None, "Q")
+    assert any("Q: orientation unknown, replayed as Z" in a for a in rec.actions)
