@@ -749,15 +749,18 @@ def split_inputs(part, folder, model_name: str, preprocess: dict | None = None):
 
 
 def data_card_hash(folder) -> str | None:
-    """SHA-256 of the dataset's data card (``data_card.json`` beside the data), or None.
+    """SHA-256 of the dataset's data card (``data_card.json`` or ``card.json`` beside the data), or None.
 
     The card's own ``sha256`` (or ``hash``) field is used when it has one, so the value is the
     one ``prepare`` printed; otherwise the hash of the file's bytes.
     """
     import hashlib
 
-    path = Path(folder) / "data_card.json"
-    if not path.is_file():
+    # data_card.json: `prepare merge`; card.json: `synth --generator physics`.
+    path = next(
+        (Path(folder) / n for n in ("data_card.json", "card.json") if (Path(folder) / n).is_file()), None
+    )
+    if path is None:
         return None
     raw = path.read_bytes()
     try:
