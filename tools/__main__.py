@@ -1,4 +1,4 @@
-"""Command line of the tools: ``python -m tools {demo,replay,replay-test,score,bench} ...``."""
+"""Command line of the tools: ``python -m tools {demo,replay,replay-test,score,bundle,deploy,bench} ...``."""
 
 from __future__ import annotations
 
@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--units", help="units of the records (counts, gal, m/s2, g, ...) when the files "
                                    "do not say")
     r.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as read")
+    r.add_argument("--sensor", default="adxl355-2g",
+                   help="sensor model whose counts are sent: scale, range (clipped samples are "
+                        "counted), bits (edge_runtime/sensors.py; default %(default)s)")
     r.add_argument("--counts-per-mps2", type=float, default=None,
-                   help="sensor sensitivity (default: ADXL355 +/-2 g)")
+                   help="override the sensor's sensitivity, counts per m/s^2")
     r.add_argument("--samples-per-frame", type=int, default=10)
     r.add_argument("--corrupt", type=float, default=0.0, help="per-frame bit-flip probability")
     r.add_argument("--drop", type=float, default=0.0, help="per-frame loss probability")
@@ -76,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/replay_test", help="output folder")
     t.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
 
+    u = sub.add_parser("bundle", help="the node's offline install bundle (make bundle)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Build dist/seismictorch-node-<version>-<arch>.tar.gz: edge_runtime, the "
+                                   "chosen model, config, systemd files, install.py and offline wheels "
+                                   "for the target, with MANIFEST.sha256.")
+    __import__("tools.bundle", fromlist=["add_arguments"]).add_arguments(u)
+    __import__("tools.deploy", fromlist=["add_arguments"]).add_arguments(sub)
+
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
     b.add_argument("--seed", type=int, default=0)
@@ -101,12 +112,13 @@ def main(argv=None) -> int:
                             epochs=args.epochs, speed=args.speed)
         return run_demo(config)
     if args.command == "replay":
-        from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
+        from edge_runtime.sensors import get_sensor
 
         from .faults import FaultConfig, FaultInjector
         from .replay import PtyLink, Writer, read_waveform_records, replay_records
 
         try:
+            sensor = get_sensor(args.sensor)
             records = read_waveform_records(args.files, units=args.units)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -120,14 +132,16 @@ def main(argv=None) -> int:
             # give N to another program, and a node reopening it would read that program's bytes.
             pty = PtyLink("runs/replay_pty/tty")
             print(f"replaying on {pty.port} (-> {pty.pty.port}); start the node now, e.g.\n"
-                  f"  python -m edge_runtime run --port {pty.port} --model MODEL.onnx\n"
+                  f"  python -m edge_runtime run --port {pty.port} --model MODEL.onnx "
+                  f"--counts-per-mps2 {args.counts_per_mps2 or sensor.counts_per_mps2:.6g}\n"
                   "press Enter when it is reading", flush=True)
             sys.stdin.readline()
         writer = Writer(pty.pty if pty else args.port, speed=args.speed)
         faults = FaultInjector(FaultConfig(args.corrupt, args.drop, args.truncate, args.garbage,
                                            args.fault_seed))
-        sent = replay_records(records, writer, args.counts_per_mps2 or ADXL355_COUNTS_PER_MPS2,
-                              args.samples_per_frame, faults, progress=True)
+        sent = replay_records(records, writer, args.counts_per_mps2 or sensor.counts_per_mps2,
+                              args.samples_per_frame, faults, progress=True,
+                              sensor=None if args.counts_per_mps2 else sensor)
         print(json.dumps(sent))
         if pty:
             print("replay done; press Enter once the node has exited (the pty stays open until then)",
@@ -138,6 +152,14 @@ def main(argv=None) -> int:
         return 0
     if args.command == "replay-test":
         return _replay_test(args)
+    if args.command == "bundle":
+        from .bundle import main_bundle
+
+        return main_bundle(args)
+    if args.command in ("deploy", "rollback", "releases"):
+        from .deploy import main_deploy
+
+        return main_deploy(args)
     if args.command == "bench":
         from .bench import run_bench
 

@@ -275,8 +275,12 @@ class Writer:
 
 
 def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_frame: int = 10,
-                   faults: FaultInjector | None = None, progress: bool = False) -> dict:
+                   faults: FaultInjector | None = None, progress: bool = False, sensor=None) -> dict:
     """Send records one after the other; each is ``(data_mps2, rate_hz, start_us)``.
+
+    With ``sensor`` (an :class:`edge_runtime.sensors.SensorModel`) the samples are
+    digitized as that part would (its scale; clipped to its range and counted in
+    ``clipped``); otherwise with ``counts_per_mps2`` and clipped to int32.
 
     Returns
     -------
@@ -285,15 +289,20 @@ def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_
     """
     from tqdm import tqdm
 
-    next_seq, frames, nan_frames = 0, 0, 0
+    next_seq, frames, nan_frames, clipped = 0, 0, 0, 0
     bar = tqdm(total=sum(r[0].shape[1] for r in records), desc="replay", unit="sample",
                disable=not progress)
     for data, rate, start_us in records:
         writer.restart_clock()
         finite = np.isfinite(np.asarray(data, dtype=np.float64)).all(axis=0)
         data = np.where(finite, data, 0.0)
-        for seq, t_us, frame in record_frames(data, rate, start_us, counts_per_mps2,
-                                              samples_per_frame, first_sequence=next_seq):
+        if sensor is not None:
+            counts, n_clipped = sensor.digitize(data)
+            clipped += n_clipped
+        else:
+            counts = to_counts(data, counts_per_mps2)
+        for seq, t_us, frame in count_frames(counts, rate, start_us, samples_per_frame,
+                                             first_sequence=next_seq):
             first = (seq - next_seq) * samples_per_frame if seq >= next_seq else 0
             if not finite[first:first + samples_per_frame].all():
                 # A board that failed to read a sample sends nothing: no NaN goes out as counts.
@@ -307,7 +316,9 @@ def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_
             bar.update(samples_per_frame)
         next_seq += (np.asarray(data).shape[1] + samples_per_frame - 1) // samples_per_frame
     bar.close()
-    return {"frames": frames, "bytes": writer.bytes_sent, "frames_nan": nan_frames,
+    if clipped:
+        log.warning("%d samples beyond the %s's range were clipped", clipped, sensor.name)
+    return {"frames": frames, "bytes": writer.bytes_sent, "frames_nan": nan_frames, "clipped": clipped,
             "faults": dict(faults.counts) if faults else {}}
 
 
