@@ -127,3 +127,32 @@ def test_orientation_codes_of_real_networks(tmp_path, rng):
     (rec,), skipped = read_records([tmp_path], units="gal")
     assert skipped == [] and rec.present == (True, False, True) and rec.channels == ("EW", None, "Q")
     assert any("Q: orientation unknown, replayed as Z" in a for a in rec.actions)
+
+
+def test_taup_picks_from_quakeml_and_stationxml_or_sac_headers(tmp_path, rng):
+    """No picks in the files: P and S from ak135 for the origin and the station coordinates."""
+    from fixtures_records import inventory_for
+    from obspy.core.event import Catalog, Event, Origin
+    from obspy.geodetics import locations2degrees
+    from obspy.taup import TauPyModel
+
+    t0, origin_time = UTCDateTime(2026, 5, 1, 10), UTCDateTime(2026, 5, 1, 10, 0, 20)
+    for cha in ("HNE", "HNN", "HNZ"):  # in counts: the StationXML gives response and coordinates
+        tr = trace(np.round(rng.normal(0, 1e-3, 6000) * 1e5), "TAU", cha, t0)
+        tr.data = tr.data.astype(np.int32)
+        tr.write(str(tmp_path / f"XX.TAU..{cha}.mseed"), format="MSEED")
+    inventory_for("TAU", ("HNE", "HNN", "HNZ"), 100.0, lat=38.27, lon=-122.28).write(
+        str(tmp_path / "TAU.xml"), format="STATIONXML")
+    Catalog([Event(origins=[Origin(time=origin_time, latitude=38.0, longitude=-122.0, depth=10000.0)])]
+            ).write(str(tmp_path / "event.quakeml"), format="QUAKEML")
+    # The same geometry from SAC headers alone (o relative to the reference time).
+    write_sac(trace(rng.normal(0, 1e-3, 6000) * 1e9, "SAC", "HNZ", t0), tmp_path / "XX.SAC..HNZ.SAC",
+              idep="iacc", evla=38.0, evlo=-122.0, evdp=10.0, o=20.0, stla=38.27, stlo=-122.28)
+    records, skipped = read_records([tmp_path])
+    assert skipped == [] and len(records) == 2
+    distance = locations2degrees(38.0, -122.0, 38.27, -122.28)
+    p = min(a.time for a in TauPyModel("ak135").get_travel_times(10.0, distance, ["p", "P", "Pn", "Pg"]))
+    for rec in records:
+        assert abs(rec.picks["P"].time - (origin_time + p)) < 1e-3, rec.picks
+        assert rec.picks["S"].time > rec.picks["P"].time and "taup ak135" in rec.picks["P"].source
+        assert rec.kind == "earthquake"
