@@ -487,10 +487,12 @@ class FrameDecoder:
             ok &= ((rec["flags"] & np.uint8(0xFF & ~FLAGS_KNOWN)) == 0) & (rec["time_fix"] <= 2) & \
                 (rec["reserved"] == 0)
         view = memoryview(buf)
-        try:
-            crc = zlib.crc32
-            crcs = np.fromiter((crc(view[i + 2:i + size - 4])
-                                for i in range(pos, pos + k * size, size)), dtype=np.uint32, count=k)
+        try:  # one zlib.crc32 per frame over memoryview slices, with no Python-level loop body
+            end = pos + k * size
+            bodies = map(view.__getitem__,
+                         map(slice, range(pos + 2, end, size), range(pos + size - 4, end, size)))
+            crcs = np.fromiter(map(zlib.crc32, bodies), dtype=np.uint32, count=k)
+            del bodies
         finally:
             view.release()
         ok &= crcs == rec["crc32"]
