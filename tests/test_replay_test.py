@@ -123,3 +123,34 @@ def test_missing_components_as_zeros_or_sensor_self_noise(fixture_dir):
     counts, _ = digitize(one, sensor, "self-noise", np.random.default_rng(0))
     rms = counts[:2].std() / sensor.counts_per_mps2
     assert rms == pytest.approx(sensor.self_noise_rms_mps2(one.sampling_rate_hz), rel=0.2)
+
+
+def test_scoring_delay_false_events_per_noise_hour_and_unknown_kinds():
+    from tools.score import Truth, score
+
+    us = 1_000_000
+    quake = Truth("q", "earthquake", 1000.0, 1060.0, p_s=1020.0, s_s=1025.0)
+    no_pick = Truth("f", "earthquake", 2000.0, 2030.0)  # FEMA-like: no P known
+    noise = Truth("n", "noise", 3000.0, 3360.0)
+    unknown = Truth("u", "", 4000.0, 4030.0)
+    events = [
+        dict(start_us=1020 * us, end_us=1040 * us, p_time_us=int(1020.3 * us), s_time_us=1024 * us,
+             pga_mps2=0.5, p_prob=0.9),
+        dict(start_us=1005 * us, end_us=1008 * us, p_time_us=None, pga_mps2=0.1, p_prob=0.6),  # before P
+        dict(start_us=2003 * us, end_us=2020 * us, p_time_us=None, pga_mps2=2.0, p_prob=0.0),
+        dict(start_us=3100 * us, end_us=3110 * us, p_time_us=None, pga_mps2=0.1, p_prob=0.7),
+        dict(start_us=4010 * us, end_us=4020 * us, p_time_us=None, pga_mps2=0.1, p_prob=0.7),
+    ]
+    triggers = [dict(start_us=1020 * us, end_us=int(1020.5 * us))]
+    result = score(events, [quake, no_pick, noise, unknown], triggers=triggers, window_s=2.0)
+    rows = {r["record"]: r for r in result["rows"]}
+    assert rows["q"]["detected"] and rows["q"]["p_error_s"] == 0.3 and rows["q"]["s_error_s"] == -1.0
+    assert rows["q"]["delay_s"] == 1.5  # trigger window centre + 1 s - P
+    assert rows["q"]["false_events"] == rows["q"]["false_in_noise"] == 1
+    assert rows["f"]["detected"] and rows["f"]["false_events"] == 0 and rows["f"]["p_error_s"] is None
+    assert rows["n"]["detected"] is None and rows["n"]["false_in_noise"] == 1
+    assert rows["u"]["false_events"] == 0 and rows["u"]["events"] == 1  # unknown: neither true nor false
+    s = result["summary"]
+    noise_h = (360.0 + (1020.0 - 2.0 - 1000.0)) / 3600
+    assert s["noise_hours"] == round(noise_h, 4) and s["false_per_noise_hour"] == round(2 / noise_h, 2)
+    assert s["earthquakes"] == 2 and s["detected"] == 2 and s["false_events"] == 2 and not s["passed"]
