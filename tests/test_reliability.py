@@ -434,3 +434,26 @@ def test_case10_sigkill_inside_an_event_is_closed_on_restart(tiny_model, tmp_pat
     assert aside.read_bytes() == fragment  # kept, never deleted
     status = status_of(out)
     assert status["events_torn_kept"] == 1 and status["events_closed_on_start"] == 1
+
+
+def test_case6_saturated_sensor_windows_cannot_declare_an_event(tiny_model, tmp_path):
+    """Rail-to-rail square wave: every sample clipped, filtered peaks above full scale."""
+    n = 2000  # 20 s
+    square = np.where((np.arange(n) // 50) % 2 == 0, SENSOR.max_count, -SENSOR.max_count)
+    counts = np.stack([square, square, square], axis=1).astype(np.int32)
+    pty = open_pty()
+    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1")
+    try:
+        wait_ready(tmp_path, proc)
+        writer = Writer(pty, speed=0)
+        for blob in encode(frames_of(counts)):
+            writer.send(blob, 0)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+    assert proc.returncode == 0, output
+    p = status_of(tmp_path)["pipeline"]
+    assert p["samples_clipped"] == n * 3
+    assert p["windows_implausible"] > 0 and p["triggers"] == 0 and p["events"] == 0
