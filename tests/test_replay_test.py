@@ -137,6 +137,7 @@ def test_scoring_delay_false_events_per_noise_hour_and_unknown_kinds():
         dict(start_us=1020 * us, end_us=1040 * us, p_time_us=int(1020.3 * us), s_time_us=1024 * us,
              pga_mps2=0.5, p_prob=0.9),
         dict(start_us=1005 * us, end_us=1008 * us, p_time_us=None, pga_mps2=0.1, p_prob=0.6),  # before P
+        dict(start_us=1045 * us, end_us=1050 * us, p_time_us=None, pga_mps2=0.1, p_prob=0.6),  # a repeat
         dict(start_us=2003 * us, end_us=2020 * us, p_time_us=None, pga_mps2=2.0, p_prob=0.0),
         dict(start_us=3100 * us, end_us=3110 * us, p_time_us=None, pga_mps2=0.1, p_prob=0.7),
         dict(start_us=4010 * us, end_us=4020 * us, p_time_us=None, pga_mps2=0.1, p_prob=0.7),
@@ -146,7 +147,7 @@ def test_scoring_delay_false_events_per_noise_hour_and_unknown_kinds():
     rows = {r["record"]: r for r in result["rows"]}
     assert rows["q"]["detected"] and rows["q"]["p_error_s"] == 0.3 and rows["q"]["s_error_s"] == -1.0
     assert rows["q"]["delay_s"] == 1.5  # trigger window centre + 1 s - P
-    assert rows["q"]["false_events"] == rows["q"]["false_in_noise"] == 1
+    assert rows["q"]["false_events"] == rows["q"]["false_in_noise"] == rows["q"]["repeat_events"] == 1
     assert rows["f"]["detected"] and rows["f"]["false_events"] == 0 and rows["f"]["p_error_s"] is None
     assert rows["n"]["detected"] is None and rows["n"]["false_in_noise"] == 1
     assert rows["u"]["false_events"] == 0 and rows["u"]["events"] == 1  # unknown: neither true nor false
@@ -154,3 +155,4 @@ def test_scoring_delay_false_events_per_noise_hour_and_unknown_kinds():
     noise_h = (360.0 + (1020.0 - 2.0 - 1000.0)) / 3600
     assert s["noise_hours"] == round(noise_h, 4) and s["false_per_noise_hour"] == round(2 / noise_h, 2)
     assert s["earthquakes"] == 2 and s["detected"] == 2 and s["false_events"] == 2 and not s["passed"]
+    assert s["repeat_events"] == 1 and s["events"] == 6

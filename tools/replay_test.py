@@ -394,7 +394,8 @@ def format_report(result: dict) -> str:
         lines.append((r["record"], f"{r['rate_hz']:g}", f"{r['duration_s']:.0f}", comp, r["kind"],
                       {None: "-", True: "yes", False: "MISSED"}[r["detected"]],
                       fmt(r["p_error_s"], "+.2f"), fmt(r["s_error_s"], "+.2f"), fmt(r["delay_s"], ".2f"),
-                      fmt(r["pga_mps2"], ".2f"), str(r["false_events"]),
+                      fmt(r["pga_mps2"], ".2f"),
+                      str(r["false_events"]) + (f"+{r['repeat_events']}r" if r.get("repeat_events") else ""),
                       f"{r['frames_sent']}/{fmt(r['frames_accepted'], 'd')}", str(dropped),
                       "/".join(str(wc.get(c, 0)) for c in ("P", "S", "noise")), str(r["clipped"]),
                       str(r["node_exit"])))
@@ -403,7 +404,10 @@ def format_report(result: dict) -> str:
     missing_as = {r["missing_as"] for r in result["rows"] if r["missing_as"]}
     if missing_as:
         out.append(f"* missing components replayed as {', '.join(sorted(missing_as))}")
+    if s.get("repeat_events"):
+        out.append("+Nr: N more events during an earthquake already detected (split by a gap or unplug)")
     out.append(f"earthquakes detected {s['detected']}/{s['earthquakes']}  false events {s['false_events']}"
+               f" (+{s.get('repeat_events', 0)} repeats)"
                f" (per noise hour: {fmt(s['false_per_noise_hour'], '.1f')} over {s['noise_hours']:.3f} h)"
                f"  median |P err| {fmt(s['median_abs_p_error_s'], '.2f')} s"
                f"  median delay {fmt(s['median_delay_s'], '.2f')} s")
