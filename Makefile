@@ -6,12 +6,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv demo replay test lint bench clean
+.PHONY: help venv demo replay test lint bench clean bundle deploy rollback releases
 
 help:
 	@echo "make demo   - run the whole chain on synthetic data (outputs in runs/demo/)"
 	@echo "make replay - replay-test recorded files into the node and score it (runs/replay/);"
 	@echo "              RECORDS=path CATALOG=csv INVENTORY=xml UNITS=u MODEL=onnx to use your own"
+	@echo "make bundle - node install bundle dist/seismictorch-node-<version>-<arch>.tar.gz;"
+	@echo "              CHOSEN=chosen_model.json (or MODEL=file) PLATFORM=manylinux_2_17_aarch64|host PYVER=3.11"
+	@echo "make deploy - HOST=user@node (ssh) or DEPLOY_ROOT=/mnt/rootfs (SD card); BUNDLE=file (default newest)"
+	@echo "make rollback / make releases - HOST=... or DEPLOY_ROOT=..."
 	@echo "make test   - run the test suite"
 	@echo "make bench  - benchmarks against same-run baselines (runs/bench/bench.json)"
 	@echo "make lint   - ruff"
@@ -45,8 +49,36 @@ replay: $(STAMP)
 	  $(if $(CATALOG),--catalog $(CATALOG)) $(if $(INVENTORY),--inventory $(INVENTORY)) \
 	  $(if $(UNITS),--units $(UNITS))
 
-test: $(STAMP)
+# The deploy tests start a real OpenSSH server (tests/test_deploy.py).
+SSHD := /usr/sbin/sshd
+$(SSHD):
+	@echo "installing the Debian package openssh-server (tests/test_deploy.py starts a real sshd)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openssh-server || { \
+	  echo "cannot install openssh-server: install it (apt-get install openssh-server) and retry"; exit 1; }
+
+test: $(STAMP) | $(SSHD)
 	$(PY) -m pytest -q
+
+# Node bundle and deploy (tools/bundle.py, tools/deploy.py, deploy/install.py; README "Deploying a node").
+CHOSEN   ?=
+PLATFORM ?= manylinux_2_17_aarch64
+PYVER    ?= 3.11
+BUNDLE   ?= $(shell ls -t dist/seismictorch-node-*.tar.gz 2>/dev/null | head -1)
+NODE_AT   = $(if $(HOST),--host $(HOST),$(if $(DEPLOY_ROOT),--root $(DEPLOY_ROOT),))
+bundle: $(STAMP)
+	@test -n "$(CHOSEN)" || test -f $(MODEL) || $(PY) -m tools demo --out runs/demo
+	$(PY) -m tools bundle $(if $(CHOSEN),--chosen $(CHOSEN),--model $(MODEL)) --platform $(PLATFORM) \
+	  --python-version $(PYVER) $(if $(filter host,$(PLATFORM)),--wheels-from-env) --out dist
+
+deploy: $(STAMP)
+	@test -n "$(NODE_AT)" || { echo "make deploy: give HOST=user@node or DEPLOY_ROOT=/mnt/rootfs"; exit 2; }
+	@test -n "$(BUNDLE)" || { echo "make deploy: no bundle in dist/: run make bundle first"; exit 2; }
+	$(PY) -m tools deploy $(BUNDLE) $(NODE_AT)
+
+rollback releases: $(STAMP)
+	@test -n "$(NODE_AT)" || { echo "make $@: give HOST=user@node or DEPLOY_ROOT=/mnt/rootfs"; exit 2; }
+	$(PY) -m tools $@ $(NODE_AT)
 
 bench: $(STAMP)
 	$(PY) -m tools bench --out runs/bench
