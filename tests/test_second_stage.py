@@ -222,3 +222,46 @@ def test_missing_or_corrupt_model_file(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="cannot load"):
         SourceClassifier(bad)
+
+
+def test_node_process_writes_the_source_class(tiny_model, source_model, tmp_path):
+    """`python -m edge_runtime run --source-model`: a replayed quake's event line carries its class."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO, python_env
+    from obspy import UTCDateTime
+
+    from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
+    from host_training.data.sac import write_record
+    from tools.demo import wait_for_port
+    from tools.replay import Writer, open_pty, read_waveform_records, replay_records
+
+    rec = synth.earthquake(np.random.default_rng(8), duration_s=40.0, p_s=12.0, sp_s=3.0, pga_mps2=0.3)
+    write_record(rec.data, 100.0, UTCDateTime(2026, 3, 1), tmp_path / "sac" / "quake", picks={"P": rec.p_s},
+                 kind="earthquake")
+    pty = open_pty()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "--port", pty.port,
+                             "--model", str(tiny_model["sim"]), "--source-model", str(source_model),
+                             "--events", str(tmp_path / "events.jsonl"),
+                             "--status", str(tmp_path / "status.json"), "--idle-exit-s", "2"],
+                            cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(tmp_path / "status.json", proc)
+        records = read_waveform_records(sorted((tmp_path / "sac").rglob("*.SAC")))
+        replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+    assert proc.returncode == 0, output
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    events = [e for e in lines if e["type"] == "event"]
+    assert len(events) == 1, lines
+    assert events[0]["source_class"] in ("earthquake", "active_source"), events[0]
+    assert 0.5 <= events[0]["source_prob"] <= 1.0
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["second_stage"]["classified"] == 1 and status["second_stage"]["records"] == 1
