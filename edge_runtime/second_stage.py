@@ -129,6 +129,7 @@ class _Job:
     submitted: bool = False
     result: dict | None = None
     complete_at: float | None = None  # monotonic time its record was complete (or given up)
+    held_at: float | None = None  # monotonic time its closing line was held
     held: list = field(default_factory=list)  # closed event lines waiting for the result
 
 
@@ -203,14 +204,23 @@ class SecondStage:
                         out.append(self._finish(job, event))
                     else:
                         job.held.append(event)
+                        job.held_at = self.clock()
             else:
                 out.append(event)
         return out
 
     def poll(self) -> list[dict]:
-        """Held lines whose class arrived, or whose wait ran out."""
+        """Held lines whose class arrived, or whose wait ran out.
+
+        A record the stream stopped short of (cable pulled, board restarted) is given up
+        ``record_s + wait_s`` of wall time after its closing line: classified if at least
+        half of it arrived, else written without a class.
+        """
         out = []
         now = self.clock()
+        for job in [j for j in self.jobs.values() if j.held and not j.submitted]:
+            if now - job.held_at > self.config.record_s + self.wait_s:
+                self._submit(job, partial=True)
         with self._lock:
             for job in [j for j in self.jobs.values() if j.held]:
                 if job.result is None and job.complete_at is not None and now - job.complete_at > self.wait_s:

@@ -265,3 +265,16 @@ def test_node_process_writes_the_source_class(tiny_model, source_model, tmp_path
     assert 0.5 <= events[0]["source_prob"] <= 1.0
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["second_stage"]["classified"] == 1 and status["second_stage"]["records"] == 1
+
+
+def test_a_stream_that_stops_mid_record_does_not_hold_the_event_forever(source_model):
+    now = [0.0]
+    stage = SecondStage(SourceClassifier(source_model), wait_s=5.0, clock=lambda: now[0])
+    trig, event = trigger_and_event(10.0)
+    stage.process([trig])
+    feed(stage, quake(), upto_s=14.0)  # 9 of the record's 20 s, then nothing (cable pulled)
+    assert stage.process([event]) == [] and stage.poll() == []
+    now[0] = CONFIG.record_s + 5.0 + 1.0
+    (line,) = stage.poll()
+    assert line["source_class"] is None and "incomplete" in line["source_error"]
+    stage.close()
