@@ -142,13 +142,17 @@ def export_onnx(
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     if check_inputs is None:
-        check_inputs = np.random.default_rng(0).uniform(-1, 1, (16,) + shape).astype(np.float32)
+        low = 0.0 if metadata.model == "SpectrogramCNN" else -1.0  # images are uint8 / 255
+        check_inputs = np.random.default_rng(0).uniform(low, 1, (16,) + shape).astype(np.float32)
     reference = predict_torch(model, check_inputs)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {metadata.input_name: check_inputs.astype(np.float32)})
     diff = float(np.abs(got - reference).max())
-    if diff > atol:
-        raise RuntimeError(f"{path}: onnxruntime differs from torch by {diff:.2e} > {atol:.0e}")
+    # Relative to the logits' size: a trained 42 M-weight SpectrogramCNN gives logits of tens,
+    # where float32 summation order alone differs by 1e-5.
+    tolerance = atol * max(1.0, float(np.abs(reference).max()))
+    if diff > tolerance:
+        raise RuntimeError(f"{path}: onnxruntime differs from torch by {diff:.2e} > {tolerance:.1e}")
     log.info("exported %s (%d bytes); torch vs onnxruntime max |diff| %.2e", path, path.stat().st_size, diff)
     return {
         "path": str(path),
