@@ -48,9 +48,10 @@ saves half the time. It does not beat float: EarthquakeCNN computes only 0.27 M
 multiply-adds per window, so its 15 float kernels cost about 1 us each in launch overhead,
 and every float island (GELU) adds a DequantizeLinear and a QuantizeLinear (29 kernels).
 Per-channel scales cost nothing measurable and bought no agreement; quantizing MaxPool
-saved nothing. Activations default to int8 (zero point 0), which onnxruntime fuses into
-integer kernels on ARM64 and on x86 with VNNI; on an older x86 CPU it only fuses uint8
-activations, so use ``activation_type="uint8"`` (still symmetric, zero point 128) there.
+saved nothing. Activations default to int8 (zero point 0). Whether onnxruntime fuses int8
+(rather than uint8) activations into integer kernels depends on the CPU (session option
+``session.qdqisint8allowed``, on by default on ARM64, on for this VNNI machine); where it is
+off, use ``activation_type="uint8"`` (still symmetric, zero point 128).
 LiteRT's int8 model (``quantization.tflite``) runs GELU inside the integer
 graph and is the fast int8 variant on the node.
 """
