@@ -129,7 +129,7 @@ def _models(out: Path) -> Path:
     return folder
 
 
-def run_bench(out="runs/bench", seed: int = 0) -> dict:
+def run_bench(out="runs/bench", seed: int = 0, soak_hours: float = 24.0) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -146,7 +146,8 @@ def run_bench(out="runs/bench", seed: int = 0) -> dict:
 
     results += bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)  # tools/bench/prepare.py
     results += __import__("tools.bench.protocol", fromlist=["x"]).bench_protocol(rng)  # bench/protocol.py
-    results.append(__import__("tools.bench.soak", fromlist=["x"]).bench_soak(out, seed=seed))  # bench/soak.py
+    soak = __import__("tools.bench.soak", fromlist=["x"])  # tools/bench/soak.py
+    results.append(soak.bench_soak(out, seed=seed, hours=soak_hours))
     report = {"machine": {"python": platform.python_version(), "processor": platform.machine(),
                           "system": platform.platform()}, "seed": seed, "results": results}
     (out / "bench.json").write_text(json.dumps(report, indent=2))
