@@ -42,11 +42,18 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def soak_model(out: Path, seed: int = 1) -> tuple[Path, str]:
-    """The demo's int16 model when ``make demo`` made one, else a tiny model trained here."""
+def soak_model(out: Path, seed: int = 1, allow_untrained: bool = False) -> tuple[Path, str]:
+    """The demo's int16 model when ``make demo`` made one, else a tiny model trained here.
+
+    ``allow_untrained``: a short smoke run may use the untrained model ``run_bench`` exports
+    for its latency benchmarks (recall then means nothing; the accounting still does).
+    """
     demo = Path("runs/demo/model/earthquake_cnn_int16_sim.onnx")
     if demo.exists():
         return demo, "runs/demo (make demo)"
+    untrained = out / "model" / "earthquake_cnn_int16_sim.onnx"
+    if allow_untrained and untrained.exists():
+        return untrained, "untrained bench model (short smoke run: recall not meaningful)"
     import torch
 
     from edge_runtime.metadata import ModelMetadata
@@ -147,7 +154,7 @@ def bench_soak(out="runs/bench", seed: int = 0, hours: float = 24.0, corrupt: fl
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     fault_rng = np.random.default_rng(seed + 1)
-    model, model_note = soak_model(out)
+    model, model_note = soak_model(out, allow_untrained=hours < 1)
     clean, faulty = Node(model), Node(model)
     n_seg = int(round(hours * 3600 / SEGMENT_S))
     unplug_segments = set(range(2, n_seg, max(1, int(round(unplug_every_h * 3600 / SEGMENT_S)))))
