@@ -39,9 +39,37 @@ def get_any_sensor(name: str) -> SensorModel:
 
 
 def draw_sensor(rng: np.random.Generator) -> SensorModel:
+    """A MEMS part of :data:`edge_runtime.sensors.SENSORS`, or a strong-motion recorder.
+
+    Archived strong-motion records come from instruments of every age: 12- to 24-bit,
+    noise floors from 0.05 to 20 ug/sqrt(Hz) (older ones lie well above the NHNM).
+    """
+    from dataclasses import replace
+
     names = list(SENSOR_CHOICES)
     p = np.array(list(SENSOR_CHOICES.values()))
-    return get_any_sensor(names[int(rng.choice(len(names), p=p / p.sum()))])
+    sensor = get_any_sensor(names[int(rng.choice(len(names), p=p / p.sum()))])
+    if sensor is REFERENCE_SENSOR:
+        bits = int(rng.choice([16, 18, 24]))
+        density = float(np.exp(rng.uniform(np.log(0.05), np.log(20.0))))
+        sensor = replace(sensor, name=f"strong-motion-{bits}bit", bits=bits,
+                         lsb_per_g=2.0 ** (bits - 1) / 2.0, noise_ug_rthz=density)
+    return sensor
+
+
+def sensor_noise(rng: np.random.Generator, sensor: SensorModel, shape, fs: float) -> np.ndarray:
+    """Self-noise of ``sensor``, m/s^2: white at the datasheet density, and for half the
+    draws with a 1/f^a rise below a corner of 0.2-3 Hz (flicker noise of MEMS and of old
+    recorders, long-period noise of processed archives)."""
+    white = sensor.self_noise(rng, shape, fs)
+    if rng.uniform() >= 0.5:
+        return white
+    n = shape[-1]
+    f = np.fft.rfftfreq(n, 1.0 / fs)
+    corner, alpha = rng.uniform(0.2, 3.0), rng.uniform(1.0, 2.0)
+    shape_f = np.sqrt(1.0 + (corner / np.maximum(f, f[1] if n > 1 else 1.0)) ** alpha)
+    shape_f[0] = 0.0
+    return np.fft.irfft(np.fft.rfft(white, axis=-1) * shape_f, n, axis=-1)
 
 
 # ------------------------------------------------------------------------------ ambient noise
@@ -174,7 +202,7 @@ def record_with_sensor(rng: np.random.Generator, ground: np.ndarray, fs: float, 
     n_clipped : int
         Samples beyond the part's range.
     """
-    x = ground + sensor.self_noise(rng, ground.shape, fs) if self_noise else np.array(ground, dtype=float)
+    x = ground + sensor_noise(rng, sensor, ground.shape, fs) if self_noise else np.array(ground, dtype=float)
     if gravity:
         x = x + gravity_and_drift(rng, ground.shape[-1], fs)
     counts, n_clipped = sensor.digitize(x)

@@ -499,6 +499,7 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
         modulate,
         record_start,
         record_with_sensor,
+        sensor_noise,
         transient,
     )
 
@@ -528,7 +529,7 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
         ground, t_p, t_s, par = earthquake_ground_motion(rng, bank, fs)
         centres = {"P": t_p + rng.uniform(-max_shift_s, max_shift_s),
                    "S": t_s + rng.uniform(-max_shift_s, max_shift_s)}
-        noise_w = {lab: background(sensor) + sensor.self_noise(rng, (3, n), fs) for lab in centres}
+        noise_w = {lab: background(sensor) + sensor_noise(rng, sensor, (3, n), fs) for lab in centres}
 
         def cut(sig, c, n=n):
             start = int(round(c * fs)) - n // 2
