@@ -275,8 +275,9 @@ def _hook_service(node: Node, args) -> tuple[bool, str]:
                SEISMICTORCH_CURRENT=str(node.current.resolve()),
                SEISMICTORCH_MODEL=str(node.current.resolve() / _info(node.current)["model"]["file"]))
     log = open(node.base / "service.log", "ab")
-    proc = subprocess.Popen(args.service_cmd, shell=True, env=env, stdout=log, stderr=log,
-                            start_new_session=True)
+    # Own session and no inherited stdin: an ssh session that ran the install can close.
+    proc = subprocess.Popen(args.service_cmd, shell=True, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=log, start_new_session=True)
     pidfile.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + args.ready_timeout_s
     try:
@@ -334,7 +335,7 @@ def cmd_install(args) -> int:
         say(f"ok   {bundle.name}: {len(info['wheels'])} wheels, model {info['model']['file']}: "
             f"every file matches {MANIFEST}")
         node.releases.mkdir(parents=True, exist_ok=True)
-        with open(node.base / ".lock", "w") as lock:
+        with open(node.base / ".lock", "a") as lock:  # "a": taking the lock changes nothing
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
