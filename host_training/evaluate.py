@@ -241,15 +241,15 @@ class TorchPredictor:
 
 
 class OnnxPredictor:
-    """An exported model (float, int16-input or quantized) run as the node runs it."""
-
-    kind = "onnx"
+    """An exported model (ONNX float, int16-input or quantized; LiteRT ``.tflite``) run as the
+    node runs it, through the node's own backend (:func:`edge_runtime.backend.load_backend`)."""
 
     def __init__(self, path):
-        from edge_runtime.backend import OnnxBackend
+        from edge_runtime.backend import load_backend
 
         self.path = Path(path)
-        self.backend = OnnxBackend(self.path)
+        self.kind = "litert" if self.path.suffix.lower() == ".tflite" else "onnx"
+        self.backend = load_backend(self.path)
         meta = self.backend.metadata
         self.model_name = meta.model
         self.classes = list(meta.classes)
@@ -264,8 +264,11 @@ class OnnxPredictor:
         if self.model_name != "EarthquakeCNN":
             # Record-level models: same inputs as torch gets, straight into the session.
             x, y, keep = split_inputs(part, folder, self.model_name, self.preprocess)
-            session = self.backend.session
-            (logits,) = session.run(None, {self.backend.metadata.input_name: x.astype(np.float32)})
+            if hasattr(self.backend, "session"):
+                feed = {self.backend.metadata.input_name: x.astype(np.float32)}
+                (logits,) = self.backend.session.run(None, feed)
+            else:
+                logits = self.backend.run(x.astype(np.float32))
             return softmax(np.asarray(logits, np.float64)), y, keep, x
         _check_labels(part, folder, self.model_name, self.classes)
         config = PreprocessConfig(**self.preprocess)
@@ -293,7 +296,7 @@ def _check_labels(part, folder, model_name, classes):
         )
 
 
-BACKENDS = {".pt": TorchPredictor, ".pth": TorchPredictor, ".onnx": OnnxPredictor}
+BACKENDS = {".pt": TorchPredictor, ".pth": TorchPredictor, ".onnx": OnnxPredictor, ".tflite": OnnxPredictor}
 
 
 def register_backend(suffix: str, loader) -> None:
