@@ -362,7 +362,7 @@ class JsonlWriter:
 
     def _write_at(self, data: bytes) -> None:
         """Write ``data`` at the good offset and fsync; on failure cut back to it."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
             if size != self._good:
@@ -372,6 +372,8 @@ class JsonlWriter:
                 else:  # the file was cut or replaced behind our back: append to what is there
                     self._good = size
             self._torn = False
+            if self._good and os.pread(fd, 1, self._good - 1) != b"\n":
+                data = b"\n" + data  # never fuse a record to a fragment we could not cut off
             view, offset = memoryview(data), self._good
             try:
                 while view:

@@ -137,3 +137,12 @@ def test_report_held_says_where(tmp_path, caplog):
     w = JsonlWriter(target, spools=[])
     w.write({"n": 2})
     assert w.report_held() == 1 and "NOT WRITTEN anywhere" in caplog.text and '"n": 2' in caplog.text
+
+
+def test_a_fragment_that_cannot_be_cut_is_never_fused_to_a_record(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"n": 0}\n{"n": 1, "tor')
+    w = JsonlWriter(path, spools=[tmp_path / "spool"])
+    w._good = path.stat().st_size  # as after a start that could keep nothing aside
+    assert w.write({"n": 2})
+    assert path.read_text().splitlines()[-1] == '{"n": 2}'
