@@ -86,10 +86,12 @@ def open_backend(path, threads: int = 1):
 
 
 def register_litert_evaluator() -> None:
-    """Let ``host_training.evaluate`` score ``.tflite`` files (through :class:`LiteRTPredictor`)."""
+    """Let ``host_training.evaluate`` score ``.tflite`` files, unless it already does (its own
+    predictor opens them with ``edge_runtime.backend.load_backend``)."""
     from host_training import evaluate
 
-    evaluate.register_backend(".tflite", LiteRTPredictor)
+    if ".tflite" not in evaluate.BACKENDS:
+        evaluate.register_backend(".tflite", LiteRTPredictor)
 
 
 class LiteRTPredictor:
