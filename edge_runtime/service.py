@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 # Longest a stopping node waits for pending alerts (systemd's stop timeout is 90 s).
 ACTIONS_GRACE_S = 3.0
 
+# Silence after which frames held back for a missing predecessor are given their place
+# (a reordered frame comes within a few frame times, not after a quiet second).
+REORDER_IDLE_S = 1.0
+
 # The default sensor's scale (ADXL355 at +/-2 g: 256,000 LSB per g), counts per m/s^2.
 ADXL355_COUNTS_PER_MPS2 = get_sensor(DEFAULT_SENSOR).counts_per_mps2
 
@@ -213,6 +217,14 @@ class Pipeline:
         end = event["end_us"] + int((self.config.snippet_post_s + self.prep.window_s / 2) * 1e6)
         return self.recorder.cut(start, end)
 
+    def drain(self) -> list[dict]:
+        """Release frames held for reordering (the line went quiet), keeping any event open."""
+        out = []
+        for delivery in self.sequencer.drain():
+            out += self._accept(delivery)
+        self._sync_sequencer()
+        return out
+
     def flush(self) -> list[dict]:
         """Release frames held for reordering, then close any open event (end of stream, shutdown)."""
         out = []
@@ -332,6 +344,9 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
                     if pipeline.counts["frames"] != accepted:  # rejected frames do not count as signal
                         last_frame = now
                     handle(events)
+            if not data and pipeline.sequencer.held and last_bytes is not None \
+                    and now - last_bytes > REORDER_IDLE_S:
+                handle(pipeline.drain())  # quiet line: frames held for a missing one go on
             writer.tick(now)  # held events retried on a timer, also while data flows
             if second is not None:
                 handle(second.poll())

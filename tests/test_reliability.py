@@ -457,3 +457,29 @@ def test_case6_saturated_sensor_windows_cannot_declare_an_event(tiny_model, tmp_
     p = status_of(tmp_path)["pipeline"]
     assert p["samples_clipped"] == n * 3
     assert p["windows_implausible"] > 0 and p["triggers"] == 0 and p["events"] == 0
+
+
+def test_frames_held_for_a_missing_one_go_on_when_the_line_goes_quiet(tiny_model, tmp_path):
+    """A frame lost just before the board stops: the frames after it are not kept back."""
+    counts = quake_counts(seed=2, quiet_after_s=0)[:400]
+    frames = frames_of(counts)
+    blobs = encode(frames)
+    pty = open_pty()
+    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "20")
+    try:
+        wait_ready(tmp_path, proc)
+        writer = Writer(pty, speed=0)
+        for i, blob in enumerate(blobs):
+            if i != 36:
+                writer.send(blob, 0)
+        # 3 frames wait for 36 (reorder window), then the line is quiet for > 1 s.
+        assert wait_for(lambda: status_of(tmp_path)["pipeline"]["frames"] == 39, 10)
+        status = status_of(tmp_path)
+        assert proc.poll() is None  # still running: released by the quiet line, not by exit
+        output = stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
+    assert proc.returncode == 0, output
+    assert status["pipeline"]["frames_lost"] == 1 and status["samples_filled"] == 10
