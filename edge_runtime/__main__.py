@@ -11,11 +11,19 @@ if __name__ == "__main__":
     # run() installs the real handlers as its first step.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
 
+import os  # noqa: E402
+
+# Before numpy loads OpenBLAS: the node multiplies one small window at a time, and a
+# BLAS thread pool only adds threads that spin after each call, CPU time and resident
+# memory (a buffer per thread). The model has its own setting (`threads`).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 
-from .config import ConfigError, add_arguments, build_config, read_toml
+from .config import ConfigError, add_arguments, build_config, read_toml  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,8 +137,6 @@ def main(argv=None) -> int:
 
 def _journal() -> bool:
     """Under systemd the journal stamps each line; the node does not repeat the time."""
-    import os
-
     return "JOURNAL_STREAM" in os.environ
 
 

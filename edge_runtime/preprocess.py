@@ -424,6 +424,13 @@ def to_model_input(windows_int16: np.ndarray, dtype=np.float32) -> np.ndarray:
     w = np.asarray(windows_int16)
     if np.dtype(dtype) == np.int16:
         x = w if w.dtype == np.int16 else w.astype(np.int16)
+    elif w.ndim == 3 and w.shape[0] == 1 and np.dtype(dtype) == np.float32:
+        # One window (the node's case): dequantize in one pass, transposed on the way,
+        # same operations as dequantize() (float64 division by max |x|, then float32).
+        scale = max(int(w.max()), -int(w.min())) or 1
+        x = np.swapaxes(w, -1, -2).astype(np.float64, order="C")
+        x /= float(scale)
+        return x.astype(np.float32)[:, None, :, :]
     else:
         x = dequantize(w).astype(dtype)
     return np.ascontiguousarray(np.swapaxes(x, -1, -2)[:, None, :, :])

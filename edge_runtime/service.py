@@ -57,8 +57,10 @@ class Pipeline:
         self.config = config
         self.prep = backend.metadata.preprocess_config()
         if "noise" not in backend.classes:
+            hint = ("; a SpectrogramCNN is the second stage: pass it as --source-model"
+                    if backend.metadata.model == "SpectrogramCNN" else "")
             raise ValueError(f"{config.model}: classes {backend.classes} have no 'noise'; "
-                             "the detector needs it")
+                             f"the detector needs it{hint}")
         self.noise_index = backend.classes.index("noise")
         self.classes = backend.classes
         self.prepare = WindowPreparer(self.prep)
@@ -278,7 +280,9 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
                               sampling_rate_hz=config.text_rate_hz)
     else:
         decoder = FrameDecoder()
-    source = SerialSource(config.port, config.baudrate, read_timeout_s=config.read_timeout_s,
+    # The loop turns at least once per read timeout, and it feeds the watchdog.
+    read_timeout_s = min(config.read_timeout_s, notifier.ping_every_s())
+    source = SerialSource(config.port, config.baudrate, read_timeout_s=read_timeout_s,
                           max_retry_s=config.reconnect_max_s, faults=faults,
                           trust_name=config.trust_port_name)
     writer = JsonlWriter(config.events)

@@ -153,3 +153,13 @@ def test_node_window_preparer_is_bit_identical_to_prepare_windows(rng, n_windows
             np.testing.assert_array_equal(got_peak, want_peak)
     zero, peak = prepare(np.zeros((n_windows, 3, 200)), 100.0)
     assert not zero.any() and not peak.any()
+
+
+def test_model_input_of_one_window_matches_the_batched_path(rng):
+    """The one-window fast path of to_model_input gives exactly the batched result."""
+    for k in range(100):
+        w = pp.quantize(rng.standard_normal((2, 3, 80)) * 10.0 ** rng.uniform(-3, 3))
+        if k == 0:
+            w[:] = 0
+        for i in range(2):
+            np.testing.assert_array_equal(pp.to_model_input(w[i:i + 1]), pp.to_model_input(w)[i:i + 1])
