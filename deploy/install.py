@@ -162,7 +162,32 @@ class Node:
 
 
 # --------------------------------------------------------------------------- release
-def build_venv(release: Path, info: dict, python: str, node: Node, keep_wheels: bool = False) -> str:
+# Never imported by the node (the self-test, which runs after this, proves it): test suites,
+# onnxruntime's model-conversion tools, and pip (the node installs only from bundles).
+STRIP = ["numpy/**/tests", "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools",
+         "pip", "pip-*.dist-info", "setuptools", "setuptools-*.dist-info", "_distutils_hack",
+         "distutils-precedence.pth"]
+
+
+def strip_venv(venv: Path) -> int:
+    """Remove :data:`STRIP` from the venv's site-packages; return the bytes freed."""
+    freed = 0
+    for site in (venv / "lib").glob("python3*/site-packages"):
+        for pattern in STRIP:
+            for path in list(site.glob(pattern)):
+                if path.is_dir():
+                    freed += tree_bytes(path)
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.is_file():
+                    freed += path.stat().st_size
+                    path.unlink()
+    for script in (venv / "bin").glob("pip*"):
+        script.unlink()
+    return freed
+
+
+def build_venv(release: Path, info: dict, python: str, node: Node, keep_wheels: bool = False,
+               strip: bool = True) -> str:
     """Create ``release/venv`` from the bundle's wheels; reuse an identical one by hard links."""
     wheels = sorted(p.name for p in (release / "wheels").glob("*.whl"))
     # The wheels' hashes (from the verified manifest) and the interpreter name the venv.
@@ -184,6 +209,8 @@ def build_venv(release: Path, info: dict, python: str, node: Node, keep_wheels: 
                "--disable-pip-version-check", "--find-links", str(release / "wheels")]
         run(pip + info["requirements"], "pip install from the bundle's wheels")
         how = f"built from {len(wheels)} wheels"
+        if strip:
+            how += f", {strip_venv(venv) / 1e6:.0f} MB the node never imports removed"
     # The node package lives in app/, found through a path file relative to site-packages.
     site = next((venv / "lib").glob("python3*/site-packages"))
     pth = site / "seismictorch-node.pth"
@@ -356,7 +383,7 @@ def cmd_install(args) -> int:
                 shutil.rmtree(partial, ignore_errors=True)
                 shutil.move(str(top), str(partial))
                 t = time.monotonic()
-                how = build_venv(partial, info, args.python, node, args.keep_wheels)
+                how = build_venv(partial, info, args.python, node, args.keep_wheels, not args.no_strip)
                 say(f"ok   venv {how} in {time.monotonic() - t:.1f} s")
                 config = node.path("/etc/seismictorch/node.toml")
                 ok, lines = selftest(partial, info, config if config.is_file()
@@ -468,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--keep", type=int, default=3, help="releases kept (the current one always)")
     i.add_argument("--python", default=sys.executable, help="Python that builds the venv")
     i.add_argument("--keep-wheels", action="store_true", help="keep the wheels in the release after install")
+    i.add_argument("--no-strip", action="store_true",
+                   help="keep test suites, onnxruntime's conversion tools and pip in the venv")
     r = sub.add_parser("rollback", parents=[common], help="switch back to the previously active release")
     r.add_argument("--to", default=None, help="a given installed version")
     sub.add_parser("list", parents=[common], help="list installed releases (* = current)")

@@ -237,3 +237,13 @@ def test_deploy_upgrade_rollback_locally_and_over_ssh(bundles, sshd, tmp_path):
     finally:
         subprocess.run([sys.executable, str(REPO / "deploy/install.py"), "stop", "--root", str(root)])
     assert shutil.which("ssh")
+
+
+def test_ansible_playbook_syntax():
+    exe = Path(sys.executable).with_name("ansible-playbook")
+    if not exe.is_file():
+        pytest.fail("ansible-playbook missing: pip install ansible-core (dev extra: pip install -e '.[dev]')")
+    playbook = REPO / "deploy/ansible/deploy.yml"
+    r = subprocess.run([str(exe), "--syntax-check", "-i", str(REPO / "deploy/ansible/inventory.example.ini"),
+                        str(playbook)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
