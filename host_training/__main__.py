@@ -36,9 +36,10 @@ def _add_training_options(p, defaults) -> None:
         default=defaults.batch_size,
         help="global batch size (split among torchrun processes)",
     )
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="optimizer")
     p.add_argument("--lr", type=float, default=defaults.lr, help="initial learning rate")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                   help="L2 penalty (decoupled for adamw)")
     p.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
@@ -59,7 +60,8 @@ def _add_training_options(p, defaults) -> None:
         default=defaults.balance,
         help="class imbalance: inverse-frequency loss weights or balanced sampling",
     )
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=int, default=defaults.seed,
+                   help="seeds initialization, batch order, dropout and augmentation")
     p.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (0: torch default)")
     p.add_argument(
         "--device",
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bank-cache", default=None,
                    help="folder of the Green's function bank (physics; default $SEISMICTORCH_CACHE/greens "
                         "or ~/.cache/seismictorch/greens; built on first use, about 45 CPU-minutes)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the generator")
     s.add_argument("--sampling-rate", type=float, default=100.0, help="Hz")
 
     rec = sub.add_parser(

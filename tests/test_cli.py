@@ -49,3 +49,26 @@ def test_train_reports_a_missing_dataset_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: ") and "waveforms.hdf5" in r.stderr
+
+
+def test_console_scripts_and_defaults_in_help():
+    """pyproject's [project.scripts] point at the package CLIs; host --help shows every default."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"seismictorch-host", "seismictorch-quant", "seismictorch-node", "seismictorch-tools"} <= set(
+        scripts)
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))
+    from host_training.__main__ import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name, words in {"train": ["(default: 50)", "(default: 256)", "(default: adam)", "(default: 0.001)",
+                                  "(default: step)", "(default: 7)", "(default: 0.5)"],
+                        "finetune": ["(default: adamw)", "(default: 32)", "(default: none)"],
+                        "evaluate": ["(default: test)"], "export": ["(default: 20)"]}.items():
+        text = " ".join(sub[name].format_help().split())
+        for word in words:
+            assert word in text, (name, word)
