@@ -148,7 +148,7 @@ def run_bench(out="runs/bench", seed: int = 0, soak_hours: float = 24.0) -> dict
     results += __import__("tools.bench.protocol", fromlist=["x"]).bench_protocol(rng)  # bench/protocol.py
     soak = __import__("tools.bench.soak", fromlist=["x"])  # tools/bench/soak.py
     results.append(soak.bench_soak(out, seed=seed, hours=soak_hours))
-    results += __import__("tools.bench.window_path", fromlist=["x"]).run(out, rng)  # bench/window_path.py
+    results += __import__("tools.bench.window_path", fromlist=["x"]).run(out, rng, quick=soak_hours < 1)
     report = {"machine": {"python": platform.python_version(), "processor": platform.machine(),
                           "system": platform.platform()}, "seed": seed, "results": results}
     (out / "bench.json").write_text(json.dumps(report, indent=2))
