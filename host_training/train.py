@@ -453,6 +453,13 @@ def train(
         seconds = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        if world > 1:
+            # Batch-norm running statistics are per process until the next forward broadcasts
+            # them: take rank 0's now, so every rank scores the same model on validation.
+            import torch.distributed as dist
+
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
         val = evaluate_loss(model, x_val, y_val, weight, device=device)
         entry = dict(
             epoch=epoch,
@@ -494,7 +501,14 @@ def train(
                 ),
                 ckpt_dir / f"epoch_{epoch:03d}.pt",
             )
-        if config.patience and state["bad_epochs"] >= config.patience:
+        stop = bool(config.patience and state["bad_epochs"] >= config.patience)
+        if world > 1:  # one decision for all ranks, or the others would wait in all-reduce forever
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
             stopped_early = True
             log.info(
                 "early stop after epoch %d: validation loss did not improve for %d epochs",
