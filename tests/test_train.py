@@ -145,9 +145,18 @@ def test_chance_level_run_warns_and_exits_non_zero(tiny_run, tmp_path, capsys):
 
 def test_balanced_sampler_augmentation_and_alternative_optimizers(tiny_run, tmp_path):
     augment = ["time_shift", "add_noise", "drop_channels", "scale_amplitude"]
-    config = TrainConfig(epochs=1, batch_size=32, optimizer="adamw", scheduler="cosine", balance="sampler",
-                         threads=1, augment=augment)
-    summary = run_training("earthquake", tiny_run["data"], tmp_path, config, allow_chance=True, progress=False)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=32,
+        optimizer="adamw",
+        scheduler="cosine",
+        balance="sampler",
+        threads=1,
+        augment=augment,
+    )
+    summary = run_training(
+        "earthquake", tiny_run["data"], tmp_path, config, allow_chance=True, progress=False
+    )
     assert summary["best_epoch"] == 1
     assert json.loads((tmp_path / "config.json").read_text())["train"]["augment"] == augment
     with pytest.raises(ValueError, match="unknown augmentation 'flip'"):
