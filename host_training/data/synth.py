@@ -452,7 +452,7 @@ def _snr(signal_w, noise_w, fs, live):
 
 def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, window_s: float = 2.0,
                     max_shift_s: float = 0.8, bank=None, dead_fraction: float = 0.55,
-                    transient_fraction: float = 0.6, snr_min: float = 4.0,
+                    transient_fraction: float = 0.6, snr_min: float = 4.0, coda_fraction: float = 0.3,
                     class_fractions=(1 / 3, 1 / 3, 1 / 3), progress: bool = False):
     """Labelled P / S / noise windows from the physics-based generator.
 
@@ -477,8 +477,12 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
     snr_min : float
         A P or S window's filtered peak must be this many times the noise rms; weaker
         events are made stronger (magnitude raised) so that no label marks an invisible phase.
+    coda_fraction : float
+        Fraction of events that give one more S-class window 1-10 s after S (sustained
+        shaking is not noise), when it stands out of the noise; these come on top of
+        ``n_windows`` (column ``window``: onset, coda or noise).
     class_fractions : tuple of float
-        Wanted fractions of P, S, noise windows.
+        Wanted fractions of P, S (onset), noise windows.
 
     Returns
     -------
@@ -513,7 +517,7 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
     n_noise = max(1, n_windows - 2 * n_events) if fp == fsw else max(1, int(round(n_windows * fn)))
     event_split = assign_splits(rng, n_events)
     noise_split = assign_splits(rng, n_noise)
-    waveforms = np.empty((n_events * 2 + n_noise, 3, n), dtype=np.float32)
+    waveforms = np.empty((n_events * 3 + n_noise, 3, n), dtype=np.float32)
     rows = []
 
     def background(sensor):
@@ -551,6 +555,14 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
             ground = ground * scale
             par["scaled"] = float(scale)
             snr = phase_snr(ground)
+        # Sustained shaking after S (long strong motion of large events) is no noise:
+        # some events give one more S-class window in the coda, where it stands out.
+        coda_end = ground.shape[-1] / fs - 0.6 * window_s
+        if rng.uniform() < coda_fraction and coda_end > t_s + 1.5:
+            c = rng.uniform(t_s + 1.0, min(t_s + 10.0, coda_end))
+            noise_c = background(sensor) + sensor_noise(rng, sensor, (3, n), fs)
+            if _snr(cut(ground, c)[0], noise_c, fs, live) >= snr_min:
+                centres["S coda"], noise_w["S coda"] = c, noise_c
         for lab, centre in centres.items():
             w, start = cut(ground, centre)
             extra = None
@@ -560,7 +572,8 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
             data, clipped = record_with_sensor(rng, w + noise_w[lab], fs, sensor, self_noise=False)
             data = archive_start(apply_channels(rng, data, live, mode, sensor, fs))
             waveforms[len(rows)] = data
-            rows.append(dict(label=lab, split=event_split[e], source="earthquake", record=f"eq{e:06d}",
+            rows.append(dict(label=lab[0], window="coda" if "coda" in lab else "onset",
+                             split=event_split[e], source="earthquake", record=f"eq{e:06d}",
                              sensor=sensor.name, channels=live, dead_mode=mode, transient=extra or "",
                              center_s=round(centre, 3), p_sample=_in_window(t_p, start, fs, n),
                              s_sample=_in_window(t_s, start, fs, n), snr=round(snr, 2), clipped=clipped,
@@ -578,7 +591,8 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
         data, clipped = record_with_sensor(rng, ground, fs, sensor)
         data = archive_start(apply_channels(rng, data, live, mode, sensor, fs))
         waveforms[len(rows)] = data
-        rows.append(dict(label="noise", split=noise_split[r], source=kind, record=f"noise{r:06d}",
+        rows.append(dict(label="noise", window="noise", split=noise_split[r], source=kind,
+                         record=f"noise{r:06d}",
                          sensor=sensor.name, channels=live, dead_mode=mode, p_sample=-1, s_sample=-1,
                          transient=kind if kind != "ambient" else "", clipped=clipped))
     return WindowDataset(waveforms[: len(rows)].astype(np.float64), fs, rows)
