@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for the target, with MANIFEST.sha256.")
     __import__("tools.bundle", fromlist=["add_arguments"]).add_arguments(u)
     __import__("tools.deploy", fromlist=["add_arguments"]).add_arguments(sub)
+    __import__("tools.bundle_qemu", fromlist=["add_arguments"]).add_arguments(sub)
 
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
@@ -156,6 +157,10 @@ def main(argv=None) -> int:
         from .bundle import main_bundle
 
         return main_bundle(args)
+    if args.command == "bundle-qemu":
+        from .bundle_qemu import main_qemu
+
+        return main_qemu(args)
     if args.command in ("deploy", "rollback", "releases"):
         from .deploy import main_deploy
 

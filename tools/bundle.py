@@ -46,7 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PLATFORM = "manylinux_2_17_aarch64"
 DEFAULT_PYTHON = "3.11"
 # The node's runtime dependencies (pyproject's `edge` extra).
-REQUIREMENTS = ["numpy>=1.24", "onnxruntime>=1.17", "pyserial>=3.5"]
+# onnxruntime < 1.27: 1.28 and newer crash at import under Debian 12's qemu-user 7.2, the
+# emulator the off-device aarch64 check runs on; 1.26 runs there and on the Pi (opset <= 23).
+REQUIREMENTS = ["numpy>=1.24", "onnxruntime>=1.17,<1.27", "pyserial>=3.5"]
 LITERT_REQUIREMENT = "ai-edge-litert>=2.3"
 # Raspberry Pi OS 64-bit (bookworm) has glibc 2.36; pip does not widen a --platform tag to
 # the older/newer manylinux levels, so every level up to the node's glibc is listed.
@@ -294,7 +296,10 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
     version = version or f"{project_version()}+g{commit[:8]}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+_-]*", version):
         raise BundleError(f"--version {version!r}: use letters, digits and . + _ -")
-    reqs = list(requirements or REQUIREMENTS)
+    reqs = list(REQUIREMENTS)
+    for spec in requirements or []:  # --require replaces the default of the same package
+        name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower()
+        reqs = [r for r in reqs if re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() != name] + [spec]
     if any(p.suffix == ".tflite" for p in [model_path]) and LITERT_REQUIREMENT not in reqs:
         reqs.append(LITERT_REQUIREMENT)
     if wheels_from_env:
@@ -349,7 +354,10 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
             "name": name, "version": version, "git_commit": commit, "git_dirty": dirty,
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "target": {"arch": arch, "platform": platform_tag, "python": python_version},
-            "requirements": [r.split(";")[0] for r in reqs],
+            # what install.py asks pip for: the specs for downloaded wheels, the bare names for
+            # wheels taken as they are (their versions are whatever was installed or given)
+            "requirements": [re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] if (wheels_from_env or wheelhouse)
+                             else r.split(";")[0] for r in reqs],
             "model": models[0], "fallback_models": models[1:],
             "data_card_sha256": models[0].get("data_card_sha256"),
             "selftest_expected": models[0]["selftest"],
@@ -412,6 +420,9 @@ def add_arguments(p) -> None:
     src.add_argument("--wheels-from-env", action="store_true",
                      help="repack the wheels installed in this Python (offline; this machine's platform)")
     src.add_argument("--wheelhouse", help="folder of ready target wheels (no download)")
+    p.add_argument("--require", action="append", default=[], metavar="SPEC",
+                   help="pip requirement replacing the default of that package, e.g. "
+                        "'onnxruntime>=1.17' (default numpy>=1.24, onnxruntime>=1.17,<1.27, pyserial>=3.5)")
 
 
 def main_bundle(args) -> int:
@@ -422,7 +433,8 @@ def main_bundle(args) -> int:
     try:
         info = build_bundle(args.out, chosen=args.chosen, model=args.model, platform_tag=platform_tag,
                             python_version=python_version, version=args.version, config=args.config,
-                            wheels_from_env=args.wheels_from_env, wheelhouse=args.wheelhouse)
+                            wheels_from_env=args.wheels_from_env, wheelhouse=args.wheelhouse,
+                            requirements=args.require)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
