@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import platform
 import sys
 import tarfile
@@ -188,3 +189,19 @@ def test_installer_refuses_a_damaged_bundle_before_changing_anything(small_bundl
     rc = install.main(["install", "--bundle", str(truncated), "--root", str(tmp_path / "root-flip")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "corrupted" in err[0] and "nothing changed" in err[0]
+
+
+def test_keep_last_n_releases_never_the_current(tmp_path):
+    install = load_installer()
+    node = install.Node(tmp_path)
+    for i, version in enumerate(["1.0.0", "2.0.0", "3.0.0", "4.0.0"]):
+        release = node.releases / version
+        release.mkdir(parents=True)
+        (release / ".complete").write_text("x\n")
+        os.utime(release / ".complete", (1000 + i, 1000 + i))
+        node.switch(version)
+    node.switch("2.0.0")  # rolled back: 2.0.0 is current, 4.0.0 the newest
+    removed = install.prune(node, 2)
+    assert sorted(removed) == ["1.0.0", "3.0.0"]
+    assert sorted(p.name for p in node.releases.iterdir()) == ["2.0.0", "4.0.0"]
+    assert node.current_version() == "2.0.0" and node.state()["history"] == ["4.0.0", "2.0.0"]
