@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -359,6 +360,12 @@ def cmd_install(args) -> int:
         top = unpack_verified(bundle, Path(scratch))
         info = json.loads((top / "bundle.json").read_text())
         version = info["version"]
+        arch = info.get("target", {}).get("arch")
+        if arch and arch != platform.machine():
+            # The venv is built and self-tested by this machine's Python: it must be the node's kind.
+            raise InstallError(f"{bundle.name} is for {arch}, this machine is {platform.machine()}: install "
+                               f"it on the node (make deploy HOST=...), or build a bundle for "
+                               f"{platform.machine()}; nothing changed")
         say(f"ok   {bundle.name}: {len(info['wheels'])} wheels, model {info['model']['file']}: "
             f"every file matches {MANIFEST}")
         node.releases.mkdir(parents=True, exist_ok=True)

@@ -205,3 +205,20 @@ def test_keep_last_n_releases_never_the_current(tmp_path):
     assert sorted(removed) == ["1.0.0", "3.0.0"]
     assert sorted(p.name for p in node.releases.iterdir()) == ["2.0.0", "4.0.0"]
     assert node.current_version() == "2.0.0" and node.state()["history"] == ["4.0.0", "2.0.0"]
+
+
+def test_bundle_for_another_architecture_refused_on_this_machine(small_bundle, tmp_path, capsys):
+    info, tiny = small_bundle
+    other = "aarch64" if platform.machine() != "aarch64" else "x86_64"
+    wheels = Path(info["path"]).parent / "wheels-only"
+    wheels.mkdir(exist_ok=True)
+    with tarfile.open(info["path"], "r:gz") as tar:
+        for m in tar:
+            if "/wheels/" in m.name:
+                (wheels / Path(m.name).name).write_bytes(tar.extractfile(m).read())
+    built = build_bundle(tmp_path / "dist", model=tiny["float"], platform_tag=f"manylinux_2_17_{other}",
+                         python_version=HOST_PY, version="9.9.9", wheelhouse=wheels, compresslevel=1)
+    rc = load_installer().main(["install", "--bundle", built["path"], "--root", str(tmp_path / "root")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and f"is for {other}, this machine is {platform.machine()}" in err[0]
+    assert not (tmp_path / "root").exists()
