@@ -154,6 +154,7 @@ def test_unknown_host_key_refused(sshd, bundles, tmp_path):
     assert not (tmp_path / "root").exists()
 
 
+@pytest.mark.slow
 def test_deploy_upgrade_rollback_locally_and_over_ssh(bundles, sshd, tmp_path):
     node_py = _node_python()
     root = tmp_path / "rootfs"
