@@ -232,11 +232,88 @@ def run(cmd, what: str, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-def selftest(release: Path, info: dict, config: Path) -> tuple[bool, list[str]]:
-    """``python -m edge_runtime check`` of the release's model, isolated from any PYTHONPATH."""
+def foreign_target(node: Node, info: dict, name: str) -> dict | None:
+    """None for a bundle of this machine's kind; for another, what installs it into a root.
+
+    A root file system of another architecture (an aarch64 node's SD card on an x86-64
+    workstation) gets its venv unpacked from the wheels, pointing at the root's own Python,
+    and the self-test runs that Python under qemu-user (Debian: qemu-user-static).
+    """
+    arch = info.get("target", {}).get("arch")
+    if not arch or arch == platform.machine():
+        return None
+    py = info.get("target", {}).get("python", "3")
+    if node.root == Path("/"):
+        raise InstallError(f"{name} is for {arch}, this machine is {platform.machine()}: install it on the "
+                           f"node (make deploy HOST=...) or build a bundle for {platform.machine()}; "
+                           "nothing changed")
+    python = next((p for p in (node.path(f"/usr/bin/python{py}"), node.path("/usr/bin/python3"))
+                   if os.path.lexists(p)), None)
+    if python is None:
+        raise InstallError(f"{node.root} has no usr/bin/python{py}: is it the node's root file system? "
+                           "nothing changed")
+    qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
+    if qemu is None:
+        raise InstallError(f"{name} is for {arch}: its self-test needs qemu-{arch}-static here "
+                           "(apt-get install qemu-user-static); nothing changed")
+    real = node.path(os.readlink(python)) if python.is_symlink() and os.readlink(python).startswith("/") \
+        else python.resolve()
+    return {"arch": arch, "qemu": qemu, "root": str(node.root), "python": str(real),
+            "node_python": f"/usr/bin/python{py}"}
+
+
+def unpack_venv(release: Path, info: dict, cross: dict, strip: bool = True) -> str:
+    """A venv for another architecture: the wheels unpacked into site-packages (what pip does
+    for these wheels), ``bin/python`` pointing at the node's own interpreter."""
+    import zipfile
+
+    py = info["target"]["python"]
+    venv = release / "venv"
+    site = venv / "lib" / f"python{py}" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    for name in ("python", "python3", f"python{py}"):
+        os.symlink(cross["node_python"], venv / "bin" / name)
+    os.symlink("lib", venv / "lib64")
+    (venv / "pyvenv.cfg").write_text(
+        f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {py}\n")
+    wheels = sorted((release / "wheels").glob("*.whl"))
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                if member.startswith("/") or ".." in member.split("/"):
+                    raise InstallError(f"{wheel.name}: refused member {member!r}")
+            zf.extractall(site)
+        for data in site.glob("*.data"):  # purelib/platlib go to site-packages; scripts are not needed
+            for kind in ("purelib", "platlib"):
+                if (data / kind).is_dir():
+                    shutil.copytree(data / kind, site, dirs_exist_ok=True)
+            shutil.rmtree(data)
+    for dist_info in site.glob("*.dist-info"):
+        (dist_info / "INSTALLER").write_text("seismictorch-install\n")
+    (site / "seismictorch-node.pth").write_text(os.path.relpath(release / "app", site) + "\n")
+    shutil.rmtree(release / "wheels")
+    how = f"unpacked from {len(wheels)} {cross['arch']} wheels for the root's {cross['node_python']}"
+    if strip:
+        how += f", {strip_venv(venv) / 1e6:.0f} MB the node never imports removed"
+    return how + f"; self-test under {Path(cross['qemu']).name}"
+
+
+def selftest(release: Path, info: dict, config: Path, cross: dict | None = None) -> tuple[bool, list[str]]:
+    """``python -m edge_runtime check`` of the release's model, isolated from any PYTHONPATH.
+
+    For another architecture the root's own Python runs under qemu-user, on the release's
+    site-packages and app folder.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    cmd = [str(release / "venv" / "bin" / "python"), "-I", "-m", "edge_runtime", "check",
-           str(release / info["model"]["file"])]
+    if cross:
+        site = next((release / "venv" / "lib").glob("python3*/site-packages"))
+        env["PYTHONPATH"] = f"{site}:{release / 'app'}"
+        cmd = [cross["qemu"], "-L", cross["root"], cross["python"], "-m", "edge_runtime", "check",
+               str(release / info["model"]["file"])]
+    else:
+        cmd = [str(release / "venv" / "bin" / "python"), "-I", "-m", "edge_runtime", "check",
+               str(release / info["model"]["file"])]
     if config.is_file():
         cmd += ["--config", str(config)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(release))
@@ -360,12 +437,7 @@ def cmd_install(args) -> int:
         top = unpack_verified(bundle, Path(scratch))
         info = json.loads((top / "bundle.json").read_text())
         version = info["version"]
-        arch = info.get("target", {}).get("arch")
-        if arch and arch != platform.machine():
-            # The venv is built and self-tested by this machine's Python: it must be the node's kind.
-            raise InstallError(f"{bundle.name} is for {arch}, this machine is {platform.machine()}: install "
-                               f"it on the node (make deploy HOST=...), or build a bundle for "
-                               f"{platform.machine()}; nothing changed")
+        cross = foreign_target(node, info, bundle.name)
         say(f"ok   {bundle.name}: {len(info['wheels'])} wheels, model {info['model']['file']}: "
             f"every file matches {MANIFEST}")
         node.releases.mkdir(parents=True, exist_ok=True)
@@ -390,11 +462,14 @@ def cmd_install(args) -> int:
                 shutil.rmtree(partial, ignore_errors=True)
                 shutil.move(str(top), str(partial))
                 t = time.monotonic()
-                how = build_venv(partial, info, args.python, node, args.keep_wheels, not args.no_strip)
+                if cross:
+                    how = unpack_venv(partial, info, cross, not args.no_strip)
+                else:
+                    how = build_venv(partial, info, args.python, node, args.keep_wheels, not args.no_strip)
                 say(f"ok   venv {how} in {time.monotonic() - t:.1f} s")
                 config = node.path("/etc/seismictorch/node.toml")
                 ok, lines = selftest(partial, info, config if config.is_file()
-                                     else partial / "config" / "node.toml")
+                                     else partial / "config" / "node.toml", cross)
                 for line in lines:
                     say(f"     {line}")
                 if not ok:

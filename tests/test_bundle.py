@@ -218,7 +218,15 @@ def test_bundle_for_another_architecture_refused_on_this_machine(small_bundle, t
                 (wheels / Path(m.name).name).write_bytes(tar.extractfile(m).read())
     built = build_bundle(tmp_path / "dist", model=tiny["float"], platform_tag=f"manylinux_2_17_{other}",
                          python_version=HOST_PY, version="9.9.9", wheelhouse=wheels, compresslevel=1)
-    rc = load_installer().main(["install", "--bundle", built["path"], "--root", str(tmp_path / "root")])
+    install = load_installer()
+    # on a running node: refused (its venv and self-test need the node's own Python)
+    rc = install.main(["install", "--bundle", built["path"], "--root", "/"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and f"is for {other}, this machine is {platform.machine()}" in err[0]
-    assert not (tmp_path / "root").exists()
+    # into a root file system: only one that holds the target's Python (an SD card's root)
+    root = tmp_path / "root"
+    root.mkdir()
+    rc = install.main(["install", "--bundle", built["path"], "--root", str(root)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and f"has no usr/bin/python{HOST_PY}" in err[0]
+    assert list(root.iterdir()) == []
