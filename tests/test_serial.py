@@ -147,17 +147,30 @@ def test_node_reports_a_bad_model_in_one_line(tmp_path):
     assert result.stderr.strip().startswith("error: ") and "bad.onnx" in result.stderr
 
 
+def wait_frames(status_path, n: int, timeout_s: float = 20.0) -> None:
+    """Until the node's status counts ``n`` decoded frames (it reads in bursts)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(status_path.read_text())["decoder"]["frames"] >= n:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the node did not decode {n} frames within {timeout_s} s")
+
+
 def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
     """The board is unplugged mid-stream: the node reports it, retries, and never dies."""
     pty = open_pty()
-    proc = run_node(tiny_model["sim"], pty.port, tmp_path)
+    proc = run_node(tiny_model["sim"], pty.port, tmp_path, "--status-every-s", "0.1")
     try:
         wait_for_port(tmp_path / "status.json", proc)
         writer = Writer(pty, speed=0)
         data = np.zeros((3, 300))
         for _seq, t_us, frame in record_frames(data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
             writer.send(frame, t_us)
-        time.sleep(0.5)
+        wait_frames(tmp_path / "status.json", 30)
         pty.close()  # the pty, and its device node, are gone
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -238,13 +251,13 @@ def test_port_taken_over_by_another_pty_is_refused(tiny_model, tmp_path):
 
     link = PtyLink(tmp_path / "tty")
     proc = run_node(tiny_model["sim"], link.port, tmp_path, "--reconnect-max-s", "0.05",
-                    "--status-every-s", "0.2", "--idle-exit-s", "3")
+                    "--status-every-s", "0.1", "--idle-exit-s", "3")
     try:
         wait_for_port(tmp_path / "status.json", proc)
         writer = Writer(link.pty, speed=0)
         for _seq, t_us, frame in record_frames(np.zeros((3, 300)), 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
             writer.send(frame, t_us)
-        time.sleep(0.5)
+        wait_frames(tmp_path / "status.json", 30)
         link.unplug()
         foreign = link.replug()  # another program's pty behind the same path, sending frames
         other = record_frames(np.ones((3, 200)), 100.0, T0_US + 10**7, ADXL355_COUNTS_PER_MPS2)
