@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--only", nargs="+", metavar="NAME",
+                   help="run only these benchmarks (default: all of tools.bench.BENCHES)")
+    b.add_argument("--soak-hours", type=float, default=24.0,
+                   help="simulated hours of the soak run (default %(default)s)")
 
     s = sub.add_parser("score", help="score a node's events against the picks of the replayed records")
     s.add_argument("events", help="events.jsonl written by the edge runtime")
@@ -168,7 +172,11 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from .bench import run_bench
 
-        run_bench(args.out, args.seed)
+        try:
+            run_bench(args.out, args.seed, soak_hours=args.soak_hours, only=args.only)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "score":
         from .score import format_table, load_events, score, truths_from_sac

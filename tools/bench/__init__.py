@@ -129,26 +129,89 @@ def _models(out: Path) -> Path:
     return folder
 
 
-def run_bench(out="runs/bench", seed: int = 0, soak_hours: float = 24.0) -> dict:
+def _bench_replay_test(out, rng, seed, soak_hours):
+    from .replay_test import bench_replay_test
+
+    return [bench_replay_test(out, rng)]
+
+
+def _bench_quant(out, rng, seed, soak_hours):  # report in <out>/quant/
+    from .quant import bench_quant
+
+    return bench_quant(out, seed=seed)
+
+
+def _bench_train(out, rng, seed, soak_hours):
+    from .train import bench_train
+
+    return [bench_train(rng)]
+
+
+def _bench_prepare(out, rng, seed, soak_hours):  # `python -m tools.bench.prepare` for large sizes
+    from .prepare import bench_prepare
+
+    return bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)
+
+
+def _bench_protocol(out, rng, seed, soak_hours):
+    from .protocol import bench_protocol
+
+    return bench_protocol(rng)
+
+
+def _bench_soak(out, rng, seed, soak_hours):
+    from .soak import bench_soak
+
+    return [bench_soak(out, seed=seed, hours=soak_hours)]
+
+
+def _bench_window_path(out, rng, seed, soak_hours):
+    from .window_path import run
+
+    return run(out, rng, quick=soak_hours < 1)
+
+
+# name -> fn(out, rng, seed, soak_hours) -> list of result dicts, in the order they run.
+BENCHES = {
+    "preprocess": lambda out, rng, seed, soak_hours: [bench_preprocess(rng)],
+    "decoder": lambda out, rng, seed, soak_hours: [bench_decoder(rng)],
+    "inference": lambda out, rng, seed, soak_hours: [bench_inference(_models(out), rng)],
+    "replay_test": _bench_replay_test,
+    "spectrogram": lambda out, rng, seed, soak_hours: [bench_spectrogram(rng)],
+    "quant": _bench_quant,
+    "train": _bench_train,
+    "prepare": _bench_prepare,
+    "protocol": _bench_protocol,
+    "soak": _bench_soak,
+    "window_path": _bench_window_path,
+}
+
+
+def run_bench(out="runs/bench", seed: int = 0, soak_hours: float = 24.0, only=None) -> dict:
+    """Run the benchmarks named in ``only`` (all of :data:`BENCHES` when None) and write the report.
+
+    Parameters
+    ----------
+    out : str or Path
+        Folder for ``bench.json``, ``bench.png`` and each benchmark's own files.
+    seed : int
+        Seed of every random input.
+    soak_hours : float
+        Simulated hours of the soak run (``make bench``: 24 h); below 1 h the window-path
+        benchmark runs in its quick mode too.
+    only : list of str, optional
+        Names from :data:`BENCHES`.
+    """
+    names = list(BENCHES) if only is None else list(only)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise ValueError(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    results = [bench_preprocess(rng), bench_decoder(rng), bench_inference(_models(out), rng)]
-    from .replay_test import bench_replay_test
-
-    results.append(bench_replay_test(out, rng))  # tools/bench/replay_test.py
-    results.append(bench_spectrogram(rng))  # tools/bench/spectrogram.py
-    from .quant import bench_quant  # quantized variants + static QDQ graph choices
-
-    results += bench_quant(out, seed=seed)  # tools/bench/quant.py (report in <out>/quant/)
-    results.append(__import__("tools.bench.train", fromlist=["x"]).bench_train(rng))  # tools/bench/train.py
-    from .prepare import bench_prepare  # here: `python -m tools.bench.prepare` runs it on its own too
-
-    results += bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)  # tools/bench/prepare.py
-    results += __import__("tools.bench.protocol", fromlist=["x"]).bench_protocol(rng)  # bench/protocol.py
-    soak = __import__("tools.bench.soak", fromlist=["x"])  # tools/bench/soak.py
-    results.append(soak.bench_soak(out, seed=seed, hours=soak_hours))
-    results += __import__("tools.bench.window_path", fromlist=["x"]).run(out, rng, quick=soak_hours < 1)
+    results = []
+    for name in names:
+        results += BENCHES[name](out, rng, seed, soak_hours)
     report = {"machine": {"python": platform.python_version(), "processor": platform.machine(),
                           "system": platform.platform()}, "seed": seed, "results": results}
     (out / "bench.json").write_text(json.dumps(report, indent=2))
