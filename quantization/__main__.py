@@ -210,8 +210,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    root_level = logging.root.level
     if not args.verbose:
-        logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime's quantizer chatter
+        logging.root.setLevel(logging.ERROR)  # onnxruntime's quantizer logs its chatter to the root
     from host_training.train import CheckpointError, DataError
 
     try:
@@ -219,6 +220,8 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, CheckpointError, DataError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
+    finally:
+        logging.root.setLevel(root_level)  # main() is also called in-process (tests, tools)
     return 0
 
 

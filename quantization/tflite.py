@@ -48,9 +48,12 @@ def quiet_native_output():
     saved = [os.dup(1), os.dup(2)]
     with open(os.devnull, "wb") as null, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quiet_loggers = {name: logging.getLogger(name).level for name in ("root", "torchao", "absl")}
-        for name in quiet_loggers:
-            logging.getLogger(name).setLevel(logging.ERROR)
+        # The root logger itself (not getLogger("root")): the converter's imports raise its level
+        # and would leave every later log line of the process unseen.
+        loggers = [logging.root, logging.getLogger("torchao"), logging.getLogger("absl")]
+        quiet_loggers = {lg: lg.level for lg in loggers}
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
         os.dup2(null.fileno(), 1)
         os.dup2(null.fileno(), 2)
         try:
@@ -62,8 +65,8 @@ def quiet_native_output():
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
-            for name, level in quiet_loggers.items():
-                logging.getLogger(name).setLevel(level)
+            for lg, level in quiet_loggers.items():
+                lg.setLevel(level)
 
 
 def embed_metadata(tflite_bytes: bytes, metadata: ModelMetadata) -> bytes:
