@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,26 @@ def python_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
+
+
+def node_process(model, port, out: Path, *extra, env=None, preexec_fn=None) -> subprocess.Popen:
+    """``python -m edge_runtime run`` on ``port``, events and status in ``out``, extra flags
+    after; stdout and stderr together as text."""
+    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", port, "--model", str(model),
+           "--events", str(out / "events.jsonl"), "--status", str(out / "status.json"), *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=env or python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn)
+
+
+@contextmanager
+def running(proc, pty):
+    """Kill ``proc`` if it still runs when the block ends (a step failed), then close ``pty``."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pty.close()
 
 
 PYTHON = sys.executable

@@ -265,6 +265,7 @@ def test_fuzz_text_round_trip_any_chunking(rows, checksum, chunk):
 # ------------------------------------------------------ through the real node
 def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_model, tmp_path):
     """A v2 board streams a quake; a second board's frames on the same line are refused."""
+    from conftest import running
     from test_reliability import P_S, quake_counts, start_node, status_of, wait_ready
 
     from tools.replay import Writer, open_pty
@@ -280,16 +281,12 @@ def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_mode
                                          board_id=0xBAD, time_fix="free"))
     pty = open_pty()
     proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1.5")
-    try:
+    with running(proc, pty):
         wait_ready(tmp_path, proc)
         writer = Writer(pty, speed=0)
         for b in blobs:
             writer.send(b, 0)
         output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     status = status_of(tmp_path)
     p = status["pipeline"]
@@ -301,6 +298,7 @@ def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_mode
 
 
 def test_node_process_text_mode(tiny_model, tmp_path):
+    from conftest import running
     from test_reliability import start_node, status_of, wait_ready
 
     from tools.replay import Writer, open_pty
@@ -309,14 +307,10 @@ def test_node_process_text_mode(tiny_model, tmp_path):
     pty = open_pty()
     proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1", "--protocol", "text",
                       "--text-rate-hz", "100")
-    try:
+    with running(proc, pty):
         wait_ready(tmp_path, proc)
         Writer(pty, speed=0).send(lines + b"1,2,nan\n" + b"7,8\n", 0)
         output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     status = status_of(tmp_path)
     assert status["decoder"]["lines"] == 300 and status["decoder"]["line_errors"] == 2

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, python_env
+from conftest import REPO, node_process, python_env, running
 
 from edge_runtime.protocol import HEADER, SYNC, encode_frame, header_crc
 from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
@@ -54,11 +54,7 @@ def encode(frames) -> list[bytes]:
 
 def start_node(model, port, out: Path, *extra, env=None, preexec_fn=None):
     (out / "status.json").unlink(missing_ok=True)  # wait_ready must see this run's status
-    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", port, "--model", str(model),
-           "--events", str(out / "events.jsonl"), "--status", str(out / "status.json"),
-           "--status-every-s", "0.2", *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=env or python_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn)
+    return node_process(model, port, out, "--status-every-s", "0.2", *extra, env=env, preexec_fn=preexec_fn)
 
 
 def status_of(out: Path) -> dict:
@@ -198,16 +194,12 @@ def faulty_stream_run(tiny_model, tmp_path_factory):
     order.insert(order.index(160) + 1, 100)
     pty = open_pty()
     proc = start_node(tiny_model["sim"], pty.port, out, "--idle-exit-s", "1.5")
-    try:
+    with running(proc, pty):
         wait_ready(out, proc)
         writer = Writer(pty, speed=0)
         for i in order:
             writer.send(blobs[i], frames[i][1])
         output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     events = [e for e in lines_of(out / "events.jsonl") if e["type"] == "event"]
     return status_of(out), events, output, {"n_frames": len(blobs), "out": out}
@@ -311,7 +303,7 @@ def test_cases1_2_3_full_disk_sigterm_and_restart(tiny_model, card, tmp_path):
     out.mkdir()
     pty = open_pty()
     proc = start_node(tiny_model["sim"], pty.port, out, "--events", str(events), env=env, preexec_fn=preexec)
-    try:
+    with running(proc, pty):
         wait_ready(out, proc)
         writer = Writer(pty, speed=0)
         quake = encode(frames_of(quake_counts(seed=5, quiet_after_s=15.0)))
@@ -349,10 +341,6 @@ def test_cases1_2_3_full_disk_sigterm_and_restart(tiny_model, card, tmp_path):
             writer.send(blob, 0)
         assert wait_for(lambda: status_of(out)["pipeline"]["events"] >= 2, 30)
         output = stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     assert "kept in" in output and "written there by the next start" in output, output
     spool = [p for p in state.rglob("*.json")]
@@ -443,16 +431,12 @@ def test_case6_saturated_sensor_windows_cannot_declare_an_event(tiny_model, tmp_
     counts = np.stack([square, square, square], axis=1).astype(np.int32)
     pty = open_pty()
     proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1")
-    try:
+    with running(proc, pty):
         wait_ready(tmp_path, proc)
         writer = Writer(pty, speed=0)
         for blob in encode(frames_of(counts)):
             writer.send(blob, 0)
         output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     p = status_of(tmp_path)["pipeline"]
     assert p["samples_clipped"] == n * 3
@@ -466,7 +450,7 @@ def test_frames_held_for_a_missing_one_go_on_when_the_line_goes_quiet(tiny_model
     blobs = encode(frames)
     pty = open_pty()
     proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "20")
-    try:
+    with running(proc, pty):
         wait_ready(tmp_path, proc)
         writer = Writer(pty, speed=0)
         for i, blob in enumerate(blobs):
@@ -477,9 +461,5 @@ def test_frames_held_for_a_missing_one_go_on_when_the_line_goes_quiet(tiny_model
         status = status_of(tmp_path)
         assert proc.poll() is None  # still running: released by the quiet line, not by exit
         output = stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     assert status["pipeline"]["frames_lost"] == 1 and status["samples_filled"] == 10

@@ -227,10 +227,8 @@ def test_missing_or_corrupt_model_file(tmp_path):
 def test_node_process_writes_the_source_class(tiny_model, source_model, tmp_path):
     """`python -m edge_runtime run --source-model`: a replayed quake's event line carries its class."""
     import json
-    import subprocess
-    import sys
 
-    from conftest import REPO, python_env
+    from conftest import node_process, running
     from obspy import UTCDateTime
 
     from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
@@ -242,21 +240,13 @@ def test_node_process_writes_the_source_class(tiny_model, source_model, tmp_path
     write_record(rec.data, 100.0, UTCDateTime(2026, 3, 1), tmp_path / "sac" / "quake", picks={"P": rec.p_s},
                  kind="earthquake")
     pty = open_pty()
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "--port", pty.port,
-                             "--model", str(tiny_model["sim"]), "--source-model", str(source_model),
-                             "--events", str(tmp_path / "events.jsonl"),
-                             "--status", str(tmp_path / "status.json"), "--idle-exit-s", "2"],
-                            cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
+    proc = node_process(tiny_model["sim"], pty.port, tmp_path, "--source-model", str(source_model),
+                        "--idle-exit-s", "2")
+    with running(proc, pty):
         wait_for_port(tmp_path / "status.json", proc)
         records = read_waveform_records(sorted((tmp_path / "sac").rglob("*.SAC")))
         replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2)
         output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     events = [e for e in lines if e["type"] == "event"]

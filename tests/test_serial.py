@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, python_env
+from conftest import REPO, node_process, python_env, running
 from obspy import UTCDateTime
 
 from edge_runtime.protocol import FrameDecoder
@@ -87,11 +87,7 @@ def replay_records_dir(tmp_path_factory):
 
 
 def run_node(model, port, out, *extra):
-    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", port, "--model", str(model),
-           "--events", str(out / "events.jsonl"), "--status", str(out / "status.json"),
-           "--idle-exit-s", "2", *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return node_process(model, port, out, "--idle-exit-s", "2", *extra)
 
 
 def test_node_process_detects_replayed_quakes_through_faults(tiny_model, replay_records_dir, tmp_path):
@@ -99,15 +95,11 @@ def test_node_process_detects_replayed_quakes_through_faults(tiny_model, replay_
     pty = open_pty()
     proc = run_node(tiny_model["sim"], pty.port, tmp_path)
     faults = FaultInjector(FaultConfig(corrupt=0.003, garbage=0.02, truncate=0.002, seed=4))
-    try:
+    with running(proc, pty):
         wait_for_port(tmp_path / "status.json", proc)
         records = read_waveform_records(sorted(replay_records_dir.rglob("*.SAC")))
         sent = replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2, faults=faults)
         output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     status = json.loads((tmp_path / "status.json").read_text())
     damaged = faults.counts["corrupted"] + faults.counts["truncated"]
@@ -221,17 +213,13 @@ def test_replay_cli_writes_frames_to_a_serial_port(tmp_path):
                             cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     dec, frames = FrameDecoder(), []
-    try:
+    with running(proc, pty):
         deadline = time.monotonic() + 60
         while len(frames) < 50 and time.monotonic() < deadline:
             ready, _, _ = select.select([pty.master_fd], [], [], 0.2)
             if ready:
                 frames += dec.feed(os.read(pty.master_fd, 65536))
         output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
     assert proc.returncode == 0, output
     assert [f.sequence for f in frames] == list(range(50))  # 5 s in 10-sample frames
     assert frames[0].timestamp_us == int(UTCDateTime(2026, 5, 1).timestamp * 1e6)
@@ -289,16 +277,12 @@ def test_event_snippet_as_sac_and_alert_through_an_outage(tiny_model, tmp_path):
                     "--retry-max-s", "0.1", "--idle-exit-s", "3", "--station", "ST07")
     rng = np.random.default_rng(5)
     rec = synth.earthquake(rng, duration_s=40.0, p_s=10.0, sp_s=4.0, pga_mps2=0.3)
-    try:
+    with running(proc, pty):
         wait_for_port(tmp_path / "status.json", proc)
         writer = Writer(pty, speed=0)
         for _seq, t_us, frame in record_frames(rec.data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
             writer.send(frame, t_us)
         output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
         server.close()
     assert proc.returncode == 0, output
     events = [e for e in load_events(tmp_path / "events.jsonl") if e["type"] == "event"]
