@@ -19,6 +19,7 @@ import logging
 import shutil
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 
 import h5py
@@ -207,6 +208,96 @@ def copy_windows(folder, writer: WindowWriter, rows_filter=None) -> int:
             writer.add(window, row)
             n += 1
     return n
+
+
+def start_run(args, command: str, **kwargs) -> PrepareRun | None:
+    """The ``PrepareRun`` of a reader's ``args``; ``None`` (summary printed) when already finished."""
+    config = {k: v for k, v in vars(args).items() if k not in CONFIG_IGNORED}
+    run = PrepareRun(args.out, command, config, args.sampling_rate,
+                     int(round(args.window_s * args.sampling_rate)), overwrite=args.overwrite, **kwargs)
+    if run.finished():
+        print(f"{args.out}: already prepared (use --overwrite to redo)")
+        print_summary(run.report(), args.out)
+        return None
+    return run
+
+
+def open_hdf5(path) -> h5py.File:
+    """``path`` opened read-only; an unreadable file stops the run with one line naming it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise PrepareError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
+def csv_fields(reader, path, what: str = "") -> list:
+    """Header of a ``csv.DictReader``; a binary file stops the run (``what`` ends the message)."""
+    try:
+        return reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise PrepareError(f"{path}: not a text CSV ({exc}){what}") from None
+
+
+def read_rows(reader, n: int, path) -> list:
+    """Next ``n`` rows of a CSV; a damaged file stops the run with one line naming it."""
+    try:
+        return list(islice(reader, n))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise PrepareError(f"{path}: unreadable near line {reader.line_num} ({exc})") from None
+
+
+def run_csv_parts(run: PrepareRun, reader, path, chunk_size: int, key_prefix: str, process_row,
+                  desc: str, progress: bool) -> None:
+    """Every row of ``reader`` (the CSV at ``path``) through ``process_row(row, part)``, in
+    resumable parts of ``chunk_size`` rows keyed ``<key_prefix><k:06d>``."""
+    from tqdm import tqdm
+
+    with open(path, "rb") as count_fh:
+        total = max(0, sum(1 for _ in count_fh) - 1)
+    bar = tqdm(total=total, unit="trace", desc=desc, disable=not progress)
+    k = 0
+    while True:
+        rows = read_rows(reader, chunk_size, path)
+        if not rows:
+            break
+
+        def work(part, rows=rows):
+            for row in rows:
+                process_row(row, part)
+
+        run.run_part(f"{key_prefix}{k:06d}", work)
+        bar.update(len(rows))
+        k += 1
+    bar.close()
+
+
+def shift_time(iso: str, seconds: float) -> str:
+    """ISO time ``iso`` plus ``seconds`` (``""`` when absent or unreadable)."""
+    if not iso:
+        return ""
+    from obspy import UTCDateTime
+
+    try:
+        return str(UTCDateTime(iso) + seconds)
+    except Exception:
+        return ""
+
+
+def add_windows(part: Part, windows, common: dict, picks: dict, pick_source: str, trace_start: str,
+                fs: float, keep_unshifted: bool = False) -> None:
+    """Each ``(label, window, start)`` of ``windows`` into ``part``: ``common`` metadata, its
+    start time and its pick samples relative to the window; counts ``windows_<label>``.
+    ``keep_unshifted``: a window starting at sample 0 keeps ``trace_start`` as written."""
+    for label, window, start in windows:
+        if keep_unshifted and start / fs == 0:
+            start_time = trace_start or ""
+        else:
+            start_time = shift_time(trace_start, start / fs)
+        out = dict(common, label=label, pick_source=pick_source, trace_start_time=start_time)
+        for phase, sample in picks.items():
+            out[f"trace_{phase.lower()}_arrival_sample"] = int(round(sample - start))
+        part.add(window, out)
+        part.count(f"windows_{label}")
 
 
 def print_summary(report: dict, out) -> None:

@@ -40,11 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from .prepare import (
-    CONFIG_IGNORED,
     Part,
     PrepareError,
-    PrepareRun,
     print_summary,
+    start_run,
     validate_window_args,
 )
 from .windowing import (
@@ -228,12 +227,8 @@ def prepare_sac(args) -> int:
         raise PrepareError(f"need 0 < --sta-s < --lta-s, got {args.sta_s} and {args.lta_s}")
     folders = station_folders([("earthquake", d) for d in args.events or []]
                               + [("noise", d) for d in args.noise or []])
-    config = {k: v for k, v in vars(args).items() if k not in CONFIG_IGNORED}
-    run = PrepareRun(args.out, "sac", config, args.sampling_rate,
-                     int(round(args.window_s * args.sampling_rate)), overwrite=args.overwrite)
-    if run.finished():
-        print(f"{args.out}: already prepared (use --overwrite to redo)")
-        print_summary(run.report(), args.out)
+    run = start_run(args, "sac")
+    if run is None:
         return 0
     for i, (kind, folder) in enumerate(tqdm(folders, desc="sac", unit="folder", disable=not args.progress)):
         run.run_part(f"{i:05d}_{kind}_{re.sub(r'[^A-Za-z0-9_.-]', '_', folder.name)}",

@@ -31,19 +31,20 @@ import logging
 import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .dataset import TraceReader, component_permutation, read_data_format
 from .prepare import (
-    CONFIG_IGNORED,
     Part,
     PrepareError,
-    PrepareRun,
+    add_windows,
+    csv_fields,
+    open_hdf5,
     print_summary,
+    run_csv_parts,
+    start_run,
     validate_window_args,
 )
-from .stead import read_rows
 from .windowing import (
     GAL_TO_MPS2,
     NOMINAL_SENSITIVITY,
@@ -225,32 +226,13 @@ def process_row(row: dict, source: TraceSource, part: Part, args) -> None:
                 "source_type"):
         if row.get(key):
             common[key] = row[key]
-    start_time = row.get("trace_start_time", "")
-    for label, window, start in windows:
-        out = dict(common, label=label, pick_source=pick_source,
-                   trace_start_time=_shift_time(start_time, start / fs))
-        for phase, sample in picks.items():
-            out[f"trace_{phase.lower()}_arrival_sample"] = int(round(sample - start))
-        part.add(window, out)
-        part.count(f"windows_{label}")
+    add_windows(part, windows, common, picks, pick_source, row.get("trace_start_time", ""), fs,
+                keep_unshifted=True)
     part.count("traces_used")
-
-
-def _shift_time(iso: str, seconds: float) -> str:
-    if not iso or seconds == 0:
-        return iso or ""
-    from obspy import UTCDateTime
-
-    try:
-        return str(UTCDateTime(iso) + seconds)
-    except Exception:
-        return ""
 
 
 def prepare_seisbench(args) -> int:
     """``prepare seisbench``: see the module docstring."""
-    from tqdm import tqdm
-
     validate_window_args(args)
     folder = Path(args.dir)
     if not folder.is_dir():
@@ -258,47 +240,21 @@ def prepare_seisbench(args) -> int:
     if args.chunk_size <= 0:
         raise PrepareError(f"--chunk-size must be > 0, got {args.chunk_size}")
     chunks = dataset_chunks(folder)
-    config = {k: v for k, v in vars(args).items() if k not in CONFIG_IGNORED}
-    run = PrepareRun(args.out, "seisbench", config, args.sampling_rate,
-                     int(round(args.window_s * args.sampling_rate)), overwrite=args.overwrite)
-    if run.finished():
-        print(f"{args.out}: already prepared (use --overwrite to redo)")
-        print_summary(run.report(), args.out)
+    run = start_run(args, "seisbench")
+    if run is None:
         return 0
     for meta_path, wave_path, chunk in chunks:
-        try:
-            h5 = h5py.File(wave_path, "r")
-        except OSError as exc:
-            raise PrepareError(f"{wave_path}: not a readable HDF5 file ({exc})") from exc
-        with h5, open(meta_path, newline="") as fh:
+        with open_hdf5(wave_path) as h5, open(meta_path, newline="") as fh:
             if "data" not in h5:
                 raise PrepareError(f"{wave_path}: no 'data' group; not SeisBench's format")
             reader = csv.DictReader(fh)
-            try:
-                fields = reader.fieldnames or []
-            except (UnicodeDecodeError, csv.Error) as exc:
-                raise PrepareError(f"{meta_path}: not a text CSV ({exc})") from None
+            fields = csv_fields(reader, meta_path)
             if "trace_name" not in fields:
                 raise PrepareError(f"{meta_path}: no 'trace_name' column; not SeisBench's format")
             source = TraceSource(h5, args, f"{folder.name}{chunk}")
-            with open(meta_path, "rb") as count_fh:
-                total = max(0, sum(1 for _ in count_fh) - 1)
-            bar = tqdm(total=total, unit="trace", desc=f"seisbench {folder.name}{chunk}",
-                       disable=not args.progress)
-            k = 0
-            while True:
-                rows = read_rows(reader, args.chunk_size, meta_path)
-                if not rows:
-                    break
-
-                def work(part, rows=rows, source=source):
-                    for row in rows:
-                        process_row(row, source, part, args)
-
-                run.run_part(f"chunk{chunk}_{k:06d}", work)
-                bar.update(len(rows))
-                k += 1
-            bar.close()
+            run_csv_parts(run, reader, meta_path, args.chunk_size, f"chunk{chunk}_",
+                          lambda row, part, source=source: process_row(row, source, part, args),
+                          f"seisbench {folder.name}{chunk}", args.progress)
     report = run.finish()
     print_summary(report, args.out)
     return 0

@@ -33,18 +33,20 @@ from __future__ import annotations
 
 import csv
 import logging
-from itertools import islice
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .prepare import (
-    CONFIG_IGNORED,
     Part,
     PrepareError,
-    PrepareRun,
+    add_windows,
+    csv_fields,
+    open_hdf5,
     print_summary,
+    run_csv_parts,
+    start_run,
     validate_window_args,
 )
 from .windowing import (
@@ -183,26 +185,8 @@ def process_row(row: dict, h5, part: Part, args, inventory=None) -> None:
         picks = {k: v for k, v in picks.items() if np.isfinite(v)}
         windows = pick_windows(acc, fs, picks, args.window_s, args.max_shift_s, rng)
         pick_source = "catalog"
-    trace_start = row.get("trace_start_time", "")
-    for label, window, start in windows:
-        out = dict(common, label=label, pick_source=pick_source,
-                   trace_start_time=_shift_time(trace_start, start / fs))
-        for phase, sample in picks.items():
-            out[f"trace_{phase.lower()}_arrival_sample"] = int(round(sample - start))
-        part.add(window, out)
-        part.count(f"windows_{label}")
+    add_windows(part, windows, common, picks, pick_source, row.get("trace_start_time", ""), fs)
     part.count("traces_used")
-
-
-def _shift_time(iso: str, seconds: float) -> str:
-    if not iso:
-        return ""
-    from obspy import UTCDateTime
-
-    try:
-        return str(UTCDateTime(iso) + seconds)
-    except Exception:
-        return ""
 
 
 def _load_inventory(path):
@@ -221,18 +205,8 @@ def _load_inventory(path):
     return inv
 
 
-def read_rows(reader, n: int, path) -> list:
-    """Next ``n`` rows of a CSV; a damaged file stops the run with one line naming it."""
-    try:
-        return list(islice(reader, n))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise PrepareError(f"{path}: unreadable near line {reader.line_num} ({exc})") from None
-
-
 def prepare_stead(args) -> int:
     """``prepare stead``: see the module docstring."""
-    from tqdm import tqdm
-
     validate_window_args(args)
     hdf5, csv_path = Path(args.hdf5), Path(args.csv)
     for path, what in ((hdf5, "--hdf5"), (csv_path, "--csv")):
@@ -240,48 +214,22 @@ def prepare_stead(args) -> int:
             raise PrepareError(f"{path}: no such file ({what})")
     if args.chunk_size <= 0:
         raise PrepareError(f"--chunk-size must be > 0, got {args.chunk_size}")
-    try:
-        h5 = h5py.File(hdf5, "r")
-    except OSError as exc:
-        raise PrepareError(f"{hdf5}: not a readable HDF5 file ({exc})") from exc
-    with h5, open(csv_path, newline="") as fh:
+    with open_hdf5(hdf5) as h5, open(csv_path, newline="") as fh:
         if "data" not in h5:
             raise PrepareError(f"{hdf5}: no 'data' group; not STEAD's layout")
         reader = csv.DictReader(fh)
-        try:
-            fields = reader.fieldnames or []
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise PrepareError(f"{csv_path}: not a text CSV ({exc}); not STEAD's metadata CSV") from None
+        fields = csv_fields(reader, csv_path, "; not STEAD's metadata CSV")
         missing = [c for c in CSV_COLUMNS if c not in fields]
         if missing:
             raise PrepareError(f"{csv_path}: no column(s) {', '.join(missing)}; not STEAD's metadata CSV")
-        config = {k: v for k, v in vars(args).items() if k not in CONFIG_IGNORED}
-        run = PrepareRun(args.out, "stead", config, args.sampling_rate,
-                         int(round(args.window_s * args.sampling_rate)), overwrite=args.overwrite,
-                         data_format={"instrument_response": "stationxml or nominal (see trace_response)"})
-        if run.finished():
-            print(f"{args.out}: already prepared (use --overwrite to redo)")
-            print_summary(run.report(), args.out)
+        run = start_run(args, "stead",
+                        data_format={"instrument_response": "stationxml or nominal (see trace_response)"})
+        if run is None:
             return 0
         inventory = _load_inventory(args.stationxml)
-        with open(csv_path, "rb") as count_fh:
-            total = max(0, sum(1 for _ in count_fh) - 1)
-        bar = tqdm(total=total, unit="trace", desc="stead", disable=not args.progress)
-        k = 0
-        while True:
-            rows = read_rows(reader, args.chunk_size, csv_path)
-            if not rows:
-                break
-            key = f"chunk{k:06d}"
-
-            def work(part, rows=rows):
-                for row in rows:
-                    process_row(row, h5, part, args, inventory)
-
-            run.run_part(key, work)
-            bar.update(len(rows))
-            k += 1
-        bar.close()
+        run_csv_parts(run, reader, csv_path, args.chunk_size, "chunk",
+                      lambda row, part: process_row(row, h5, part, args, inventory),
+                      "stead", args.progress)
         report = run.finish()
     print_summary(report, args.out)
     return 0
