@@ -18,7 +18,8 @@ OPTIONAL_LAZY = {"ai_edge_litert"}
 BLOCKED = ["torch", "scipy", "obspy", "h5py", "matplotlib", "tqdm", "onnx", "onnxsim",
            "host_training", "quantization", "tools", "ai_edge_litert"]
 
-CHILD = r"""
+# A child interpreter's first lines: every import of a name in argv[2] (comma-separated) fails.
+BLOCK_IMPORTS = r"""
 import importlib.abc, sys
 BLOCKED = set(sys.argv[2].split(","))
 
@@ -29,7 +30,21 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import pkgutil, importlib, numpy as np
+"""
+
+# Its last: 60 frames of noise through ``pipe``, no blocked module loaded, the windows printed.
+FEED_60_FRAMES = r"""rng = np.random.default_rng(0)
+dec = FrameDecoder()
+for i in range(60):
+    counts = (rng.standard_normal((10, 3)) * 50).astype(np.int32)
+    for frame in dec.feed(encode_frame(i, 1_767_225_600_000_000 + i * 100_000, 100.0, counts)):
+        pipe.on_frame(frame)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+print("windows", pipe.counts["windows"])
+"""
+
+CHILD = BLOCK_IMPORTS + r"""import pkgutil, importlib, numpy as np
 import edge_runtime
 for mod in pkgutil.iter_modules(edge_runtime.__path__):
     importlib.import_module("edge_runtime." + mod.name)
@@ -40,16 +55,7 @@ from edge_runtime.service import NodeConfig, Pipeline
 
 backend = OnnxBackend(sys.argv[1])
 pipe = Pipeline(backend, NodeConfig(port="unused", model=sys.argv[1]))
-rng = np.random.default_rng(0)
-dec = FrameDecoder()
-for i in range(60):
-    counts = (rng.standard_normal((10, 3)) * 50).astype(np.int32)
-    for frame in dec.feed(encode_frame(i, 1_767_225_600_000_000 + i * 100_000, 100.0, counts)):
-        pipe.on_frame(frame)
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-assert not loaded, loaded
-print("windows", pipe.counts["windows"])
-"""
+""" + FEED_60_FRAMES
 
 
 def test_edge_runtime_runs_without_host_packages(tiny_model):

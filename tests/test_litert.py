@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO, python_env
+from test_isolation import BLOCK_IMPORTS, FEED_60_FRAMES
 
 from edge_runtime.backend import OnnxBackend, load_backend
 from edge_runtime.preprocess import prepare_windows
@@ -136,18 +137,7 @@ def test_report_covers_both_backends(tiny_model, tflite_models, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["reference"] == "model.onnx"
 
 
-NODE_CHILD = r"""
-import importlib.abc, sys
-BLOCKED = set(sys.argv[2].split(","))
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"blocked import of {name} in the edge environment")
-        return None
-
-sys.meta_path.insert(0, Block())
-import numpy as np
+NODE_CHILD = BLOCK_IMPORTS + r"""import numpy as np
 from edge_runtime.backend import load_backend
 from edge_runtime.protocol import FrameDecoder, encode_frame
 from edge_runtime.service import NodeConfig, Pipeline
@@ -158,16 +148,7 @@ except ValueError as exc:
     print("refused:", exc)
     sys.exit(3)
 pipe = Pipeline(backend, NodeConfig(port="unused", model=sys.argv[1]))
-rng = np.random.default_rng(0)
-dec = FrameDecoder()
-for i in range(60):
-    counts = (rng.standard_normal((10, 3)) * 50).astype(np.int32)
-    for frame in dec.feed(encode_frame(i, 1_767_225_600_000_000 + i * 100_000, 100.0, counts)):
-        pipe.on_frame(frame)
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-assert not loaded, loaded
-print("windows", pipe.counts["windows"])
-"""
+""" + FEED_60_FRAMES
 
 HOST = ["torch", "scipy", "obspy", "h5py", "matplotlib", "onnx", "onnxsim", "host_training",
         "quantization", "tools", "litert_torch", "ai_edge_quantizer"]
