@@ -60,6 +60,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+class SoftmaxPredict:
+    """``predict`` for a backend whose ``logits`` maps int16 windows to ``(N, n_classes)`` logits."""
+
+    def predict(self, windows_int16: np.ndarray) -> np.ndarray:
+        """Class probabilities for ``(N, n_components, n_samples)`` int16 windows.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, n_classes)`` softmax probabilities, float64.
+        """
+        return softmax(self.logits(windows_int16))
+
+
 def expected_input(metadata: ModelMetadata) -> tuple[tuple, str]:
     """Input shape without the batch axis and element type the metadata implies."""
     if metadata.model == "SpectrogramCNN":  # record images, see edge_runtime.spectrogram
@@ -106,12 +120,38 @@ def check_io(source, metadata: ModelMetadata, input_shape, input_dtype: str, out
         raise ValueError(f"{source}: metadata classes {metadata.classes} repeat a name")
 
 
+def open_onnx(path: Path, threads: int = 1, quiet: bool = False):
+    """An onnxruntime CPU session on ``path`` and the SeismicTorch metadata the file carries.
+
+    ``threads`` intra-op threads, one inter-op; ``quiet`` sets onnxruntime's log to errors only.
+    Returns ``(session, metadata)``; raises a one-line ValueError naming the file when it is
+    not a loadable ONNX model or has no metadata.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if quiet:
+        options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: cannot load ONNX model ({first})") from None
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise ValueError(f"{path}: no '{METADATA_KEY}' metadata; export it with "
+                         "`python -m host_training export`")
+    return session, ModelMetadata.from_json(props[METADATA_KEY], source=str(path))
+
+
 _ORT_TYPES = {"tensor(int16)": "int16", "tensor(float)": "float32", "tensor(double)": "float64",
               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32",
               "tensor(float16)": "float16"}
 
 
-class OnnxBackend:
+class OnnxBackend(SoftmaxPredict):
     """Run an exported SeismicTorch model with onnxruntime on the CPU.
 
     Parameters
@@ -129,24 +169,9 @@ class OnnxBackend:
     """
 
     def __init__(self, path, threads: int = 1):
-        import onnxruntime as ort
-
         self.path = Path(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: warnings are not the node's to print
-        try:
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{self.path}: cannot load ONNX model ({first})") from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in props:
-            raise ValueError(f"{self.path}: no '{METADATA_KEY}' metadata; export it with "
-                             "`python -m host_training export`")
-        self.metadata = ModelMetadata.from_json(props[METADATA_KEY], source=str(self.path))
+        # quiet: errors only, warnings are not the node's to print
+        self.session, self.metadata = open_onnx(self.path, threads, quiet=True)
         inputs = {i.name: i for i in self.session.get_inputs()}
         if self.metadata.input_name not in inputs:
             raise ValueError(f"{self.path}: graph has no input '{self.metadata.input_name}' "
@@ -167,16 +192,6 @@ class OnnxBackend:
     def logits(self, windows_int16: np.ndarray) -> np.ndarray:
         x = to_model_input(windows_int16, self.input_dtype)
         return self.session.run(self._outputs, {self.metadata.input_name: x})[0]
-
-    def predict(self, windows_int16: np.ndarray) -> np.ndarray:
-        """Class probabilities for ``(N, n_components, n_samples)`` int16 windows.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(N, n_classes)`` softmax probabilities, float64.
-        """
-        return softmax(self.logits(windows_int16))
 
 
 def load_backend(path, threads: int = 1):

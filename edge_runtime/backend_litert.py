@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import check_io, softmax
+from .backend import SoftmaxPredict, check_io
 from .metadata import METADATA_KEY, ModelMetadata
 from .preprocess import to_model_input
 
@@ -40,7 +40,7 @@ def read_tflite_metadata(data: bytes, key: str = METADATA_KEY) -> str | None:
     return None
 
 
-class LiteRTBackend:
+class LiteRTBackend(SoftmaxPredict):
     """Run an exported SeismicTorch ``.tflite`` model with LiteRT on the CPU.
 
     Parameters
@@ -128,16 +128,6 @@ class LiteRTBackend:
         if self._out_scale:
             return (y.astype(np.float32) - self._out_zero) * self._out_scale
         return y
-
-    def predict(self, windows_int16: np.ndarray) -> np.ndarray:
-        """Class probabilities for ``(N, n_components, n_samples)`` int16 windows.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(N, n_classes)`` softmax probabilities, float64.
-        """
-        return softmax(self.logits(windows_int16))
 
     def logits(self, windows_int16: np.ndarray) -> np.ndarray:
         """Float logits for ``(N, n_components, n_samples)`` int16 windows."""

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metadata import METADATA_KEY, ModelMetadata
+from .backend import open_onnx
 from .spectrogram import SpectrogramConfig, spectrogram_images, to_model_input
 
 log = logging.getLogger(__name__)
@@ -65,23 +65,10 @@ class SourceClassifier:
     """
 
     def __init__(self, path, threads: int = 1):
-        import onnxruntime as ort
-
         self.path = Path(path)
         if not self.path.is_file():
             raise ValueError(f"{self.path}: no such source model file")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            raise ValueError(f"{self.path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in props:
-            raise ValueError(f"{self.path}: no '{METADATA_KEY}' metadata; export it with "
-                             "`python -m host_training export`")
-        self.metadata = ModelMetadata.from_json(props[METADATA_KEY], source=str(self.path))
+        self.session, self.metadata = open_onnx(self.path, threads)
         if self.metadata.model != "SpectrogramCNN":
             raise ValueError(f"{self.path}: a {self.metadata.model}, not a SpectrogramCNN; "
                              "the second stage classifies records with SpectrogramCNN")
