@@ -419,8 +419,15 @@ def _write_snippet(config: NodeConfig, pipeline: Pipeline, event: dict, faults: 
     try:
         folder = Path(config.snippets)
         folder.mkdir(parents=True, exist_ok=True)
+        # Milliseconds, then a counter: two events starting in the same second (a foreshock and
+        # its main shock) must never overwrite each other's records.
+        name = f"{config.station}.{stamp}.{(t0_us // 1000) % 1000:03d}"
+        n = 1
+        while any(folder.glob(f"{name}.HN?.SAC")):
+            n += 1
+            name = f"{config.station}.{stamp}.{(t0_us // 1000) % 1000:03d}-{n}"
         for comp, trace in zip(pipeline.backend.metadata.components, data, strict=False):
-            path = folder / f"{config.station}.{stamp}.HN{comp}.SAC"
+            path = folder / f"{name}.HN{comp}.SAC"
             write_sac(path, trace, rate, t0_us, station=config.station, channel=f"HN{comp}",
                       event=stamp, picks_us=picks)
             paths.append(str(path))

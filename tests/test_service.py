@@ -180,3 +180,24 @@ def test_rate_limiter_over_a_day_of_port_faults(caplog):
     assert "cleared after 8640 occurrences" in caplog.records[-1].getMessage()
     faults(logging.ERROR, "port", "serial port %s: cannot open", "/dev/ttyX")  # a new outage shows at once
     assert caplog.records[-1].getMessage().startswith("serial port /dev/ttyX: cannot open")
+
+
+def test_snippets_of_events_in_the_same_second_never_overwrite_each_other(tiny_model, tmp_path):
+    import obspy
+
+    from edge_runtime.logs import LimitedLog
+    from edge_runtime.service import _write_snippet, log
+
+    path = tiny_model["sim"]
+    config = NodeConfig(port="unused", model=str(path), snippets=str(tmp_path / "snip"))
+    pipe = Pipeline(OnnxBackend(path), config)
+    for i in range(200):  # 20 s of frames into the snippet recorder
+        pipe.on_frame(frame(i, i * 100_000, value=i % 7))
+    faults = LimitedLog(log)
+    events = [{"type": "event", "start_us": T0 + 10_000_000 + dt, "p_time_us": None,
+               "end_us": T0 + 12_000_000} for dt in (0, 0, 400_000)]
+    for event in events:
+        _write_snippet(config, pipe, event, faults)
+    files = [f for e in events for f in e["snippet"]["files"]]
+    assert len(files) == 9 and len(set(files)) == 9
+    assert len(obspy.read(str(tmp_path / "snip" / "*.SAC"))) == 9
