@@ -68,7 +68,7 @@ class SourceClassifier:
         self.path = Path(path)
         if not self.path.is_file():
             raise ValueError(f"{self.path}: no such source model file")
-        self.session, self.metadata = open_onnx(self.path, threads)
+        self.session, self.metadata = open_onnx(self.path, threads, quiet=True)
         if self.metadata.model != "SpectrogramCNN":
             raise ValueError(f"{self.path}: a {self.metadata.model}, not a SpectrogramCNN; "
                              "the second stage classifies records with SpectrogramCNN")
