@@ -230,3 +230,8 @@ def test_bundle_for_another_architecture_refused_on_this_machine(small_bundle, t
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and f"has no usr/bin/python{HOST_PY}" in err[0]
     assert list(root.iterdir()) == []
+
+
+def test_python_older_than_the_node_needs_refused(tmp_path):
+    with pytest.raises(BundleError, match="needs Python 3.11 or newer"):
+        build_bundle(tmp_path / "dist", model=tmp_path / "m.onnx", python_version="3.10")

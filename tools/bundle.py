@@ -64,11 +64,8 @@ class BundleError(ValueError):
 
 
 def sha256_file(path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def target_arch(platform_tag: str) -> str:
@@ -291,6 +288,10 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
     arch = target_arch(platform_tag)
     if not re.fullmatch(r"3\.\d+", python_version):
         raise BundleError(f"--python-version {python_version}: give major.minor, e.g. 3.11")
+    if tuple(int(v) for v in python_version.split(".")) < (3, 11):
+        # edge_runtime reads its config with tomllib and install.py hashes with file_digest
+        raise BundleError(f"--python-version {python_version}: the node needs Python 3.11 or newer "
+                          "(Raspberry Pi OS Bookworm ships 3.11)")
     model_path, fallbacks, choice = resolve_choice(chosen, model)
     commit, dirty = git_commit()
     version = version or f"{project_version()}+g{commit[:8]}"
