@@ -46,6 +46,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .preprocess import tukey
+
 # Seed's (Z, X, Y) stacking of an (E, N, Z) record.
 STACK_ORDER = (2, 0, 1)
 RESIZE_METHODS = ("seed", "bilinear")
@@ -136,20 +138,7 @@ def tukey_window(n: int, alpha: float = 0.25) -> np.ndarray:
     SciPy's spectral functions use the periodic ("fftbins") form: the symmetric window
     of ``n + 1`` points without its last point.
     """
-    m = n + 1
-    if alpha <= 0:
-        w = np.ones(m)
-    elif alpha >= 1:
-        w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / (m - 1))
-    else:
-        k = np.arange(m)
-        width = int(np.floor(alpha * (m - 1) / 2.0))
-        w = np.ones(m)
-        left = k[: width + 1]
-        w[: width + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * left / alpha / (m - 1))))
-        right = k[m - width - 1:]
-        w[m - width - 1:] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * right / alpha / (m - 1))))
-    w = w[:-1]
+    w = tukey(n + 1, alpha)[:-1]
     w.setflags(write=False)
     return w
 
