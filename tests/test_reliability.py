@@ -88,6 +88,18 @@ def stop(proc, sig=signal.SIGTERM, timeout_s: float = 60.0) -> str:
     return output
 
 
+def start_ready_stop(model, out: Path, *extra, env=None) -> tuple[int, str]:
+    """Start a node on a fresh pty, wait until it is ready, stop it: (exit status, output)."""
+    pty = open_pty()
+    proc = start_node(model, pty.port, out, *extra, env=env)
+    try:
+        wait_ready(out, proc)
+        output = stop(proc)
+    finally:
+        pty.close()
+    return proc.returncode, output
+
+
 def lines_of(path: Path) -> list[dict]:
     """Every line of an event file; fails on any line that is not a whole JSON record."""
     raw = path.read_bytes()
@@ -348,14 +360,8 @@ def test_cases1_2_3_full_disk_sigterm_and_restart(tiny_model, card, tmp_path):
     assert lines_of(events) == recs  # still whole, nothing half-written
     # Restart with the card writable: the spooled events are written first thing.
     card.remount("rw")
-    pty = open_pty()
-    proc = start_node(tiny_model["sim"], pty.port, out, "--events", str(events), env=env)
-    try:
-        wait_ready(out, proc)
-        output = stop(proc)
-    finally:
-        pty.close()
-    assert proc.returncode == 0, output
+    returncode, output = start_ready_stop(tiny_model["sim"], out, "--events", str(events), env=env)
+    assert returncode == 0, output
     final = lines_of(events)
     assert final[:3] == recs and [r["type"] for r in final[3:]] == ["trigger", "event"]
     assert not list(state.rglob("*.json"))
@@ -405,14 +411,8 @@ def test_case10_sigkill_inside_an_event_is_closed_on_restart(tiny_model, tmp_pat
     fragment = b'{"type": "event", "station": "NO'  # a write the crash cut
     with open(events, "ab") as fh:
         fh.write(fragment)
-    pty = open_pty()
-    proc = start_node(tiny_model["sim"], pty.port, out)
-    try:
-        wait_ready(out, proc)
-        output = stop(proc)
-    finally:
-        pty.close()
-    assert proc.returncode == 0, output
+    returncode, output = start_ready_stop(tiny_model["sim"], out)
+    assert returncode == 0, output
     after = lines_of(events)  # every line whole again
     assert after[0] == before[0]
     (closing,) = after[1:]
