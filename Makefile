@@ -57,7 +57,15 @@ $(SSHD):
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openssh-server || { \
 	  echo "cannot install openssh-server: install it (apt-get install openssh-server) and retry"; exit 1; }
 
-test: $(STAMP) | $(SSHD)
+# tests/test_bundle_qemu.py runs Debian's arm64 Python under qemu-user (no binfmt_misc needed).
+QEMU_USER := /usr/bin/qemu-aarch64-static
+$(QEMU_USER):
+	@echo "installing the Debian package qemu-user-static (tests/test_bundle_qemu.py runs an arm64 Python)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends qemu-user-static || { \
+	  echo "cannot install qemu-user-static: install it (apt-get install qemu-user-static) and retry"; exit 1; }
+
+test: $(STAMP) | $(SSHD) $(QEMU_USER)
 	$(PY) -m pytest -q
 
 # Node bundle and deploy (tools/bundle.py, tools/deploy.py, deploy/install.py; README "Deploying a node").

@@ -188,6 +188,46 @@ def download_wheels(out: Path, platform_tag: str, python_version: str, requireme
         raise BundleError(f"pip download for {platform_tag} / Python {python_version} failed: {last}")
 
 
+def cache_folder() -> Path:
+    """``$SEISMICTORCH_CACHE`` or ``~/.cache/seismictorch``: target wheels and the arm64 sysroot."""
+    import os
+
+    return Path(os.environ.get("SEISMICTORCH_CACHE") or Path.home() / ".cache" / "seismictorch")
+
+
+def cached_wheels(platform_tag: str = DEFAULT_PLATFORM, python_version: str = DEFAULT_PYTHON,
+                  requirements=None, cache=None) -> Path:
+    """Target wheels downloaded once into the cache, keyed by platform, Python and requirements.
+
+    The folder (``<cache>/wheels/<platform>-cp<ver>-<key>``) appears only when the download is
+    complete, so an interrupted run leaves nothing half-filled; a second call needs no network.
+    Use it as ``build_bundle(..., wheelhouse=...)``.
+    """
+    import os
+
+    requirements = list(REQUIREMENTS if requirements is None else requirements)
+    key = hashlib.sha256(json.dumps([platform_tags(platform_tag), python_version, sorted(requirements)])
+                         .encode()).hexdigest()[:12]
+    cp = "cp" + python_version.replace(".", "")
+    folder = Path(cache or cache_folder()) / "wheels" / f"{platform_tag}-{cp}-{key}"
+    if (folder / "requirements.txt").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.with_name(f".{folder.name}.{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        download_wheels(partial, platform_tag, python_version, requirements)
+        (partial / "requirements.txt").write_text("\n".join(requirements) + "\n")
+        partial.rename(folder)
+    except OSError:
+        if not (folder / "requirements.txt").is_file():  # not another run's complete copy either
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
 def _installed_closure(requirements) -> list:
     """Distributions installed here that the requirements pull in (extras ignored)."""
     import importlib.metadata as md
