@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -127,6 +129,11 @@ def open_onnx(path: Path, threads: int = 1, quiet: bool = False):
     Returns ``(session, metadata)``; raises a one-line ValueError naming the file when it is
     not a loadable ONNX model or has no metadata.
     """
+    if "onnxruntime" not in sys.modules:
+        # onnxruntime >= 1.29 starts usage telemetry on import (a SQLite queue under
+        # ~/.cache, an upload thread, outbound HTTPS): 2.1 MiB resident and a thread on
+        # the node, and no field station should phone home. Read once, at import.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     options = ort.SessionOptions()

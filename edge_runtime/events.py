@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +53,11 @@ def default_fallback_spool(path: Path) -> Path:
     file's path so two nodes never share a queue.
     """
     base = (os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-            or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or tempfile.gettempdir())
+            or os.environ.get("STATE_DIRECTORY", "").split(":")[0])
+    if not base:
+        import tempfile  # only here: it pulls in shutil, bz2, lzma and random (0.5 MiB resident)
+
+        base = tempfile.gettempdir()
     tag = str(path.resolve()).strip("/").replace("/", "_")
     return Path(base) / "seismictorch-spool" / tag
 

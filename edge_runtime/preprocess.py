@@ -251,10 +251,13 @@ def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _linear_operator(n_in, sampling_rate_hz, n_out, alpha, freq_hz, corners):
-    d = _detrend_matrix(n_in)
+    # The step matrices are built by the same functions, uncached (``__wrapped__``): the
+    # node keeps only their (n_out, n_in) product, not three (n_in, n_in) matrices it
+    # never uses again (0.75 MiB at 100 Hz, 19 MiB at the 1 kHz limit).
+    d = _detrend_matrix.__wrapped__(n_in)
     t = np.diag(tukey(n_in, alpha))
-    h = _highpass_matrix(n_in, freq_hz, sampling_rate_hz, corners)
-    r = _resample_matrix(n_in, n_out)
+    h = _highpass_matrix.__wrapped__(n_in, freq_hz, sampling_rate_hz, corners)
+    r = _resample_matrix.__wrapped__(n_in, n_out)
     m = r @ h @ t @ d
     m.setflags(write=False)
     return m
@@ -384,6 +387,7 @@ class WindowPreparer:
         self.config = config
         self._key = None
         self._mt = None
+        self.builds = 0  # geometries looked up: the node frees the build's temporaries after one
 
     def operator_t(self, n_in: int, sampling_rate_hz: float) -> np.ndarray:
         """Transposed chain matrix ``(n_in, n_out)`` for this geometry (cached)."""
@@ -391,6 +395,7 @@ class WindowPreparer:
         if key != self._key:
             self._mt = linear_operator(n_in, sampling_rate_hz, self.config).T
             self._key = key
+            self.builds += 1
         return self._mt
 
     def __call__(self, windows: np.ndarray, sampling_rate_hz: float):
