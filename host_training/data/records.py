@@ -57,8 +57,24 @@ _UNIT_ALIASES = {"m/s^2": "m/s2", "m/s**2": "m/s2", "mps2": "m/s2", "cm/s^2": "c
 _SAC_IDEP = {5: None, 6: "nm", 7: "nm/s", 8: "nm/s2", 50: "volts"}
 # No accelerograph records more than this; beyond it the units are wrong, not the shaking.
 MAX_PLAUSIBLE_MPS2 = 10 * G_MPS2
-WAVEFORM_SUFFIXES_IGNORED = {".md", ".txt", ".csv", ".json", ".png", ".jpg", ".pdf", ".py",
-                             ".yaml", ".yml", ".html", ".log", ".jsonl", ".onnx", ".pt"}
+# Files in a folder that are not waveforms: skipped quietly (a file named on the command
+# line is always read). Text-like ones are still read when they hold binary data (a SAC
+# file named .txt); ObsPy's ASCII formats (TSPAIR, SLIST, K-NET) are read under any other name.
+WAVEFORM_SUFFIXES_IGNORED = {".md", ".txt", ".csv", ".json", ".png", ".jpg", ".jpeg", ".gif",
+                             ".svg", ".pdf", ".py", ".ipynb", ".sh", ".yaml", ".yml", ".html",
+                             ".log", ".jsonl", ".onnx", ".pt", ".ps", ".eps", ".doc", ".docx",
+                             ".xls", ".xlsx", ".odt", ".ods", ".db", ".ini", ".cfg", ".toml",
+                             ".rst", ".tex", ".bib", ".npy", ".npz", ".pkl", ".h5", ".hdf5"}
+_TEXT_SUFFIXES = {".txt", ".log", ".dat"}
+# Archives: a clear reason instead of "not a waveform format".
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
+# SEED instrument codes (second letter of a 3-letter channel code) that are not ground motion:
+# mass position M, electronic test E, temperature K, pressure/infrasound D, magnetometer F,
+# humidity I, wind W, rain R, water current O, tide T, bolometer U, strain V/S, tilt A,
+# creep B, electric potential Q. Such channels (state of health, a Raspberry Boom's HDF) are
+# left out with a warning, not replayed as a component. Seismometers (H, L), accelerometers
+# (N), gravimeters (G), geophones (P) and anything unknown are kept.
+NOT_GROUND_MOTION_INSTRUMENTS = set("MEKDFIWROTUVSABQ")
 NOT_WAVEFORMS = "no waveforms"
 
 
@@ -175,7 +191,8 @@ def expand_sources(sources) -> tuple[list[Path], list[Path], list[tuple[str, str
     files, meta, skipped = [], [], []
     for source in sources:
         source = str(source)
-        if any(ch in source for ch in "*?["):
+        # A path that exists is a path, even with [ ] in its name ("data [copy]").
+        if any(ch in source for ch in "*?[") and not Path(source).exists():
             matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
             if not matches:
                 skipped.append((source, "no file matches this pattern"))
@@ -183,8 +200,10 @@ def expand_sources(sources) -> tuple[list[Path], list[Path], list[tuple[str, str
             continue
         path = Path(source)
         if path.is_dir():
-            found = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-            candidates = [p for p in found if p.suffix.lower() not in WAVEFORM_SUFFIXES_IGNORED]
+            found = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")
+                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            candidates = [p for p in found if p.suffix.lower() not in WAVEFORM_SUFFIXES_IGNORED
+                          or (p.suffix.lower() in _TEXT_SUFFIXES and _is_binary(p))]
             wave = [p for p in candidates if _metadata_kind(p) is None]
             meta += [p for p in candidates if _metadata_kind(p) is not None]
             if not wave:
@@ -201,6 +220,15 @@ def expand_sources(sources) -> tuple[list[Path], list[Path], list[tuple[str, str
             seen.add(key)
             unique.append(p)
     return unique, meta, skipped
+
+
+def _is_binary(path: Path) -> bool:
+    """Whether a file's first 4 kB hold a NUL byte (binary data, not text)."""
+    try:
+        with open(path, "rb") as f:
+            return b"\0" in f.read(4096)
+    except OSError:
+        return False
 
 
 def _metadata_kind(path: Path) -> str | None:
@@ -229,9 +257,9 @@ def load_metadata(paths) -> tuple[object, list, list[tuple[str, str]]]:
         kind = _metadata_kind(Path(path))
         try:
             if kind == "quakeml":
-                events += list(read_events(str(path)))
+                events += list(read_events(glob.escape(str(path))))
             else:
-                inv = read_inventory(str(path))
+                inv = read_inventory(glob.escape(str(path)))
                 inventory = inv if inventory is None else inventory + inv
         except Exception as exc:  # ObsPy raises many types on damaged files
             skipped.append((str(path), f"not a readable {kind or 'metadata'} file "
@@ -253,9 +281,17 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
     traces, skipped = [], []
     for path in files:
         try:
-            stream = read(str(path))
+            size = Path(path).stat().st_size
+        except OSError as exc:
+            skipped.append((str(path), f"cannot read file ({exc.strerror or type(exc).__name__})"))
+            continue
+        if size == 0:
+            skipped.append((str(path), "empty file (0 bytes)"))
+            continue
+        try:
+            stream = read(glob.escape(str(path)))  # ObsPy globs a str: "[" in a name
         except TypeError:  # ObsPy found no format that fits
-            skipped.append((str(path), "corrupt, or not a waveform format ObsPy reads"))
+            skipped.append((str(path), _unknown_format_reason(Path(path))))
             continue
         except Exception as exc:  # ObsPy raises many types on damaged files
             skipped.append((str(path), f"corrupt or unreadable waveform file ({_short(exc)})"))
@@ -264,12 +300,59 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
             skipped.append((str(path), "file holds no traces"))
             continue
         for tr in stream:
-            if tr.stats.npts < 2 or not np.all(np.isfinite(tr.data)):
-                skipped.append((str(path), f"trace {tr.id} is empty or holds NaN/inf samples"))
+            if not _is_ground_motion(tr):
+                log.warning("%s: %s left out: not a ground-motion channel (%s)", path, tr.id,
+                            "text data" if tr.data.dtype.kind not in "iuf" else
+                            f"SEED instrument code {tr.stats.channel.strip()[1]!r}")
+                continue
+            if tr.stats.npts < 2:
+                skipped.append((str(path), f"trace {tr.id} holds {tr.stats.npts} sample(s)"))
                 continue
             tr.stats.path = str(path)
-            traces.append(tr)
+            pieces, reason = _finite_pieces(tr)
+            if reason:
+                skipped.append((str(path), f"trace {tr.id} {reason}"))
+                continue
+            traces += pieces
     return traces, skipped
+
+
+def _unknown_format_reason(path: Path) -> str:
+    if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        return "an archive, not a waveform file: unpack it and give the folder"
+    return "corrupt, or not a waveform format ObsPy reads"
+
+
+def _is_ground_motion(tr) -> bool:
+    """False for text (LOG) traces and SEED state-of-health channels (mass position, ...)."""
+    if tr.data.dtype.kind not in "iuf":
+        return False
+    channel = tr.stats.channel.strip()
+    return not (len(channel) == 3 and channel.isalnum() and channel.isupper()
+                and channel[:2] not in ("EW", "NS", "UD")
+                and channel[1] in NOT_GROUND_MOTION_INSTRUMENTS)
+
+
+def _finite_pieces(tr) -> tuple[list, str | None]:
+    """A trace cut at masked or NaN/inf samples (gaps, merged later), or a reason to refuse.
+
+    Some exporters mark gaps with NaN (or an ObsPy merge leaves a masked array); the
+    finite pieces are kept as separate traces so that the record's gap handling merges
+    (and reports) them like any other gap.
+    """
+    data = tr.data
+    bad = np.ma.getmaskarray(data) | ~np.isfinite(np.ma.getdata(data))
+    if not bad.any():
+        return [tr], None
+    if bad.all():
+        return [], "holds no finite sample (all NaN/inf or masked)"
+    masked = tr.copy()
+    masked.data = np.ma.masked_array(np.ma.getdata(data).astype(np.float64), mask=bad)
+    pieces = [p for p in masked.split() if p.stats.npts >= 2]
+    for p in pieces:
+        p.stats.path = tr.stats.path
+        p.stats.nan_gaps = int(bad.sum())
+    return pieces, None
 
 
 # --------------------------------------------------------------------------- catalog
@@ -367,10 +450,7 @@ def orientation(tr) -> str | None:
     convention that 1 is the north-most), 3 (vertical), U/V/W none; two-letter codes
     EW/NS/UD (K-NET, CWB) are read whole.
     """
-    sac = getattr(tr.stats, "sac", None) or {}
-    inc, az = sac.get("cmpinc"), sac.get("cmpaz")
-    inc = None if inc is None or inc == -12345.0 else float(inc)
-    az = None if az is None or az == -12345.0 else float(az) % 360.0
+    az, inc = component_angles(tr)
     if inc is not None and (inc <= 10.0 or inc >= 170.0):
         return "Z"
     if inc is not None and 80.0 <= inc <= 100.0 and az is not None:
@@ -381,6 +461,8 @@ def orientation(tr) -> str | None:
         return whole[channel]
     if channel[-2:] in ("EW", "NS", "UD"):
         return whole[channel[-2:]]
+    if _kiknet_site(channel):  # KiK-net EW1/NS2/UD1: direction, then 1 borehole / 2 surface
+        return whole[channel[:2]]
     code = channel[-1:]
     mapped = {"Z": "Z", "N": "N", "E": "E", "X": "E", "Y": "N", "1": "N", "2": "E", "3": "Z"}.get(code)
     if mapped is None and inc is not None and 80.0 <= inc <= 100.0:
@@ -388,8 +470,43 @@ def orientation(tr) -> str | None:
     return mapped
 
 
+def component_angles(tr) -> tuple[float | None, float | None]:
+    """``(azimuth, incidence)`` in degrees of a component, None where unknown.
+
+    SAC ``cmpaz``/``cmpinc`` first; otherwise the StationXML channel's azimuth and dip
+    (incidence = dip + 90: SEED dip -90 is up, SAC cmpinc 0 is up) that
+    :func:`build_record` attaches as ``stats.inventory_angles``.
+    """
+    sac = getattr(tr.stats, "sac", None) or {}
+    az, inc = sac.get("cmpaz"), sac.get("cmpinc")
+    az = None if az is None or az == -12345.0 else float(az) % 360.0
+    inc = None if inc is None or inc == -12345.0 else float(inc)
+    inv_az, inv_inc = tr.stats.get("inventory_angles", (None, None))
+    return (az if az is not None else inv_az), (inc if inc is not None else inv_inc)
+
+
+def _attach_inventory_angles(tr, inventory) -> None:
+    if inventory is None:
+        return
+    try:
+        o = inventory.get_orientation(tr.id, tr.stats.starttime)
+    except Exception:  # ObsPy raises a bare Exception when the channel is not in it
+        return
+    az, dip = o.get("azimuth"), o.get("dip")
+    tr.stats.inventory_angles = (None if az is None else float(az) % 360.0,
+                                 None if dip is None else float(dip) + 90.0)
+
+
+def _kiknet_site(channel: str) -> str | None:
+    """``"1"`` (borehole) or ``"2"`` (surface) for a KiK-net code (EW1, NS2, UD1), else None."""
+    ch = channel.strip().upper()
+    return ch[2] if len(ch) == 3 and ch[:2] in ("EW", "NS", "UD") and ch[2] in "12" else None
+
+
 def _instrument(tr) -> str:
     ch = tr.stats.channel.strip().upper()
+    if _kiknet_site(ch):  # a KiK-net borehole and its surface sensor are two records
+        return ch[2]
     return ch[:2] if len(ch) == 3 and ch[-2:] not in ("EW", "NS", "UD") else ""
 
 
@@ -471,16 +588,21 @@ def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple
                           f"({unit_source}); only acceleration, velocity or counts with a "
                           "response can be replayed")
     tr.data = tr.data.astype(np.float64)
+    if units == "knet":  # ObsPy puts the header's scale factor (gal per count) into calib, in m/s^2
+        tr.data *= float(tr.stats.calib)
+        tr.stats.calib = 1.0
+        actions.append(f"{tr.stats.channel}: counts x scale factor (K-NET header) to m/s^2")
+        return f"counts -> m/s2 ({unit_source})", actions
     if units == "counts":
         if inventory is None:
             raise RecordError(f"{tr.id}: data in counts but no StationXML response "
                               "(give --inventory, or --units if the data are physical)")
         try:
-            tr.remove_response(inventory=inventory, output="ACC")
+            how = remove_response(tr, inventory)
         except Exception as exc:  # ObsPy raises ValueError/Exception for a missing response
             raise RecordError(f"{tr.id}: data in counts and the inventory has no usable "
                               f"response for it ({_short(exc)})") from None
-        actions.append(f"{tr.stats.channel}: response removed (StationXML) to m/s^2")
+        actions.append(f"{tr.stats.channel}: {how} (StationXML) to m/s^2")
         return f"counts -> m/s2 ({unit_source})", actions
     if units in VELOCITY_UNITS:
         tr.data *= VELOCITY_UNITS[units]
@@ -489,6 +611,39 @@ def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple
         return f"{units} -> m/s2 ({unit_source})", actions
     tr.data *= ACCELERATION_UNITS[units]
     return f"{units} ({unit_source})", actions
+
+
+_ACCELERATION_INPUT = {"M/S**2", "M/S^2", "M/S/S", "M/S2", "M/SEC**2", "M/S**2/COUNT"}
+
+
+def remove_response(tr, inventory) -> str:
+    """Counts to m/s^2 in place with a StationXML response; returns what was done.
+
+    An accelerometer's response (input in m/s^2) is flat across the band the model uses,
+    so the counts are divided by its overall sensitivity, as strong-motion practice does:
+    no taper, so a record that begins just before P keeps its onset. Any other response
+    (a seismometer, input m/s) is deconvolved to acceleration with ObsPy, on a copy
+    padded with zeros (20 % each side) so that ObsPy's taper falls on the padding only.
+    """
+    response = inventory.get_response(tr.id, tr.stats.starttime)
+    sensitivity = response.instrument_sensitivity
+    units = str(getattr(sensitivity, "input_units", "") or "").strip().upper().replace(" ", "")
+    if units in _ACCELERATION_INPUT and sensitivity.value:
+        tr.data = tr.data / float(sensitivity.value)
+        return f"divided by the sensitivity {float(sensitivity.value):.6g} counts/(m/s^2)"
+    data = tr.data - np.median(tr.data)
+    pad = max(16, int(0.2 * len(data)))
+    padded = tr.copy()
+    padded.data = np.concatenate([np.zeros(pad), data, np.zeros(pad)])
+    padded.stats.response = response  # looked up at the record's time, not the padding's
+    padded.stats.starttime = tr.stats.starttime - pad / tr.stats.sampling_rate
+    # No water level (with output ACC it clips every frequency 1000x above the lowest one);
+    # a cosine pre-filter from 0.05-0.1 Hz (below the model's high-pass) to 0.8-0.9 Nyquist.
+    nyquist = 0.5 * tr.stats.sampling_rate
+    padded.remove_response(output="ACC", water_level=None,
+                           pre_filt=(0.05, 0.1, 0.8 * nyquist, 0.9 * nyquist))
+    tr.data = padded.data[pad:pad + len(data)]
+    return f"response ({units or 'input units unknown'}) removed"
 
 
 def _inventory_has_response(inventory, tr) -> bool:
@@ -577,6 +732,9 @@ def _station_coordinates(trace, inventory):
             return c["latitude"], c["longitude"]
         except Exception:  # not in the inventory
             pass
+    knet = trace.stats.get("knet") or {}
+    if knet.get("stla") is not None and knet.get("stlo") is not None:
+        return float(knet["stla"]), float(knet["stlo"])
     sac = getattr(trace.stats, "sac", None) or {}
     lat, lon = sac.get("stla"), sac.get("stlo")
     if lat is None or lon is None or -12345.0 in (lat, lon):
@@ -613,6 +771,10 @@ def taup_picks(trace, start, end, events, inventory) -> dict:
     sac_origin = _sac_origin(trace)
     if sac_origin is not None:
         candidates.append((*sac_origin, "SAC evla/evlo/evdp/o"))
+    knet = trace.stats.get("knet") or {}
+    if all(knet.get(k) is not None for k in ("evot", "evla", "evlo")):
+        candidates.append((knet["evot"], float(knet["evla"]), float(knet["evlo"]),
+                           float(knet.get("evdp") or 0.0), "K-NET header origin"))
     for origin_time, lat, lon, depth_km, label in candidates:
         if not start - 1800 <= origin_time <= end:
             continue
@@ -685,6 +847,8 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
             merged.append(pieces[0])
     traces = merged
     # Components.
+    for tr in traces:
+        _attach_inventory_angles(tr, inventory)
     slots: dict[str, object] = {}
     unknown = []
     for tr in traces:
@@ -773,6 +937,8 @@ def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
     sac_units = _sac_units(tr)
     if sac_units is not None:
         return "SAC idep", sac_units
+    if tr.stats.get("_format") == "KNET":
+        return "K-NET scale factor", "knet"
     if _inventory_has_response(inventory, tr):
         return "StationXML response", "counts"  # the inventory turns counts into m/s^2
     return "nothing", None
@@ -784,11 +950,10 @@ def _rotate_horizontals(slots: dict, actions: list) -> None:
         return
     az = []
     for c in ("E", "N"):
-        sac = getattr(slots[c].stats, "sac", None) or {}
-        value = sac.get("cmpaz")
-        if value is None or value == -12345.0:
+        value = component_angles(slots[c])[0]
+        if value is None:
             return
-        az.append(float(value) % 360.0)
+        az.append(value)
     if az[0] == 90.0 and az[1] == 0.0:
         return
     diff = (az[0] - az[1]) % 180.0
@@ -834,7 +999,32 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
             kind = "noise"
         elif "P" in picks:
             kind = "earthquake"
+    if not picks:
+        unnamed = sorted({k for tr in traces for k in unlabelled_picks(tr)},
+                         key=lambda k: int(k[1:]))
+        if unnamed:
+            record.actions.append(f"SAC {', '.join(unnamed)} hold picks without a phase label: not "
+                                  "used (label them P/S in kt0..kt9, or give p_time in a catalog)")
+    if kind is None:
+        sac = getattr(traces[0].stats, "sac", None) or {}
+        mag = sac.get("mag")
+        noise_name = str(sac.get("kevnm") or "").strip().lower() in ("noise", "quiet", "traffic",
+                                                                     "spikes")
+        if unlabelled_picks(traces[0]) or (mag is not None and mag != -12345.0 and not noise_name):
+            # Arrivals picked, or the magnitude of the event recorded: the record holds an
+            # earthquake (P unknown: any event in the record detects it).
+            kind = "earthquake"
+            record.actions.append("kind earthquake from SAC headers (" + (
+                "picks" if unlabelled_picks(traces[0]) else f"mag {float(mag):g}") + ")")
     return picks, kind
+
+
+def unlabelled_picks(tr) -> list[str]:
+    """SAC pick headers ``t0``..``t9`` set without a label (a phase cannot be told)."""
+    sac = getattr(tr.stats, "sac", None) or {}
+    return [f"t{i}" for i in range(10)
+            if sac.get(f"t{i}") not in (None, -12345.0)
+            and not str(sac.get(f"kt{i}") or "").strip().strip("-12345")]
 
 
 def read_records(sources, *, units: str | None = None, inventory=None, events=None,

@@ -1,0 +1,158 @@
+"""The record reader on the variety of real files a seismologist hands over.
+
+Each case is a small file written with ObsPy (or, for K-NET, in the network's ASCII
+layout that ObsPy reads): miniSEED encodings, SAC byte orders, NaN-marked gaps, text and
+state-of-health channels, azimuths from StationXML, K-NET/KiK-net, unlabelled picks,
+empty files, archives and folder names with glob characters.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+from fixtures_records import COUNTS_PER_MPS2, inventory_for, quake, trace, write_sac
+from obspy import Stream, Trace, UTCDateTime
+from obspy.io.sac import SACTrace
+
+from host_training.data.records import read_records
+
+T0 = UTCDateTime(2026, 3, 1, 12)
+
+
+def three_components(rng, station="VAR", codes=("HNE", "HNN", "HNZ"), n=800, fs=100.0, scale=1.0):
+    data = quake(rng, n, fs, 3.0)
+    return Stream([trace(data[i] * scale, station, cha, T0, fs) for i, cha in enumerate(codes)]), data
+
+
+def test_miniseed_encodings_and_sac_byte_orders_read_alike(tmp_path, rng):
+    st, data = three_components(rng, scale=COUNTS_PER_MPS2)
+    inventory_for("VAR", ("HNE", "HNN", "HNZ"), 100.0).write(str(tmp_path / "VAR.xml"), format="STATIONXML")
+    peaks = {}
+    for encoding, dtype in (("STEIM2", np.int32), ("STEIM1", np.int32), ("INT32", np.int32),
+                            ("FLOAT32", np.float32), ("FLOAT64", np.float64)):
+        folder = tmp_path / encoding
+        folder.mkdir()
+        out = st.copy()
+        for tr in out:
+            tr.data = np.round(tr.data).astype(dtype)
+        out.write(str(folder / "VAR.mseed"), format="MSEED", encoding=encoding, reclen=512)
+        (rec,), skipped = read_records([folder], inventory=tmp_path / "VAR.xml")
+        assert skipped == [] and rec.present == (True, True, True), encoding
+        peaks[encoding] = np.abs(rec.data).max()
+    for byteorder in ("little", "big"):
+        folder = tmp_path / byteorder
+        folder.mkdir()
+        for i, tr in enumerate(st):
+            sac = SACTrace.from_obspy_trace(trace(data[i] * 1e9, "VAR", tr.stats.channel, T0))
+            sac.idep = "iacc"
+            sac.write(str(folder / f"{tr.stats.channel}.SAC"), byteorder=byteorder)
+        (rec,), _ = read_records([folder])
+        peaks[byteorder] = np.abs(rec.data).max()
+    assert max(peaks.values()) == pytest.approx(min(peaks.values()), rel=1e-3), peaks
+
+
+def test_nan_gaps_text_and_state_of_health_channels(tmp_path, rng, caplog):
+    """NaN-marked gaps are merged and reported; LOG and mass-position channels are left out."""
+    st, _ = three_components(rng, scale=COUNTS_PER_MPS2)
+    for tr in st:
+        tr.data = np.round(tr.data).astype(np.int32)
+    log_trace = Trace(np.frombuffer(b"GPS lock at 12:00:00 " * 10, dtype="|S1"))
+    log_trace.stats.update(dict(network="XX", station="VAR", channel="LOG", starttime=T0))
+    soh = trace(np.arange(10, dtype=np.int32), "VAR", "VMZ", T0, fs=0.1)
+    soh.data = soh.data.astype(np.int32)
+    (st + Stream([log_trace, soh])).write(str(tmp_path / "VAR.mseed"), format="MSEED")
+    inventory_for("VAR", ("HNE", "HNN", "HNZ"), 100.0).write(str(tmp_path / "VAR.xml"), format="STATIONXML")
+    with_nan = trace(quake(rng, 800, 100.0, 3.0)[2] * 1e9, "NAN", "HNZ", T0)
+    with_nan.data[300:320] = np.nan  # an exporter's gap
+    write_sac(with_nan, tmp_path / "XX.NAN..HNZ.SAC", idep="iacc")
+    with caplog.at_level(logging.WARNING):
+        records, skipped = read_records([tmp_path])
+    assert skipped == [], skipped
+    by_station = {r.station.split(".")[1]: r for r in records}
+    assert sorted(by_station) == ["NAN", "VAR"] and by_station["VAR"].present == (True, True, True)
+    nan = by_station["NAN"]
+    assert any("merged 1 gap(s) of 0.200 s" in a for a in nan.actions), nan.actions
+    assert np.all(np.isfinite(by_station["NAN"].data))
+    assert "XX.VAR..LOG left out: not a ground-motion channel (text data)" in caplog.text
+    assert "XX.VAR..VMZ left out: not a ground-motion channel (SEED instrument code 'M')" in caplog.text
+
+
+def test_horizontals_rotated_by_stationxml_azimuths(tmp_path, rng):
+    """miniSEED HN1/HN2 carry no azimuth; the StationXML does (here 30 and 120 deg)."""
+    data = quake(rng, 800, 100.0, 3.0)
+    az1, az2 = np.radians(30.0), np.radians(120.0)
+    east, north = data[0], data[1]
+    ch1 = east * np.sin(az1) + north * np.cos(az1)  # what a sensor turned by 30 deg records
+    ch2 = east * np.sin(az2) + north * np.cos(az2)
+    st = Stream([trace(np.round(x * COUNTS_PER_MPS2), "ROT", cha, T0) for x, cha in
+                 ((ch1, "HN1"), (ch2, "HN2"), (data[2], "HNZ"))])
+    for tr in st:
+        tr.data = tr.data.astype(np.int32)
+    st.write(str(tmp_path / "ROT.mseed"), format="MSEED")
+    inv = inventory_for("ROT", ("HN1", "HN2", "HNZ"), 100.0)
+    for cha in inv[0][0]:
+        cha.azimuth = {"HN1": 30.0, "HN2": 120.0}.get(cha.code, 0.0)
+    inv.write(str(tmp_path / "ROT.xml"), format="STATIONXML")
+    (rec,), skipped = read_records([tmp_path])
+    assert skipped == [] and any("rotated HN1/HN2 (azimuths 30/120 deg)" in a for a in rec.actions)
+    np.testing.assert_allclose(rec.data[0], east, atol=2e-5)
+    np.testing.assert_allclose(rec.data[1], north, atol=2e-5)
+
+
+def write_knet(path, counts, station, direction, fs=100.0):
+    """A K-NET/KiK-net ASCII file (times JST; the record time includes the logger's 15 s)."""
+    lines = ["Origin Time       2026/03/01 21:00:01", "Lat.              38.215",
+             "Long.             140.312", "Depth. (km)       10", "Mag.              6.0",
+             f"Station Code      {station}", "Station Lat.      38.2707", "Station Long.     140.2767",
+             "Station Height(m) 34", "Record Time       2026/03/01 21:00:15",
+             f"Sampling Freq(Hz) {fs:g}Hz", f"Duration Time(s)  {len(counts) / fs:g}",
+             f"Dir.              {direction}", "Scale Factor      3920(gal)/6182761",
+             "Max. Acc. (gal)   100.0", "Last Correction   2026/03/01 21:00:00", "Memo."]
+    body = [" ".join(f"{int(v):8d}" for v in counts[i:i + 8]) for i in range(0, len(counts), 8)]
+    path.write_text("\n".join(lines + body) + "\n")
+
+
+def test_knet_and_kiknet_ascii_scaled_oriented_and_picked(tmp_path, rng):
+    """K-NET: counts x the header's scale factor; KiK-net borehole (1) and surface (2) apart."""
+    data = quake(rng, 1200, 100.0, 5.0)
+    counts = np.round(data * 100 / (3920 / 6182761))  # m/s^2 -> gal -> counts
+    for i, (direction, ext, kik) in enumerate((("E-W", "EW", "2"), ("N-S", "NS", "1"), ("U-D", "UD", "3"))):
+        write_knet(tmp_path / f"KNT0010603012100.{ext}", counts[i], "KNT001", direction)
+        write_knet(tmp_path / f"KIK0010603012100.{ext}1", counts[i] * 0.5, "KIK001", kik)
+        write_knet(tmp_path / f"KIK0010603012100.{ext}2", counts[i], "KIK001", str(int(kik) + 3))
+    records, skipped = read_records([tmp_path])
+    assert skipped == [] and len(records) == 3
+    for rec in records:
+        assert rec.present == (True, True, True) and "K-NET scale factor" in rec.units
+        assert rec.starttime == UTCDateTime(2026, 3, 1, 12)  # JST - 9 h, minus the 15 s delay
+        assert "K-NET header origin" in rec.picks["P"].source and rec.kind == "earthquake"
+        scale = 0.5 if rec.channels[0] == "EW1" else 1.0
+        np.testing.assert_allclose(rec.data, data * scale, atol=1e-4)
+    assert sorted(r.channels for r in records) == [("EW", "NS", "UD"), ("EW1", "NS1", "UD1"),
+                                                   ("EW2", "NS2", "UD2")]
+
+
+def test_unlabelled_picks_are_reported_and_mark_an_earthquake(tmp_path, rng):
+    write_sac(trace(quake(rng, 800, 100.0, 3.0)[2] * 1e9, "UNL", "HNZ", T0), tmp_path / "UNL.SAC",
+              idep="iacc", t0=3.0, t1=5.0)
+    (rec,), _ = read_records([tmp_path])
+    assert rec.picks == {} and rec.kind == "earthquake"
+    assert any("SAC t0, t1 hold picks without a phase label" in a for a in rec.actions)
+
+
+def test_junk_empty_files_archives_and_odd_names(tmp_path, rng):
+    """Empty files and archives say so; a SAC named .txt and a folder named 'data [copy]' read."""
+    folder = tmp_path / "data [copy]"
+    folder.mkdir()
+    write_sac(trace(quake(rng, 800, 100.0, 3.0)[2] * 1e9, "ODD", "HNZ", T0), folder / "ODD.txt", idep="iacc")
+    (folder / "notes.txt").write_text("picked by hand\n")
+    (folder / "README.md").write_text("readme")
+    (folder / "empty.mseed").write_bytes(b"")
+    (folder / "raw.tar.gz").write_bytes(b"\x1f\x8b" + bytes(60))
+    (folder / ".hidden").mkdir()
+    (folder / ".hidden" / "x.SAC").write_bytes(bytes(10))
+    records, skipped = read_records([folder])
+    assert [r.station for r in records] == ["XX.ODD."]
+    assert sorted((w.rsplit("/", 1)[-1], why) for w, why in skipped) == [
+        ("empty.mseed", "empty file (0 bytes)"),
+        ("raw.tar.gz", "an archive, not a waveform file: unpack it and give the folder")]
