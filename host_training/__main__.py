@@ -100,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-windows", type=int, default=100000, help="windows (physics)")
     s.add_argument("--dead-fraction", type=float, default=0.55,
                    help="fraction of records with 1 or 2 dead/missing components (physics)")
+    s.add_argument("--snr-min-db", type=float, default=40.0,
+                   help="P and S windows: filtered peak over noise rms at least this, dB (physics; the "
+                        "recipe's 40 dB; the first version used 12)")
+    s.add_argument("--max-distance-km", type=float, default=100.0,
+                   help="largest epicentral distance, km (physics; the recipe's 100; first version 200)")
+    s.add_argument("--min-sp-s", type=float, default=None,
+                   help="smallest S-P time, s (physics; default window/2 + max shift + 0.1 = 1.9 s, so no "
+                        "P window holds the S onset and no S window the P onset; 0: any)")
+    s.add_argument("--s-contrast-min", type=float, default=2.0,
+                   help="S onset peak over the P coda peak before it, on the live components, at least this "
+                        "(physics; an S an analyst would pick; 0: any, as the first version)")
+    s.add_argument("--coda-fraction", type=float, default=0.0,
+                   help="events that add an S-class window in the S coda (physics; first version 0.3)")
     s.add_argument("--bank-cache", default=None,
                    help="folder of the Green's function bank (physics; default $SEISMICTORCH_CACHE/greens "
                         "or ~/.cache/seismictorch/greens; built on first use, about 45 CPU-minutes)")
@@ -305,11 +318,15 @@ def _synth_physics(args) -> int:
 
     if args.n_windows < 3 or not 0 <= args.dead_fraction <= 1 or args.sampling_rate <= 40:
         raise ValueError("--n-windows must be >= 3, --dead-fraction in [0, 1], --sampling-rate > 40 Hz")
+    if not 0 <= args.coda_fraction <= 1 or args.max_distance_km <= 0 or (args.min_sp_s or 0) < 0:
+        raise ValueError("--coda-fraction must be in [0, 1], --max-distance-km > 0, --min-sp-s >= 0")
     t0 = time.perf_counter()
     bank = build_bank(BankConfig(), cache_dir=args.bank_cache, progress=True)
     t1 = time.perf_counter()
     ds = physics_dataset(args.n_windows, seed=args.seed, fs=args.sampling_rate, bank=bank,
-                         dead_fraction=args.dead_fraction, progress=True)
+                         dead_fraction=args.dead_fraction, snr_min_db=args.snr_min_db,
+                         max_distance_km=args.max_distance_km, min_sp_s=args.min_sp_s,
+                         coda_fraction=args.coda_fraction, s_contrast_min=args.s_contrast_min, progress=True)
     t2 = time.perf_counter()
     folder = ds.save(args.out)
     card = dataset_card(ds)
