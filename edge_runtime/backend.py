@@ -49,14 +49,16 @@ class Backend(Protocol):
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``(N, n_classes)`` logits, float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.ndim == 2 and logits.shape[0] == 1:
+    logits = np.asarray(logits)
+    if logits.ndim == 2 and logits.shape[0] == 1 and logits.dtype.kind == "f":
         # One window (the node's usual case): a few scalar exps beat five numpy calls.
+        # tolist() turns float32 into the same Python floats as a float64 copy would.
         row = logits[0].tolist()
         top = max(row)
         e = [math.exp(v - top) for v in row]
         total = math.fsum(e)
         return np.array([[v / total for v in e]])
+    logits = logits.astype(np.float64, copy=False)
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)

@@ -429,13 +429,18 @@ def to_model_input(windows_int16: np.ndarray, dtype=np.float32) -> np.ndarray:
     w = np.asarray(windows_int16)
     if np.dtype(dtype) == np.int16:
         x = w if w.dtype == np.int16 else w.astype(np.int16)
-    elif w.ndim == 3 and w.shape[0] == 1 and np.dtype(dtype) == np.float32:
-        # One window (the node's case): dequantize in one pass, transposed on the way,
-        # same operations as dequantize() (float64 division by max |x|, then float32).
-        scale = max(int(w.max()), -int(w.min())) or 1
-        x = np.swapaxes(w, -1, -2).astype(np.float64, order="C")
-        x /= float(scale)
-        return x.astype(np.float32)[:, None, :, :]
+    elif w.dtype == np.int16 and w.ndim == 3 and w.shape[0] == 1 and np.dtype(dtype) == np.float32:
+        # One window (the node's case): one division, transposed on the way, into the
+        # model's layout. Dividing in float32 gives exactly dequantize()'s float64 division
+        # rounded to float32: counts and scale are integers exact in float32, and a
+        # correctly rounded 53-bit quotient rounded again to 24 bits equals the correctly
+        # rounded 24-bit one (53 >= 2 * 24 + 2; Figueroa 1995). tests/test_preprocess.py
+        # checks every int16 value. max |count|: abs wraps -32768 to itself, which reads
+        # as 32768 unsigned.
+        scale = int(np.abs(w).view(np.uint16).max()) or 1
+        x = w[0].T.astype(np.float32, order="C")  # exact: int16 fits float32
+        x /= np.float32(scale)
+        return x[None, None]
     else:
         x = dequantize(w).astype(dtype)
     return np.ascontiguousarray(np.swapaxes(x, -1, -2)[:, None, :, :])

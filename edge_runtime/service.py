@@ -47,6 +47,11 @@ EARLIEST_US = 946_684_800_000_000  # 2000-01-01
 LATEST_US = 4_102_444_800_000_000  # 2100-01-01
 
 
+# ``live`` of one classified window (Pipeline.classify), shared and read-only.
+_ONE_LIVE = np.ones(1, dtype=bool)
+_ONE_LIVE.flags.writeable = False
+
+
 class Pipeline:
     """Frames in, events out; no I/O, so it can be driven by tests and by the service.
 
@@ -199,6 +204,8 @@ class Pipeline:
         int16, peak = self.prepare(raw, sampling_rate_hz)
         # A dead or disconnected sensor gives nothing to classify; its windows still
         # reach the detector, as noise, so an open event closes on time.
+        if len(peak) == 1 and peak[0] > 1e-8:  # the usual case: no mask to build and test
+            return self.backend.predict(int16), peak, _ONE_LIVE
         live = peak > 1e-8
         if live.all():
             return self.backend.predict(int16), peak, live

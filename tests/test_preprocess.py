@@ -163,3 +163,21 @@ def test_model_input_of_one_window_matches_the_batched_path(rng):
             w[:] = 0
         for i in range(2):
             np.testing.assert_array_equal(pp.to_model_input(w[i:i + 1]), pp.to_model_input(w)[i:i + 1])
+
+
+@pytest.mark.parametrize("peak", [1, 2, 3, 127, 1000, 32766, 32767, 32768])
+def test_model_input_of_one_window_is_exact_for_every_int16_count(peak):
+    """The one-window path divides in float32; dequantize() in float64, then rounds to float32.
+
+    Every int16 count (the window's peak set to ``peak``, 32768 meaning a -32768 count)
+    must give the same float32 on both paths.
+    """
+    counts = np.arange(-32768, 32768, dtype=np.int64)
+    counts = counts[np.abs(counts) <= peak]
+    n = -(-counts.size // 3) * 3  # whole samples of 3 components
+    w = np.resize(counts, n).astype(np.int16).reshape(1, -1, 3).swapaxes(1, 2)  # (1, 3, n / 3)
+    w[0, 0, 0] = -32768 if peak == 32768 else peak
+    got = pp.to_model_input(np.ascontiguousarray(w))
+    np.testing.assert_array_equal(got, pp.to_model_input(np.concatenate([w, w]))[:1])
+    want = (np.swapaxes(w, 1, 2).astype(np.float64) / peak).astype(np.float32)[:, None]
+    np.testing.assert_array_equal(got, want)
