@@ -229,7 +229,7 @@ def run(cmd, what: str, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-def foreign_target(node: Node, info: dict, name: str) -> dict | None:
+def foreign_target(node: Node, info: dict, name: str, qemu: str | None = None) -> dict | None:
     """None for a bundle of this machine's kind; for another, what installs it into a root.
 
     A root file system of another architecture (an aarch64 node's SD card on an x86-64
@@ -249,7 +249,12 @@ def foreign_target(node: Node, info: dict, name: str) -> dict | None:
     if python is None:
         raise InstallError(f"{node.root} has no usr/bin/python{py}: is it the node's root file system? "
                            "nothing changed")
-    qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
+    if qemu:  # a given emulator, e.g. a newer qemu-user unpacked from Debian backports
+        if shutil.which(qemu) is None:
+            raise InstallError(f"--qemu {qemu}: no such executable; nothing changed")
+        qemu = shutil.which(qemu)
+    else:
+        qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
     if qemu is None:
         raise InstallError(f"{name} is for {arch}: its self-test needs qemu-{arch}-static here "
                            "(apt-get install qemu-user-static); nothing changed")
@@ -434,7 +439,7 @@ def cmd_install(args) -> int:
         top = unpack_verified(bundle, Path(scratch))
         info = json.loads((top / "bundle.json").read_text())
         version = info["version"]
-        cross = foreign_target(node, info, bundle.name)
+        cross = foreign_target(node, info, bundle.name, args.qemu)
         say(f"ok   {bundle.name}: {len(info['wheels'])} wheels, model {info['model']['file']}: "
             f"every file matches {MANIFEST}")
         node.releases.mkdir(parents=True, exist_ok=True)
@@ -574,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--keep", type=int, default=3, help="releases kept (the current one always)")
     i.add_argument("--python", default=sys.executable, help="Python that builds the venv")
     i.add_argument("--keep-wheels", action="store_true", help="keep the wheels in the release after install")
+    i.add_argument("--qemu", default=None,
+                   help="root of another architecture: the qemu-user emulator for its self-test "
+                        "(default qemu-<arch>-static on PATH)")
     i.add_argument("--no-strip", action="store_true",
                    help="keep test suites, onnxruntime's conversion tools and pip in the venv")
     r = sub.add_parser("rollback", parents=[common], help="switch back to the previously active release")

@@ -66,10 +66,11 @@ class QemuError(ValueError):
     """The off-device check cannot run; the message is one line with what to install or do."""
 
 
-def qemu_binary() -> str:
-    path = shutil.which(QEMU)
+def qemu_binary(qemu: str | None = None) -> str:
+    """The emulator: ``qemu`` if given (a path or a name on PATH), else qemu-aarch64-static."""
+    path = shutil.which(qemu or QEMU)
     if path is None:
-        raise QemuError(f"{QEMU} not found: {QEMU_HINT}")
+        raise QemuError(f"--qemu {qemu}: no such executable" if qemu else f"{QEMU} not found: {QEMU_HINT}")
     return path
 
 
@@ -221,7 +222,7 @@ def record_windows(files, out: Path, inventory: str | None = None, scale: float 
 
 
 def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S, cache=None,
-                   host_python=None, log=None) -> dict:
+                   qemu=None, host_python=None, log=None) -> dict:
     """Install ``bundle`` into an arm64 root under qemu and compare its classes with this machine's.
 
     Parameters
@@ -232,6 +233,8 @@ def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S,
         Component files of one record, classified in 2 s windows every ``step_s`` seconds.
     inventory, scale :
         StationXML for a record in counts, else a factor to m/s^2.
+    qemu : str, optional
+        Emulator to use instead of ``qemu-aarch64-static`` on PATH.
 
     Returns
     -------
@@ -240,7 +243,7 @@ def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S,
         ``same_classes``, ``max_abs_diff``, class counts, versions and timings (s).
     """
     bundle = Path(bundle).resolve()
-    qemu = qemu_binary()
+    qemu = qemu_binary(qemu)
     t0 = time.perf_counter()
     sysroot, _ = arm64_sysroot(cache, log)
     t_sysroot = time.perf_counter() - t0
@@ -255,7 +258,7 @@ def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S,
         t = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         install = subprocess.run([sys.executable, "-I", str(REPO / "deploy" / "install.py"), "install",
-                                  "--bundle", str(bundle), "--root", str(root)],
+                                  "--bundle", str(bundle), "--root", str(root), "--qemu", qemu],
                                  capture_output=True, text=True, env=env)
         t_install = time.perf_counter() - t
         result = {"install_ok": install.returncode == 0,
@@ -303,6 +306,8 @@ def add_arguments(sub) -> None:
     q.add_argument("bundle", help="dist/seismictorch-node-<version>-aarch64.tar.gz")
     q.add_argument("--cache", default=None,
                    help="cache of the arm64 sysroot (default $SEISMICTORCH_CACHE or ~/.cache/seismictorch)")
+    q.add_argument("--qemu", default=None,
+                   help="qemu-user emulator for aarch64 (default qemu-aarch64-static on PATH)")
     q.add_argument("--record", default="/work/shared/realdata/napa_2014/*.mseed",
                    help="real record (glob of its component files) whose windows are classified")
     q.add_argument("--inventory", default="/work/shared/realdata/napa_2014/CE.68150.xml",
@@ -323,7 +328,7 @@ def main_qemu(args) -> int:
         return 2
     try:
         result = run_qemu_check(args.bundle, files, inventory=args.inventory or None, scale=args.scale,
-                                step_s=args.step_s, cache=args.cache,
+                                step_s=args.step_s, cache=args.cache, qemu=args.qemu,
                                 log=lambda m: print(m, file=sys.stderr))
     except (ValueError, OSError, subprocess.CalledProcessError, tarfile.TarError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
