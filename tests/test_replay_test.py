@@ -46,7 +46,7 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
     assert sorted(rows) == sorted([*truth, "CLP"])
     skipped = sorted(report["skipped"])
     assert [w.rsplit("/", 1)[-1] for w, _ in skipped] == ["XX.BAD..HNZ.SAC", "XX.LOW..HNZ.SAC"]
-    assert "corrupt" in skipped[0][1] and "sampling rate 5 Hz outside" in skipped[1][1]
+    assert "corrupt" in skipped[0][1] and "sampling rate 5 Hz below the node's 10 Hz minimum" in skipped[1][1]
     for name, row in rows.items():
         assert row["node_exit"] == 0 and row["error"] is None, (name, row)
         assert row["frames_sent"] == row["frames_decoded"] == row["frames_accepted"] > 0, (name, row)
@@ -87,7 +87,10 @@ def test_time_modes_move_records_and_picks_together(fixture_dir):
     (old,), _ = read_records([folder / "xx.old..hn?.sac"])
     now = UTCDateTime(2026, 6, 1).timestamp
     shift = time_shift_s(old, "auto", now_s=now)
-    assert shift == round(now - old.starttime.timestamp) and time_shift_s(old, "keep") == 0.0
+    # Whole 50-year steps (whole days): 1995 -> 2045, the same shift whatever the clock says.
+    assert shift == 18_262 * 86_400 == time_shift_s(old, "auto") and time_shift_s(old, "keep") == 0.0
+    assert old.shifted(shift).starttime.strftime("%Y %H:%M:%S") == "2045 05:46:00"
+    assert time_shift_s(old, "now", now_s=now) == round(now - old.starttime.timestamp)
     moved = old.shifted(shift)
     assert moved.picks["P"].time - moved.starttime == pytest.approx(truth["OLD"]["p"] - old.starttime)
     (new,), _ = read_records([folder / "XX.ONE..HNZ.SAC"])

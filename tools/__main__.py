@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "link for the node; the pty stays open until Enter after the replay")
     r.add_argument("--units", help="units of the records (counts, gal, m/s2, g, ...) when the files "
                                    "do not say")
+    r.add_argument("--time", default="auto",
+                   help="keep, auto (move records outside 2000-2100 by whole 50-year steps, as "
+                        "`score --time auto` expects) or an ISO UTC start (default %(default)s)")
     r.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as read")
     r.add_argument("--sensor", default="adxl355-2g",
                    help="sensor model whose counts are sent: scale, range (clipped samples are "
@@ -65,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--units", help="units of every record: counts, gal, m/s2, g, cm/s, m/s ... "
                                    "(default: catalog, SAC idep, StationXML response)")
     t.add_argument("--time", default="auto",
-                   help="keep, now, auto (move records outside 2000-2100 to now) or an ISO UTC start")
+                   help="keep, now, auto (move records outside 2000-2100 by whole 50-year steps) "
+                        "or an ISO UTC start")
     t.add_argument("--sensor", default="adxl355-2g", help="sensor model that digitizes the replay")
     t.add_argument("--missing", default="zeros", choices=["zeros", "self-noise"],
                    help="what a missing component carries")
@@ -96,12 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--soak-hours", type=float, default=24.0,
                    help="simulated hours of the soak run (default %(default)s)")
 
-    s = sub.add_parser("score", help="score a node's events against the picks of the replayed records")
+    s = sub.add_parser("score", help="score a node's events against the picks of the replayed records",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Score the events a node wrote while `replay` sent RECORDS (the "
+                                   "two-terminal path): per record as replay-test scores it. Picks "
+                                   "from --catalog, SAC headers (ka, kt0..kt9 labels; unlabelled a = "
+                                   "P) or TauP. Exit 1 if an earthquake was missed, a false event "
+                                   "was declared or a record was skipped.")
     s.add_argument("events", help="events.jsonl written by the edge runtime")
-    s.add_argument("sac_dir", help="folder of the replayed records (picks from SAC headers by their "
-                                   "labels ka, kt0..kt9; unlabelled a = P)")
+    s.add_argument("records", nargs="+", help="the replayed waveform files, globs or folders")
     s.add_argument("--units", help="units of the records when the files do not say")
-    s.add_argument("--tolerance-s", type=float, default=2.0)
+    s.add_argument("--catalog", help="CSV: files (glob relative to the CSV), kind, p_time, s_time, units")
+    s.add_argument("--inventory", help="StationXML: responses (counts) and coordinates (TauP)")
+    s.add_argument("--quakeml", help="QuakeML with event origins (TauP picks)")
+    s.add_argument("--time", default="auto", help="how replay moved the records: keep, auto or an ISO "
+                                                  "UTC start (as replay --time)")
+    s.add_argument("--tolerance-s", type=float, default=2.0, help="P/S match tolerance, s")
+    s.add_argument("--window-s", type=float, default=2.0, help="the model's window (detection delay), s")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -124,7 +139,7 @@ def main(argv=None) -> int:
 
         try:
             sensor = get_sensor(args.sensor)
-            records = read_waveform_records(args.files, units=args.units)
+            records = read_waveform_records(args.files, units=args.units, time_mode=args.time)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -179,16 +194,9 @@ def main(argv=None) -> int:
             return 2
         return 0
     if args.command == "score":
-        from .score import format_table, load_events, score, truths_from_sac
+        from .score import main_score
 
-        try:
-            result = score(load_events(args.events), truths_from_sac(args.sac_dir, args.units),
-                           args.tolerance_s, triggers=load_events(args.events, "trigger"))
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(json.dumps(result, indent=2) if args.json else format_table(result))
-        return 0 if result["summary"]["passed"] else 1
+        return main_score(args)
     return 2
 
 

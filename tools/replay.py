@@ -322,16 +322,28 @@ def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_
             "faults": dict(faults.counts) if faults else {}}
 
 
-def read_waveform_records(paths, units: str | None = None):
+def read_waveform_records(paths, units: str | None = None, time_mode: str = "keep"):
     """Records ``(data_mps2, rate_hz, start_us)`` from waveform files, in time order.
 
     A thin wrapper of :func:`host_training.data.records.read_records` (see there for
     grouping, components, units and picks); files or records it refuses are logged with
-    their one-line reason and left out. Missing components are zeros.
+    their one-line reason and left out. Missing components are zeros. ``time_mode`` moves
+    each record as :func:`tools.replay_test.time_shift_s` does (``auto``: records outside
+    the node's 2000-2100 window by whole 50-year steps, as ``tools score`` expects).
+    Rates above the node's 1000 Hz are decimated (:func:`tools.replay_test.fit_rate`).
     """
     from host_training.data.records import read_records
+
+    from .replay_test import fit_rate, time_shift_s
 
     records, skipped = read_records([str(p) for p in paths], units=units)
     for where, why in skipped:
         log.error("%s: %s; skipped", where, why)
-    return [(r.data, r.sampling_rate_hz, int(round(r.starttime.timestamp * 1e6))) for r in records]
+    out = []
+    for r in records:
+        shift = time_shift_s(r, time_mode)
+        if shift:
+            log.warning("%s: moved by %+.0f s into the node's 2000-2100 window", r.id, shift)
+        r = fit_rate(r, {})
+        out.append((r.data, r.sampling_rate_hz, int(round((r.starttime.timestamp + shift) * 1e6))))
+    return out

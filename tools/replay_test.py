@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -83,12 +84,18 @@ def wait_for_port(status_path: Path, proc, timeout_s: float = 30.0) -> None:
     raise RuntimeError(f"edge runtime did not open its port within {timeout_s} s")
 
 
+AUTO_STEP_S = 18_262 * 86_400.0  # 50 years in whole days
+
+
 def time_shift_s(record, mode: str, now_s: float | None = None) -> float:
     """Seconds to add to a record's times for ``--time keep|now|auto|ISO``.
 
-    ``auto`` keeps a record the node accepts (2000-2100) and moves any other to now,
-    whole seconds, so picks keep their sub-second offsets; ``now`` always moves;
-    an ISO time moves the record's start there.
+    ``auto`` keeps a record the node accepts (2000-2100) and moves any other by the
+    fewest 50-year steps (whole days: the time of day and the picks' sub-second offsets
+    stay) that bring it inside. The shift depends on the record alone, so ``tools
+    replay`` and ``tools score`` move a record alike, and records of one night keep their
+    order and spacing. ``now`` moves the record's start to now (whole seconds); an ISO
+    time moves it there.
     """
     from obspy import UTCDateTime
 
@@ -97,8 +104,12 @@ def time_shift_s(record, mode: str, now_s: float | None = None) -> float:
     if mode == "keep":
         return 0.0
     if mode == "auto":
-        inside = EARLIEST_S <= start and record.endtime.timestamp <= LATEST_S
-        return 0.0 if inside else float(round(now_s - start))
+        end = record.endtime.timestamp
+        if EARLIEST_S <= start and end <= LATEST_S:
+            return 0.0
+        steps = math.ceil((EARLIEST_S - start) / AUTO_STEP_S) if start < EARLIEST_S else \
+            -math.ceil((end - LATEST_S) / AUTO_STEP_S)
+        return steps * AUTO_STEP_S
     if mode == "now":
         return float(round(now_s - start))
     try:
@@ -115,18 +126,71 @@ def model_info(model_path) -> dict:
     backend = OnnxBackend(str(model_path))
     prep = backend.metadata.preprocess_config()
     return {"window_s": float(prep.window_s), "highpass_hz": float(prep.highpass_hz),
+            "target_rate_hz": float(getattr(prep, "target_rate_hz", 0.0) or 0.0),
             "classes": list(backend.classes), "components": list(backend.metadata.components)}
 
 
 def check_rate(record, info: dict, min_rate_hz: float = 10.0, max_rate_hz: float = 1000.0) -> None:
-    """Raise ValueError when the node or the model's filter cannot take the record's rate."""
+    """Raise ValueError when the node or the model's filter cannot take the record's rate.
+
+    A rate above ``max_rate_hz`` is refused here; :func:`fit_rate` decimates it first.
+    A rate below ``min_rate_hz`` is refused: upsampling would invent no signal, and the
+    P-wave band (1-20 Hz) the model looks at is not in such a record.
+    """
     rate = record.sampling_rate_hz
-    if rate < min_rate_hz or rate > max_rate_hz:
-        raise ValueError(f"sampling rate {rate:g} Hz outside what the node accepts "
-                         f"({min_rate_hz:g}-{max_rate_hz:g} Hz)")
+    if rate < min_rate_hz:
+        raise ValueError(f"sampling rate {rate:g} Hz below the node's {min_rate_hz:g} Hz minimum "
+                         "(too coarse for the P-wave band; not upsampled)")
+    if rate > max_rate_hz:
+        raise ValueError(f"sampling rate {rate:g} Hz above the node's {max_rate_hz:g} Hz maximum")
     if rate <= 2.0 * info["highpass_hz"] * 1.05:
         raise ValueError(f"sampling rate {rate:g} Hz too low for the model's "
                          f"{info['highpass_hz']:g} Hz high-pass")
+
+
+def fit_rate(record, info: dict, max_rate_hz: float = 1000.0):
+    """The record as the node can take it: decimated below ``max_rate_hz``, rate notes added.
+
+    A rate above the node's maximum is brought down by the smallest integer factor with
+    a zero-phase anti-alias FIR (``scipy.signal.resample_poly``, Kaiser window), as a
+    seismologist would decimate a 2 kHz record; the first sample and so the picks keep
+    their times. A rate below the model's input rate (``target_rate_hz``, 40 Hz) is
+    replayed as it is, with a note: the node upsamples each window, and the model then
+    sees no signal above the record's Nyquist frequency, a band it was not trained on.
+    """
+    from dataclasses import replace
+
+    from scipy.signal import resample_poly
+
+    rate = record.sampling_rate_hz
+    if rate > max_rate_hz:
+        factor = math.ceil(rate / max_rate_hz - 1e-9)
+        data = resample_poly(record.data, 1, factor, axis=1, padtype="line")
+        data[~np.asarray(record.present)] = 0.0
+        record = replace(record, data=data, sampling_rate_hz=rate / factor,
+                         actions=record.actions + [f"decimated {rate:g} -> {rate / factor:g} Hz "
+                                                   f"(factor {factor}, zero-phase anti-alias FIR): "
+                                                   f"the node takes at most {max_rate_hz:g} Hz"])
+    target = info.get("target_rate_hz")
+    if target and record.sampling_rate_hz < target:
+        record = replace(record, actions=record.actions + [
+            f"{record.sampling_rate_hz:g} Hz is below the model's {target:g} Hz input rate: no "
+            f"signal above {record.sampling_rate_hz / 2:g} Hz reaches the model (outside its training)"])
+    return record
+
+
+def node_rate_limits(node_args) -> tuple[float, float]:
+    """``(min, max)`` sampling rate the node will accept, from its ``--min-rate/--max-rate``."""
+    limits = {"--min-rate": 10.0, "--max-rate": 1000.0}
+    args = list(node_args)
+    for i, arg in enumerate(args):
+        key, _, value = arg.partition("=")
+        if key in limits:
+            try:
+                limits[key] = float(value or args[i + 1])
+            except (IndexError, ValueError):
+                pass
+    return limits["--min-rate"], limits["--max-rate"]
 
 
 def digitize(record, sensor, missing: str, rng) -> tuple[np.ndarray, dict]:
@@ -324,8 +388,10 @@ def run_replay_test(sources, config: ReplayTestConfig, *, catalog=None, inventor
     rows, truths = [], []
     simulated = 0.0
     for k, record in enumerate(tqdm(records, desc="replay-test", unit="record", disable=not progress)):
+        min_rate, max_rate = node_rate_limits(config.node_args)
         try:
-            check_rate(record, info)
+            record = fit_rate(record, info, max_rate)
+            check_rate(record, info, min_rate, max_rate)
         except ValueError as exc:
             skipped.append((", ".join(Path(f).name for f in record.files) or record.id,
                             f"{record.id}: {exc}"))
@@ -345,6 +411,8 @@ def run_replay_test(sources, config: ReplayTestConfig, *, catalog=None, inventor
         dec, pipe = status.get("decoder", {}), status.get("pipeline", {})
         row.update(
             record=record.id, rate_hz=record.sampling_rate_hz, duration_s=round(record.duration_s, 2),
+            below_model_rate=bool(info["target_rate_hz"] and
+                                  record.sampling_rate_hz < info["target_rate_hz"]),
             components="".join(c if p else "-" for c, p in zip("ENZ", record.present, strict=True)),
             missing_as=(config.missing if res["missing"] else None), clipped=res["clipped"],
             time_shift_s=shift, picks={k2: p.source for k2, p in record.picks.items()},
@@ -391,7 +459,8 @@ def format_report(result: dict) -> str:
         dropped = sum(v for v in (d["crc"], d["header"], rejected, d["duplicate"]) if v)
         wc = r["window_classes"] or {}
         comp = r["components"] + ("*" if r["missing_as"] else "")
-        lines.append((r["record"], f"{r['rate_hz']:g}", f"{r['duration_s']:.0f}", comp, r["kind"],
+        rate = f"{r['rate_hz']:g}" + ("!" if r.get("below_model_rate") else "")
+        lines.append((r["record"], rate, f"{r['duration_s']:.0f}", comp, r["kind"],
                       {None: "-", True: "yes", False: "MISSED"}[r["detected"]],
                       fmt(r["p_error_s"], "+.2f"), fmt(r["s_error_s"], "+.2f"), fmt(r["delay_s"], ".2f"),
                       fmt(r["pga_mps2"], ".2f"),
@@ -404,6 +473,12 @@ def format_report(result: dict) -> str:
     missing_as = {r["missing_as"] for r in result["rows"] if r["missing_as"]}
     if missing_as:
         out.append(f"* missing components replayed as {', '.join(sorted(missing_as))}")
+    if any(r.get("below_model_rate") for r in result["rows"]):
+        out.append("! below the model's input rate: no signal above the record's Nyquist frequency "
+                   "reaches the model (replayed, but outside its training)")
+    if any(r.get("started_after_p") for r in result["rows"]):
+        out.append("P before the record's first window: any event in it detects the earthquake; "
+                   "no P error")
     if s.get("repeat_events"):
         out.append("+Nr: N more events during an earthquake already detected (split by a gap or unplug)")
     out.append(f"earthquakes detected {s['detected']}/{s['earthquakes']}  false events {s['false_events']}"

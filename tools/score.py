@@ -6,6 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# An event declared up to this long after the true P detects the earthquake even when its
+# P pick is off by more than the tolerance (the P error then shows the poor pick), s.
+DETECT_AFTER_P_S = 10.0
+
 
 @dataclass
 class Truth:
@@ -65,42 +69,53 @@ def score_record(events: list, truth: Truth, tolerance_s: float = 2.0, triggers=
 
     An event with a P pick matches an earthquake when the pick lies within
     ``tolerance_s`` of the true P; an event without one (only S windows were seen)
-    matches when the true P lies inside its span widened by ``tolerance_s``; with no
-    true P known, the first event in the record matches. Every other event in the
+    matches when the true P lies inside its span widened by ``tolerance_s``; an event
+    declared from ``tolerance_s`` before to ``DETECT_AFTER_P_S`` after the true P matches
+    too, whatever its pick (a detection with a poor pick: the P error says how poor).
+    Picks within tolerance are preferred. With no true P known, or a P before the
+    record's first full window (the record starts mid-event; ``started_after_p``, no P
+    error), the first event in the record matches. Every other event in the
     record is a false event, except those after the true P of a detected earthquake
     (any, when its P is unknown), which are repeats of it (``repeat_events``); false
     events before the true P or in a noise record count as false events in noise. The
     detection delay is the end of the window that declared the trigger (center of the
     last triggering window + ``window_s / 2``) minus the P.
     """
-    inside = [i for i, e in enumerate(events) if truth.start_s <= _time_s(e) <= truth.end_s + tolerance_s]
+    # An event's P pick may lie before the record (a picker looking back): its start counts.
+    inside = [i for i, e in enumerate(events)
+              if truth.start_s <= max(_time_s(e), e["start_us"] / 1e6) <= truth.end_s + tolerance_s]
     row = dict(record=truth.name, kind=truth.kind or "-", true_p=truth.p_s, true_s=truth.s_s,
                detected=None, p_error_s=None, s_error_s=None, delay_s=None, pga_mps2=None,
                p_prob=None, events=len(inside), false_events=0, false_in_noise=0)
+    started_after_p = truth.p_s is not None and truth.p_s < truth.start_s + window_s
+    row["started_after_p"] = started_after_p
+    p_known = truth.p_s is not None and not started_after_p
     match = None
     if truth.is_earthquake:
         row["detected"] = False
         candidates = []
         for i in inside:
             e = events[i]
-            if truth.p_s is None:
-                candidates.append((e["start_us"], i))
+            if not p_known:
+                candidates.append((0, e["start_us"], i))
                 continue
             p_err = _time_s(e) - truth.p_s
             span = (e["start_us"] / 1e6 - tolerance_s, e["end_us"] / 1e6 + tolerance_s)
             picked = e.get("p_time_us") is not None
             if abs(p_err) <= tolerance_s if picked else span[0] <= truth.p_s <= span[1]:
-                candidates.append((abs(p_err), i))
+                candidates.append((0, abs(p_err), i))
+            elif -tolerance_s <= e["start_us"] / 1e6 - truth.p_s <= DETECT_AFTER_P_S:
+                candidates.append((1, abs(p_err), i))
         if candidates:
-            match = min(candidates)[1]
+            match = min(candidates)[2]
             e = events[match]
             row.update(detected=True, pga_mps2=e.get("pga_mps2"), p_prob=e.get("p_prob"))
-            if e.get("p_time_us") is not None and truth.p_s is not None:
+            if e.get("p_time_us") is not None and p_known:
                 row["p_error_s"] = round(e["p_time_us"] / 1e6 - truth.p_s, 2)
             if truth.s_s is not None and e.get("s_time_us") is not None:
                 row["s_error_s"] = round(e["s_time_us"] / 1e6 - truth.s_s, 2)
             trig = [t for t in triggers if t.get("start_us") == e["start_us"]]
-            if trig and truth.p_s is not None:
+            if trig and p_known:
                 row["delay_s"] = round(trig[0]["end_us"] / 1e6 + window_s / 2 - truth.p_s, 2)
     false = [i for i in inside if i != match]
     if not truth.is_earthquake and truth.kind not in ("noise", "other"):
@@ -108,12 +123,12 @@ def score_record(events: list, truth: Truth, tolerance_s: float = 2.0, triggers=
     # An earthquake declared twice (split by a gap, an unplug, a long coda) is not a false
     # alarm: unmatched events after the true P (any, when no P is known) are repeats.
     repeats = [i for i in false if truth.is_earthquake and row["detected"] and
-               (truth.p_s is None or _time_s(events[i]) >= truth.p_s - tolerance_s)]
+               (not p_known or _time_s(events[i]) >= truth.p_s - tolerance_s)]
     false = [i for i in false if i not in repeats]
     row["repeat_events"] = len(repeats)
     row["false_events"] = len(false)
     noise_end = truth.end_s + tolerance_s if not truth.is_earthquake else \
-        (truth.p_s - tolerance_s if truth.p_s is not None else truth.start_s)
+        (truth.p_s - tolerance_s if p_known else truth.start_s)
     row["false_in_noise"] = sum(1 for i in false if _time_s(events[i]) < noise_end)
     return row, set(inside)
 
@@ -211,3 +226,97 @@ def truths_from_sac(folder, units: str | None = None) -> list:
     if not records and skipped:
         raise ValueError(f"{folder}: no usable record ({skipped[0][0]}: {skipped[0][1]})")
     return sorted((truth_of(r) for r in records), key=lambda t: t.start_s)
+
+
+def score_records(events: list, records: list, tolerance_s: float = 2.0, triggers=(),
+                  window_s: float = 2.0, time_mode: str = "auto") -> dict:
+    """Score a node's events against records read by ``read_records`` (the two-terminal path).
+
+    Each record is moved in time as ``tools replay --time`` moved it
+    (:func:`tools.replay_test.time_shift_s`), then scored as replay-test scores it.
+
+    Returns
+    -------
+    dict
+        ``rows`` (one per record: the :func:`score_record` row plus rate, duration,
+        components, units, picks' sources and time shift) and ``summary``.
+    """
+    from .replay_test import time_shift_s
+
+    rows, truths, used = [], [], set()
+    for record in records:
+        shift = time_shift_s(record, time_mode)
+        shown = record.shifted(shift) if shift else record
+        truth = truth_of(shown)
+        row, inside = score_record(events, truth, tolerance_s, triggers, window_s)
+        used |= inside
+        row.update(rate_hz=record.sampling_rate_hz, duration_s=round(record.duration_s, 2),
+                   components="".join(c if p else "-" for c, p in zip("ENZ", record.present,
+                                                                      strict=True)),
+                   units=record.units, picks={k: p.source for k, p in record.picks.items()},
+                   time_shift_s=shift, actions=record.actions)
+        rows.append(row)
+        truths.append(truth)
+    return {"rows": rows, "summary": summarize(rows, len(events) - len(used), truths, tolerance_s)}
+
+
+def format_records_table(result: dict, skipped=()) -> str:
+    """The per-record table of :func:`score_records`, in replay-test's columns."""
+    header = ("record", "Hz", "s", "comp", "kind", "detected", "P err", "S err", "delay", "PGA",
+              "false")
+    lines = []
+    for r in result["rows"]:
+        lines.append((r["record"], f"{r['rate_hz']:g}", f"{r['duration_s']:.0f}", r["components"],
+                      r["kind"], _yes(r["detected"]), fmt(r["p_error_s"], "+.2f"),
+                      fmt(r["s_error_s"], "+.2f"), fmt(r["delay_s"], ".2f"), fmt(r["pga_mps2"], ".2f"),
+                      str(r["false_events"]) + (f"+{r['repeat_events']}r" if r.get("repeat_events") else "")))
+    out = columns(header, lines)
+    s = result["summary"]
+    if any(r.get("started_after_p") for r in result["rows"]):
+        out.append("P before the record's first window: any event in it detects the earthquake; "
+                   "no P error")
+    if s.get("repeat_events"):
+        out.append("+Nr: N more events during an earthquake already detected")
+    out.append(f"earthquakes detected {s['detected']}/{s['earthquakes']}  false events {s['false_events']}"
+               f" (per noise hour: {fmt(s['false_per_noise_hour'], '.1f')} over {s['noise_hours']:.3f} h)"
+               f"  median |P err| {fmt(s['median_abs_p_error_s'], '.2f')} s"
+               f"  median delay {fmt(s['median_delay_s'], '.2f')} s  events written {s['events']}")
+    for where, why in skipped:
+        out.append(f"skipped {where}: {why}")
+    return "\n".join(out)
+
+
+def main_score(args) -> int:
+    """``python -m tools score EVENTS RECORDS...``: exit 0 when every earthquake was detected
+    with no false event, 1 otherwise or when a record was skipped, 2 on bad input."""
+    import sys
+
+    from host_training.data.records import RecordError, read_records
+
+    events_path = Path(args.events)
+    if not events_path.is_file():
+        print(f"error: {events_path}: no such events file (the node's --events output)", file=sys.stderr)
+        return 2
+    for flag, value in (("--catalog", args.catalog), ("--inventory", args.inventory),
+                        ("--quakeml", args.quakeml)):
+        if value is not None and not Path(value).is_file():
+            print(f"error: {flag} {value}: no such file", file=sys.stderr)
+            return 2
+    try:
+        events = load_events(events_path)
+        triggers = load_events(events_path, "trigger")
+        records, skipped = read_records(args.records, units=args.units, inventory=args.inventory,
+                                        events=args.quakeml, catalog=args.catalog)
+        if not records:
+            why = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+            raise ValueError(f"no usable record in {' '.join(map(str, args.records))}{why}")
+        result = score_records(events, records, args.tolerance_s, triggers, args.window_s, args.time)
+    except (ValueError, RecordError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result["skipped"] = [list(x) for x in skipped]
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(format_records_table(result, skipped))
+    return 0 if result["summary"]["passed"] and not skipped else 1
