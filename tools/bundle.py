@@ -48,6 +48,8 @@ DEFAULT_PYTHON = "3.11"
 # The node's runtime dependencies (pyproject's `edge` extra).
 # onnxruntime < 1.27: 1.28 and newer crash at import under Debian 12's qemu-user 7.2, the
 # emulator the off-device aarch64 check runs on; 1.26 runs there and on the Pi (opset <= 23).
+# qemu-user 10.0 (Debian bookworm-backports) runs 1.32: check a --require 'onnxruntime>=1.17'
+# bundle with `python -m tools bundle-qemu --qemu` that emulator.
 REQUIREMENTS = ["numpy>=1.24", "onnxruntime>=1.17,<1.27", "pyserial>=3.5"]
 LITERT_REQUIREMENT = "ai-edge-litert>=2.3"
 # Raspberry Pi OS 64-bit (bookworm) has glibc 2.36; pip does not widen a --platform tag to

@@ -14,7 +14,9 @@ needs the network.
 
 Emulator: Debian 12's qemu-user-static 7.2. onnxruntime 1.28 and newer crash at import under
 it (``uncaught target signal 11``), 1.26 runs; the bundle pins ``onnxruntime<1.27`` for that
-reason (tools/bundle.py REQUIREMENTS). First use needs root for ``dpkg --add-architecture
+reason (tools/bundle.py REQUIREMENTS). qemu-user 10.0.2 from Debian bookworm-backports (package
+``qemu-user``, its static ``usr/bin/qemu-aarch64`` usable straight from ``dpkg -x``) runs
+onnxruntime 1.32: give it with ``--qemu``. First use needs root for ``dpkg --add-architecture
 arm64`` and ``apt-get update``.
 """
 
@@ -85,10 +87,10 @@ def _last_line(proc) -> str:
     return ((proc.stderr or "").strip() or (proc.stdout or "").strip() or "(no output)").splitlines()[-1]
 
 
-def _apt_update() -> None:
+def _apt_update() -> str:
+    """``apt-get update``; not fatal (another source may fail): what is still missing is named later."""
     proc = subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise QemuError(f"apt-get update failed: {_last_line(proc)}")
+    return "" if proc.returncode == 0 else f" (apt-get update: {_last_line(proc)})"
 
 
 def ensure_arm64_apt() -> None:
@@ -119,13 +121,14 @@ def arm64_versions() -> dict[str, str]:
         return found
 
     ensure_arm64_apt()
-    versions = show()
+    versions, update = show(), ""
     if set(names) - set(versions):  # lists older than the architecture, or never fetched
-        _apt_update()
+        update = _apt_update()
         versions = show()
     missing = sorted(set(names) - set(versions))
     if missing:
-        raise QemuError(f"apt knows no {', '.join(missing)}: is a Debian 12 (bookworm) source configured?")
+        raise QemuError(f"apt knows no {', '.join(missing)}: is a Debian 12 (bookworm) source "
+                        f"configured?{update}")
     return {n: versions[n] for n in names}
 
 
@@ -154,12 +157,12 @@ def arm64_sysroot(cache=None, log=None) -> tuple[Path, Path]:
         proc = subprocess.run(["apt-get", "download", "-qq", *pinned], cwd=debs, capture_output=True,
                               text=True)
         if proc.returncode != 0:  # the mirror moved on since the lists were fetched
-            _apt_update()
+            update = _apt_update()
             pinned = [f"{p}:arm64" for p in ARM64_PACKAGES] + ARCH_INDEPENDENT
             proc = subprocess.run(["apt-get", "download", "-qq", *pinned], cwd=debs, capture_output=True,
                                   text=True)
             if proc.returncode != 0:
-                raise QemuError(f"apt-get download of the arm64 packages failed: {_last_line(proc)}")
+                raise QemuError(f"apt-get download of the arm64 packages failed: {_last_line(proc)}{update}")
         for deb in sorted(debs.glob("*.deb")):
             subprocess.run(["dpkg", "-x", str(deb), str(partial)], check=True)
         (partial / "seismictorch-sysroot.json").write_text(json.dumps(versions, indent=2) + "\n")
