@@ -123,7 +123,8 @@ def score_record(events: list, truth: Truth, tolerance_s: float = 2.0, triggers=
     # An earthquake declared twice (split by a gap, an unplug, a long coda) is not a false
     # alarm: unmatched events after the true P (any, when no P is known) are repeats.
     repeats = [i for i in false if truth.is_earthquake and row["detected"] and
-               (not p_known or _time_s(events[i]) >= truth.p_s - tolerance_s)]
+               (not p_known or max(_time_s(events[i]), events[i]["start_us"] / 1e6) >=
+                truth.p_s - tolerance_s)]
     false = [i for i in false if i not in repeats]
     row["repeat_events"] = len(repeats)
     row["false_events"] = len(false)
