@@ -38,6 +38,11 @@ def read_real(realdata: Path):
 
     records, skipped = [], []
     fema = realdata / "fema_p695_farfield"
+    if not fema.is_dir() and not (realdata / "napa_2014").is_dir():
+        # Any other folder of recordings (files, StationXML, QuakeML; units and picks from
+        # its catalog.csv when there is one): read as replay-test reads it.
+        catalog = realdata / "catalog.csv"
+        return read_records([realdata], catalog=catalog if catalog.is_file() else None)
     if fema.is_dir():
         r, s = read_records([fema], units="gal")
         records += r
