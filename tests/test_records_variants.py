@@ -156,3 +156,27 @@ def test_junk_empty_files_archives_and_odd_names(tmp_path, rng):
     assert sorted((w.rsplit("/", 1)[-1], why) for w, why in skipped) == [
         ("empty.mseed", "empty file (0 bytes)"),
         ("raw.tar.gz", "an archive, not a waveform file: unpack it and give the folder")]
+
+
+def test_unit_spellings_dead_channels_and_a_stationxml_without_the_channel(tmp_path, rng):
+    from host_training.data.records import normalize_units
+
+    spellings = {"m/s²": "m/s2", "cm/sec^2": "cm/s2", "m s-2": "m/s2", "gals": "gal", "cm/s**2": "cm/s2",
+                 "G": "g", "m/sec/sec": "m/s2"}
+    assert {k: normalize_units(k) for k in spellings} == spellings
+    data = quake(rng, 800, 100.0, 3.0)
+    data[0] = 0.02  # a dead east channel that still reports its offset
+    for i, cha in enumerate(("HNE", "HNN", "HNZ")):
+        write_sac(trace(data[i] * 1e9, "DED", cha, T0), tmp_path / f"DED.{cha}.SAC", idep="iacc")
+    (rec,), _ = read_records([tmp_path / "DED.*.SAC"])
+    assert rec.present == (False, True, True) and not rec.data[0].any()
+    assert "HNE: every sample equal (dead channel), replayed as missing" in rec.actions
+    st = Stream([trace(np.round(data[i] * COUNTS_PER_MPS2), "INV", cha, T0)
+                 for i, cha in enumerate(("HNE", "HNN", "HNZ"))])
+    for tr in st:
+        tr.data = tr.data.astype(np.int32)
+    st.write(str(tmp_path / "INV.mseed"), format="MSEED")
+    inventory_for("INV", ("HNE", "HNN"), 100.0).write(str(tmp_path / "INV.xml"), format="STATIONXML")
+    records, skipped = read_records([tmp_path / "INV.mseed"], inventory=tmp_path / "INV.xml")
+    assert records == [] and "XX.INV..HNZ: units unknown (no SAC idep, no catalog units, the " \
+        "StationXML has no response for this channel at 2026-03-01T12:00:00)" in skipped[0][1]

@@ -52,7 +52,8 @@ VELOCITY_UNITS = {"m/s": 1.0, "cm/s": 0.01, "mm/s": 1e-3, "nm/s": 1e-9}
 UNIT_CHOICES = ("counts", *ACCELERATION_UNITS, *VELOCITY_UNITS)
 _UNIT_ALIASES = {"m/s^2": "m/s2", "m/s**2": "m/s2", "mps2": "m/s2", "cm/s^2": "cm/s2",
                  "nm/s^2": "nm/s2", "mm/s^2": "mm/s2", "count": "counts", "raw": "counts",
-                 "cm/s/s": "cm/s2", "m/s/s": "m/s2"}
+                 "cm/s/s": "cm/s2", "m/s/s": "m/s2", "gals": "gal", "cm/s2/s": "cm/s2",
+                 "ms/s2": "m/s2", "cms/s2": "cm/s2", "mms/s2": "mm/s2", "m//s2": "m/s2"}
 # SAC idep enumeration (SAC manual: IDISP nm, IVEL nm/s, IACC nm/s^2).
 _SAC_IDEP = {5: None, 6: "nm", 7: "nm/s", 8: "nm/s2", 50: "volts"}
 # No accelerograph records more than this; beyond it the units are wrong, not the shaking.
@@ -433,6 +434,10 @@ def _catalog_row(files, rows: list[CatalogRow]) -> CatalogRow | None:
 def normalize_units(units: str, what: str = "units") -> str:
     """A unit name as one of :data:`UNIT_CHOICES` (``m/s^2`` -> ``m/s2``, ``GAL`` -> ``gal``)."""
     key = str(units).strip().lower().replace(" ", "")
+    # Spellings found in strong-motion headers and catalogs: m/s², cm/sec^2, m s-2, gals.
+    key = key.replace("²", "2").replace("**", "").replace("^", "").replace("/sec", "/s")
+    if key.endswith("s-2"):
+        key = key[:-3] + "/s2"
     key = _UNIT_ALIASES.get(key, key)
     if key not in UNIT_CHOICES:
         raise RecordError(f"{what} {units!r} unknown; use one of {', '.join(UNIT_CHOICES)}")
@@ -581,8 +586,11 @@ def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple
     """
     actions = []
     if units is None:
-        raise RecordError(f"{tr.id}: units unknown (no SAC idep, no catalog units, no "
-                          "response in --inventory); give --units counts|gal|m/s2|g")
+        where = ("the StationXML has no response for this channel at "
+                 f"{tr.stats.starttime.strftime('%Y-%m-%dT%H:%M:%S')}" if inventory is not None
+                 else "no response in --inventory")
+        raise RecordError(f"{tr.id}: units unknown (no SAC idep, no catalog units, {where}); "
+                          "give --units counts|gal|m/s2|g")
     if units in ("nm", "volts"):
         raise RecordError(f"{tr.id}: data are {'displacement' if units == 'nm' else 'volts'} "
                           f"({unit_source}); only acceleration, velocity or counts with a "
@@ -908,19 +916,27 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
         channels.append(slots[c].stats.channel if c in slots else None)
     if not np.all(np.isfinite(data)):
         raise RecordError("conversion to acceleration gave NaN/inf samples")
-    peak = float(np.max(np.abs(data - np.median(data, axis=1, keepdims=True))))
+    # Row by row: a day-long record holds 10^7 samples per component.
+    peak = max(float(np.max(np.abs(row - np.median(row)))) for row in data)
     if peak > MAX_PLAUSIBLE_MPS2:
         raise RecordError(f"peak acceleration {peak:.3g} m/s^2 (units {', '.join(sorted(labels))}) "
                           f"is beyond any accelerograph ({MAX_PLAUSIBLE_MPS2:.0f} m/s^2): "
                           "the units are wrong; check --units / --inventory")
     if not np.any(data):
         raise RecordError("every sample is zero (dead channel)")
+    for i in range(len(COMPONENTS)):
+        if present[i] and np.ptp(data[i]) == 0.0:
+            present[i] = False  # a dead channel carries nothing: replayed as missing
+            data[i] = 0.0
+            actions.append(f"{channels[i]}: every sample equal (dead channel), replayed as missing")
+    if not any(present):
+        raise RecordError("every component is flat (dead channels)")
     first = next(iter(slots.values()))
     s = first.stats
     instrument = _instrument(first)
     record = Record(
-        id=f"{s.network}.{s.station}.{s.location}.{instrument}_{start.strftime('%Y%m%dT%H%M%S')}"
-           .replace("._", "_"),
+        id=f"{s.network}.{s.station}.{s.location}.{instrument}".rstrip(".") +
+           f"_{start.strftime('%Y%m%dT%H%M%S')}",
         station=f"{s.network}.{s.station}.{s.location}", starttime=start,
         sampling_rate_hz=rate, data=data, present=tuple(present), channels=tuple(channels),
         units="; ".join(sorted(labels)), files=files, actions=actions)
