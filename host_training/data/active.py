@@ -221,7 +221,21 @@ SOURCE_GENERATORS = {"earthquake": earthquake, "explosion": explosion, "hammer":
 # sweeps stay parametric: their 10-45 Hz content lies above the banks' 20 Hz.
 
 def shallow_bank_config():
-    """Bank of shallow sources for explosions: 50-400 m deep, 0.5-25 km away."""
+    """Bank of shallow sources for explosions: 20-150 m deep, 0.5-30 km away.
+
+    Quarry blasts, construction and exploration shots are fired in holes of a few to tens
+    of metres; at such depths the fundamental-mode Rayleigh wave (Rg) is excited up to
+    several Hz, which a source a few hundred metres deep no longer does. Eight random
+    crusts, two depths each (a 45 CPU-second PyGRT run per pair on one core).
+    """
+    from .greens import BankConfig
+
+    return BankConfig(n_models=8, depths_per_model=2, depth_range_km=(0.02, 0.15),
+                      distances_km=(0.5, 0.8, 1.3, 2.0, 3.2, 5.0, 8.0, 12.5, 20.0, 30.0), seed=17)
+
+
+def legacy_shallow_bank_config():
+    """The first explosion bank (3 crusts, 200-400 m deep): kept to read records made with it."""
     from .greens import BankConfig
 
     return BankConfig(n_models=3, depths_per_model=1, depth_range_km=(0.05, 0.4),
@@ -244,6 +258,12 @@ def _place(data, n, fs, t_first_s, onset_s):
     return out
 
 
+def _lowpass_gain(f, f_max_hz):
+    """1 below 0.75 ``f_max_hz``, a cosine roll-off to 0 at ``f_max_hz``."""
+    lo = 0.75 * f_max_hz
+    return np.where(f <= lo, 1.0, 0.5 * (1 + np.cos(np.pi * np.clip((f - lo) / (f_max_hz - lo), 0, 1))))
+
+
 def _band_limit(data, fs, f_max_hz):
     """Cosine roll-off from 0.75 ``f_max_hz`` to ``f_max_hz``, nothing above.
 
@@ -254,75 +274,204 @@ def _band_limit(data, fs, f_max_hz):
     n = data.shape[-1]
     spec = np.fft.rfft(data, 2 * n, axis=-1)  # padded: the filter's tails must not wrap around
     f = np.fft.rfftfreq(2 * n, 1.0 / fs)
-    lo = 0.75 * f_max_hz
-    gain = np.where(f <= lo, 1.0, 0.5 * (1 + np.cos(np.pi * np.clip((f - lo) / (f_max_hz - lo), 0, 1))))
-    return np.fft.irfft(spec * gain, 2 * n, axis=-1)[..., :n]
+    return np.fft.irfft(spec * _lowpass_gain(f, f_max_hz), 2 * n, axis=-1)[..., :n]
+
+
+def _smooth_envelope(x, fs, window_s=0.25):
+    """Envelope of each row: |analytic signal|, smoothed over ``window_s`` (moving RMS)."""
+    n = x.shape[-1]
+    spec = np.fft.fft(x, axis=-1)
+    h = np.zeros(n)
+    h[0] = 1.0
+    h[1:(n + 1) // 2] = 2.0
+    if n % 2 == 0:
+        h[n // 2] = 1.0
+    power = np.abs(np.fft.ifft(spec * h, axis=-1)) ** 2
+    m = max(1, int(window_s * fs))
+    kernel = np.ones(m) / m
+    return np.sqrt(np.apply_along_axis(np.convolve, -1, power, kernel, mode="same"))
+
+
+def broadband(rng, data, fs, f_max_hz, corner_hz, kappa_s, q_path=300.0, travel_s=0.0):
+    """Continue band-limited ground acceleration above the bank's ``f_max_hz`` (hybrid broadband).
+
+    The Green's functions end at their Nyquist (20 Hz), but the ground does not: a near
+    earthquake or blast shakes up to kappa's limit (tens of Hz). As in hybrid broadband
+    simulation (deterministic low frequencies, stochastic high frequencies), the high band
+    is random-phase noise under the envelope of the record's own top band
+    (0.35-0.75 ``f_max_hz``), so it follows P, S, Rg and coda in time, with the spectral
+    shape of the source (``f^2 / (1 + (f/fc)^2)`` in acceleration), kappa
+    (``1 / (1 + i pi kappa f)``) and path attenuation ``exp(-pi f travel_s / q_path)``
+    relative to that band, level-matched there and cross-faded where the bank's band
+    rolls off.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(3, n)`` acceleration (m/s^2) band-limited by :func:`_band_limit` at ``f_max_hz``.
+    fs : float
+        Sampling rate in Hz.
+    corner_hz, kappa_s : float
+        Source corner frequency (Hz) and site kappa (s).
+    q_path, travel_s : float
+        Path quality factor and travel time (s) of the dominant waves.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3, n)`` acceleration with content up to the Nyquist of ``fs``.
+    """
+    n = data.shape[-1]
+    if f_max_hz >= 0.5 * fs:
+        return data
+    nfft = 2 * n
+    f = np.fft.rfftfreq(nfft, 1.0 / fs)
+    lo, hi = 0.35 * f_max_hz, 0.75 * f_max_hz
+    ref = (f >= lo) & (f <= hi)
+    # A Hann-shaped band: a box would ring (sinc tails) seconds ahead of the first arrival.
+    band = np.where(ref, np.sin(np.pi * np.clip((f - lo) / (hi - lo), 0, 1)) ** 2, 0.0)
+    x_spec = np.fft.rfft(data, nfft, axis=-1)
+    env = _smooth_envelope(np.fft.irfft(x_spec * band, nfft, axis=-1)[:, :n], fs)
+    noise = env * rng.standard_normal(data.shape)
+    n_spec = np.fft.rfft(noise, nfft, axis=-1)
+    shape = f**2 / (1.0 + (f / corner_hz) ** 2) / np.abs(1.0 + 1j * np.pi * kappa_s * f)
+    shape = shape * np.exp(-np.pi * f * travel_s / q_path)
+    level = np.sqrt(np.mean(np.abs(x_spec[:, ref]) ** 2, axis=-1)
+                    / np.maximum(np.mean(np.abs(n_spec[:, ref] * shape[ref]) ** 2, axis=-1), 1e-300))
+    high = (1.0 - _lowpass_gain(f, f_max_hz)) * shape
+    out = np.fft.irfft(x_spec + level[:, None] * n_spec * high, nfft, axis=-1)[:, :n]
+    return out
+
+
+def site_response(rng, f):
+    """Horizontal and vertical transfer functions of a random soil site (damped resonance).
+
+    The same site model as the earthquakes' (:func:`host_training.data.synth.earthquake_ground_motion`):
+    a resonance at 0.8-12 Hz with a horizontal gain of 1-5 (its square root on the
+    vertical), so that the site term says nothing about the source.
+    """
+    f0 = float(np.exp(rng.uniform(np.log(0.8), np.log(12.0))))
+    gain = float(np.exp(rng.uniform(0.0, np.log(5.0))))
+    q = rng.uniform(1.5, 5.0)
+    x = f / f0
+    resonance = (1j * x / q) / (1.0 - x**2 + 1j * x / q)
+    return (1.0 + (gain - 1.0) * resonance, 1.0 + (np.sqrt(gain) - 1.0) * resonance,
+            dict(site_f0_hz=round(f0, 2), site_gain=round(gain, 2)))
+
+
+def _scatter(rng, x, fs, tau_s):
+    """``x`` convolved with a causal random scattering kernel (white noise under exp(-t/tau_s)),
+    of unit energy: the same arrivals, their phase scrambled over ~``tau_s``."""
+    m = max(2, int(4 * tau_s * fs))
+    kernel = rng.standard_normal(m) * np.exp(-np.arange(m) / (tau_s * fs))
+    kernel /= np.sqrt(np.sum(kernel**2))
+    return np.convolve(x, kernel)[: x.shape[-1]]
 
 
 def earthquake_greens(rng, n, fs, onset_s, bank):
-    """An earthquake (M 2-5, Brune source, site and kappa) from the Green's function bank."""
+    """An earthquake (M 2-5, Brune source, site and kappa) from the Green's function bank,
+    continued above the bank's band by :func:`broadband`."""
     from .synth import earthquake_ground_motion
 
     data, t_p, t_s, p = earthquake_ground_motion(rng, bank, fs, magnitude=rng.uniform(2.0, 5.0))
-    data = _band_limit(data, fs, 0.95 * bank.sampling_rate_hz / 2)
+    f_max = 0.95 * bank.sampling_rate_hz / 2
+    data = _band_limit(data, fs, f_max)
+    q_path = float(np.exp(rng.uniform(np.log(150.0), np.log(600.0))))
+    data = broadband(rng, data, fs, f_max, p["corner_hz"], p["kappa_s"], q_path, t_s)
     params = dict(sp_s=round(t_s - t_p, 3), distance_km=round(p["distance_km"], 2),
-                  depth_km=round(p["depth_km"], 2), magnitude=round(p["magnitude"], 2), generator="greens")
+                  depth_km=round(p["depth_km"], 2), magnitude=round(p["magnitude"], 2),
+                  corner_hz=round(p["corner_hz"], 2), generator="greens")
     return _unit(_place(data, n, fs, t_p, onset_s)), params
 
 
 def explosion_greens(rng, n, fs, onset_s, bank):
-    """A shallow explosion: the bank's isotropic (EX) Green's functions, no transverse motion.
+    """A shallow explosion: the bank's isotropic (EX) Green's functions at a random crust,
+    depth and distance, a site, kappa, scattering into the transverse, and the high band.
 
-    Source: a step in moment with a corner of 2-15 Hz (small chemical shots), kappa
-    0.01-0.05 s; acceleration is the second time derivative of displacement for that
-    moment history, computed in the frequency domain as in
-    :func:`host_training.data.synth.earthquake_ground_motion`. Half ripple-fired.
+    Source: a step in moment with a corner of 2-20 Hz (chemical shots of tens of kg to
+    tens of tonnes), kappa 0.005-0.06 s as the earthquakes'; acceleration is the second
+    time derivative of displacement for that moment history, computed in the frequency
+    domain as in :func:`host_training.data.synth.earthquake_ground_motion`. An isotropic
+    source in a layered earth radiates no SH, but real shots show transverse motion from
+    scattering and near-source cracking: here the radial convolved with a random
+    scattering kernel, 10-50 % of its amplitude. Half ripple-fired.
     """
     from .greens import zrt_to_enz
 
     i, k = int(rng.integers(0, bank.shape[0])), int(rng.integers(0, bank.shape[2]))
     j = int(rng.integers(0, bank.shape[1]))
     g = np.asarray(bank.gf[i, j, k], dtype=np.float64)
-    zrt = np.stack([g[0], g[1], np.zeros_like(g[0])])  # EXZ, EXR; an isotropic source has no T
+    dt = bank.config.dt_s
+    t_ratio = rng.uniform(0.1, 0.5)
+    transverse = t_ratio * _scatter(rng, g[1], 1.0 / dt, rng.uniform(0.2, 1.5))
+    zrt = np.stack([g[0], g[1], transverse])  # EXZ, EXR, scattered
     azimuth = rng.uniform(0, 360)
     enz = zrt_to_enz(zrt, azimuth)
-    dt = bank.config.dt_s
     nt = enz.shape[-1]
     nfft = 2 * nt
     f = np.fft.rfftfreq(nfft, dt)
-    fc, kappa_s = rng.uniform(2.0, 15.0), rng.uniform(0.01, 0.05)
+    fc = float(np.exp(rng.uniform(np.log(2.0), np.log(20.0))))
+    kappa_s = float(np.exp(rng.uniform(np.log(0.005), np.log(0.06))))
     w = 2j * np.pi * f
     source = w / (1.0 + 1j * f / fc) ** 2  # a = d/dt (G * moment rate), G for a delta moment history
+    site_h, site_v, site = site_response(rng, f)
     spec = np.fft.rfft(enz, nfft, axis=-1) * (source / (1.0 + 1j * f * np.pi * kappa_s))[None]
+    spec[:2] *= site_h
+    spec[2] *= site_v
     n_out = int(round(nfft * dt * fs))
     full = np.zeros((3, n_out // 2 + 1), dtype=complex)
     m = min(full.shape[-1], spec.shape[-1])
     full[:, :m] = spec[:, :m]
     full[:, f.size - 1:] = 0.0  # not the bank's Nyquist bin (a tone through the whole trace)
     data = np.fft.irfft(full, n_out, axis=-1)[:, : int(round(nt * dt * fs))]
-    data = _band_limit(data, fs, 0.95 / (2 * dt))
+    f_max = 0.95 / (2 * dt)
+    data = _band_limit(data, fs, f_max)
+    distance_km = float(bank.distances_km[k])
+    q_path = float(np.exp(rng.uniform(np.log(30.0), np.log(150.0))))  # Rg lives in the weak top layer
+    data = broadband(rng, data, fs, f_max, fc, kappa_s, q_path, distance_km / 2.0)
     data = _place(data, n, fs, float(bank.t_p[i, j, k]), onset_s)
-    params = dict(distance_km=round(float(bank.distances_km[k]), 2),
-                  depth_km=round(float(bank.depths_km[i, j]), 3), corner_hz=round(fc, 2), generator="greens")
+    params = dict(distance_km=round(distance_km, 2), depth_km=round(float(bank.depths_km[i, j]), 3),
+                  corner_hz=round(fc, 2), kappa_s=round(kappa_s, 4), transverse_ratio=round(t_ratio, 3),
+                  **site, generator="greens")
     if rng.uniform() < 0.5:
         params.update(_ripple(rng, data, fs))
     return _unit(data), params
 
 
-def greens_generators(cache_dir=None, progress: bool = False) -> dict:
+def greens_generators(cache_dir=None, progress: bool = False, jobs: int = 1) -> dict:
     """:data:`SOURCE_GENERATORS` with earthquakes and explosions from Green's function banks.
 
-    The banks are computed once (PyGRT, a few minutes) and cached
-    (:func:`host_training.data.greens.build_bank`).
+    The banks are computed once (PyGRT; the explosions' :func:`shallow_bank_config` takes
+    about 12 CPU-minutes, the earthquakes' about 45) and cached
+    (:func:`host_training.data.greens.build_bank`); ``jobs`` PyGRT processes at a time.
     """
     from functools import partial
 
     from .greens import BankConfig, build_bank
 
-    quakes = build_bank(BankConfig(), cache_dir=cache_dir, progress=progress)
-    shallow = build_bank(shallow_bank_config(), cache_dir=cache_dir, progress=progress)
+    quakes = build_bank(BankConfig(), cache_dir=cache_dir, progress=progress, jobs=jobs)
+    shallow = build_bank(shallow_bank_config(), cache_dir=cache_dir, progress=progress, jobs=jobs)
     return {**SOURCE_GENERATORS, "earthquake": partial(earthquake_greens, bank=quakes),
             "explosion": partial(explosion_greens, bank=shallow)}
+
+
+def _either(rng, n, fs, onset_s, first, second, first_fraction):
+    return (first if rng.uniform() < first_fraction else second)(rng, n, fs, onset_s)
+
+
+def mixed_generators(greens: dict, greens_fraction: float = 0.5) -> dict:
+    """Earthquakes and explosions from ``greens`` (:func:`greens_generators`) for
+    ``greens_fraction`` of the records, parametric for the rest; hammer and vibroseis as
+    they are. Training on both keeps a model right on either kind of record."""
+    from functools import partial
+
+    out = dict(greens)
+    for kind in ("earthquake", "explosion"):
+        out[kind] = partial(_either, first=greens[kind], second=SOURCE_GENERATORS[kind],
+                            first_fraction=greens_fraction)
+    return out
+
+
 PGA_RANGE_MPS2 = {"earthquake": (0.03, 1.0), "explosion": (0.02, 1.0), "hammer": (0.02, 1.0),
                   "vibroseis": (0.01, 0.3)}
 

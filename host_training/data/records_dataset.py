@@ -240,9 +240,12 @@ def add_arguments(p) -> None:
     p.add_argument("--pre-s", type=float, default=defaults.pre_s, help="record before the onset, s")
     p.add_argument("--sampling-rate", type=float, default=defaults.sampling_rate_hz, help="Hz")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator and of the splits")
-    p.add_argument("--generator", choices=("synth", "greens"), default="synth",
+    p.add_argument("--generator", choices=("synth", "greens", "mixed"), default="synth",
                    help="synth: parametric sources; greens: earthquakes and explosions from Green's "
-                        "function banks (PyGRT, computed once and cached), hammer and vibroseis parametric")
+                        "function banks (PyGRT, computed once and cached), hammer and vibroseis parametric; "
+                        "mixed: half of the earthquakes and explosions from each")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="PyGRT processes at a time when a Green's function bank must be computed")
     p.add_argument("--test-only", action="store_true",
                    help="put every record in the test split (a held-out set for a trained model)")
 
@@ -259,9 +262,15 @@ def main_records(args) -> int:
         raise ValueError(f"--synthetic {n_synth}: give at least 2 records or some files")
     parts, skipped = [], []
     if n_synth:
-        from .active import greens_generators
+        from .active import greens_generators, mixed_generators
 
-        generators = greens_generators(progress=True) if args.generator == "greens" else None
+        generators = None
+        if args.generator in ("greens", "mixed"):
+            if args.jobs < 1:
+                raise ValueError(f"--jobs {args.jobs}: must be at least 1")
+            generators = greens_generators(progress=True, jobs=args.jobs)
+            if args.generator == "mixed":
+                generators = mixed_generators(generators)
         parts.append(source_dataset(n_synth, seed=args.seed, fs=args.sampling_rate, config=config,
                                     generators=generators, progress=True))
     if files:
