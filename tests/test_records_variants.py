@@ -180,3 +180,24 @@ def test_unit_spellings_dead_channels_and_a_stationxml_without_the_channel(tmp_p
     records, skipped = read_records([tmp_path / "INV.mseed"], inventory=tmp_path / "INV.xml")
     assert records == [] and "XX.INV..HNZ: units unknown (no SAC idep, no catalog units, the " \
         "StationXML has no response for this channel at 2026-03-01T12:00:00)" in skipped[0][1]
+
+
+def test_sac_files_without_channel_codes_stay_three_components(tmp_path, rng):
+    """No kcmpnm: named from cmpinc/cmpaz or the file name, never merged into one channel."""
+    data = quake(rng, 800, 100.0, 3.0)
+    for folder, names, angles in (("angles", ("a", "b", "c"), True), ("names", ("x.E", "x.N", "x_z"), False),
+                                  ("nothing", ("a", "b", "c"), False)):
+        (tmp_path / folder).mkdir()
+        for i, (name, comp) in enumerate(zip(names, "ENZ", strict=True)):
+            sac = SACTrace.from_obspy_trace(trace(data[i] * 1e9, "NOC", "", T0))
+            sac.kcmpnm, sac.idep = None, "iacc"
+            if angles:
+                sac.cmpaz, sac.cmpinc = {"E": 90.0, "N": 0.0, "Z": 0.0}[comp], 0.0 if comp == "Z" else 90.0
+            sac.write(str(tmp_path / folder / f"{name}.sac"))
+        (rec,), skipped = read_records([tmp_path / folder])
+        assert skipped == [] and rec.present == (True, True, True), (folder, rec.actions)
+        if folder != "nothing":
+            np.testing.assert_allclose(rec.data, data, atol=1e-6)
+            assert sum("channel code empty" in a for a in rec.actions) == 3, rec.actions
+        else:  # three unnamed files: three components of unknown orientation, each reported
+            assert sum("orientation unknown" in a for a in rec.actions) == 3, rec.actions

@@ -35,6 +35,7 @@ import fnmatch
 import glob
 import logging
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -310,12 +311,46 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
                 skipped.append((str(path), f"trace {tr.id} holds {tr.stats.npts} sample(s)"))
                 continue
             tr.stats.path = str(path)
+            if not tr.stats.channel.strip():
+                _name_channel(tr, Path(path))
             pieces, reason = _finite_pieces(tr)
             if reason:
                 skipped.append((str(path), f"trace {tr.id} {reason}"))
                 continue
             traces += pieces
     return traces, skipped
+
+
+_COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
+
+
+def _name_channel(tr, path: Path) -> None:
+    """A channel code for a trace whose file has none (SAC without ``kcmpnm``).
+
+    From the SAC ``cmpinc``/``cmpaz`` (``Z``, ``N``, ``E``), else from the file name's
+    last token that reads as a component (``68150.HNE.sac``, ``napa_z.sac``); the action
+    is reported with the record. Without either, the trace keeps an empty code and is
+    kept apart from other files' traces (never merged with them as one channel).
+    """
+    az, inc = component_angles(tr)
+    name, how = None, None
+    if inc is not None and (inc <= 10.0 or inc >= 170.0):
+        name, how = "Z", "cmpinc"
+    elif inc is not None and 80.0 <= inc <= 100.0 and az is not None:
+        name, how = orientation(tr), "cmpaz/cmpinc"
+    else:
+        for token in reversed(re.split(r"[._\-\s]+", path.stem)):
+            if _COMPONENT_TOKEN.match(token):
+                name, how = token.upper(), "the file name"
+                break
+    if name:
+        tr.stats.channel = name
+        tr.stats.channel_note = f"{name}: channel code empty in {path.name}, named from {how}"
+
+
+def channel_key(tr) -> str:
+    """The channel a trace belongs to; a trace without a code is its file's own channel."""
+    return tr.stats.channel.strip() or f"<{tr.stats.get('path', '')}>"
 
 
 def _unknown_format_reason(path: Path) -> str:
@@ -548,7 +583,7 @@ def _split_duplicates(group: list) -> list[list]:
     """
     by_channel = {}
     for tr in group:
-        by_channel.setdefault(tr.stats.channel, []).append(tr)
+        by_channel.setdefault(channel_key(tr), []).append(tr)
     clash = False
     for pieces in by_channel.values():
         pieces = sorted(pieces, key=lambda t: t.stats.starttime)
@@ -825,10 +860,11 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
     traces = [tr.copy() for tr in traces]
     for tr in traces:
         tr.stats.path = getattr(tr.stats, "path", "")
+    actions += sorted({tr.stats.channel_note for tr in traces if tr.stats.get("channel_note")})
     # Same channel in several pieces: one trace per channel, gaps interpolated.
     by_channel = {}
     for tr in traces:
-        by_channel.setdefault(tr.stats.channel, []).append(tr)
+        by_channel.setdefault(channel_key(tr), []).append(tr)
     merged = []
     from obspy import Stream
 
@@ -873,7 +909,8 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
         if not free:
             raise RecordError(f"more than three components ({tr.stats.channel})")
         slots[free[0]] = tr
-        actions.append(f"{tr.stats.channel}: orientation unknown, replayed as {free[0]}")
+        name = tr.stats.channel.strip() or Path(tr.stats.path).name
+        actions.append(f"{name}: orientation unknown, replayed as {free[0]}")
     _rotate_horizontals(slots, actions)
     rates = {tr.stats.sampling_rate for tr in slots.values()}
     if len(rates) > 1:
