@@ -201,3 +201,24 @@ def test_sac_files_without_channel_codes_stay_three_components(tmp_path, rng):
             assert sum("channel code empty" in a for a in rec.actions) == 3, rec.actions
         else:  # three unnamed files: three components of unknown orientation, each reported
             assert sum("orientation unknown" in a for a in rec.actions) == 3, rec.actions
+
+
+def test_files_without_station_codes_and_clashing_copies(tmp_path, rng):
+    """No kstnm: stations named from file names; two different recordings under one id refused."""
+    for station in ("F01", "F02"):
+        data = quake(rng, 800, 100.0, 3.0)
+        for i, cha in enumerate(("HNE", "HNN")):
+            sac = SACTrace.from_obspy_trace(trace(data[i] * 1e9, "", cha, T0))
+            sac.kstnm, sac.idep = None, "iacc"
+            sac.write(str(tmp_path / f"{station}.{cha}.sac"))
+    records, skipped = read_records([tmp_path])
+    assert skipped == [] and sorted(r.station.split(".")[1] for r in records) == ["F01", "F02"]
+    assert all(r.present == (True, True, False) for r in records)
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    for name in ("a", "b"):
+        write_sac(trace(quake(rng, 800, 100.0, 3.0)[2] * 1e9, "CLA", "HNZ", T0), clash / f"{name}.SAC",
+                  idep="iacc")
+    records, skipped = read_records([clash])
+    assert records == [] and "channel HNZ: a.SAC and b.SAC overlap in time with different samples" \
+        in skipped[0][1]

@@ -313,6 +313,8 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
             tr.stats.path = str(path)
             if not tr.stats.channel.strip():
                 _name_channel(tr, Path(path))
+            if not tr.stats.station.strip():
+                _name_station(tr, Path(path))
             pieces, reason = _finite_pieces(tr)
             if reason:
                 skipped.append((str(path), f"trace {tr.id} {reason}"))
@@ -346,6 +348,17 @@ def _name_channel(tr, path: Path) -> None:
     if name:
         tr.stats.channel = name
         tr.stats.channel_note = f"{name}: channel code empty in {path.name}, named from {how}"
+
+
+def _name_station(tr, path: Path) -> None:
+    """A station code for a trace whose file has none (SAC without ``kstnm``): the file
+    name's last token that is not a component (``F01.HN1.sac`` -> ``F01``), so that files
+    of two stations in one folder are two records, not one."""
+    tokens = [t for t in re.split(r"[._\-\s]+", path.stem) if t and not _COMPONENT_TOKEN.match(t)]
+    if tokens:
+        tr.stats.station = tokens[-1][:16]
+        note = f"station code empty in {path.name}, named {tr.stats.station} from the file name"
+        tr.stats.channel_note = "; ".join(filter(None, [tr.stats.get("channel_note"), note]))
 
 
 def channel_key(tr) -> str:
@@ -873,6 +886,7 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
         if len(rates) > 1:
             raise RecordError(f"channel {channel} changes sampling rate ({sorted(rates)} Hz)")
         if len(pieces) > 1:
+            _check_overlaps(channel, pieces)
             st = Stream(pieces)
             gaps = st.get_gaps()
             for tr in st:
@@ -980,6 +994,28 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
     record.picks, record.kind = _picks_and_kind(list(slots.values()), record, catalog_row,
                                                 events, inventory)
     return record
+
+
+def _check_overlaps(channel: str, pieces: list) -> None:
+    """Refuse two files whose samples of one channel overlap in time and disagree.
+
+    A re-sent miniSEED record repeats the same samples (merged quietly); different
+    samples at the same time are two recordings under one channel id (two stations
+    without a station code, an event copied over another), never to be mixed.
+    """
+    pieces = sorted(pieces, key=lambda t: t.stats.starttime)
+    for a, b in zip(pieces, pieces[1:], strict=False):
+        if b.stats.starttime > a.stats.endtime or a.stats.get("path") == b.stats.get("path"):
+            continue
+        x = a.slice(b.stats.starttime, a.stats.endtime, nearest_sample=True).data.astype(np.float64)
+        y = b.slice(b.stats.starttime, a.stats.endtime, nearest_sample=True).data.astype(np.float64)
+        n = min(len(x), len(y))
+        scale = max(float(np.max(np.abs(x[:n]))) if n else 0.0, 1e-12)
+        if n and not np.allclose(x[:n], y[:n], rtol=0.0, atol=1e-6 * scale):
+            raise RecordError(f"channel {channel}: {Path(a.stats.path).name} and "
+                              f"{Path(b.stats.path).name} overlap in time with different samples "
+                              "(two recordings under one station and channel code?); give them "
+                              "station codes or read them apart")
 
 
 def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
