@@ -179,6 +179,8 @@ def test_cli_writes_a_record_dataset_and_refuses_bad_counts(tmp_path, capsys):
     assert "--synthetic 1" in capsys.readouterr().err
     assert main(["records", "--out", str(tmp_path / "y"), "--synthetic", "4", "--pre-s", "70"]) == 2
     assert "pre_s" in capsys.readouterr().err
+    assert main(["records", "--out", str(tmp_path / "z"), "--generator", "greens", "--jobs", "0"]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
 
 
 def _analytic_bank():

@@ -216,9 +216,10 @@ SOURCE_GENERATORS = {"earthquake": earthquake, "explosion": explosion, "hammer":
 
 # ---------------------------------------------------------------- Green's function sources
 # Earthquakes (double couples, 2-18 km deep, 1-200 km) and shallow explosions (isotropic
-# moment tensor, tens to hundreds of metres deep, 0.5-25 km) from wave propagation in
-# random layered crusts (host_training.data.greens, PyGRT). Hammer shots and vibroseis
-# sweeps stay parametric: their 10-45 Hz content lies above the banks' 20 Hz.
+# moment tensor, 20-145 m deep, 0.5-30 km) from wave propagation in random layered
+# crusts (host_training.data.greens, PyGRT), continued above the banks' 20 Hz by
+# broadband(). Hammer shots and vibroseis sweeps stay parametric: their 10-45 Hz content
+# is mostly above the banks' band.
 
 def shallow_bank_config():
     """Bank of shallow sources for explosions: 20-150 m deep, 0.5-30 km away.
