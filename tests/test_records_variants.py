@@ -222,3 +222,31 @@ def test_files_without_station_codes_and_clashing_copies(tmp_path, rng):
     records, skipped = read_records([clash])
     assert records == [] and "channel HNZ: a.SAC and b.SAC overlap in time with different samples" \
         in skipped[0][1]
+
+
+def write_at2(path, g, station_line, header4):
+    body = "\n".join("".join(f"{v:15.7E}" for v in g[i:i + 5]) for i in range(0, len(g), 5))
+    path.write_text(f"PEER NGA STRONG MOTION DATABASE RECORD\n{station_line}\n"
+                    f"ACCELERATION TIME SERIES IN UNITS OF G\n{header4}\n{body}\n")
+
+
+def test_peer_at2_accelerograms_new_and_old_headers(tmp_path, rng):
+    """PEER NGA .AT2 (ObsPy reads none): g, azimuths in the header, both NPTS/DT layouts."""
+    from host_training.data.records import G_MPS2
+
+    data = quake(rng, 1000, 200.0, 2.0)
+    for comp, row in (("000", 1), ("090", 0), ("UP", 2)):
+        write_at2(tmp_path / f"RSN1_TEST_STA{comp}.AT2", data[row] / G_MPS2,
+                  f"Test-01, 1/17/1994, Station Ridge - 12 Main, {comp}", "NPTS=  1000, DT=   .0050 SEC")
+        write_at2(tmp_path / f"OLD_STA{comp}.at2", data[row] / G_MPS2,
+                  f"TEST EQ 1/17/94, 12:31, OLD STATION, {comp}", "  1000    0.0050    NPTS, DT")
+    (tmp_path / "bad.AT2").write_text("PEER NGA\nTest, 1/1/2000, X, 000\nACCELERATION IN UNITS OF G\n"
+                                      "NPTS=  50, DT= .01 SEC\n 0.1 0.2\n")
+    records, skipped = read_records([tmp_path])
+    assert [(w.rsplit("/", 1)[-1], why) for w, why in skipped] == [
+        ("bad.AT2", "PEER AT2 file holds 2 samples, its header says NPTS=50")]
+    assert len(records) == 2
+    for rec in records:
+        assert rec.sampling_rate_hz == 200.0 and rec.starttime == UTCDateTime(1994, 1, 17)
+        assert rec.present == (True, True, True) and rec.kind == "earthquake" and "g (PEER AT2" in rec.units
+        np.testing.assert_allclose(rec.data, data, atol=1e-6)

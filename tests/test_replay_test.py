@@ -28,6 +28,10 @@ def fixture_dir(tmp_path_factory):
     strong = quake(rng, 600, 100.0, 2.5, pga=40.0)
     write_sac(trace(strong[0] * 1e9, "CLP", "HNZ", UTCDateTime(2026, 4, 1)), folder / "XX.CLP..HNZ.SAC",
               idep="iacc")
+    # 2 kHz: above the node's 1 kHz; decimated (anti-alias FIR) and replayed.
+    fast = quake(rng, 12000, 2000.0, 2.5)
+    write_sac(trace(fast[2] * 1e9, "FST", "HNZ", UTCDateTime(2026, 4, 3), fs=2000.0),
+              folder / "XX.FST..HNZ.SAC", idep="iacc")
     # 5 Hz: below what the node takes (and too coarse for the model's window): refused, others run.
     write_sac(trace(strong[0, :100] * 1e7, "LOW", "HNZ", UTCDateTime(2026, 4, 2), fs=5.0),
               folder / "XX.LOW..HNZ.SAC", idep="iacc")
@@ -43,7 +47,9 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
     assert result.returncode == 1, result.stderr[-3000:]  # the corrupt file was skipped
     report = json.loads(result.stdout)
     rows = {r["record"].split(".")[1]: r for r in report["rows"]}
-    assert sorted(rows) == sorted([*truth, "CLP"])
+    assert sorted(rows) == sorted([*truth, "CLP", "FST"])
+    assert rows["FST"]["rate_hz"] == 1000.0 and any("decimated 2000 -> 1000 Hz" in a
+                                                    for a in rows["FST"]["actions"])
     skipped = sorted(report["skipped"])
     assert [w.rsplit("/", 1)[-1] for w, _ in skipped] == ["XX.BAD..HNZ.SAC", "XX.LOW..HNZ.SAC"]
     assert "corrupt" in skipped[0][1] and "sampling rate 5 Hz below the node's 10 Hz minimum" in skipped[1][1]
@@ -60,7 +66,7 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
     assert rows["CLP"]["clipped"] > 0 and rows["OFS"]["clipped"] == 0
     assert rows["OFS"]["detected"] is not None and rows["OFS"]["kind"] == "earthquake"
     summary = report["summary"]
-    assert summary["records"] == 6 and summary["skipped"] == 2 and summary["node_failures"] == 0
+    assert summary["records"] == 7 and summary["skipped"] == 2 and summary["node_failures"] == 0
     assert (out / "summary.json").is_file() and (out / "summary.png").is_file()
 
 

@@ -293,8 +293,14 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
         try:
             stream = read(glob.escape(str(path)))  # ObsPy globs a str: "[" in a name
         except TypeError:  # ObsPy found no format that fits
-            skipped.append((str(path), _unknown_format_reason(Path(path))))
-            continue
+            try:
+                stream = read_peer_at2(Path(path))
+            except RecordError as exc:
+                skipped.append((str(path), str(exc)))
+                continue
+            if stream is None:
+                skipped.append((str(path), _unknown_format_reason(Path(path))))
+                continue
         except Exception as exc:  # ObsPy raises many types on damaged files
             skipped.append((str(path), f"corrupt or unreadable waveform file ({_short(exc)})"))
             continue
@@ -321,6 +327,82 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
                 continue
             traces += pieces
     return traces, skipped
+
+
+_AT2_NPTS = re.compile(r"NPTS\s*=\s*(\d+)", re.IGNORECASE)
+_AT2_DT = re.compile(r"DT\s*=\s*([0-9.Ee+-]+)", re.IGNORECASE)
+_AT2_OLD = re.compile(r"^\s*(\d+)\s+([0-9.Ee+-]+)\s+NPTS\s*,\s*DT", re.IGNORECASE)
+
+
+def read_peer_at2(path: Path):
+    """A PEER NGA ``.AT2`` accelerogram (the format of NGA-West2 and FEMA P695) as a Stream.
+
+    ObsPy does not read it. Four header lines: the database, ``event, date, station,
+    component`` (an azimuth such as ``009``, or ``UP``/``DWN``/``V`` for the vertical),
+    ``ACCELERATION TIME SERIES IN UNITS OF G`` and ``NPTS= 2999, DT= .0100 SEC`` (or the
+    older ``2999 0.0100 NPTS, DT``); then the samples, in g. The start time is the record's
+    date at 00:00 UTC (the file gives no time of day); the samples stay in the file's units
+    (``stats.at2_units``) until the record converts them. Returns None when the file is not
+    AT2; raises :class:`RecordError` when it is AT2 but damaged.
+    """
+    from obspy import Stream, Trace, UTCDateTime
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return None
+    if b"\0" in head:
+        return None
+    lines = head.decode("latin-1").splitlines()
+    if len(lines) < 5 or "ACCELERATION" not in lines[2].upper():
+        return None
+    m_n, m_dt, m_old = _AT2_NPTS.search(lines[3]), _AT2_DT.search(lines[3]), _AT2_OLD.match(lines[3])
+    if m_old:
+        npts, dt = int(m_old.group(1)), float(m_old.group(2))
+    elif m_n and m_dt:
+        npts, dt = int(m_n.group(1)), float(m_dt.group(1))
+    else:
+        return None
+    units = lines[2].upper()
+    file_units = "g" if "UNITS OF G" in units else "cm/s2" if ("CM/S" in units or "GAL" in units) else None
+    if file_units is None:
+        raise RecordError(f"PEER file with units {lines[2].strip()!r}: only g or cm/s^2 are known")
+    try:
+        text = Path(path).read_text(encoding="latin-1").splitlines()[4:]
+        data = np.array(" ".join(text).replace("D", "E").split(), dtype=np.float64)
+    except ValueError:
+        raise RecordError("PEER AT2 file with a sample that is not a number") from None
+    if len(data) < npts:
+        raise RecordError(f"PEER AT2 file holds {len(data)} samples, its header says NPTS={npts}")
+    if dt <= 0:
+        raise RecordError(f"PEER AT2 file with DT={dt}")
+    fields = [f.strip() for f in lines[1].split(",")]
+    component = fields[-1] if len(fields) >= 2 else ""
+    start = UTCDateTime(1970, 1, 1)
+    for cell in fields:
+        date = re.search(r"\b(\d{1,2})/(\d{1,2})/(\d{2,4})\b", cell)
+        if date:
+            month, day, year = (int(x) for x in date.groups())
+            year += 1900 if year < 100 else 0
+            try:
+                start = UTCDateTime(year, month, day)
+            except ValueError:
+                pass
+    station = re.sub(r"[^A-Za-z0-9]", "", fields[2] if len(fields) >= 4 else path.stem)[:16] or "AT2"
+    tr = Trace(data[:npts])
+    tr.stats.update(dict(station=station, network="PE", sampling_rate=round(1.0 / dt, 6),
+                         starttime=start, channel=""))
+    comp = component.upper().replace("-", "")
+    sac = {}
+    if comp in ("UP", "DWN", "DN", "V", "VER", "VERT", "Z"):
+        sac = {"cmpinc": 0.0, "cmpaz": 0.0}
+    elif re.fullmatch(r"\d{1,3}", comp):
+        sac = {"cmpinc": 90.0, "cmpaz": float(comp) % 360.0}
+    tr.stats.sac = sac
+    tr.stats._format = "AT2"
+    tr.stats.at2_units = file_units
+    return Stream([tr])
 
 
 _COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
@@ -975,13 +1057,12 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
                           "the units are wrong; check --units / --inventory")
     if not np.any(data):
         raise RecordError("every sample is zero (dead channel)")
-    for i in range(len(COMPONENTS)):
-        if present[i] and np.ptp(data[i]) == 0.0:
-            present[i] = False  # a dead channel carries nothing: replayed as missing
+    flat = [present[i] and np.ptp(data[i]) == 0.0 for i in range(len(COMPONENTS))]
+    if any(flat) and not all(f or not p for f, p in zip(flat, present, strict=True)):
+        for i in np.flatnonzero(flat):  # a dead channel beside live ones: replayed as missing
+            present[i] = False
             data[i] = 0.0
             actions.append(f"{channels[i]}: every sample equal (dead channel), replayed as missing")
-    if not any(present):
-        raise RecordError("every component is flat (dead channels)")
     first = next(iter(slots.values()))
     s = first.stats
     instrument = _instrument(first)
@@ -1028,6 +1109,8 @@ def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
         return "SAC idep", sac_units
     if tr.stats.get("_format") == "KNET":
         return "K-NET scale factor", "knet"
+    if tr.stats.get("_format") == "AT2":
+        return "PEER AT2 header", tr.stats.at2_units
     if _inventory_has_response(inventory, tr):
         return "StationXML response", "counts"  # the inventory turns counts into m/s^2
     return "nothing", None
@@ -1094,6 +1177,9 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
         if unnamed:
             record.actions.append(f"SAC {', '.join(unnamed)} hold picks without a phase label: not "
                                   "used (label them P/S in kt0..kt9, or give p_time in a catalog)")
+    if kind is None and traces[0].stats.get("_format") == "AT2":
+        kind = "earthquake"  # the PEER database holds earthquake accelerograms only
+        record.actions.append("kind earthquake (PEER AT2 accelerogram)")
     if kind is None:
         sac = getattr(traces[0].stats, "sac", None) or {}
         mag = sac.get("mag")
