@@ -250,3 +250,15 @@ def test_peer_at2_accelerograms_new_and_old_headers(tmp_path, rng):
         assert rec.sampling_rate_hz == 200.0 and rec.starttime == UTCDateTime(1994, 1, 17)
         assert rec.present == (True, True, True) and rec.kind == "earthquake" and "g (PEER AT2" in rec.units
         np.testing.assert_allclose(rec.data, data, atol=1e-6)
+
+
+def test_catalog_rows_naming_a_folder_and_other_column_names(tmp_path, rng):
+    from host_training.data.records import read_catalog
+
+    folder = tmp_path / "event1"
+    folder.mkdir()
+    for i, cha in enumerate(("HN1", "HN2")):  # gal without idep: units only from the catalog
+        write_sac(trace(quake(rng, 800, 100.0, 3.0)[i] * 100, "CAT", cha, T0), folder / f"CAT.{cha}.SAC")
+    (tmp_path / "catalog.csv").write_text(f"Files,Kind,P_arrival,Units\nevent1,earthquake,{T0 + 3.0},cm/s²\n")
+    (rec,), skipped = read_records([folder], catalog=read_catalog(tmp_path / "catalog.csv"))
+    assert skipped == [] and "cm/s2 (catalog line 2)" in rec.units and rec.picks["P"].time == T0 + 3.0

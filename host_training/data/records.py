@@ -536,12 +536,14 @@ def read_catalog(path) -> list[CatalogRow]:
             if kind not in ("earthquake", "noise", "other"):
                 raise RecordError(f"{path}:{i}: kind {kind!r} is not earthquake, noise or other")
         times = {}
-        for col in ("p_time", "s_time"):
-            if row.get(col):
+        for col, aliases in (("p_time", ("p_time", "ptime", "p_arrival", "tp")),
+                             ("s_time", ("s_time", "stime", "s_arrival", "ts"))):
+            name = next((a for a in aliases if row.get(a)), None)
+            if name:
                 try:
-                    times[col] = UTCDateTime(row[col])
+                    times[col] = UTCDateTime(row[name])
                 except Exception:
-                    raise RecordError(f"{path}:{i}: {col} {row[col]!r} is not an ISO UTC time") from None
+                    raise RecordError(f"{path}:{i}: {name} {row[name]!r} is not an ISO UTC time") from None
         units = None
         if row.get("units"):
             units = normalize_units(row["units"].split()[0], f"{path}:{i}: units")
@@ -553,10 +555,13 @@ def read_catalog(path) -> list[CatalogRow]:
 
 
 def _catalog_row(files, rows: list[CatalogRow]) -> CatalogRow | None:
+    """The catalog row whose ``files`` glob (or folder) holds one of ``files``."""
     for row in rows:
+        pattern = Path(row.pattern).resolve()
         for f in files:
-            if fnmatch.fnmatch(str(Path(f).resolve()), str(Path(row.pattern).resolve())) or \
-                    fnmatch.fnmatch(str(f), row.pattern):
+            path = Path(f).resolve()
+            if fnmatch.fnmatch(str(path), str(pattern)) or fnmatch.fnmatch(str(f), row.pattern) \
+                    or (pattern.is_dir() and pattern in path.parents):
                 return row
     return None
 
