@@ -262,3 +262,19 @@ def test_catalog_rows_naming_a_folder_and_other_column_names(tmp_path, rng):
     (tmp_path / "catalog.csv").write_text(f"Files,Kind,P_arrival,Units\nevent1,earthquake,{T0 + 3.0},cm/s²\n")
     (rec,), skipped = read_records([folder], catalog=read_catalog(tmp_path / "catalog.csv"))
     assert skipped == [] and "cm/s2 (catalog line 2)" in rec.units and rec.picks["P"].time == T0 + 3.0
+
+
+def test_record_starting_in_the_shaking_keeps_its_taup_picks(tmp_path, rng):
+    """The origin's P falls 10 s before the first sample: still an earthquake record."""
+    from obspy.core.event import Catalog, Event, Origin
+
+    st, _ = three_components(rng, station="MID", scale=COUNTS_PER_MPS2)
+    for tr in st:
+        tr.data = np.round(tr.data).astype(np.int32)
+    st.write(str(tmp_path / "MID.mseed"), format="MSEED")
+    inventory_for("MID", ("HNE", "HNN", "HNZ"), 100.0, lat=38.0, lon=-122.0).write(
+        str(tmp_path / "MID.xml"), format="STATIONXML")
+    Catalog([Event(origins=[Origin(time=T0 - 20.0, latitude=38.1, longitude=-122.1, depth=8000.0)])]
+            ).write(str(tmp_path / "event.quakeml"), format="QUAKEML")
+    (rec,), _ = read_records([tmp_path])
+    assert rec.picks["P"].time < rec.starttime and rec.kind == "earthquake"

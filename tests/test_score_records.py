@@ -59,9 +59,11 @@ def test_a_detection_with_a_poor_pick_and_a_record_that_starts_after_p():
     row, _ = score_record([late], quake_truth)
     assert row["detected"] is False and row["false_events"] == 1
     # The record begins 1.7 s after P (no pre-event noise): any event in it detects, no P error.
-    mid = Truth("m", "earthquake", 1021.7, 1080.0, p_s=1020.0)
-    row, _ = score_record([dict(start_us=1023 * US, end_us=1070 * US, p_time_us=1050 * US)], mid)
+    mid = Truth("m", "earthquake", 1021.7, 1080.0, p_s=1020.0, s_s=1021.0)
+    row, _ = score_record([dict(start_us=1023 * US, end_us=1070 * US, p_time_us=1050 * US,
+                                s_time_us=1060 * US)], mid)
     assert row["detected"] and row["started_after_p"] and row["p_error_s"] is None
+    assert row["s_error_s"] is None  # S also before the first window
 
 
 def score_cli(*args):

@@ -112,7 +112,8 @@ def score_record(events: list, truth: Truth, tolerance_s: float = 2.0, triggers=
             row.update(detected=True, pga_mps2=e.get("pga_mps2"), p_prob=e.get("p_prob"))
             if e.get("p_time_us") is not None and p_known:
                 row["p_error_s"] = round(e["p_time_us"] / 1e6 - truth.p_s, 2)
-            if truth.s_s is not None and e.get("s_time_us") is not None:
+            if truth.s_s is not None and truth.s_s >= truth.start_s + window_s and \
+                    e.get("s_time_us") is not None:
                 row["s_error_s"] = round(e["s_time_us"] / 1e6 - truth.s_s, 2)
             trig = [t for t in triggers if t.get("start_us") == e["start_us"]]
             if trig and p_known:

@@ -770,8 +770,16 @@ def remove_response(tr, inventory) -> str:
     """
     response = inventory.get_response(tr.id, tr.stats.starttime)
     sensitivity = response.instrument_sensitivity
+    if sensitivity is None or not sensitivity.value:  # some StationXML give the stages only
+        try:
+            response.recalculate_overall_sensitivity()
+            sensitivity = response.instrument_sensitivity
+        except Exception:  # ObsPy raises several types on incomplete stages
+            sensitivity = None
     units = str(getattr(sensitivity, "input_units", "") or "").strip().upper().replace(" ", "")
-    if units in _ACCELERATION_INPUT and sensitivity.value:
+    if not units and response.response_stages:
+        units = str(response.response_stages[0].input_units or "").strip().upper().replace(" ", "")
+    if units in _ACCELERATION_INPUT and sensitivity is not None and sensitivity.value:
         tr.data = tr.data / float(sensitivity.value)
         return f"divided by the sensitivity {float(sensitivity.value):.6g} counts/(m/s^2)"
     data = tr.data - np.median(tr.data)
@@ -922,7 +930,9 @@ def taup_picks(trace, start, end, events, inventory) -> dict:
         if not start - 1800 <= origin_time <= end:
             continue
         picks = predict_picks(origin_time, lat, lon, depth_km, *station, label)
-        if start <= picks["P"].time <= end:
+        # A P up to 5 min before the first sample: the record starts in the event's shaking
+        # (scored as starting after P).
+        if start - 300.0 <= picks["P"].time <= end:
             return picks
     return {}
 
