@@ -317,6 +317,12 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
                 skipped.append((str(path), f"trace {tr.id} holds {tr.stats.npts} sample(s)"))
                 continue
             tr.stats.path = str(path)
+            # A rate written as a float32 interval (1/0.005 = 199.99998...) is its whole rate:
+            # otherwise components of one sensor would be resampled to match each other.
+            whole = round(tr.stats.sampling_rate)
+            if whole and tr.stats.sampling_rate != whole and \
+                    abs(tr.stats.sampling_rate / whole - 1.0) < 1e-6:
+                tr.stats.sampling_rate = float(whole)
             if not tr.stats.channel.strip():
                 _name_channel(tr, Path(path))
             if not tr.stats.station.strip():
