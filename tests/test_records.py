@@ -70,7 +70,7 @@ def test_bad_sources_and_short_records_are_skipped_with_a_reason(tmp_path, rng):
     (empty / "README.md").write_text("no waveforms here")
     short = tmp_path / "short"
     short.mkdir()
-    write_sac(trace(rng.normal(0, 1, 50), "SHO", "HNZ", UTCDateTime(2026, 1, 1)),
+    write_sac(trace(rng.normal(0, 1e6, 50), "SHO", "HNZ", UTCDateTime(2026, 1, 1)),
               short / "XX.SHO..HNZ.sac", idep="iacc")
     records, skipped = read_records([tmp_path / "nope.sac", empty, str(tmp_path / "*.mseed"), short],
                                     min_duration_s=2.0)

@@ -66,13 +66,16 @@ def test_nan_gaps_text_and_state_of_health_channels(tmp_path, rng, caplog):
     with_nan.data[300:320] = np.nan  # an exporter's gap
     write_sac(with_nan, tmp_path / "XX.NAN..HNZ.SAC", idep="iacc")
     with caplog.at_level(logging.WARNING):
-        records, skipped = read_records([tmp_path])
+        records, skipped = read_records([tmp_path], nan_gaps=True)  # as replay-test reads
     assert skipped == [], skipped
     by_station = {r.station.split(".")[1]: r for r in records}
     assert sorted(by_station) == ["NAN", "VAR"] and by_station["VAR"].present == (True, True, True)
     nan = by_station["NAN"]
     assert any("merged 1 gap(s) of 0.200 s" in a for a in nan.actions), nan.actions
     assert np.all(np.isfinite(by_station["NAN"].data))
+    # Training data (the default) takes no repaired samples: the trace is refused.
+    _, skipped = read_records([tmp_path / "XX.NAN..HNZ.SAC"])
+    assert skipped[0][1] == "trace XX.NAN..HNZ holds NaN/inf or masked samples"
     assert "XX.VAR..LOG left out: not a ground-motion channel (text data)" in caplog.text
     assert "XX.VAR..VMZ left out: not a ground-motion channel (SEED instrument code 'M')" in caplog.text
 
@@ -278,3 +281,17 @@ def test_record_starting_in_the_shaking_keeps_its_taup_picks(tmp_path, rng):
             ).write(str(tmp_path / "event.quakeml"), format="QUAKEML")
     (rec,), _ = read_records([tmp_path])
     assert rec.picks["P"].time < rec.starttime and rec.kind == "earthquake"
+
+
+def test_sac_idep_holding_other_units_is_refused_with_the_way_out(tmp_path, rng):
+    """IACC means nm/s^2, but many writers store m/s^2 there: 1e-9 of a quake is no record."""
+    write_sac(trace(quake(rng, 800, 100.0, 3.0)[2], "MPS", "HNZ", T0), tmp_path / "MPS.SAC", idep="iacc")
+    write_sac(trace(quake(rng, 800, 100.0, 3.0)[2], "VEL", "HHZ", T0), tmp_path / "VEL.SAC")
+    records, skipped = read_records([tmp_path])
+    reasons = sorted(why for _, why in skipped)
+    assert records == [] and "below any accelerograph's noise: the file likely holds m/s^2, gal or " \
+        "m/s; give --units" in reasons[0]
+    assert reasons[1].endswith("XX.VEL..HHZ: units unknown (no SAC idep, no catalog units, no response "
+                               "in --inventory); give --units m/s|nm/s|counts")
+    (rec,), _ = read_records([tmp_path / "MPS.SAC"], units="m/s2")
+    assert 0.05 < np.abs(rec.data).max() < 1.0

@@ -336,7 +336,7 @@ def read_waveform_records(paths, units: str | None = None, time_mode: str = "kee
 
     from .replay_test import fit_rate, time_shift_s
 
-    records, skipped = read_records([str(p) for p in paths], units=units)
+    records, skipped = read_records([str(p) for p in paths], units=units, nan_gaps=True)
     for where, why in skipped:
         log.error("%s: %s; skipped", where, why)
     out = []

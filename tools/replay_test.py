@@ -381,7 +381,7 @@ def run_replay_test(sources, config: ReplayTestConfig, *, catalog=None, inventor
     info = model_info(config.model)
     try:
         records, skipped = read_records(sources, units=units, inventory=inventory, events=events,
-                                        catalog=catalog, min_duration_s=info["window_s"])
+                                        catalog=catalog, min_duration_s=info["window_s"], nan_gaps=True)
     except RecordError as exc:
         raise ValueError(str(exc)) from None
     rng = np.random.default_rng(config.seed)

@@ -308,7 +308,7 @@ def main_score(args) -> int:
         events = load_events(events_path)
         triggers = load_events(events_path, "trigger")
         records, skipped = read_records(args.records, units=args.units, inventory=args.inventory,
-                                        events=args.quakeml, catalog=args.catalog)
+                                        events=args.quakeml, catalog=args.catalog, nan_gaps=True)
         if not records:
             why = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
             raise ValueError(f"no usable record in {' '.join(map(str, args.records))}{why}")

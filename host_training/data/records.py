@@ -59,6 +59,9 @@ _UNIT_ALIASES = {"m/s^2": "m/s2", "m/s**2": "m/s2", "mps2": "m/s2", "cm/s^2": "c
 _SAC_IDEP = {5: None, 6: "nm", 7: "nm/s", 8: "nm/s2", 50: "volts"}
 # No accelerograph records more than this; beyond it the units are wrong, not the shaking.
 MAX_PLAUSIBLE_MPS2 = 10 * G_MPS2
+# A record whose SAC idep (IACC nm/s^2, IVEL nm/s) gives a peak below this holds other units:
+# 1e-6 m/s^2 is far below any accelerograph's self-noise and any earthquake record.
+MIN_PLAUSIBLE_SAC_MPS2 = 1e-6
 # Files in a folder that are not waveforms: skipped quietly (a file named on the command
 # line is always read). Text-like ones are still read when they hold binary data (a SAC
 # file named .txt); ObsPy's ASCII formats (TSPAIR, SLIST, K-NET) are read under any other name.
@@ -276,8 +279,12 @@ def _short(exc: Exception) -> str:
     return text[:120]
 
 
-def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
-    """Read every file with ObsPy; returns ``(traces, skipped)``; each trace knows its file."""
+def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, str]]]:
+    """Read every file with ObsPy; returns ``(traces, skipped)``; each trace knows its file.
+
+    With ``nan_gaps`` a trace with NaN/inf or masked samples is cut there into pieces (gaps,
+    merged later); without, it is refused (training data takes no repaired samples).
+    """
     from obspy import read
 
     traces, skipped = [], []
@@ -328,6 +335,9 @@ def read_traces(files) -> tuple[list, list[tuple[str, str]]]:
             if not tr.stats.station.strip():
                 _name_station(tr, Path(path))
             pieces, reason = _finite_pieces(tr)
+            clean = len(pieces) == 1 and pieces[0] is tr
+            if not nan_gaps and not clean:
+                reason = reason or "holds NaN/inf or masked samples"
             if reason:
                 skipped.append((str(path), f"trace {tr.id} {reason}"))
                 continue
@@ -730,8 +740,11 @@ def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple
         where = ("the StationXML has no response for this channel at "
                  f"{tr.stats.starttime.strftime('%Y-%m-%dT%H:%M:%S')}" if inventory is not None
                  else "no response in --inventory")
+        channel = tr.stats.channel.strip().upper()
+        hint = "m/s|nm/s|counts" if len(channel) == 3 and channel[1] in "HL" and \
+            channel[:2] not in ("EW", "NS", "UD") else "counts|gal|m/s2|g"
         raise RecordError(f"{tr.id}: units unknown (no SAC idep, no catalog units, {where}); "
-                          "give --units counts|gal|m/s2|g")
+                          f"give --units {hint}")
     if units in ("nm", "volts"):
         raise RecordError(f"{tr.id}: data are {'displacement' if units == 'nm' else 'volts'} "
                           f"({unit_source}); only acceleration, velocity or counts with a "
@@ -1078,6 +1091,11 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
                           "the units are wrong; check --units / --inventory")
     if not np.any(data):
         raise RecordError("every sample is zero (dead channel)")
+    if 0.0 < peak < MIN_PLAUSIBLE_SAC_MPS2 and any("(SAC idep)" in label for label in labels):
+        # SAC defines IACC as nm/s^2 and IVEL as nm/s, but many writers put m/s^2 or gal there.
+        raise RecordError(f"peak acceleration {peak:.3g} m/s^2 taking SAC idep as nm (as SAC "
+                          "defines it) is below any accelerograph's noise: the file likely holds "
+                          "m/s^2, gal or m/s; give --units")
     flat = [present[i] and np.ptp(data[i]) == 0.0 for i in range(len(COMPONENTS))]
     if any(flat) and not all(f or not p for f, p in zip(flat, present, strict=True)):
         for i in np.flatnonzero(flat):  # a dead channel beside live ones: replayed as missing
@@ -1224,8 +1242,8 @@ def unlabelled_picks(tr) -> list[str]:
 
 
 def read_records(sources, *, units: str | None = None, inventory=None, events=None,
-                 catalog=None, min_duration_s: float = 0.0, max_gap_s: float = 10.0
-                 ) -> tuple[list[Record], list[tuple[str, str]]]:
+                 catalog=None, min_duration_s: float = 0.0, max_gap_s: float = 10.0,
+                 nan_gaps: bool = False) -> tuple[list[Record], list[tuple[str, str]]]:
     """Records from files, globs and folders: the reader behind replay-test and ``prepare``.
 
     Parameters
@@ -1247,6 +1265,9 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
         Records shorter than this (s) are refused (one model window).
     max_gap_s : float
         Longest gap (s) merged within a record; a longer one starts a new record.
+    nan_gaps : bool
+        NaN/inf or masked samples are gaps (replay, scoring) instead of a reason to refuse
+        the trace (training data).
 
     Returns
     -------
@@ -1281,7 +1302,7 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
     if isinstance(catalog, (str, Path)):
         catalog = read_catalog(catalog)
     catalog = list(catalog or [])
-    traces, bad = read_traces(files)
+    traces, bad = read_traces(files, nan_gaps)
     skipped += bad
     records = []
     for group in group_traces(traces, max_gap_s):
