@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--s-contrast-min", type=float, default=2.0,
                    help="S onset peak over the P coda peak before it, on the live components, at least this "
                         "(physics; an S an analyst would pick; 0: any, as the first version)")
+    s.add_argument("--raise-magnitude", action="store_true",
+                   help="meet --snr-min-db by raising the magnitude (physics; the first version) instead of "
+                        "scaling the amplitude, which keeps the drawn magnitudes and source spectra")
     s.add_argument("--coda-fraction", type=float, default=0.0,
                    help="events that add an S-class window in the S coda (physics; first version 0.3)")
     s.add_argument("--bank-cache", default=None,
@@ -326,7 +329,8 @@ def _synth_physics(args) -> int:
     ds = physics_dataset(args.n_windows, seed=args.seed, fs=args.sampling_rate, bank=bank,
                          dead_fraction=args.dead_fraction, snr_min_db=args.snr_min_db,
                          max_distance_km=args.max_distance_km, min_sp_s=args.min_sp_s,
-                         coda_fraction=args.coda_fraction, s_contrast_min=args.s_contrast_min, progress=True)
+                         coda_fraction=args.coda_fraction, s_contrast_min=args.s_contrast_min,
+                         raise_magnitude=args.raise_magnitude, progress=True)
     t2 = time.perf_counter()
     folder = ds.save(args.out)
     card = dataset_card(ds)

@@ -468,7 +468,8 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
                     max_shift_s: float = 0.8, bank=None, dead_fraction: float = 0.55,
                     transient_fraction: float = 0.6, snr_min_db: float = 40.0, coda_fraction: float = 0.0,
                     class_fractions=(1 / 3, 1 / 3, 1 / 3), max_distance_km: float = 100.0,
-                    min_sp_s: float | None = None, s_contrast_min: float = 2.0, progress: bool = False):
+                    min_sp_s: float | None = None, s_contrast_min: float = 2.0, raise_magnitude: bool = False,
+                    progress: bool = False):
     """Labelled P / S / noise windows from the physics-based generator.
 
     The defaults follow the recipe the seed's STEAD windows were cut by (Clements 2023,
@@ -524,6 +525,13 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
         the end of every P window and the P onset before the start of every S window;
         the causal high-pass of the node's preprocessing moves no energy ahead of an onset.
         0 keeps every node.
+    raise_magnitude : bool
+        How an event below ``snr_min_db`` is made visible. False (default): its amplitude is
+        scaled up (to 0-6 dB above the threshold), as for a closer or quieter station, so
+        the magnitude and with it the source spectrum (Brune corner 0.05-30 Hz) keep their
+        drawn distribution (M1-7 uniform). True (the first version): the magnitude is raised
+        (up to M7.5, then scaled); at 40 dB that left the median event at M6.8 and a model
+        trained on it called 70 % of M < 3 P windows noise.
     s_contrast_min : float
         The S onset's peak must be this many times the P coda's peak before it, on the
         live components (:func:`onset_contrast`); events that fail are drawn again. 2 (6 dB):
@@ -576,48 +584,52 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
     def archive_start(data):  # a processed record starting inside the window (all classes)
         return record_start(rng, data, fs) if rng.uniform() < 0.05 else data
 
+    def cut(sig, c):
+        start = int(round(c * fs)) - n // 2
+        return sig[:, start:start + n], start
+
     for e in tqdm(range(n_events), desc="synthetic earthquakes", disable=not progress):
         sensor = draw_sensor(rng)
         live, mode = _draw_channels(rng, dead_fraction)
         # The S onset must stand out of the P coda on the live components, as an analyst's
         # S pick of weight > 0.75 does (the recipe's clean subset); on a vertical-only
-        # record it often does not (SV is weak there): draw another event then.
+        # record it often does not (SV is weak there): draw another event then. Checked
+        # before and after the magnitude is raised (the corner frequency moves with it).
         for _ in range(MAX_EVENT_DRAWS):
             node = tuple(int(v) for v in nodes[int(rng.integers(0, len(nodes)))])
             ground, t_p, t_s, par = earthquake_ground_motion(rng, bank, fs, node=node)
+            if onset_contrast(ground, t_s, fs, live) < s_contrast_min:
+                continue
+            centres = {"P": t_p + rng.uniform(-max_shift_s, max_shift_s),
+                       "S": t_s + rng.uniform(-max_shift_s, max_shift_s)}
+            # A transient on top of a phase (10 %) is noise the phase must stand out of.
+            extras = {lab: str(rng.choice(TRANSIENT_KINDS)) if rng.uniform() < 0.1 else "" for lab in centres}
+            noise_w = {lab: background(sensor) + sensor_noise(rng, sensor, (3, n), fs) for lab in centres}
+            for lab, kind in extras.items():
+                if kind:
+                    noise_w[lab] = noise_w[lab] + transient(rng, kind, n, fs, rng.uniform(0, window_s))
+
+            # Both phases must stand out of the noise: scale the amplitude (a closer or quieter
+            # station in effect), or, as the first version did, raise the magnitude first.
+            def phase_snr(ground, centres=centres, noise_w=noise_w, live=live):
+                return min(_snr(cut(ground, centres[lab])[0], noise_w[lab], fs, live) for lab in centres)
+
+            snr, tries = phase_snr(ground), 0
+            while raise_magnitude and snr < snr_min and par["magnitude"] < MAX_MAGNITUDE and tries < 4:
+                bump = (np.log10(snr_min / max(snr, 1e-6)) + rng.uniform(0.0, 0.5)) / 0.75
+                ground, t_p, t_s, par = earthquake_ground_motion(
+                    rng, bank, fs, min(par["magnitude"] + bump, MAX_MAGNITUDE), node=node, params=par)
+                snr, tries = phase_snr(ground), tries + 1
+            if snr < snr_min:
+                scale = snr_min / max(snr, 1e-12) * rng.uniform(1.0, 2.0)
+                ground = ground * scale
+                par["scaled"] = float(scale)
+                snr = phase_snr(ground)
             if onset_contrast(ground, t_s, fs, live) >= s_contrast_min:
                 break
         else:
             raise RuntimeError(f"no event of the bank has an S onset {s_contrast_min} times its P coda on "
                                f"components {live} in {MAX_EVENT_DRAWS} draws; lower s_contrast_min")
-        centres = {"P": t_p + rng.uniform(-max_shift_s, max_shift_s),
-                   "S": t_s + rng.uniform(-max_shift_s, max_shift_s)}
-        # A transient on top of a phase (10 %) is part of the noise the phase must stand out of.
-        extras = {lab: str(rng.choice(TRANSIENT_KINDS)) if rng.uniform() < 0.1 else "" for lab in centres}
-        noise_w = {lab: background(sensor) + sensor_noise(rng, sensor, (3, n), fs) for lab in centres}
-        for lab, kind in extras.items():
-            if kind:
-                noise_w[lab] = noise_w[lab] + transient(rng, kind, n, fs, rng.uniform(0, window_s))
-
-        def cut(sig, c, n=n):
-            start = int(round(c * fs)) - n // 2
-            return sig[:, start:start + n], start
-
-        # Raise the magnitude until both phases stand out of the noise.
-        def phase_snr(ground=ground, centres=centres, noise_w=noise_w, live=live):
-            return min(_snr(cut(ground, centres[lab])[0], noise_w[lab], fs, live) for lab in centres)
-
-        snr, tries = phase_snr(ground), 0
-        while snr < snr_min and par["magnitude"] < MAX_MAGNITUDE and tries < 4:
-            bump = (np.log10(snr_min / max(snr, 1e-6)) + rng.uniform(0.0, 0.5)) / 0.75
-            ground, t_p, t_s, par = earthquake_ground_motion(
-                rng, bank, fs, min(par["magnitude"] + bump, MAX_MAGNITUDE), node=node, params=par)
-            snr, tries = phase_snr(ground), tries + 1
-        if snr < snr_min:  # beyond M7.5: a closer or quieter station in effect
-            scale = snr_min / max(snr, 1e-12) * rng.uniform(1.0, 2.0)
-            ground = ground * scale
-            par["scaled"] = float(scale)
-            snr = phase_snr(ground)
         # Sustained shaking after S (long strong motion of large events) is no noise:
         # some events give one more S-class window in the coda, where it stands out.
         coda_end = ground.shape[-1] / fs - 0.6 * window_s
