@@ -29,11 +29,12 @@ EM_AARCH64 = 183  # ELF e_machine of AArch64
 
 
 @pytest.fixture(scope="module")
-def arm_bundle(tiny_model, tmp_path_factory):
+def arm_bundle(request, tmp_path_factory):
     try:
         qemu_binary()
     except ValueError as exc:
         pytest.fail(str(exc))  # never skipped: the aarch64 node is the product's target
+    tiny_model = request.getfixturevalue("tiny_model")  # trained only once the emulator is there
     wheels = cached_wheels(DEFAULT_PLATFORM, "3.11")
     info = build_bundle(tmp_path_factory.mktemp("arm") / "dist", model=tiny_model["sim"],
                         platform_tag=DEFAULT_PLATFORM, python_version="3.11", version="1.0.0",
