@@ -265,6 +265,11 @@ def test_catalog_rows_naming_a_folder_and_other_column_names(tmp_path, rng):
     (tmp_path / "catalog.csv").write_text(f"Files,Kind,P_arrival,Units\nevent1,earthquake,{T0 + 3.0},cm/s²\n")
     (rec,), skipped = read_records([folder], catalog=read_catalog(tmp_path / "catalog.csv"))
     assert skipped == [] and "cm/s2 (catalog line 2)" in rec.units and rec.picks["P"].time == T0 + 3.0
+    # A spreadsheet's ';' export, times as epoch seconds.
+    (tmp_path / "catalog.csv").write_text("files;kind;p_time;units\n"
+                                          f"event1;earthquake;{T0.timestamp + 3.0};gal\n")
+    (rec,), _ = read_records([folder], catalog=tmp_path / "catalog.csv")
+    assert rec.picks["P"].time == T0 + 3.0 and "gal (catalog line 2)" in rec.units
 
 
 def test_record_starting_in_the_shaking_keeps_its_taup_picks(tmp_path, rng):

@@ -537,7 +537,11 @@ def read_catalog(path) -> list[CatalogRow]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: cannot read catalog ({exc.__class__.__name__})") from None
-    reader = csv.DictReader(text.splitlines())
+    try:  # a spreadsheet's export may use ';' or tabs
+        dialect = csv.Sniffer().sniff(text.splitlines()[0] if text.strip() else ",", delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(text.splitlines(), dialect=dialect)
     columns = [c.strip().lower() for c in (reader.fieldnames or [])]
     if "files" not in columns:
         raise RecordError(f"{path}: catalog has no 'files' column (columns: {', '.join(columns)})")
@@ -557,7 +561,8 @@ def read_catalog(path) -> list[CatalogRow]:
             name = next((a for a in aliases if row.get(a)), None)
             if name:
                 try:
-                    times[col] = UTCDateTime(row[name])
+                    value = row[name]
+                    times[col] = UTCDateTime(float(value) if _is_number(value) else value)
                 except Exception:
                     raise RecordError(f"{path}:{i}: {name} {row[name]!r} is not an ISO UTC time") from None
         units = None
@@ -568,6 +573,15 @@ def read_catalog(path) -> list[CatalogRow]:
         rows.append(CatalogRow(str(path.parent / pattern), kind, times.get("p_time"),
                                times.get("s_time"), units, i))
     return rows
+
+
+def _is_number(text: str) -> bool:
+    """Whether a catalog cell is a number (epoch seconds), not an ISO time."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _catalog_row(files, rows: list[CatalogRow]) -> CatalogRow | None:
