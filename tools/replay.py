@@ -330,11 +330,12 @@ def read_waveform_records(paths, units: str | None = None, time_mode: str = "kee
     their one-line reason and left out. Missing components are zeros. ``time_mode`` moves
     each record as :func:`tools.replay_test.time_shift_s` does (``auto``: records outside
     the node's 2000-2100 window by whole 50-year steps, as ``tools score`` expects).
-    Rates above the node's 1000 Hz are decimated (:func:`tools.replay_test.fit_rate`).
+    Rates above the node's 1000 Hz are decimated (:func:`tools.replay_test.fit_rate`); a
+    record below its 10 Hz is left out with its reason (the node would drop every frame).
     """
     from host_training.data.records import read_records
 
-    from .replay_test import fit_rate, time_shift_s
+    from .replay_test import check_rate, fit_rate, time_shift_s
 
     records, skipped = read_records([str(p) for p in paths], units=units, nan_gaps=True)
     for where, why in skipped:
@@ -345,5 +346,10 @@ def read_waveform_records(paths, units: str | None = None, time_mode: str = "kee
         if shift:
             log.warning("%s: moved by %+.0f s into the node's 2000-2100 window", r.id, shift)
         r = fit_rate(r, {})
+        try:
+            check_rate(r, {"highpass_hz": 0.0})
+        except ValueError as exc:
+            log.error("%s: %s; skipped", ", ".join(Path(f).name for f in r.files) or r.id, exc)
+            continue
         out.append((r.data, r.sampling_rate_hz, int(round((r.starttime.timestamp + shift) * 1e6))))
     return out
