@@ -5,8 +5,9 @@ The bundle is built with the Raspberry Pi OS 64-bit wheels from PyPI (``pip down
 into a copy of a Debian arm64 root (Debian's python3.11 packages unpacked with ``dpkg -x``),
 whose own Python runs ``edge_runtime check`` under ``qemu-aarch64-static -L root`` (no
 binfmt_misc needed). Then the node's window chain and model classify 361 windows of a
-committed record under qemu and on this machine. Sysroot and wheels are cached in
-``~/.cache/seismictorch/`` (first run: network, later runs: none).
+committed record under qemu and on this machine, and the installed node (``edge_runtime run``)
+reads that record as serial frames from a pty under qemu and here: same events. Sysroot and
+wheels are cached in ``~/.cache/seismictorch/`` (first run: network, later runs: none).
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def test_aarch64_node_installs_checks_and_classifies_like_this_machine(arm_bundl
     assert result["same_classes"], (result["classes_aarch64"], result["classes_host"])
     assert result["max_abs_diff"] < 1e-4
     assert sum(result["classes_host"]) == 361 and max(result["classes_host"]) < 361  # not one class only
+    # the installed node itself, fed the record's 200 frames through a pty, as on x86
+    node = result["node"]
+    assert node["aarch64"]["exit_code"] == 0 and node["aarch64"]["frames"] == 200, node["aarch64"]
+    assert sum(node["aarch64"]["window_classes"].values()) == 73  # 2 s windows every 0.25 s
+    assert any(e["type"] == "event" for e in node["aarch64"]["events"]), node["aarch64"]
+    assert node["same"], node
 
 
 def test_missing_qemu_fails_with_the_install_hint(arm_bundle, tmp_path):

@@ -5,8 +5,10 @@ Debian's arm64 Python 3.11 (its packages fetched with ``apt-get download`` and u
 onto a node's SD card: ``deploy/install.py install --root`` into a hard-linked copy of that
 root verifies every hash, unpacks the aarch64 wheels into the release's venv and runs
 ``python -m edge_runtime check`` with the root's own Python under ``qemu-aarch64-static``
-(``-L root``: no binfmt_misc needed). Then the node's window chain and model classify every
-window of a record (2 s windows) under qemu and on this machine: the classes must be the same.
+(``-L root``: no binfmt_misc needed). Then, under qemu and on this machine, the node's window
+chain and model classify every 2 s window of a record (the classes must be the same), and the
+installed node itself (``python -m edge_runtime run``) reads the record as serial frames from a
+pty (tools/replay.py): the same events, window classes and frame counts.
 
 The sysroot and the target wheels are kept in ``~/.cache/seismictorch/`` (``$SEISMICTORCH_CACHE``),
 keyed by the Debian package versions and by platform + requirements: only the first run
@@ -195,9 +197,8 @@ def node_root(sysroot: Path, dest: Path) -> Path:
     return dest
 
 
-def record_windows(files, out: Path, inventory: str | None = None, scale: float = 1.0,
-                   window_s: float = WINDOW_S, step_s: float = STEP_S) -> float:
-    """Windows (N, 3, window) in m/s^2 of one record, E/N/Z; returns the sampling rate (Hz).
+def read_record(files, inventory: str | None = None, scale: float = 1.0) -> tuple[np.ndarray, float, int]:
+    """One record as ``(data (3, n) in m/s^2 E/N/Z, sampling rate Hz, start time us)``.
 
     ``files`` are the record's component files (``1``/``2`` are taken as ``E``/``N``, a
     missing component is zeros); with ``inventory`` the response is removed (counts -> m/s^2),
@@ -213,15 +214,87 @@ def record_windows(files, out: Path, inventory: str | None = None, scale: float 
     if inventory:
         st.remove_response(inventory=obspy.read_inventory(inventory), output="ACC")
     st.merge(fill_value=0)
-    data = {COMPONENTS[t.stats.channel[-1]]: t.data for t in st if t.stats.channel[-1] in COMPONENTS}
+    data = {COMPONENTS[t.stats.channel[-1]]: t for t in st if t.stats.channel[-1] in COMPONENTS}
     if not data:
         raise QemuError(f"{files[0]}: no E/N/Z/1/2 component")
-    n = min(len(v) for v in data.values())
-    fs = float(st[0].stats.sampling_rate)
-    x = np.stack([np.asarray(data.get(c, np.zeros(n))[:n], dtype=np.float64) * scale for c in "ENZ"])
+    n = min(t.stats.npts for t in data.values())
+    first = next(iter(data.values())).stats
+    x = np.stack([np.asarray(data[c].data[:n], dtype=np.float64) * scale if c in data else np.zeros(n)
+                  for c in "ENZ"])
+    return x, float(first.sampling_rate), int(round(first.starttime.timestamp * 1e6))
+
+
+def record_windows(x: np.ndarray, fs: float, out: Path, window_s: float = WINDOW_S,
+                   step_s: float = STEP_S) -> int:
+    """Save the windows (N, 3, window_s * fs) of a record every ``step_s`` s to ``out``; return N."""
     w, step = int(window_s * fs), int(step_s * fs)
-    np.save(out, np.stack([x[:, i:i + w] for i in range(0, n - w + 1, step)]))
-    return fs
+    windows = np.stack([x[:, i:i + w] for i in range(0, x.shape[1] - w + 1, step)])
+    np.save(out, windows)
+    return len(windows)
+
+
+def node_replay(python: list, env: dict, release: Path, record, out: Path, timeout_s: float = 120.0) -> dict:
+    """Replay a record as serial frames through a pty into ``python -m edge_runtime run``.
+
+    The node runs as installed: the release's config, model and sensor; the frames are the
+    record digitized by that sensor (tools/replay.py), sent as fast as the node reads. It is
+    stopped with SIGTERM once it has read everything (it closes an open event then).
+
+    Returns
+    -------
+    dict
+        ``exit_code``, ``events`` (type, times in us, windows, PGA of each line),
+        ``window_classes`` and ``frames`` decoded, from its status file, and ``seconds``.
+    """
+    import signal
+    import tomllib
+
+    from edge_runtime.sensors import get_sensor
+
+    from .replay import Writer, open_pty, replay_records
+
+    info = json.loads((release / "bundle.json").read_text())
+    config = release / "config" / "node.toml"
+    sensor = get_sensor(tomllib.loads(config.read_text()).get("node", {}).get("sensor", "adxl355-2g"))
+    out.mkdir(parents=True, exist_ok=True)
+    pty = open_pty()
+    t0 = time.perf_counter()
+    with open(out / "node.log", "w") as log:
+        proc = subprocess.Popen(
+            [*python, "-m", "edge_runtime", "run", "--config", str(config), "--port", pty.port,
+             "--model", str(release / info["model"]["file"]), "--events", str(out / "events.jsonl"),
+             "--status", str(out / "status.json"), "--snippets", str(out / "snippets"),
+             "--spool", str(out / "spool"), "--idle-exit-s", "5"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while not pty.configured() and proc.poll() is None and time.perf_counter() - t0 < timeout_s:
+                time.sleep(0.05)  # pyserial sets the line when the node has opened the port
+            writer = Writer(pty, speed=0, timeout_s=timeout_s, alive=lambda: proc.poll() is None)
+            replay_records([record], writer, None, sensor=sensor)
+            if pty.drain(timeout_s=timeout_s, settle_s=0.5) and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout_s)
+        except (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
+            raise QemuError(f"node replay with {python[0]} failed: {exc} (log: {out / 'node.log'})") from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            pty.close()
+    try:
+        status = json.loads((out / "status.json").read_text())
+        lines = (out / "events.jsonl").read_text().splitlines() if (out / "events.jsonl").exists() else []
+        events = [json.loads(line) for line in lines]
+    except (OSError, ValueError) as exc:
+        raise QemuError(f"node replay with {python[0]}: no status or bad events ({exc}); log: "
+                        f"{out / 'node.log'}") from None
+    keys = ("type", "start_us", "end_us", "p_time_us", "s_time_us", "n_windows")
+    return {"exit_code": proc.returncode,
+            "events": [{**{k: e.get(k) for k in keys}, "pga_mps2": round(e.get("pga_mps2") or 0.0, 5)}
+                       for e in events],
+            "window_classes": status.get("window_classes"),
+            "frames": status.get("decoder", {}).get("frames"),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S, cache=None,
@@ -275,7 +348,9 @@ def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S,
             return result
         release = root / "opt/seismictorch/releases" / info["version"]
         site = next((release / "venv" / "lib").glob("python3*/site-packages"))
-        fs = record_windows(records, tmp / "windows.npy", inventory, scale, step_s=step_s)
+        record = read_record(records, inventory, scale)
+        fs = record[1]
+        record_windows(*record[:2], tmp / "windows.npy", step_s=step_s)
         (tmp / "classify.py").write_text(CLASSIFY)
         args = [str(tmp / "classify.py"), str(release / info["model"]["file"]), str(fs),
                 str(tmp / "windows.npy")]
@@ -290,6 +365,15 @@ def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S,
                               capture_output=True, text=True, env=dict(env, PYTHONPATH=str(REPO)))
         if host.returncode != 0:
             raise QemuError(f"classification on this machine failed: {_last_line(host)}")
+        arm_python = [qemu, "-L", str(root), str(root / "usr/bin/python3.11")]
+        node = {"aarch64": node_replay(arm_python, dict(env, PYTHONPATH=f"{site}:{release / 'app'}"),
+                                       release, record, tmp / "node-aarch64"),
+                "host": node_replay([host_python or sys.executable], dict(env, PYTHONPATH=str(REPO)),
+                                    release, record, tmp / "node-host")}
+        node["same"] = all(node["aarch64"][k] == node["host"][k]
+                           for k in ("exit_code", "events", "window_classes", "frames"))
+        result["node"] = node
+        result["seconds"]["node_replay_qemu"] = node["aarch64"]["seconds"]
         a, h = np.load(tmp / "arm.npy"), np.load(tmp / "host.npy")
         result.update(
             windows=len(a), same_classes=bool(len(a) == len(h) and (a.argmax(1) == h.argmax(1)).all()),
@@ -337,4 +421,4 @@ def main_qemu(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
-    return 0 if result["install_ok"] and result.get("same_classes") else 1
+    return 0 if result["install_ok"] and result.get("same_classes") and result["node"]["same"] else 1
