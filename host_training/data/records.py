@@ -990,7 +990,8 @@ def _common_span(traces) -> tuple[object, object]:
 
 
 def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
-                 catalog_row: CatalogRow | None = None, max_components: int = 3) -> Record:
+                 catalog_row: CatalogRow | None = None, max_components: int = 3,
+                 copy: bool = True) -> Record:
     """One :class:`Record` from the traces of one station and time span.
 
     Raises
@@ -1000,7 +1001,9 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
     """
     actions = []
     files = sorted({tr.stats.path for tr in traces if "path" in tr.stats})
-    traces = [tr.copy() for tr in traces]
+    # The traces are changed in place; read_records hands over its own (copy=False), which
+    # spares a copy of a day-long record.
+    traces = [tr.copy() for tr in traces] if copy else list(traces)
     for tr in traces:
         tr.stats.path = getattr(tr.stats, "path", "")
     actions += sorted({tr.stats.channel_note for tr in traces if tr.stats.get("channel_note")})
@@ -1093,6 +1096,8 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
     for i, c in enumerate(COMPONENTS):
         if c in pieces:
             data[i] = pieces[c][:n]
+            pieces[c] = None  # samples now live in data only (memory of long records)
+            slots[c].data = np.empty(0)  # only the headers are read from here on
         present.append(c in pieces)
         channels.append(slots[c].stats.channel if c in slots else None)
     if not np.all(np.isfinite(data)):
@@ -1326,7 +1331,7 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
         try:
             row = _catalog_row([tr.stats.path for tr in group], catalog)
             record = build_record(group, units=units, inventory=inventory, events=events,
-                                  catalog_row=row)
+                                  catalog_row=row, copy=False)
             if record.duration_s < min_duration_s:
                 raise RecordError(f"record is {record.duration_s:.2f} s long, shorter than one "
                                   f"window ({min_duration_s:g} s)")
