@@ -166,8 +166,11 @@ def unit_environment(unit: Path = UNIT) -> dict:
 
 
 def bench_node(model: Path, out: Path, realtime_s: float = 60.0, seed: int = 0, extra=(),
-               data_hours: float = 1.0) -> dict:
-    """Start-to-ready, CPU per hour at real time and RSS after an hour of data, one node process."""
+               data_hours: float = 1.0, ready_starts: int = 5) -> dict:
+    """Start-to-ready, CPU per hour at real time and RSS after an hour of data, one node process.
+
+    Start to ready is the median of ``ready_starts`` starts (the measured run's first).
+    """
     from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
     from tools.replay import Writer, open_pty, record_frames
 
@@ -242,6 +245,18 @@ def bench_node(model: Path, out: Path, realtime_s: float = 60.0, seed: int = 0, 
         map_hour = memory_map(proc.pid)
         proc.terminate()
         output, _ = proc.communicate(timeout=60)
+        # Start to ready again, a few times: one start on a shared machine may wait for a core.
+        ready_runs = [ready_s]
+        for _ in range(ready_starts - 1):
+            t_again = time.monotonic()
+            again = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while not sock.recv(4096).startswith(b"READY=1"):
+                    pass
+                ready_runs.append(time.monotonic() - t_again)
+            finally:
+                again.terminate()
+                again.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -256,7 +271,8 @@ def bench_node(model: Path, out: Path, realtime_s: float = 60.0, seed: int = 0, 
             "candidate": f"measured over {wall_rt:.0f} s at real time, scaled to an hour",
             "candidate_s": cpu_per_hour, "speedup": 11.0 / cpu_per_hour, "ok": cpu_per_hour <= 11.0,
             "cpu_percent": 100 * cpu_rt / wall_rt,
-            "start_to_ready_s": ready_s, "ready_after_imports_s": own_ready,
+            "start_to_ready_s": float(np.median(ready_runs)), "start_to_ready_runs_s": ready_runs,
+            "ready_after_imports_s": own_ready,
             "rss_ready_mib": rss_ready, "rss_ready_mb": rss_ready / MIB_PER_MB,
             "rss_after_first_windows_mib": rss_warm, "rss_after_realtime_mib": rss_realtime,
             "rss_after_hour_mib": rss_hour, "rss_after_hour_mb": rss_hour / MIB_PER_MB,
@@ -310,7 +326,8 @@ def describe(r: dict) -> str:
                 f"{r['preempted_calls']} of {2 * r['calls']} calls preempted > 0.2 ms, "
                 f"load average {r['load_average']:.1f}")
     return (f"node process ({r['frames']} frames):\n"
-            f"  start to READY=1  {r['start_to_ready_s']:.3f} s (target 0.3 s)\n"
+            f"  start to READY=1  {r['start_to_ready_s']:.3f} s, median of {len(r['start_to_ready_runs_s'])} "
+            f"starts (target 0.3 s)\n"
             f"  CPU at real time  {r['candidate_s']:.1f} s per hour ({r['cpu_percent']:.2f} % of a core; "
             f"target 11 s) {'ok' if r['ok'] else 'OVER'}\n"
             f"  RSS at ready      {r['rss_ready_mib']:.1f} MiB = {r['rss_ready_mb']:.1f} MB\n"
