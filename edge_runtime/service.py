@@ -410,10 +410,10 @@ _MALLOC_TRIM = []  # glibc's malloc_trim, looked up once; None where the C libra
 def _release_free_heap() -> None:
     """Return the C heap's free pages to the kernel (glibc ``malloc_trim(0)``, 2-50 us).
 
-    glibc keeps freed memory in its heap for reuse; after the first window builds the
-    chain matrix (several (n_in, n_in) temporaries, about 1.5 MiB at 100 Hz) those pages
-    stay resident for the life of the process unless handed back. A no-op on a C library
-    without ``malloc_trim`` (musl).
+    glibc keeps freed memory in its heap for reuse: the temporaries of the first window's
+    chain matrix ((n_in, n_in) float64 each) and of an event's snippet would otherwise stay
+    resident for the life of the process (0.3 MiB after an hour of a quiet 100 Hz station
+    in ``tools.bench.window_path``). A no-op on a C library without ``malloc_trim`` (musl).
     """
     if not _MALLOC_TRIM:
         import ctypes  # numpy has imported it already: no extra memory
