@@ -275,12 +275,17 @@ def node_replay(python: list, env: dict, release: Path, record, out: Path, timeo
                 proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=timeout_s)
         except (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
-            raise QemuError(f"node replay with {python[0]} failed: {exc} (log: {out / 'node.log'})") from None
+            error = f"node replay with {python[0]} failed: {exc}"
+        else:
+            error = None
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             pty.close()
+    if error:  # the node's last words say why (the folder may be temporary)
+        tail = (out / "node.log").read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise QemuError(f"{error}; node: {tail[0]}")
     try:
         status = json.loads((out / "status.json").read_text())
         lines = (out / "events.jsonl").read_text().splitlines() if (out / "events.jsonl").exists() else []
