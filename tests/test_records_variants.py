@@ -300,3 +300,39 @@ def test_sac_idep_holding_other_units_is_refused_with_the_way_out(tmp_path, rng)
                                "in --inventory); give --units m/s|nm/s|counts")
     (rec,), _ = read_records([tmp_path / "MPS.SAC"], units="m/s2")
     assert 0.05 < np.abs(rec.data).max() < 1.0
+
+
+def write_csmip_v2(path, data_gal, station="12345", fs=100.0, npts=None):
+    """A CSMIP .v2 file as CESMD ships it: one block per channel, accel then veloc."""
+    blocks = []
+    for chan, (label, row) in enumerate((("360 Deg", 1), (" 90 Deg", 0), (" Up", 2)), 1):
+        text = [f"Corrected accelerogram   {station}-X0001-26060.01       Chan  {chan}: {label}     from",
+                "Uncorrected Accelerogram Data             Processed: 03/01/26, CGS",
+                "Rcrd of Sun Mar  1, 2026 04:00:00.0 PST", "CSMIP Preliminary Processing",
+                f"{station}-X0001-26060.01                 Start time:  3/01/26, 12: 0: 0.0 UTC (GPS)",
+                f"Station No. {station}   38.000N, 122.000W    Basalt  s/n 1  (3 Chns of  3 at Sta)",
+                "Test Site                                 CGS   Data: Acceleration",
+                f"Chan  {chan}: {label}"] + ["" for _ in range(17)]
+        ints = ["    1  100    1    3    3  200    1    3    1   24"] * 3
+        reals = [" 0.0049020 0.7000000 101.00000 0.0245240 1.0000000 625.00000"] * 3
+        x = data_gal[row][:npts] if npts else data_gal[row]
+        n = len(data_gal[row])
+        body = ["".join(f"{v:10.5f}" for v in x[i:i + 8]) for i in range(0, len(x), 8)]
+        veloc = [f" {n:5d} points of veloc data equally spaced at {1 / fs:.3f} sec, in cm/sec.  (8f10.6)",
+                 "".join(f"{0.0:10.6f}" for _ in range(8))]
+        blocks += text + ints + reals + [
+            f" {n:5d} points of accel data equally spaced at {1 / fs:.3f} sec, in cm/sec2. (8f10.5)"] + \
+            body + veloc
+    path.write_text("\n".join(blocks) + "\n")
+
+
+def test_csmip_v2_files_of_cesmd(tmp_path, rng):
+    data = quake(rng, 1000, 100.0, 3.0)  # m/s^2
+    write_csmip_v2(tmp_path / "ce12345.v2", data * 100)
+    (rec,), skipped = read_records([tmp_path])
+    assert skipped == [] and rec.present == (True, True, True) and rec.kind == "earthquake"
+    assert rec.starttime == UTCDateTime(2026, 3, 1, 12) and "CSMIP V2 header" in rec.units
+    np.testing.assert_allclose(rec.data, data, atol=1e-7)
+    write_csmip_v2(tmp_path / "ce12345.v2", data * 100, npts=500)
+    _, skipped = read_records([tmp_path])
+    assert skipped[0][1] == "CSMIP V2 channel block 1 holds 500 samples, its header says 1000"

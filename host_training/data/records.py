@@ -301,7 +301,7 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
             stream = read(glob.escape(str(path)))  # ObsPy globs a str: "[" in a name
         except TypeError:  # ObsPy found no format that fits
             try:
-                stream = read_peer_at2(Path(path))
+                stream = read_peer_at2(Path(path)) or read_csmip_v2(Path(path))
             except RecordError as exc:
                 skipped.append((str(path), str(exc)))
                 continue
@@ -358,7 +358,7 @@ def read_peer_at2(path: Path):
     ``ACCELERATION TIME SERIES IN UNITS OF G`` and ``NPTS= 2999, DT= .0100 SEC`` (or the
     older ``2999 0.0100 NPTS, DT``); then the samples, in g. The start time is the record's
     date at 00:00 UTC (the file gives no time of day); the samples stay in the file's units
-    (``stats.at2_units``) until the record converts them. Returns None when the file is not
+    (``stats.file_units``) until the record converts them. Returns None when the file is not
     AT2; raises :class:`RecordError` when it is AT2 but damaged.
     """
     from obspy import Stream, Trace, UTCDateTime
@@ -416,9 +416,85 @@ def read_peer_at2(path: Path):
     elif re.fullmatch(r"\d{1,3}", comp):
         sac = {"cmpinc": 90.0, "cmpaz": float(comp) % 360.0}
     tr.stats.sac = sac
+    tr.stats.channel = orientation(tr) or ""  # the header's azimuth names it
     tr.stats._format = "AT2"
-    tr.stats.at2_units = file_units
+    tr.stats.file_units = file_units
     return Stream([tr])
+
+
+_V2_START = re.compile(r"Start time:\s*(\d+)/(\d+)/(\d+),\s*(\d+):\s*(\d+):\s*([\d.]+)\s*UTC", re.I)
+_V2_DATA = re.compile(r"^\s*(\d+)\s+points of accel data equally spaced at\s*([\d.]+)\s*sec,\s*in\s*"
+                      r"([^\s.(]+)[^(]*\(\s*(\d+)\s*f\s*(\d+)\.\d+\s*\)", re.I)
+
+
+def read_csmip_v2(path: Path):
+    """A CSMIP ``.v2`` file (processed records of CESMD, strongmotioncenter.org) as a Stream.
+
+    ObsPy does not read it. Each channel is a block that begins ``Corrected accelerogram``:
+    text lines with ``Start time: 12/20/22, 10:34: 1.0 UTC``, ``Station No. 89486
+    40.585N, 124.146W`` and ``Chan  1: 180 Deg`` (or ``Up``), integer and real headers,
+    then ``10100 points of accel data equally spaced at 0.010 sec, in cm/sec2. (8f10.5)``
+    and the samples in fixed-width columns (velocity and displacement follow; not read).
+    Returns None when the file is not CSMIP V2; raises :class:`RecordError` when damaged.
+    """
+    from obspy import Stream, Trace, UTCDateTime
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if b"\0" in head or not head.lstrip().lower().startswith(b"corrected accelerogram"):
+        return None
+    lines = Path(path).read_text(encoding="latin-1").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.lstrip().lower().startswith("corrected accelerogram")]
+    stream = Stream()
+    for k, first in enumerate(starts):
+        block = lines[first:starts[k + 1] if k + 1 < len(starts) else len(lines)]
+        text = "\n".join(block[:30])
+        m = _V2_START.search(text)
+        data_at = next((i for i, line in enumerate(block) if _V2_DATA.match(line)), None)
+        if m is None or data_at is None:
+            raise RecordError(f"CSMIP V2 channel block {k + 1} without a start time or an "
+                              "acceleration data line")
+        month, day, year, hour, minute = (int(x) for x in m.groups()[:5])
+        year += 2000 if year < 70 else 1900 if year < 100 else 0
+        start = UTCDateTime(year, month, day, hour, minute) + float(m.group(6))
+        npts, dt, units, per_line, width = _V2_DATA.match(block[data_at]).groups()
+        npts, dt, per_line, width = int(npts), float(dt), int(per_line), int(width)
+        values = []
+        for line in block[data_at + 1:]:
+            if len(values) >= npts or "points of" in line or "end-of-data" in line.lower():
+                break
+            try:
+                values += [float(line[j:j + width]) for j in range(0, len(line.rstrip()), width)]
+            except ValueError:
+                raise RecordError(f"CSMIP V2 channel block {k + 1}: a sample that is not a number "
+                                  f"({line.strip()[:40]!r})") from None
+        if len(values) < npts or dt <= 0:
+            raise RecordError(f"CSMIP V2 channel block {k + 1} holds {len(values)} samples, its "
+                              f"header says {npts}")
+        station = re.search(r"Station No\.\s*(\w+)", text)
+        chan = re.search(r"Chan\s+(\d+):\s*(\d+|Up|Down|Dwn|Vert)", block[0] + "\n" + text, re.I)
+        tr = Trace(np.array(values[:npts]))
+        tr.stats.update(dict(network="CE", station=(station.group(1) if station else path.stem)[:16],
+                             sampling_rate=round(1.0 / dt, 6), starttime=start, channel=""))
+        sac = {}
+        if chan and chan.group(2).isdigit():
+            sac = {"cmpinc": 90.0, "cmpaz": float(chan.group(2)) % 360.0}
+        elif chan:
+            sac = {"cmpinc": 0.0, "cmpaz": 0.0}
+        coords = re.search(r"(\d+\.\d+)\s*([NS]),\s*(\d+\.\d+)\s*([EW])", text)
+        if coords:
+            sac["stla"] = float(coords.group(1)) * (1 if coords.group(2) == "N" else -1)
+            sac["stlo"] = float(coords.group(3)) * (1 if coords.group(4) == "E" else -1)
+        tr.stats.sac = sac
+        tr.stats.channel = orientation(tr) or ""  # the block's "Chan 1: 180 Deg" names it
+        tr.stats._format = "CSMIP"
+        unit = units.lower().replace("sec", "s")
+        tr.stats.file_units = "g" if unit == "g" else normalize_units(unit, "CSMIP V2 units")
+        stream += tr
+    return stream
 
 
 _COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
@@ -1167,8 +1243,8 @@ def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
         return "SAC idep", sac_units
     if tr.stats.get("_format") == "KNET":
         return "K-NET scale factor", "knet"
-    if tr.stats.get("_format") == "AT2":
-        return "PEER AT2 header", tr.stats.at2_units
+    if tr.stats.get("_format") in ("AT2", "CSMIP"):
+        return f"{'PEER AT2' if tr.stats._format == 'AT2' else 'CSMIP V2'} header", tr.stats.file_units
     if _inventory_has_response(inventory, tr):
         return "StationXML response", "counts"  # the inventory turns counts into m/s^2
     return "nothing", None
@@ -1235,9 +1311,9 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
         if unnamed:
             record.actions.append(f"SAC {', '.join(unnamed)} hold picks without a phase label: not "
                                   "used (label them P/S in kt0..kt9, or give p_time in a catalog)")
-    if kind is None and traces[0].stats.get("_format") == "AT2":
-        kind = "earthquake"  # the PEER database holds earthquake accelerograms only
-        record.actions.append("kind earthquake (PEER AT2 accelerogram)")
+    if kind is None and traces[0].stats.get("_format") in ("AT2", "CSMIP"):
+        kind = "earthquake"  # PEER and CSMIP processed files hold earthquake accelerograms only
+        record.actions.append(f"kind earthquake ({traces[0].stats._format} accelerogram)")
     if kind is None:
         sac = getattr(traces[0].stats, "sac", None) or {}
         mag = sac.get("mag")
