@@ -336,3 +336,28 @@ def test_csmip_v2_files_of_cesmd(tmp_path, rng):
     write_csmip_v2(tmp_path / "ce12345.v2", data * 100, npts=500)
     _, skipped = read_records([tmp_path])
     assert skipped[0][1] == "CSMIP V2 channel block 1 holds 500 samples, its header says 1000"
+
+
+def write_esm(path, data_mps2, stream, start="20260301_120000.000"):
+    """An ESM ASCII file (ORFEUS Engineering Strong-Motion database): KEY: value, then samples."""
+    header = {"EVENT_NAME": "TEST", "EVENT_ID": "EMSC-20260301_0000001", "EVENT_DATE_YYYYMMDD": "20260301",
+              "EVENT_TIME_HHMMSS": "115955", "EVENT_LATITUDE_DEGREE": "42.8322",
+              "EVENT_LONGITUDE_DEGREE": "13.1107", "EVENT_DEPTH_KM": "9.0", "NETWORK": "IT",
+              "STATION_CODE": "AMT", "STATION_NAME": "AMATRICE", "STATION_LATITUDE_DEGREE": "42.6325",
+              "STATION_LONGITUDE_DEGREE": "13.2860", "LOCATION": "", "VS30_M/S": "", "STREAM": stream,
+              "UNITS": "cm/s^2", "DATE_TIME_FIRST_SAMPLE_YYYYMMDD_HHMMSS": start,
+              "SAMPLING_INTERVAL_S": "0.005000", "NDATA": str(len(data_mps2)), "USER5": ""}
+    lines = [f"{k}: {v}" for k, v in header.items()] + [f"{v * 100:.6E}" for v in data_mps2]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_esm_ascii_files_of_orfeus(tmp_path, rng):
+    data = quake(rng, 2000, 200.0, 8.0)
+    for i, stream in enumerate(("HGE", "HGN", "HGZ")):
+        write_esm(tmp_path / f"IT.AMT..{stream}.ASC", data[i], stream)
+    (rec,), skipped = read_records([tmp_path])
+    assert skipped == [] and rec.present == (True, True, True) and rec.channels == ("HGE", "HGN", "HGZ")
+    assert rec.starttime == UTCDateTime(2026, 3, 1, 12) and rec.sampling_rate_hz == 200.0
+    assert "cm/s2 (ESM header)" in rec.units and rec.kind == "earthquake"
+    assert "SAC evla/evlo/evdp/o" in rec.picks["P"].source  # TauP from the header's origin
+    np.testing.assert_allclose(rec.data, data, rtol=1e-5, atol=1e-9)

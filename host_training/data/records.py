@@ -301,7 +301,8 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
             stream = read(glob.escape(str(path)))  # ObsPy globs a str: "[" in a name
         except TypeError:  # ObsPy found no format that fits
             try:
-                stream = read_peer_at2(Path(path)) or read_csmip_v2(Path(path))
+                stream = read_peer_at2(Path(path)) or read_csmip_v2(Path(path)) or \
+                    read_esm_ascii(Path(path))
             except RecordError as exc:
                 skipped.append((str(path), str(exc)))
                 continue
@@ -495,6 +496,70 @@ def read_csmip_v2(path: Path):
         tr.stats.file_units = "g" if unit == "g" else normalize_units(unit, "CSMIP V2 units")
         stream += tr
     return stream
+
+
+_ESM_TIME = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})[_T ]?(\d{2}):?(\d{2}):?(\d{2}(?:\.\d*)?)")
+
+
+def read_esm_ascii(path: Path):
+    """An ESM ASCII file (Engineering Strong-Motion database, ORFEUS; ITACA) as a Stream.
+
+    ObsPy does not read it. ``KEY: value`` header lines (``EVENT_NAME``, ``EVENT_ID``,
+    ``NETWORK``, ``STATION_CODE``, ``LOCATION``, ``STREAM`` such as ``HGE``, ``UNITS``,
+    ``DATE_TIME_FIRST_SAMPLE_YYYYMMDD_HHMMSS``, ``SAMPLING_INTERVAL_S``, ``NDATA``, station and
+    event coordinates), then one sample per line. The event's origin and the station's
+    coordinates are kept for TauP picks. Returns None when the file is not ESM; raises
+    :class:`RecordError` when it is but lacks what a record needs.
+    """
+    from obspy import Stream, Trace, UTCDateTime
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if b"\0" in head or not head.startswith(b"EVENT_NAME:"):
+        return None
+    header, values = {}, []
+    for line in Path(path).read_text(encoding="latin-1").splitlines():
+        key, sep, value = line.partition(":")
+        if not values and sep and re.fullmatch(r"[A-Z0-9_/().^-]+", key.strip() or "-"):
+            header[key.strip()] = value.strip()
+        elif line.strip():
+            values += line.split()
+    try:
+        dt = float(header["SAMPLING_INTERVAL_S"])
+        npts = int(header.get("NDATA") or len(values))
+        data = np.array(values[:npts], dtype=np.float64)
+    except (KeyError, ValueError) as exc:
+        what = exc.args[0] if isinstance(exc, KeyError) else "sample"
+        raise RecordError(f"ESM file without a usable {what}") from None
+    m = _ESM_TIME.search(header.get("DATE_TIME_FIRST_SAMPLE_YYYYMMDD_HHMMSS", ""))
+    if m is None or dt <= 0 or len(data) < npts:
+        raise RecordError("ESM file without a first-sample time, a positive SAMPLING_INTERVAL_S or "
+                          f"its NDATA={npts} samples ({len(data)})")
+    start = UTCDateTime(*(int(x) for x in m.groups()[:5]), 0) + float(m.group(6))
+    tr = Trace(data)
+    tr.stats.update(dict(network=header.get("NETWORK", ""), station=header.get("STATION_CODE", ""),
+                         location=header.get("LOCATION", "").replace("--", ""),
+                         channel=header.get("STREAM", ""), sampling_rate=round(1.0 / dt, 6),
+                         starttime=start))
+    sac = {}
+    for key, name in (("STATION_LATITUDE_DEGREE", "stla"), ("STATION_LONGITUDE_DEGREE", "stlo"),
+                      ("EVENT_LATITUDE_DEGREE", "evla"), ("EVENT_LONGITUDE_DEGREE", "evlo"),
+                      ("EVENT_DEPTH_KM", "evdp")):
+        try:
+            sac[name] = float(header[key])
+        except (KeyError, ValueError):
+            pass
+    origin = _ESM_TIME.search(f"{header.get('EVENT_DATE_YYYYMMDD', '')}_"
+                              f"{header.get('EVENT_TIME_HHMMSS', '')}")
+    if origin:  # as SAC's o: seconds after the reference (here the first sample)
+        sac["o"] = UTCDateTime(*(int(x) for x in origin.groups()[:5]), 0) + float(origin.group(6)) - start
+    tr.stats.sac = sac
+    tr.stats._format = "ESM"
+    tr.stats.file_units = normalize_units(header.get("UNITS") or "cm/s^2", "ESM UNITS")
+    return Stream([tr])
 
 
 _COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
@@ -1243,8 +1308,9 @@ def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
         return "SAC idep", sac_units
     if tr.stats.get("_format") == "KNET":
         return "K-NET scale factor", "knet"
-    if tr.stats.get("_format") in ("AT2", "CSMIP"):
-        return f"{'PEER AT2' if tr.stats._format == 'AT2' else 'CSMIP V2'} header", tr.stats.file_units
+    if tr.stats.get("_format") in ("AT2", "CSMIP", "ESM"):
+        name = {"AT2": "PEER AT2", "CSMIP": "CSMIP V2", "ESM": "ESM"}[tr.stats._format]
+        return f"{name} header", tr.stats.file_units
     if _inventory_has_response(inventory, tr):
         return "StationXML response", "counts"  # the inventory turns counts into m/s^2
     return "nothing", None
@@ -1311,8 +1377,8 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
         if unnamed:
             record.actions.append(f"SAC {', '.join(unnamed)} hold picks without a phase label: not "
                                   "used (label them P/S in kt0..kt9, or give p_time in a catalog)")
-    if kind is None and traces[0].stats.get("_format") in ("AT2", "CSMIP"):
-        kind = "earthquake"  # PEER and CSMIP processed files hold earthquake accelerograms only
+    if kind is None and traces[0].stats.get("_format") in ("AT2", "CSMIP", "ESM"):
+        kind = "earthquake"  # PEER, CSMIP and ESM files hold earthquake accelerograms only
         record.actions.append(f"kind earthquake ({traces[0].stats._format} accelerogram)")
     if kind is None:
         sac = getattr(traces[0].stats, "sac", None) or {}
