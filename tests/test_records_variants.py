@@ -361,3 +361,50 @@ def test_esm_ascii_files_of_orfeus(tmp_path, rng):
     assert "cm/s2 (ESM header)" in rec.units and rec.kind == "earthquake"
     assert "SAC evla/evlo/evdp/o" in rec.picks["P"].source  # TauP from the header's origin
     np.testing.assert_allclose(rec.data, data, rtol=1e-5, atol=1e-9)
+
+
+def write_cosmos(path, data_mps2, fs=200.0):
+    """A COSMOS V2 file (format v01.20): per channel 13 text lines, integer and real headers
+    (real value 62: interval in ms), a comment, the acceleration block; a velocity block after."""
+    blocks = []
+    for chan, (label, row) in enumerate((("360 deg", 1), (" 90 deg", 0), ("Up", 2)), 1):
+        reals = [-999.0] * 100
+        reals[0], reals[1], reals[61], reals[62] = 38.2667, -122.6576, 1000.0 / fs, len(data_mps2[0]) / fs
+        text = ["Corrected acceleration    (Format v01.20 with 13 text lines) Converted",
+                "Record of test            Earthquake of Sun Mar  1, 2026 12:00 UTC",
+                "Hypocenter: 38.215   -122.312   H= 11km(NCSN) M=6.0",
+                "Origin: 03/01/2026, 11:59:55.0 UTC (NCSN)",
+                "Statn No: 02-    0  Code:NP-1743   USGS Test site",
+                "Coords: 38.2667 -122.6576  Site geology:Unknown",
+                "Recorder:        s/n:     (  3 Chns of  3 at Sta) Sensor:K2   s/n",
+                "Rcrd start time:03/01/2026, 12:00:00.000 UTC (Q=0) RcrdId:NP.1743",
+                f"Sta Chan   {chan}: {label} (Rcrdr Chan  {chan}) Location:",
+                "Raw record length =  10.000 sec, Uncor max =    0.000        at    0.000 sec",
+                "Processed:                               Max =    34.163 cm/s^2   at  10.045 sec",
+                "Record filtered below  0.01 Hz (periods over  68.3 secs)  and above 75.0 Hz",
+                "Values used when parameter or data value is unknown/unspecified:   -999 -999.0"]
+        ints = ["100 Integer-header values follow on 10 lines, Format= (10I8)"] + \
+            ["".join(f"{-999:8d}" for _ in range(10))] * 10
+        real_lines = ["100 Real-header values follow on 17 lines, Format= (6F13.6)"] + \
+            ["".join(f"{v:13.6f}" for v in reals[i:i + 6]) for i in range(0, 100, 6)]
+        x = data_mps2[row] * 100
+        body = ["".join(f"{v:10.5f}" for v in x[i:i + 8]) for i in range(0, len(x), 8)]
+        blocks += text + ints + real_lines + ['1 Comment line(s) follow, each starting with a "|":',
+                                              "| test"] + \
+            [f"{len(x)} acceleration pts, approx  10 secs, units=cm/sec2 (04), Format=(8F10.5)"] + body + \
+            [f"End-of-data for Chan  {chan} acceleration"]
+        velocity = f"{len(x)} velocity pts, approx  10 secs, units=cm/sec (02), Format=(8F10.5)"
+        blocks += [text[0].replace("Corrected acceleration", "Velocity              ")] + text[1:] + ints + \
+            real_lines + ["0 Comment line(s) follow", velocity] + body
+    path.write_text("\n".join(blocks) + "\n")
+
+
+def test_cosmos_v2_files(tmp_path, rng):
+    data = quake(rng, 2000, 200.0, 5.0)
+    write_cosmos(tmp_path / "NP1743.V2c", data)
+    (rec,), skipped = read_records([tmp_path])
+    assert skipped == [] and rec.present == (True, True, True) and rec.kind == "earthquake"
+    assert rec.station == "NP.1743." and rec.sampling_rate_hz == 200.0
+    assert rec.starttime == UTCDateTime(2026, 3, 1, 12) and "cm/s2 (COSMOS header)" in rec.units
+    assert "SAC evla/evlo/evdp/o" in rec.picks["P"].source
+    np.testing.assert_allclose(rec.data, data, atol=1e-7)

@@ -302,7 +302,7 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
         except TypeError:  # ObsPy found no format that fits
             try:
                 stream = read_peer_at2(Path(path)) or read_csmip_v2(Path(path)) or \
-                    read_esm_ascii(Path(path))
+                    read_esm_ascii(Path(path)) or read_cosmos(Path(path))
             except RecordError as exc:
                 skipped.append((str(path), str(exc)))
                 continue
@@ -560,6 +560,114 @@ def read_esm_ascii(path: Path):
     tr.stats._format = "ESM"
     tr.stats.file_units = normalize_units(header.get("UNITS") or "cm/s^2", "ESM UNITS")
     return Stream([tr])
+
+
+_COSMOS_COUNT = re.compile(r"^\s*(\d+)\s+(Integer-header|Real-header) values follow on\s+(\d+)\s+lines,"
+                           r"\s*Format\s*=\s*\(\s*(\d+)\s*[IiFf]\s*(\d+)", re.I)
+_COSMOS_DATA = re.compile(r"^\s*(\d+)\s+acceleration pts,.*units\s*=\s*([^\s,(]+).*Format\s*=\s*\(\s*(\d+)"
+                          r"\s*[Ff]\s*(\d+)", re.I)
+_COSMOS_TIME = r"(\d+)/(\d+)/(\d+),\s*(\d+):\s*(\d+):\s*([\d.]+)"
+
+
+def _fixed(lines, n: int, width: int) -> list[float]:
+    """``n`` numbers from fixed-width columns (Fortran output: columns may touch)."""
+    values = []
+    for line in lines:
+        values += [float(line[j:j + width]) for j in range(0, len(line.rstrip()), width)
+                   if line[j:j + width].strip()]
+        if len(values) >= n:
+            break
+    return values
+
+
+def read_cosmos(path: Path):
+    """A COSMOS V1/V2 file (format v01.20: CESMD, NSMP, the COSMOS VDC) as a Stream.
+
+    ObsPy does not read it. Each channel: text lines (their count in the first line;
+    ``Statn No: ... Code:NP-1743``, ``Coords:``, ``Origin:``, ``Rcrd start time:``, ``Sta
+    Chan 1: 90 deg``), an integer and a real header (the sampling interval is real
+    value 62, in ms, as gmprocess reads it), comment lines, then ``12725 acceleration pts,
+    ... units=cm/sec2 ... Format=(8F10.5)`` and the samples. Only acceleration in cm/s^2
+    or g is taken (a raw V0 file in counts is refused). Returns None when not COSMOS.
+    """
+    from obspy import Stream, Trace, UTCDateTime
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(120)
+    except OSError:
+        return None
+    if b"\0" in head or b"(format v" not in head.lower():
+        return None
+    lines = Path(path).read_text(encoding="latin-1").splitlines()
+    starts = [i for i, line in enumerate(lines) if "(format v" in line.lower()]
+    stream = Stream()
+    for k, first in enumerate(starts):
+        block = lines[first:starts[k + 1] if k + 1 < len(starts) else len(lines)]
+        where = f"COSMOS channel block {k + 1}"
+        if "acceleration" not in block[0].lower():
+            continue  # a V2 file's velocity, displacement and spectra blocks
+        n_text = re.search(r"with\s+(\d+)\s+text lines", block[0], re.I)
+        text = block[:int(n_text.group(1)) if n_text else 13]
+        joined = "\n".join(text)
+        headers, i = {}, len(text)
+        while i < len(block) and len(headers) < 2:
+            m = _COSMOS_COUNT.match(block[i])
+            if m:
+                n, kind, n_lines, _, width = m.groups()
+                try:
+                    headers[kind.lower()[0]] = _fixed(block[i + 1:i + 1 + int(n_lines)], int(n), int(width))
+                except ValueError:
+                    raise RecordError(f"{where}: unreadable {kind} values") from None
+                i += int(n_lines)
+            i += 1
+        data_at = next((j for j in range(i, len(block)) if _COSMOS_DATA.match(block[j])), None)
+        if data_at is None or "r" not in headers:
+            if data_at is None and re.search(r"counts", block[0], re.I):
+                raise RecordError(f"{where}: raw counts (COSMOS V0) without a response; give the "
+                                  "V1 or V2 file (acceleration in cm/s^2)")
+            raise RecordError(f"{where}: no real header or no acceleration data line")
+        npts, units, _, width = _COSMOS_DATA.match(block[data_at]).groups()
+        reals = headers["r"]
+        dt_ms = next((reals[j] for j in (61, 33) if len(reals) > j and reals[j] > 0), None)
+        start = re.search(r"Rcrd start time:\s*" + _COSMOS_TIME, joined, re.I)
+        if dt_ms is None or start is None:
+            raise RecordError(f"{where}: no sampling interval (real header 62) or record start time")
+        try:
+            values = _fixed(block[data_at + 1:], int(npts), int(width))[:int(npts)]
+        except ValueError:
+            raise RecordError(f"{where}: a sample that is not a number") from None
+        if len(values) < int(npts):
+            raise RecordError(f"{where} holds {len(values)} samples, its header says {npts}")
+        month, day, year, hour, minute = (int(x) for x in start.groups()[:5])
+        tr = Trace(np.array(values))
+        code = re.search(r"Code:\s*([A-Za-z0-9]{1,2})-\s*(\w+)", joined)
+        tr.stats.update(dict(network=code.group(1) if code else "", sampling_rate=round(1000.0 / dt_ms, 6),
+                             station=(code.group(2) if code else path.stem)[:16], channel="",
+                             starttime=UTCDateTime(year, month, day, hour, minute) + float(start.group(6))))
+        sac = {}
+        chan = re.search(r"Sta Chan\s+\d+:\s*(\d+)\s*deg", joined, re.I)
+        if chan:
+            sac.update(cmpinc=90.0, cmpaz=float(chan.group(1)) % 360.0)
+        elif re.search(r"Sta Chan\s+\d+:\s*(Up|Down|Vert)", joined, re.I):
+            sac.update(cmpinc=0.0, cmpaz=0.0)
+        coords = re.search(r"Coords:\s*(-?\d+\.\d+)\s+(-?\d+\.\d+)", joined)
+        if coords:
+            sac.update(stla=float(coords.group(1)), stlo=float(coords.group(2)))
+        hypo = re.search(r"Hypocenter:\s*(-?\d+\.\d+)\s+(-?\d+\.\d+)\s+H=\s*(\d+)", joined)
+        origin = re.search(r"Origin:\s*" + _COSMOS_TIME, joined)
+        if hypo and origin:
+            o = [int(x) for x in origin.groups()[:5]]
+            o_time = UTCDateTime(o[2], o[0], o[1], o[3], o[4]) + float(origin.group(6))
+            sac.update(evla=float(hypo.group(1)), evlo=float(hypo.group(2)), evdp=float(hypo.group(3)),
+                       o=o_time - tr.stats.starttime)
+        tr.stats.sac = sac
+        tr.stats.channel = orientation(tr) or ""
+        tr.stats._format = "COSMOS"
+        unit = units.lower().replace("sec", "s")
+        tr.stats.file_units = "g" if unit == "g" else normalize_units(unit, f"{where} units")
+        stream += tr
+    return stream
 
 
 _COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
@@ -1308,8 +1416,8 @@ def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
         return "SAC idep", sac_units
     if tr.stats.get("_format") == "KNET":
         return "K-NET scale factor", "knet"
-    if tr.stats.get("_format") in ("AT2", "CSMIP", "ESM"):
-        name = {"AT2": "PEER AT2", "CSMIP": "CSMIP V2", "ESM": "ESM"}[tr.stats._format]
+    if tr.stats.get("_format") in ("AT2", "CSMIP", "ESM", "COSMOS"):
+        name = {"AT2": "PEER AT2", "CSMIP": "CSMIP V2", "ESM": "ESM", "COSMOS": "COSMOS"}[tr.stats._format]
         return f"{name} header", tr.stats.file_units
     if _inventory_has_response(inventory, tr):
         return "StationXML response", "counts"  # the inventory turns counts into m/s^2
@@ -1377,8 +1485,8 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
         if unnamed:
             record.actions.append(f"SAC {', '.join(unnamed)} hold picks without a phase label: not "
                                   "used (label them P/S in kt0..kt9, or give p_time in a catalog)")
-    if kind is None and traces[0].stats.get("_format") in ("AT2", "CSMIP", "ESM"):
-        kind = "earthquake"  # PEER, CSMIP and ESM files hold earthquake accelerograms only
+    if kind is None and traces[0].stats.get("_format") in ("AT2", "CSMIP", "ESM", "COSMOS"):
+        kind = "earthquake"  # PEER, CSMIP, ESM and COSMOS files hold earthquake accelerograms
         record.actions.append(f"kind earthquake ({traces[0].stats._format} accelerogram)")
     if kind is None:
         sac = getattr(traces[0].stats, "sac", None) or {}
