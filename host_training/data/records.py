@@ -1,5 +1,9 @@
 """Station records from real waveform files: anything ObsPy reads, made physical.
 
+Files are read with ObsPy (SAC, miniSEED, GSE2, K-NET/KiK-net, ...) or, for the
+strong-motion text formats it lacks (PEER AT2, CSMIP V2, ESM, COSMOS), with
+:mod:`host_training.data.text_formats`.
+
 A *record* is one station's (network, station, location, instrument) acceleration over
 one span of time: up to three components in the model's order (E, N, Z), in m/s^2, on
 one sample grid, with the P/S picks known for it and a list of what was done to get
@@ -40,6 +44,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from .text_formats import FORMAT_NAMES, FormatError, read_text_format
 
 log = logging.getLogger(__name__)
 
@@ -301,9 +307,8 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
             stream = read(glob.escape(str(path)))  # ObsPy globs a str: "[" in a name
         except TypeError:  # ObsPy found no format that fits
             try:
-                stream = read_peer_at2(Path(path)) or read_csmip_v2(Path(path)) or \
-                    read_esm_ascii(Path(path)) or read_cosmos(Path(path))
-            except RecordError as exc:
+                stream = read_text_format(Path(path))
+            except FormatError as exc:
                 skipped.append((str(path), str(exc)))
                 continue
             if stream is None:
@@ -344,330 +349,6 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
                 continue
             traces += pieces
     return traces, skipped
-
-
-_AT2_NPTS = re.compile(r"NPTS\s*=\s*(\d+)", re.IGNORECASE)
-_AT2_DT = re.compile(r"DT\s*=\s*([0-9.Ee+-]+)", re.IGNORECASE)
-_AT2_OLD = re.compile(r"^\s*(\d+)\s+([0-9.Ee+-]+)\s+NPTS\s*,\s*DT", re.IGNORECASE)
-
-
-def read_peer_at2(path: Path):
-    """A PEER NGA ``.AT2`` accelerogram (the format of NGA-West2 and FEMA P695) as a Stream.
-
-    ObsPy does not read it. Four header lines: the database, ``event, date, station,
-    component`` (an azimuth such as ``009``, or ``UP``/``DWN``/``V`` for the vertical),
-    ``ACCELERATION TIME SERIES IN UNITS OF G`` and ``NPTS= 2999, DT= .0100 SEC`` (or the
-    older ``2999 0.0100 NPTS, DT``); then the samples, in g. The start time is the record's
-    date at 00:00 UTC (the file gives no time of day); the samples stay in the file's units
-    (``stats.file_units``) until the record converts them. Returns None when the file is not
-    AT2; raises :class:`RecordError` when it is AT2 but damaged.
-    """
-    from obspy import Stream, Trace, UTCDateTime
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2048)
-    except OSError:
-        return None
-    if b"\0" in head:
-        return None
-    lines = head.decode("latin-1").splitlines()
-    if len(lines) < 5 or "ACCELERATION" not in lines[2].upper():
-        return None
-    m_n, m_dt, m_old = _AT2_NPTS.search(lines[3]), _AT2_DT.search(lines[3]), _AT2_OLD.match(lines[3])
-    if m_old:
-        npts, dt = int(m_old.group(1)), float(m_old.group(2))
-    elif m_n and m_dt:
-        npts, dt = int(m_n.group(1)), float(m_dt.group(1))
-    else:
-        return None
-    units = lines[2].upper()
-    file_units = "g" if "UNITS OF G" in units else "cm/s2" if ("CM/S" in units or "GAL" in units) else None
-    if file_units is None:
-        raise RecordError(f"PEER file with units {lines[2].strip()!r}: only g or cm/s^2 are known")
-    try:
-        text = Path(path).read_text(encoding="latin-1").splitlines()[4:]
-        data = np.array(" ".join(text).replace("D", "E").split(), dtype=np.float64)
-    except ValueError:
-        raise RecordError("PEER AT2 file with a sample that is not a number") from None
-    if len(data) < npts:
-        raise RecordError(f"PEER AT2 file holds {len(data)} samples, its header says NPTS={npts}")
-    if dt <= 0:
-        raise RecordError(f"PEER AT2 file with DT={dt}")
-    fields = [f.strip() for f in lines[1].split(",")]
-    component = fields[-1] if len(fields) >= 2 else ""
-    start = UTCDateTime(1970, 1, 1)
-    for cell in fields:
-        date = re.search(r"\b(\d{1,2})/(\d{1,2})/(\d{2,4})\b", cell)
-        if date:
-            month, day, year = (int(x) for x in date.groups())
-            year += 1900 if year < 100 else 0
-            try:
-                start = UTCDateTime(year, month, day)
-            except ValueError:
-                pass
-    station = re.sub(r"[^A-Za-z0-9]", "", fields[2] if len(fields) >= 4 else path.stem)[:16] or "AT2"
-    tr = Trace(data[:npts])
-    tr.stats.update(dict(station=station, network="PE", sampling_rate=round(1.0 / dt, 6),
-                         starttime=start, channel=""))
-    comp = component.upper().replace("-", "")
-    sac = {}
-    if comp in ("UP", "DWN", "DN", "V", "VER", "VERT", "Z"):
-        sac = {"cmpinc": 0.0, "cmpaz": 0.0}
-    elif re.fullmatch(r"\d{1,3}", comp):
-        sac = {"cmpinc": 90.0, "cmpaz": float(comp) % 360.0}
-    tr.stats.sac = sac
-    tr.stats.channel = orientation(tr) or ""  # the header's azimuth names it
-    tr.stats._format = "AT2"
-    tr.stats.file_units = file_units
-    return Stream([tr])
-
-
-_V2_START = re.compile(r"Start time:\s*(\d+)/(\d+)/(\d+),\s*(\d+):\s*(\d+):\s*([\d.]+)\s*UTC", re.I)
-_V2_DATA = re.compile(r"^\s*(\d+)\s+points of accel data equally spaced at\s*([\d.]+)\s*sec,\s*in\s*"
-                      r"([^\s.(]+)[^(]*\(\s*(\d+)\s*f\s*(\d+)\.\d+\s*\)", re.I)
-
-
-def read_csmip_v2(path: Path):
-    """A CSMIP ``.v2`` file (processed records of CESMD, strongmotioncenter.org) as a Stream.
-
-    ObsPy does not read it. Each channel is a block that begins ``Corrected accelerogram``:
-    text lines with ``Start time: 12/20/22, 10:34: 1.0 UTC``, ``Station No. 89486
-    40.585N, 124.146W`` and ``Chan  1: 180 Deg`` (or ``Up``), integer and real headers,
-    then ``10100 points of accel data equally spaced at 0.010 sec, in cm/sec2. (8f10.5)``
-    and the samples in fixed-width columns (velocity and displacement follow; not read).
-    Returns None when the file is not CSMIP V2; raises :class:`RecordError` when damaged.
-    """
-    from obspy import Stream, Trace, UTCDateTime
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return None
-    if b"\0" in head or not head.lstrip().lower().startswith(b"corrected accelerogram"):
-        return None
-    lines = Path(path).read_text(encoding="latin-1").splitlines()
-    starts = [i for i, line in enumerate(lines) if line.lstrip().lower().startswith("corrected accelerogram")]
-    stream = Stream()
-    for k, first in enumerate(starts):
-        block = lines[first:starts[k + 1] if k + 1 < len(starts) else len(lines)]
-        text = "\n".join(block[:30])
-        m = _V2_START.search(text)
-        data_at = next((i for i, line in enumerate(block) if _V2_DATA.match(line)), None)
-        if m is None or data_at is None:
-            raise RecordError(f"CSMIP V2 channel block {k + 1} without a start time or an "
-                              "acceleration data line")
-        month, day, year, hour, minute = (int(x) for x in m.groups()[:5])
-        year += 2000 if year < 70 else 1900 if year < 100 else 0
-        start = UTCDateTime(year, month, day, hour, minute) + float(m.group(6))
-        npts, dt, units, per_line, width = _V2_DATA.match(block[data_at]).groups()
-        npts, dt, per_line, width = int(npts), float(dt), int(per_line), int(width)
-        values = []
-        for line in block[data_at + 1:]:
-            if len(values) >= npts or "points of" in line or "end-of-data" in line.lower():
-                break
-            try:
-                values += [float(line[j:j + width]) for j in range(0, len(line.rstrip()), width)]
-            except ValueError:
-                raise RecordError(f"CSMIP V2 channel block {k + 1}: a sample that is not a number "
-                                  f"({line.strip()[:40]!r})") from None
-        if len(values) < npts or dt <= 0:
-            raise RecordError(f"CSMIP V2 channel block {k + 1} holds {len(values)} samples, its "
-                              f"header says {npts}")
-        station = re.search(r"Station No\.\s*(\w+)", text)
-        chan = re.search(r"Chan\s+(\d+):\s*(\d+|Up|Down|Dwn|Vert)", block[0] + "\n" + text, re.I)
-        tr = Trace(np.array(values[:npts]))
-        tr.stats.update(dict(network="CE", station=(station.group(1) if station else path.stem)[:16],
-                             sampling_rate=round(1.0 / dt, 6), starttime=start, channel=""))
-        sac = {}
-        if chan and chan.group(2).isdigit():
-            sac = {"cmpinc": 90.0, "cmpaz": float(chan.group(2)) % 360.0}
-        elif chan:
-            sac = {"cmpinc": 0.0, "cmpaz": 0.0}
-        coords = re.search(r"(\d+\.\d+)\s*([NS]),\s*(\d+\.\d+)\s*([EW])", text)
-        if coords:
-            sac["stla"] = float(coords.group(1)) * (1 if coords.group(2) == "N" else -1)
-            sac["stlo"] = float(coords.group(3)) * (1 if coords.group(4) == "E" else -1)
-        tr.stats.sac = sac
-        tr.stats.channel = orientation(tr) or ""  # the block's "Chan 1: 180 Deg" names it
-        tr.stats._format = "CSMIP"
-        unit = units.lower().replace("sec", "s")
-        tr.stats.file_units = "g" if unit == "g" else normalize_units(unit, "CSMIP V2 units")
-        stream += tr
-    return stream
-
-
-_ESM_TIME = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})[_T ]?(\d{2}):?(\d{2}):?(\d{2}(?:\.\d*)?)")
-
-
-def read_esm_ascii(path: Path):
-    """An ESM ASCII file (Engineering Strong-Motion database, ORFEUS; ITACA) as a Stream.
-
-    ObsPy does not read it. ``KEY: value`` header lines (``EVENT_NAME``, ``EVENT_ID``,
-    ``NETWORK``, ``STATION_CODE``, ``LOCATION``, ``STREAM`` such as ``HGE``, ``UNITS``,
-    ``DATE_TIME_FIRST_SAMPLE_YYYYMMDD_HHMMSS``, ``SAMPLING_INTERVAL_S``, ``NDATA``, station and
-    event coordinates), then one sample per line. The event's origin and the station's
-    coordinates are kept for TauP picks. Returns None when the file is not ESM; raises
-    :class:`RecordError` when it is but lacks what a record needs.
-    """
-    from obspy import Stream, Trace, UTCDateTime
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return None
-    if b"\0" in head or not head.startswith(b"EVENT_NAME:"):
-        return None
-    header, values = {}, []
-    for line in Path(path).read_text(encoding="latin-1").splitlines():
-        key, sep, value = line.partition(":")
-        if not values and sep and re.fullmatch(r"[A-Z0-9_/().^-]+", key.strip() or "-"):
-            header[key.strip()] = value.strip()
-        elif line.strip():
-            values += line.split()
-    try:
-        dt = float(header["SAMPLING_INTERVAL_S"])
-        npts = int(header.get("NDATA") or len(values))
-        data = np.array(values[:npts], dtype=np.float64)
-    except (KeyError, ValueError) as exc:
-        what = exc.args[0] if isinstance(exc, KeyError) else "sample"
-        raise RecordError(f"ESM file without a usable {what}") from None
-    m = _ESM_TIME.search(header.get("DATE_TIME_FIRST_SAMPLE_YYYYMMDD_HHMMSS", ""))
-    if m is None or dt <= 0 or len(data) < npts:
-        raise RecordError("ESM file without a first-sample time, a positive SAMPLING_INTERVAL_S or "
-                          f"its NDATA={npts} samples ({len(data)})")
-    start = UTCDateTime(*(int(x) for x in m.groups()[:5]), 0) + float(m.group(6))
-    tr = Trace(data)
-    tr.stats.update(dict(network=header.get("NETWORK", ""), station=header.get("STATION_CODE", ""),
-                         location=header.get("LOCATION", "").replace("--", ""),
-                         channel=header.get("STREAM", ""), sampling_rate=round(1.0 / dt, 6),
-                         starttime=start))
-    sac = {}
-    for key, name in (("STATION_LATITUDE_DEGREE", "stla"), ("STATION_LONGITUDE_DEGREE", "stlo"),
-                      ("EVENT_LATITUDE_DEGREE", "evla"), ("EVENT_LONGITUDE_DEGREE", "evlo"),
-                      ("EVENT_DEPTH_KM", "evdp")):
-        try:
-            sac[name] = float(header[key])
-        except (KeyError, ValueError):
-            pass
-    origin = _ESM_TIME.search(f"{header.get('EVENT_DATE_YYYYMMDD', '')}_"
-                              f"{header.get('EVENT_TIME_HHMMSS', '')}")
-    if origin:  # as SAC's o: seconds after the reference (here the first sample)
-        sac["o"] = UTCDateTime(*(int(x) for x in origin.groups()[:5]), 0) + float(origin.group(6)) - start
-    tr.stats.sac = sac
-    tr.stats._format = "ESM"
-    tr.stats.file_units = normalize_units(header.get("UNITS") or "cm/s^2", "ESM UNITS")
-    return Stream([tr])
-
-
-_COSMOS_COUNT = re.compile(r"^\s*(\d+)\s+(Integer-header|Real-header) values follow on\s+(\d+)\s+lines,"
-                           r"\s*Format\s*=\s*\(\s*(\d+)\s*[IiFf]\s*(\d+)", re.I)
-_COSMOS_DATA = re.compile(r"^\s*(\d+)\s+acceleration pts,.*units\s*=\s*([^\s,(]+).*Format\s*=\s*\(\s*(\d+)"
-                          r"\s*[Ff]\s*(\d+)", re.I)
-_COSMOS_TIME = r"(\d+)/(\d+)/(\d+),\s*(\d+):\s*(\d+):\s*([\d.]+)"
-
-
-def _fixed(lines, n: int, width: int) -> list[float]:
-    """``n`` numbers from fixed-width columns (Fortran output: columns may touch)."""
-    values = []
-    for line in lines:
-        values += [float(line[j:j + width]) for j in range(0, len(line.rstrip()), width)
-                   if line[j:j + width].strip()]
-        if len(values) >= n:
-            break
-    return values
-
-
-def read_cosmos(path: Path):
-    """A COSMOS V1/V2 file (format v01.20: CESMD, NSMP, the COSMOS VDC) as a Stream.
-
-    ObsPy does not read it. Each channel: text lines (their count in the first line;
-    ``Statn No: ... Code:NP-1743``, ``Coords:``, ``Origin:``, ``Rcrd start time:``, ``Sta
-    Chan 1: 90 deg``), an integer and a real header (the sampling interval is real
-    value 62, in ms, as gmprocess reads it), comment lines, then ``12725 acceleration pts,
-    ... units=cm/sec2 ... Format=(8F10.5)`` and the samples. Only acceleration in cm/s^2
-    or g is taken (a raw V0 file in counts is refused). Returns None when not COSMOS.
-    """
-    from obspy import Stream, Trace, UTCDateTime
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(120)
-    except OSError:
-        return None
-    if b"\0" in head or b"(format v" not in head.lower():
-        return None
-    lines = Path(path).read_text(encoding="latin-1").splitlines()
-    starts = [i for i, line in enumerate(lines) if "(format v" in line.lower()]
-    stream = Stream()
-    for k, first in enumerate(starts):
-        block = lines[first:starts[k + 1] if k + 1 < len(starts) else len(lines)]
-        where = f"COSMOS channel block {k + 1}"
-        if "acceleration" not in block[0].lower():
-            continue  # a V2 file's velocity, displacement and spectra blocks
-        n_text = re.search(r"with\s+(\d+)\s+text lines", block[0], re.I)
-        text = block[:int(n_text.group(1)) if n_text else 13]
-        joined = "\n".join(text)
-        headers, i = {}, len(text)
-        while i < len(block) and len(headers) < 2:
-            m = _COSMOS_COUNT.match(block[i])
-            if m:
-                n, kind, n_lines, _, width = m.groups()
-                try:
-                    headers[kind.lower()[0]] = _fixed(block[i + 1:i + 1 + int(n_lines)], int(n), int(width))
-                except ValueError:
-                    raise RecordError(f"{where}: unreadable {kind} values") from None
-                i += int(n_lines)
-            i += 1
-        data_at = next((j for j in range(i, len(block)) if _COSMOS_DATA.match(block[j])), None)
-        if data_at is None or "r" not in headers:
-            if data_at is None and re.search(r"counts", block[0], re.I):
-                raise RecordError(f"{where}: raw counts (COSMOS V0) without a response; give the "
-                                  "V1 or V2 file (acceleration in cm/s^2)")
-            raise RecordError(f"{where}: no real header or no acceleration data line")
-        npts, units, _, width = _COSMOS_DATA.match(block[data_at]).groups()
-        reals = headers["r"]
-        dt_ms = next((reals[j] for j in (61, 33) if len(reals) > j and reals[j] > 0), None)
-        start = re.search(r"Rcrd start time:\s*" + _COSMOS_TIME, joined, re.I)
-        if dt_ms is None or start is None:
-            raise RecordError(f"{where}: no sampling interval (real header 62) or record start time")
-        try:
-            values = _fixed(block[data_at + 1:], int(npts), int(width))[:int(npts)]
-        except ValueError:
-            raise RecordError(f"{where}: a sample that is not a number") from None
-        if len(values) < int(npts):
-            raise RecordError(f"{where} holds {len(values)} samples, its header says {npts}")
-        month, day, year, hour, minute = (int(x) for x in start.groups()[:5])
-        tr = Trace(np.array(values))
-        code = re.search(r"Code:\s*([A-Za-z0-9]{1,2})-\s*(\w+)", joined)
-        tr.stats.update(dict(network=code.group(1) if code else "", sampling_rate=round(1000.0 / dt_ms, 6),
-                             station=(code.group(2) if code else path.stem)[:16], channel="",
-                             starttime=UTCDateTime(year, month, day, hour, minute) + float(start.group(6))))
-        sac = {}
-        chan = re.search(r"Sta Chan\s+\d+:\s*(\d+)\s*deg", joined, re.I)
-        if chan:
-            sac.update(cmpinc=90.0, cmpaz=float(chan.group(1)) % 360.0)
-        elif re.search(r"Sta Chan\s+\d+:\s*(Up|Down|Vert)", joined, re.I):
-            sac.update(cmpinc=0.0, cmpaz=0.0)
-        coords = re.search(r"Coords:\s*(-?\d+\.\d+)\s+(-?\d+\.\d+)", joined)
-        if coords:
-            sac.update(stla=float(coords.group(1)), stlo=float(coords.group(2)))
-        hypo = re.search(r"Hypocenter:\s*(-?\d+\.\d+)\s+(-?\d+\.\d+)\s+H=\s*(\d+)", joined)
-        origin = re.search(r"Origin:\s*" + _COSMOS_TIME, joined)
-        if hypo and origin:
-            o = [int(x) for x in origin.groups()[:5]]
-            o_time = UTCDateTime(o[2], o[0], o[1], o[3], o[4]) + float(origin.group(6))
-            sac.update(evla=float(hypo.group(1)), evlo=float(hypo.group(2)), evdp=float(hypo.group(3)),
-                       o=o_time - tr.stats.starttime)
-        tr.stats.sac = sac
-        tr.stats.channel = orientation(tr) or ""
-        tr.stats._format = "COSMOS"
-        unit = units.lower().replace("sec", "s")
-        tr.stats.file_units = "g" if unit == "g" else normalize_units(unit, f"{where} units")
-        stream += tr
-    return stream
 
 
 _COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
@@ -1416,9 +1097,10 @@ def _units_for(tr, units, row, inventory) -> tuple[str, str | None]:
         return "SAC idep", sac_units
     if tr.stats.get("_format") == "KNET":
         return "K-NET scale factor", "knet"
-    if tr.stats.get("_format") in ("AT2", "CSMIP", "ESM", "COSMOS"):
-        name = {"AT2": "PEER AT2", "CSMIP": "CSMIP V2", "ESM": "ESM", "COSMOS": "COSMOS"}[tr.stats._format]
-        return f"{name} header", tr.stats.file_units
+    if tr.stats.get("_format") in FORMAT_NAMES:
+        unit = tr.stats.file_units
+        source = f"{FORMAT_NAMES[tr.stats._format]} header"
+        return source, "g" if unit.lower() == "g" else normalize_units(unit, f"{source} units")
     if _inventory_has_response(inventory, tr):
         return "StationXML response", "counts"  # the inventory turns counts into m/s^2
     return "nothing", None
@@ -1485,7 +1167,7 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
         if unnamed:
             record.actions.append(f"SAC {', '.join(unnamed)} hold picks without a phase label: not "
                                   "used (label them P/S in kt0..kt9, or give p_time in a catalog)")
-    if kind is None and traces[0].stats.get("_format") in ("AT2", "CSMIP", "ESM", "COSMOS"):
+    if kind is None and traces[0].stats.get("_format") in FORMAT_NAMES:
         kind = "earthquake"  # PEER, CSMIP, ESM and COSMOS files hold earthquake accelerograms
         record.actions.append(f"kind earthquake ({traces[0].stats._format} accelerogram)")
     if kind is None:
