@@ -21,7 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "over a pty into the edge runtime, score the events.")
     d.add_argument("--out", default="runs/demo", help="output folder (default %(default)s)")
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--n-events", type=int, default=2000, help="synthetic earthquakes to train on")
+    d.add_argument("--generator", choices=("physics", "simple"), default="physics",
+                   help="training windows: physics (Green's functions, dead channels: the model that "
+                        "transfers to real records; builds its bank once, a few CPU-minutes) or simple "
+                        "(parametric, seconds) (default %(default)s)")
+    d.add_argument("--n-windows", type=int, default=30000,
+                   help="physics: P / S / noise windows to train on (default %(default)s)")
+    d.add_argument("--bank-preset", default="small", choices=("tiny", "small", "full"),
+                   help="physics: Green's function bank (host_training.data.greens; default %(default)s)")
+    d.add_argument("--bank-cache", default=None,
+                   help="physics: folder of cached banks (default $SEISMICTORCH_CACHE/greens or "
+                        "~/.cache/seismictorch/greens)")
+    d.add_argument("--n-events", type=int, default=2000, help="simple: synthetic earthquakes to train on")
     d.add_argument("--epochs", type=int, default=12)
     d.add_argument("--speed", type=float, default=20.0, help="replay speed, x real time (0: max)")
 
@@ -128,8 +139,15 @@ def main(argv=None) -> int:
     if args.command == "demo":
         from .demo import DemoConfig, run_demo
 
+        for name, value, least in (("n_windows", args.n_windows, 3), ("n_events", args.n_events, 1),
+                                   ("epochs", args.epochs, 1)):
+            if value < least:
+                print(f"error: --{name.replace('_', '-')} {value}: at least {least}", file=sys.stderr)
+                return 2
         config = DemoConfig(out=args.out, seed=args.seed, n_events=args.n_events,
-                            epochs=args.epochs, speed=args.speed)
+                            epochs=args.epochs, speed=args.speed, generator=args.generator,
+                            n_windows=args.n_windows, bank_preset=args.bank_preset,
+                            bank_cache=args.bank_cache)
         return run_demo(config)
     if args.command == "replay":
         from edge_runtime.sensors import get_sensor

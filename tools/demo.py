@@ -3,6 +3,13 @@
 synthetic windows -> EarthquakeCNN -> ONNX -> int16 input + onnxsim -> SAC records ->
 replay-test (:mod:`tools.replay_test`): each record through a pty into a fresh
 ``python -m edge_runtime`` process -> events.jsonl -> score against the SAC picks.
+
+The training windows come from the physics-based generator (Green's functions of the
+``small`` bank preset, :data:`host_training.data.greens.BANK_PRESETS`: a few CPU-minutes
+the first time, then cached), because that is the model that transfers to real
+recordings: the parametric generator (``--generator simple``, seconds) never shows dead
+or missing channels, real site noise or propagation, and its model calls real noise of
+one- and two-component records a phase.
 """
 
 from __future__ import annotations
@@ -27,7 +34,15 @@ class DemoConfig:
 
     out: str = "runs/demo"
     seed: int = 7
-    n_events: int = 2000
+    # "physics": Green's-function earthquakes, measured noise models, dead channels (transfers
+    # to real records); "simple": the fast parametric generator.
+    generator: str = "physics"
+    n_windows: int = 30000        # physics: about this many P / S / noise windows
+    bank_preset: str = "small"    # physics: Green's function bank (greens.BANK_PRESETS)
+    bank_cache: str | None = None  # physics: folder of cached banks (default ~/.cache/seismictorch/greens)
+    bank_jobs: int = 0            # physics: PyGRT processes building the bank (0: one per core)
+    augment: list = field(default_factory=lambda: ["time_shift", "drop_channels"])
+    n_events: int = 2000          # simple: synthetic earthquakes
     epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
@@ -49,8 +64,67 @@ def _step(n: int, title: str) -> float:
     return time.monotonic()
 
 
-def make_records(config: DemoConfig) -> list:
-    """The replayed records: one per earthquake of the config, then a noise record."""
+def physics_earthquake(rng, bank, duration_s: float, fs: float, p_s: float, pga_mps2: float, sp_s: float):
+    """One earthquake record from the Green's function bank, like the training windows.
+
+    A random crust and depth of ``bank``; the distance whose S - P time is nearest to
+    ``sp_s`` s; a random mechanism, site and M 3.5-5 Brune source, scaled to a horizontal
+    peak of ``pga_mps2`` m/s^2; first P at ``p_s`` s on a MEMS background (self-noise,
+    drift, gravity) of ``duration_s`` s at ``fs`` Hz.
+
+    Returns
+    -------
+    host_training.data.synth.Record
+    """
+    from host_training.data import synth
+
+    i, j = int(rng.integers(0, bank.shape[0])), int(rng.integers(0, bank.shape[1]))
+    k = int(np.argmin(np.abs(bank.t_s[i, j] - bank.t_p[i, j] - sp_s)))
+    ground, t_p, t_s, par = synth.earthquake_ground_motion(rng, bank, fs, rng.uniform(3.5, 5.0),
+                                                           node=(i, j, k))
+    ground *= pga_mps2 / max(np.abs(ground[:2]).max(), 1e-20)
+    taper = min(int(2 * fs), ground.shape[-1] // 4)  # the bank's traces end; let the coda fade out
+    ground[:, -taper:] *= np.hanning(2 * taper)[taper:]
+    n = int(round(duration_s * fs))
+    start = int(round((p_s - t_p) * fs))
+    data, sigma = synth.background(rng, n, fs)
+    m = min(ground.shape[-1], n - start)
+    data[:, start:start + m] += ground[:, :m]
+    par.update(pga_mps2=pga_mps2, sp_s=t_s - t_p, noise_rms_mps2=sigma)
+    return synth.Record(data, fs, "earthquake", p_s=start / fs + t_p, s_s=start / fs + t_s, params=par)
+
+
+def physics_noise(rng, duration_s: float, fs: float):
+    """A noise record with the physics generator's noise: ground noise between Peterson's
+    NLNM and NHNM on a MEMS background, and two of each non-seismic transient (footsteps,
+    door, vehicle, machinery, knock, electrical spike), spread over the record.
+
+    Returns
+    -------
+    host_training.data.synth.Record
+    """
+    from host_training.data import noise, synth
+
+    n = int(round(duration_s * fs))
+    data, sigma = synth.background(rng, n, fs)
+    data += noise.ambient_noise(rng, n, fs)
+    kinds = [k for k in noise.TRANSIENT_KINDS for _ in range(2)]
+    rng.shuffle(kinds)
+    slot = (duration_s - 10.0) / len(kinds)
+    times = [5.0 + slot * (m + rng.uniform(0.2, 0.8)) for m in range(len(kinds))]
+    for kind, t in zip(kinds, times, strict=True):
+        data += noise.transient(rng, str(kind), n, fs, t)
+    return synth.Record(data, fs, "noise", features_s=times,
+                        params=dict(noise_rms_mps2=sigma, transients=[str(k) for k in kinds]))
+
+
+def make_records(config: DemoConfig, bank=None) -> list:
+    """The replayed records: one per earthquake of the config, then a noise record.
+
+    With a Green's function ``bank`` (the physics generator's), the records come from it
+    and from the same noise models (:func:`physics_earthquake`, :func:`physics_noise`);
+    else from the parametric generator.
+    """
     from obspy import UTCDateTime
 
     from host_training.data import synth
@@ -60,13 +134,58 @@ def make_records(config: DemoConfig) -> list:
     t = UTCDateTime(2026, 1, 1)
     records = []
     for k, (pga, sp) in enumerate(config.earthquakes, 1):
-        rec = synth.earthquake(rng, duration_s=config.record_s, fs=fs, p_s=rng.uniform(15, 25),
-                               pga_mps2=pga, sp_s=sp)
+        if bank is not None:
+            rec = physics_earthquake(rng, bank, config.record_s, fs, rng.uniform(15, 25), pga, sp)
+        else:
+            rec = synth.earthquake(rng, duration_s=config.record_s, fs=fs, p_s=rng.uniform(15, 25),
+                                   pga_mps2=pga, sp_s=sp)
         records.append((f"quake{k}", rec, t))
         t += config.record_s + 30.0
-    rec = synth.noise_mix(rng, duration_s=config.noise_record_s, fs=fs)
+    if bank is not None:
+        rec = physics_noise(rng, config.noise_record_s, fs)
+    else:
+        rec = synth.noise_mix(rng, duration_s=config.noise_record_s, fs=fs)
     records.append(("noise", rec, t))
     return records
+
+
+def physics_windows(config: DemoConfig):
+    """The physics-based training windows of the demo, what building them took, the bank.
+
+    The bank of ``config.bank_preset`` is read from the cache, or computed there first
+    (PyGRT, ``config.bank_jobs`` processes); the windows are then a few seconds per 10,000.
+    """
+    import os
+    import resource
+
+    from host_training.data.greens import bank_path, build_bank, preset_config
+    from host_training.data.synth import dataset_card, physics_dataset
+
+    bank_config = preset_config(config.bank_preset)
+    path = bank_path(bank_config, config.bank_cache)
+    cached = path.is_file()
+    jobs = config.bank_jobs or min(os.cpu_count() or 1, bank_config.n_models * bank_config.depths_per_model)
+    print(f"      Green's function bank {path}: "
+          + ("cached" if cached else f"computing {bank_config.n_models} models x "
+             f"{bank_config.depths_per_model} depths x {len(bank_config.distances_km)} distances "
+             f"with {jobs} processes (once; a few CPU-minutes)"), flush=True)
+    t0 = time.monotonic()
+    cpu0 = sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for a in ("ru_utime", "ru_stime"))
+    bank = build_bank(bank_config, cache_dir=config.bank_cache, progress=True, jobs=jobs)
+    cpu1 = sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for a in ("ru_utime", "ru_stime"))
+    t1 = time.monotonic()
+    dataset = physics_dataset(config.n_windows, seed=config.seed, fs=config.sampling_rate_hz, bank=bank,
+                              progress=True)
+    t2 = time.monotonic()
+    info = {"generator": "physics", "bank": str(path), "bank_preset": config.bank_preset,
+            "bank_cached": cached, "bank_s": round(t1 - t0, 1), "bank_cpu_s": round(cpu1 - cpu0, 1),
+            "windows_s": round(t2 - t1, 1), "card": dataset_card(dataset)}
+    print(f"      bank {'read' if cached else 'computed'} in {info['bank_s']} s"
+          + ("" if cached else f" ({info['bank_cpu_s']} CPU-s)")
+          + f"; windows in {info['windows_s']} s", flush=True)
+    return dataset, info, bank
 
 
 def _node_totals(rows: list) -> dict:
@@ -95,7 +214,7 @@ def run_demo(config: DemoConfig) -> int:
     from host_training.export import export_onnx
     from host_training.models import PHASE_CLASSES, build_model, count_parameters
     from host_training.plots import plot_confusion, plot_history
-    from host_training.train import TrainConfig, save_checkpoint, train
+    from host_training.train import TrainConfig, build_augment, save_checkpoint, train
     from quantization.int16 import dataset_agreement, quantize_int16
     from quantization.simplify import simplify
 
@@ -110,9 +229,15 @@ def run_demo(config: DemoConfig) -> int:
         torch.set_num_threads(config.threads)
     prep = PreprocessConfig()
 
-    t = _step(1, f"synthetic dataset: {config.n_events} earthquakes, P / S / noise windows")
-    dataset = synthetic_dataset(config.n_events, seed=config.seed, fs=config.sampling_rate_hz,
-                                progress=True)
+    if config.generator == "physics":
+        t = _step(1, f"physics-based dataset: about {config.n_windows} P / S / noise windows from "
+                     f"Green's functions (bank preset {config.bank_preset!r})")
+        dataset, summary["dataset"], bank = physics_windows(config)
+    else:
+        bank = None
+        t = _step(1, f"synthetic dataset: {config.n_events} earthquakes, P / S / noise windows")
+        dataset = synthetic_dataset(config.n_events, seed=config.seed, fs=config.sampling_rate_hz,
+                                    progress=True)
     dataset.save(out / "dataset")
     print(f"      {len(dataset)} windows -> {out / 'dataset'} ({time.monotonic() - t:.1f} s)")
 
@@ -121,9 +246,11 @@ def run_demo(config: DemoConfig) -> int:
     x = {s: p.model_inputs(prep)[0] for s, p in parts.items()}
     y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
     model = build_model("EarthquakeCNN", config.seed)
+    augment = list(config.augment) if config.generator == "physics" else []
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                               seed=config.seed)
-    result = train(model, x["train"], y["train"], x["val"], y["val"], train_config)
+                               seed=config.seed, augment=augment)
+    result = train(model, x["train"], y["train"], x["val"], y["val"], train_config,
+                   augment=build_augment(augment, config.seed) if augment else None)
     report = classification_report(y["test"], predict_torch(model, x["test"]).argmax(1), PHASE_CLASSES)
     model_dir = out / "model"
     save_checkpoint(model_dir / "earthquake_cnn.pt", model, "EarthquakeCNN", PHASE_CLASSES,
@@ -140,7 +267,8 @@ def run_demo(config: DemoConfig) -> int:
     t = _step(3, "export ONNX, int16 input scheme, onnxsim")
     metadata = ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES),
                              components=["E", "N", "Z"], preprocess=prep.to_dict(),
-                             extra={"trained_on": "synthetic", "seed": config.seed,
+                             extra={"trained_on": f"synthetic ({config.generator} generator)",
+                                    "seed": config.seed,
                                     "test_accuracy": round(report["accuracy"], 4)})
     exported = export_onnx(model, model_dir / "earthquake_cnn.onnx", metadata,
                            check_inputs=x["test"][:256])
@@ -159,7 +287,7 @@ def run_demo(config: DemoConfig) -> int:
 
     t = _step(4, "write synthetic records as SAC with P/S pick headers")
     sac_dir = out / "sac"
-    for name, rec, start in make_records(config):
+    for name, rec, start in make_records(config, bank):
         picks = {"P": rec.p_s, "S": rec.s_s} if rec.p_s is not None else None
         write_record(rec.data, rec.sampling_rate_hz, start, sac_dir / name, station=config.station,
                      picks=picks, kind=rec.kind)
