@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bank-cache", default=None,
                    help="folder of the Green's function bank (physics; default $SEISMICTORCH_CACHE/greens "
                         "or ~/.cache/seismictorch/greens; built on first use, about 45 CPU-minutes)")
+    s.add_argument("--bank-preset", default="full", choices=("full", "small", "tiny"),
+                   help="Green's function bank (physics; host_training.data.greens.BANK_PRESETS): full (16 "
+                        "crusts x 2 depths), small (8 x 2, about 4 CPU-minutes to build, make demo's), tiny "
+                        "(tests)")
     s.add_argument("--seed", type=int, default=0, help="seed of the generator")
     s.add_argument("--sampling-rate", type=float, default=100.0, help="Hz")
 
@@ -314,9 +318,10 @@ def _run(args) -> int:
 
 
 def _synth_physics(args) -> int:
+    import os
     import time
 
-    from .data.greens import BankConfig, build_bank
+    from .data.greens import build_bank, preset_config
     from .data.synth import dataset_card, physics_dataset
 
     if args.n_windows < 3 or not 0 <= args.dead_fraction <= 1 or args.sampling_rate <= 40:
@@ -324,7 +329,8 @@ def _synth_physics(args) -> int:
     if not 0 <= args.coda_fraction <= 1 or args.max_distance_km <= 0 or (args.min_sp_s or 0) < 0:
         raise ValueError("--coda-fraction must be in [0, 1], --max-distance-km > 0, --min-sp-s >= 0")
     t0 = time.perf_counter()
-    bank = build_bank(BankConfig(), cache_dir=args.bank_cache, progress=True)
+    bank = build_bank(preset_config(args.bank_preset), cache_dir=args.bank_cache, progress=True,
+                      jobs=os.cpu_count() or 1)  # one PyGRT process per core
     t1 = time.perf_counter()
     ds = physics_dataset(args.n_windows, seed=args.seed, fs=args.sampling_rate, bank=bank,
                          dead_fraction=args.dead_fraction, snr_min_db=args.snr_min_db,

@@ -34,21 +34,29 @@ def test_presets_keep_the_cache_names_of_existing_banks():
         greens.BankConfig(dwm_length=1.0)
 
 
-def test_short_wavenumber_step_matches_pygrts_own(tmp_path):
-    fast = greens.build_bank(greens.preset_config("tiny"), cache_dir=tmp_path)
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """A cache folder holding the tiny preset's bank (a few s of PyGRT)."""
+    folder = tmp_path_factory.mktemp("greens")
+    greens.build_bank(greens.preset_config("tiny"), cache_dir=folder)
+    return folder
+
+
+def test_short_wavenumber_step_matches_pygrts_own(tiny_cache, tmp_path):
+    fast = greens.build_bank(greens.preset_config("tiny"), cache_dir=tiny_cache)
     slow = greens.build_bank(greens.preset_config("tiny", dwm_length=0.0), cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("greens-*.npz"))) == 2
+    assert len(list(tmp_path.glob("greens-*.npz"))) == 1
     for k in range(len(fast.distances_km)):
         a, b = fast.gf[0, 0, k], slow.gf[0, 0, k]
         assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.02
     np.testing.assert_allclose(fast.t_p, slow.t_p)
     np.testing.assert_allclose(fast.t_s, slow.t_s)
     # Cached: loaded back with its config, dwm_length included.
-    again = greens.GreensBank.load(greens.bank_path(fast.config, tmp_path))
+    again = greens.GreensBank.load(greens.bank_path(fast.config, tiny_cache))
     assert again.config == fast.config and np.array_equal(again.gf, fast.gf)
 
 
-def test_cli_builds_a_preset_and_refuses_a_bad_one(tmp_path):
+def test_cli_builds_a_preset_and_refuses_a_bad_one(tmp_path):  # builds its own: the cold path
     run = lambda *a: subprocess.run([sys.executable, "-m", "host_training.data.greens", *a],  # noqa: E731
                                     cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)
     bad = run("--preset", "huge", "--cache-dir", str(tmp_path))
@@ -58,3 +66,17 @@ def test_cli_builds_a_preset_and_refuses_a_bad_one(tmp_path):
     ok = run("--preset", "tiny", "--cache-dir", str(tmp_path))
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert greens.bank_path(greens.preset_config("tiny"), tmp_path).is_file()
+
+
+def test_synth_physics_takes_a_bank_preset(tiny_cache, tmp_path):
+    import json
+
+    out = tmp_path / "phys"
+    r = subprocess.run([sys.executable, "-m", "host_training", "synth", "--generator", "physics",
+                        "--bank-preset", "tiny", "--bank-cache", str(tiny_cache), "--n-windows", "60",
+                        "--out", str(out)],
+                       cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["bank"] == greens.preset_config("tiny").to_dict()
+    assert len(list(tiny_cache.glob("greens-*.npz"))) == 1  # read from the cache, not built again
