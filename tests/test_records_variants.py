@@ -408,3 +408,40 @@ def test_cosmos_v2_files(tmp_path, rng):
     assert rec.starttime == UTCDateTime(2026, 3, 1, 12) and "cm/s2 (COSMOS header)" in rec.units
     assert "SAC evla/evlo/evdp/o" in rec.picks["P"].source
     np.testing.assert_allclose(rec.data, data, atol=1e-7)
+
+
+RESP_TEXT = """B050F03     Station:     RSP
+B050F16     Network:     XX
+B052F03     Location:    ??
+B052F04     Channel:     HNZ
+B052F22     Start date:  2000,001
+B052F23     End date:    No Ending Time
+B053F03     Transfer function type:                A [Laplace Transform (Rad/sec)]
+B053F04     Stage sequence number:                 1
+B053F05     Response in units lookup:              M/S**2 - Acceleration in Meters Per Second Per Second
+B053F06     Response out units lookup:             COUNTS - Digital Counts
+B053F07     A0 normalization factor:               1.0
+B053F08     Normalization frequency:               1.0
+B053F09     Number of zeroes:                      0
+B053F14     Number of poles:                       0
+B058F03     Stage sequence number:                 1
+B058F04     Sensitivity:                           1.0E+05
+B058F05     Frequency of sensitivity:              1.0E+00 HZ
+B058F06     Number of calibrations:                0
+B058F03     Stage sequence number:                 0
+B058F04     Sensitivity:                           1.0E+05
+B058F05     Frequency of sensitivity:              1.0E+00 HZ
+B058F06     Number of calibrations:                0
+"""
+
+
+def test_resp_file_in_the_folder_gives_the_response(tmp_path, rng):
+    """A RESP file (or dataless SEED) beside miniSEED counts is metadata, as StationXML is."""
+    z = quake(rng, 800, 100.0, 3.0)[2]
+    tr = trace(np.round(z * COUNTS_PER_MPS2), "RSP", "HNZ", T0)
+    tr.data = tr.data.astype(np.int32)
+    tr.write(str(tmp_path / "RSP.mseed"), format="MSEED")
+    (tmp_path / "RESP.XX.RSP..HNZ").write_text(RESP_TEXT)
+    (rec,), skipped = read_records([tmp_path])
+    assert skipped == [] and any("divided by the sensitivity 100000" in a for a in rec.actions)
+    np.testing.assert_allclose(rec.data[2], z, atol=1e-5)

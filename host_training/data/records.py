@@ -246,6 +246,8 @@ def _metadata_kind(path: Path) -> str | None:
     suffix = path.suffix.lower()
     if suffix in (".quakeml", ".qml"):
         return "quakeml"
+    if suffix in (".dataless", ".resp") or path.name.upper().startswith("RESP."):
+        return "response"  # dataless SEED or RESP: ObsPy's read_inventory reads both
     if suffix == ".xml":
         try:
             head = path.read_bytes()[:2000].lower()
@@ -260,7 +262,7 @@ def _metadata_kind(path: Path) -> str | None:
 
 
 def load_metadata(paths) -> tuple[object, list, list[tuple[str, str]]]:
-    """StationXML and QuakeML files to ``(inventory or None, events, skipped)``."""
+    """StationXML (or dataless SEED, RESP) and QuakeML files to ``(inventory, events, skipped)``."""
     from obspy import Inventory, read_events, read_inventory
 
     inventory, events, skipped = None, [], []
