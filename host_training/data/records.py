@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import glob
 import logging
 import math
@@ -518,14 +519,21 @@ def _is_number(text: str) -> bool:
 
 def _catalog_row(files, rows: list[CatalogRow]) -> CatalogRow | None:
     """The catalog row whose ``files`` glob (or folder) holds one of ``files``."""
+    paths = [(str(f), Path(f).resolve()) for f in files]
     for row in rows:
-        pattern = Path(row.pattern).resolve()
-        for f in files:
-            path = Path(f).resolve()
-            if fnmatch.fnmatch(str(path), str(pattern)) or fnmatch.fnmatch(str(f), row.pattern) \
-                    or (pattern.is_dir() and pattern in path.parents):
+        pattern, folder = _resolved_pattern(row.pattern)
+        for name, path in paths:
+            if fnmatch.fnmatch(str(path), pattern) or fnmatch.fnmatch(name, row.pattern) \
+                    or (folder is not None and folder in path.parents):
                 return row
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved_pattern(pattern: str) -> tuple[str, Path | None]:
+    """A catalog pattern resolved once (a catalog of thousands of rows meets thousands of files)."""
+    resolved = Path(pattern).resolve()
+    return str(resolved), (resolved if resolved.is_dir() else None)
 
 
 def normalize_units(units: str, what: str = "units") -> str:
