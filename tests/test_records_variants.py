@@ -445,3 +445,23 @@ def test_resp_file_in_the_folder_gives_the_response(tmp_path, rng):
     (rec,), skipped = read_records([tmp_path])
     assert skipped == [] and any("divided by the sensitivity 100000" in a for a in rec.actions)
     np.testing.assert_allclose(rec.data[2], z, atol=1e-5)
+
+
+def test_damaged_sac_headers_give_a_reason_not_a_traceback(tmp_path, rng):
+    """NaN in a pick or azimuth header is ignored; an infinite sample interval is refused."""
+    import struct
+
+    for name, word, value in (("nanpick", 8, float("nan")), ("nanaz", 57, float("nan")),
+                              ("infdelta", 0, float("inf"))):  # a, cmpaz, delta (SAC header words)
+        write_sac(trace(quake(rng, 800, 100.0, 3.0)[2] * 1e9, "DMG", "HNZ", T0), tmp_path / f"{name}.SAC",
+                  idep="iacc", a=3.0, cmpaz=0.0, cmpinc=0.0)
+        raw = bytearray((tmp_path / f"{name}.SAC").read_bytes())
+        raw[word * 4:word * 4 + 4] = struct.pack("<f", value)
+        (tmp_path / f"{name}.SAC").write_bytes(bytes(raw))
+    records, skipped = [], []
+    for name in ("nanpick", "nanaz", "infdelta"):
+        r, s = read_records([tmp_path / f"{name}.SAC"])
+        records += r
+        skipped += s
+    assert len(records) == 2 and "P" not in records[0].picks and records[1].picks["P"].time == T0 + 3.0
+    assert [why for _, why in skipped] == ["trace XX.DMG..HNZ has a sampling rate of 0 Hz (damaged header)"]

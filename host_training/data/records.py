@@ -332,6 +332,10 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
             if tr.stats.npts < 2:
                 skipped.append((str(path), f"trace {tr.id} holds {tr.stats.npts} sample(s)"))
                 continue
+            if not (math.isfinite(tr.stats.sampling_rate) and 1e-3 <= tr.stats.sampling_rate <= 1e6):
+                skipped.append((str(path), f"trace {tr.id} has a sampling rate of "
+                                           f"{tr.stats.sampling_rate:g} Hz (damaged header)"))
+                continue
             tr.stats.path = str(path)
             # A rate written as a float32 interval (1/0.005 = 199.99998...) is its whole rate:
             # otherwise components of one sensor would be resampled to match each other.
@@ -587,10 +591,8 @@ def component_angles(tr) -> tuple[float | None, float | None]:
     (incidence = dip + 90: SEED dip -90 is up, SAC cmpinc 0 is up) that
     :func:`build_record` attaches as ``stats.inventory_angles``.
     """
-    sac = getattr(tr.stats, "sac", None) or {}
-    az, inc = sac.get("cmpaz"), sac.get("cmpinc")
-    az = None if az is None or az == -12345.0 else float(az) % 360.0
-    inc = None if inc is None or inc == -12345.0 else float(inc)
+    az, inc = sac_value(tr, "cmpaz"), sac_value(tr, "cmpinc")
+    az = None if az is None else az % 360.0
     inv_az, inv_inc = tr.stats.get("inventory_angles", (None, None))
     return (az if az is not None else inv_az), (inc if inc is not None else inv_inc)
 
@@ -796,12 +798,12 @@ def _label_phase(label) -> str | None:
 def sac_picks(tr) -> dict:
     """P and S picks from one SAC trace's headers (the earliest of each phase)."""
     sac = getattr(tr.stats, "sac", None) or {}
-    reference = tr.stats.starttime - float(sac.get("b", 0.0))
+    reference = tr.stats.starttime - (sac_value(tr, "b") or 0.0)
     found = {}
     slots = [("a", "ka")] + [(f"t{i}", f"kt{i}") for i in range(10)]
     for value_key, label_key in slots:
-        value = sac.get(value_key)
-        if value is None or value == -12345.0:
+        value = sac_value(tr, value_key)
+        if value is None:
             continue
         phase = _label_phase(sac.get(label_key))
         if phase is None and value_key == "a" and not str(sac.get(label_key) or "").strip():
@@ -859,24 +861,21 @@ def _station_coordinates(trace, inventory):
     knet = trace.stats.get("knet") or {}
     if knet.get("stla") is not None and knet.get("stlo") is not None:
         return float(knet["stla"]), float(knet["stlo"])
-    sac = getattr(trace.stats, "sac", None) or {}
-    lat, lon = sac.get("stla"), sac.get("stlo")
-    if lat is None or lon is None or -12345.0 in (lat, lon):
+    lat, lon = sac_value(trace, "stla"), sac_value(trace, "stlo")
+    if lat is None or lon is None or abs(lat) > 90.0:
         return None
-    return float(lat), float(lon)
+    return lat, lon
 
 
 def _sac_origin(trace):
-    sac = getattr(trace.stats, "sac", None) or {}
-    values = [sac.get(k) for k in ("evla", "evlo", "o")]
-    if any(v is None or v == -12345.0 for v in values):
+    values = [sac_value(trace, k) for k in ("evla", "evlo", "o")]
+    if any(v is None for v in values) or abs(values[0]) > 90.0:
         return None
-    depth = sac.get("evdp")
-    depth = 0.0 if depth is None or depth == -12345.0 else float(depth)
+    depth = sac_value(trace, "evdp") or 0.0
     if depth > 1000.0:  # some writers put m in evdp
         depth /= 1000.0
-    reference = trace.stats.starttime - float(sac.get("b", 0.0))
-    return reference + float(values[2]), float(values[0]), float(values[1]), depth
+    reference = trace.stats.starttime - (sac_value(trace, "b") or 0.0)
+    return reference + values[2], values[0], values[1], depth
 
 
 def taup_picks(trace, start, end, events, inventory) -> dict:
@@ -1182,10 +1181,10 @@ def _picks_and_kind(traces, record: Record, row, events, inventory) -> tuple[dic
         record.actions.append(f"kind earthquake ({traces[0].stats._format} accelerogram)")
     if kind is None:
         sac = getattr(traces[0].stats, "sac", None) or {}
-        mag = sac.get("mag")
+        mag = sac_value(traces[0], "mag")
         noise_name = str(sac.get("kevnm") or "").strip().lower() in ("noise", "quiet", "traffic",
                                                                      "spikes")
-        if unlabelled_picks(traces[0]) or (mag is not None and mag != -12345.0 and not noise_name):
+        if unlabelled_picks(traces[0]) or (mag is not None and not noise_name):
             # Arrivals picked, or the magnitude of the event recorded: the record holds an
             # earthquake (P unknown: any event in the record detects it).
             kind = "earthquake"
@@ -1198,8 +1197,21 @@ def unlabelled_picks(tr) -> list[str]:
     """SAC pick headers ``t0``..``t9`` set without a label (a phase cannot be told)."""
     sac = getattr(tr.stats, "sac", None) or {}
     return [f"t{i}" for i in range(10)
-            if sac.get(f"t{i}") not in (None, -12345.0)
+            if sac_value(tr, f"t{i}") is not None
             and not str(sac.get(f"kt{i}") or "").strip().strip("-12345")]
+
+
+def sac_value(tr, key: str) -> float | None:
+    """A SAC float header as a float; None when undefined (-12345) or not finite (damaged)."""
+    sac = getattr(tr.stats, "sac", None) or {}
+    value = sac.get(key)
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if value == -12345.0 or not math.isfinite(value) else value
 
 
 def read_records(sources, *, units: str | None = None, inventory=None, events=None,
@@ -1279,6 +1291,11 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
                                   f"window ({min_duration_s:g} s)")
         except RecordError as exc:
             skipped.append((where if where else label, f"{label}: {exc}"))
+            continue
+        except Exception as exc:  # a damaged header nobody foresaw: one line, the rest go on
+            log.debug("reading %s", label, exc_info=True)
+            skipped.append((where if where else label, f"{label}: cannot be read "
+                                                       f"({type(exc).__name__}: {_short(exc)})"))
             continue
         records.append(record)
     records.sort(key=lambda r: (r.starttime, r.id))
