@@ -25,11 +25,13 @@ Sample 0 is ``pre_p_s`` before the first P arrival.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -248,6 +250,25 @@ def read_sac(path) -> tuple[np.ndarray, dict]:
                   "t1": float(floats[11])}
 
 
+@contextlib.contextmanager
+def _console_to(path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, which PyGRT's C
+    code and its ``grt`` child write to) to the file ``path`` for the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with open(path, "wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
 def _compute_one(model: np.ndarray, depth_km: float, config: BankConfig, threads: int):
     """Green's functions of one model and source depth at every bank distance."""
     import pygrt
@@ -257,9 +278,22 @@ def _compute_one(model: np.ndarray, depth_km: float, config: BankConfig, threads
         model_file = work / "model.txt"
         np.savetxt(model_file, model, fmt="%.4f")
         m = pygrt.PyModel1D(grn=work / "grn", modelpath=model_file)
-        m.greenfn(depsrc=float(depth_km), deprcv=0.0, dists=np.asarray(config.distances_km, dtype=float),
-                  nt=config.nt, dt=config.dt_s, delayT0=-config.pre_p_s, ref_first_p=True,
-                  gf_source=["EX", "DC"], nthreads=threads, print_log=False, Length=float(config.dwm_length))
+        with _console_to(work / "grt.log"):  # its every-run "skip low frequency" warning hid the progress
+            try:
+                m.greenfn(depsrc=float(depth_km), deprcv=0.0,
+                          dists=np.asarray(config.distances_km, dtype=float), nt=config.nt, dt=config.dt_s,
+                          delayT0=-config.pre_p_s, ref_first_p=True, gf_source=["EX", "DC"], nthreads=threads,
+                          print_log=False, Length=float(config.dwm_length))
+            except Exception as exc:  # noqa: BLE001 - re-raised with what PyGRT printed
+                failure = exc
+            else:
+                failure = None
+        said = (work / "grt.log").read_text(errors="replace").strip()
+        if failure is not None:
+            raise RuntimeError(f"PyGRT failed for depth {depth_km} km: {failure}; "
+                               f"it printed: {said[-2000:]}") from failure
+        if said:
+            log.debug("PyGRT, depth %s km: %s", depth_km, said)
         dirs = {}
         for d in (work / "grn").iterdir():
             if d.is_dir():
