@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: help venv demo replay test lint bench clean bundle deploy rollback releases
 
 help:
-	@echo "make demo   - run the whole chain on synthetic data (outputs in runs/demo/)"
+	@echo "make demo   - run the whole chain on physics-based synthetic data (outputs in runs/demo/;"
+	@echo "              its Green's function bank is built once, about 4 CPU-minutes)"
 	@echo "make replay - replay-test recorded files into the node and score it (runs/replay/);"
 	@echo "              RECORDS=path CATALOG=csv INVENTORY=xml UNITS=u MODEL=onnx to use your own"
 	@echo "make bundle - node install bundle dist/seismictorch-node-<version>-<arch>.tar.gz;"
