@@ -100,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-windows", type=int, default=100000, help="windows (physics)")
     s.add_argument("--dead-fraction", type=float, default=0.55,
                    help="fraction of records with 1 or 2 dead/missing components (physics)")
-    s.add_argument("--snr-min-db", type=float, default=40.0,
-                   help="P and S windows: filtered peak over noise rms at least this, dB (physics; the "
-                        "recipe's 40 dB; the first version used 12)")
+    s.add_argument("--snr-min-db", type=float, default=20.0,
+                   help="P and S windows: filtered peak over noise rms at least this, dB (physics; 20: a "
+                        "clear onset; the STEAD recipe's 40 makes a model deaf to weak events; "
+                        "first version 12)")
     s.add_argument("--max-distance-km", type=float, default=100.0,
                    help="largest epicentral distance, km (physics; the recipe's 100; first version 200)")
     s.add_argument("--min-sp-s", type=float, default=None,

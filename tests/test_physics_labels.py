@@ -1,5 +1,5 @@
 """The physics generator's labels mean what the recipe says (issue 8): P and S windows at their
-own onset only, events 40 dB above the noise, an S onset that stands out of the P coda, and no
+own onset only, events 20 dB above the noise, an S onset that stands out of the P coda, and no
 20 Hz tone from upsampling the Green's function bank."""
 
 import numpy as np
@@ -37,7 +37,7 @@ def test_default_windows_hold_one_onset_of_their_own_class(bank):
     assert all(0 <= r["s_sample"] < 200 and r["p_sample"] == -1 for r in s)  # no P onset in an S window
     events = p + s
     assert all(r["sp_s"] >= 1.9 and r["distance_km"] <= 100.0 for r in events)
-    assert all(r["snr_db"] >= 40.0 and r["s_contrast"] >= 2.0 for r in events)
+    assert all(r["snr_db"] >= 20.0 and r["s_contrast"] >= 2.0 for r in events)
     # The SNR is met by amplitude, not by magnitude: source spectra keep the drawn M1-7.
     mags = [r["magnitude"] for r in p]
     assert min(mags) < 2.5 and 3.0 < np.median(mags) < 5.0
@@ -47,7 +47,7 @@ def test_old_style_settings_still_make_the_unfiltered_set(bank):
     ds = synth.physics_dataset(150, seed=1, bank=bank, **OLD_STYLE)
     p = _rows(ds, label="P")
     assert any(r["s_sample"] >= 0 for r in p)  # S-P 1.1 s at 5 km: S inside some P windows
-    assert _rows(ds, window="coda") and min(r["snr_db"] for r in p) < 40.0
+    assert _rows(ds, window="coda") and min(r["snr_db"] for r in p) < 20.0
 
 
 def test_onset_contrast_compares_the_onset_with_what_precedes_it():

@@ -466,15 +466,16 @@ def _snr(signal_w, noise_w, fs, live):
 
 def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, window_s: float = 2.0,
                     max_shift_s: float = 0.8, bank=None, dead_fraction: float = 0.55,
-                    transient_fraction: float = 0.6, snr_min_db: float = 40.0, coda_fraction: float = 0.0,
+                    transient_fraction: float = 0.6, snr_min_db: float = 20.0, coda_fraction: float = 0.0,
                     class_fractions=(1 / 3, 1 / 3, 1 / 3), max_distance_km: float = 100.0,
                     min_sp_s: float | None = None, s_contrast_min: float = 2.0, raise_magnitude: bool = False,
                     progress: bool = False):
     """Labelled P / S / noise windows from the physics-based generator.
 
     The defaults follow the recipe the seed's STEAD windows were cut by (Clements 2023,
-    ``SEED_NOTES.md``): epicentral distance < 100 km, SNR > 40 dB, 2 s windows centred on
-    the P and on the S arrival +/- up to 0.8 s, noise windows from noise records. Two
+    ``SEED_NOTES.md``): epicentral distance < 100 km, a clear onset above the noise
+    (the recipe's 40 dB as an option, 20 dB by default: see ``snr_min_db``), 2 s windows
+    centred on the P and on the S arrival +/- up to 0.8 s, noise windows from noise records. Two
     more rules make the P and S labels mean one thing each, as the recipe intends: a P
     window never holds the S onset and an S window never holds the P onset (``min_sp_s``),
     and only windows at the arrivals are labelled (``coda_fraction`` 0). Each rule removes
@@ -506,10 +507,16 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
     transient_fraction : float
         Fraction of noise windows holding a non-seismic transient (hard negatives).
     snr_min_db : float
-        A P or S window's filtered peak over the noise rms (live components), in dB
-        (``20 log10``), must reach this; weaker events are made stronger (magnitude raised,
-        up to M7.5, then scaled) so that no label marks an invisible phase. 40 dB is the
-        recipe's clean-subset threshold; the generator's first version used 12 dB (x4).
+        A P or S window's filtered peak over the noise rms (live components, transients
+        counted as noise), in dB (``20 log10``), must reach this; weaker events are made
+        stronger (see ``raise_magnitude``) so that no label marks an invisible phase.
+        20 dB (peak 10 x rms, where Gaussian noise peaks at 3-4 x rms in a window): an
+        onset any analyst sees. The first version used 12 dB (x 4: at the noise's own
+        peaks). The recipe's STEAD clean subset used 40 dB; a model trained only on that
+        (102,000 windows, 16 epochs) scored 0.952 on its own test split against 0.927 at
+        20 dB, but called 84-91 % of P windows below 20 dB noise, 121 of 208 real P
+        windows noise (80 at 20 dB) and missed one real one-component record that the
+        20 dB model and the first version detect: a node needs the weak events.
     coda_fraction : float
         Fraction of events that give one more S-class window 1-10 s after S (sustained
         shaking is not noise), when it stands out of the noise; these come on top of
