@@ -189,6 +189,10 @@ class EventDetector:
         self.station = station
         self.pending: list[Scored] = []
         self.open: _Open | None = None
+        # Windows (raw samples included) that a trigger may look back to: trimmed by time
+        # to ``lookback_s`` before the earliest trigger still possible (about 20 windows
+        # at the defaults, where a 200-window count kept ~0.9 MiB); the count stays as a
+        # bound for windows that break the time order.
         self.recent: deque = deque(maxlen=200)
 
     def triggers(self, w: Scored) -> bool:
@@ -217,6 +221,12 @@ class EventDetector:
             if quiet_s >= self.config.off_s or duration_s >= self.config.max_event_s:
                 out.append(self.close())
         self.recent.append(w)
+        # A later trigger's first window is one now pending or one still to come (time
+        # order): a window older than lookback_s before the earliest of them is never read.
+        horizon = min((p.center_us for p in self.pending), default=w.center_us) \
+            - self.config.lookback_s * 1e6
+        while self.recent and self.recent[0].center_us < horizon:
+            self.recent.popleft()
         return out
 
     def reset(self) -> list[dict]:

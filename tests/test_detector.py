@@ -148,3 +148,20 @@ def test_short_doubtful_p_after_trigger_keeps_the_pick():
         out += det.update(scored(i, label, p=0.7 if label == "P" and i < 30 else 0.76))
     event = [e for e in out if e["type"] == "event"][0]
     assert event["p_time_us"] == 20 * STEP_US and event["s_time_us"] == 22 * STEP_US
+
+
+def test_lookback_holds_only_the_windows_it_may_read():
+    """``recent`` keeps lookback_s of windows, not a count: after 100 s of noise a weak P run
+    starting exactly lookback_s before the trigger is still picked, and at most
+    lookback_s / step + on_windows + 1 windows (raw samples included) are ever held."""
+    config = DetectorConfig(min_pga_mps2=0.02, lookback_s=5.0)
+    det = EventDetector(config)
+    labels = ["noise"] * 400 + ["P"] * 20 + ["S"] * 12 + ["noise"] * 60
+    out, held = [], 0
+    for i, label in enumerate(labels):
+        out += det.update(scored(i, label, 0.1 if label == "S" else 0.005))
+        held = max(held, len(det.recent))
+    events = [e for e in out if e["type"] == "event"]
+    assert len(events) == 1 and events[0]["start_us"] == 420 * STEP_US
+    assert events[0]["p_time_us"] == 400 * STEP_US  # the first P window, 5.0 s before the trigger
+    assert held <= config.lookback_s * 1e6 / STEP_US + config.on_windows + 1
