@@ -42,7 +42,7 @@ def test_every_case_replays_through_a_node_and_is_scored(tiny_model, fixture_dir
     folder, truth = fixture_dir
     out = tmp_path / "out"
     result = replay_test(folder, "--model", tiny_model["sim"], "--catalog", folder / "catalog.csv",
-                         "--out", out, "--json", "--idle-exit-s", "0.5")
+                         "--out", out, "--json", "--idle-exit-s", "5")
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 1, result.stderr[-3000:]  # the corrupt file was skipped
     report = json.loads(result.stdout)
@@ -74,7 +74,7 @@ def test_line_faults_unplug_and_drift_match_the_node_counters(tiny_model, fixtur
     """Unplug: the link vanishes, then the pty; a new pty comes back behind the link."""
     folder, _ = fixture_dir
     faults = parse_faults("corrupt=0.03,drop=0.02,garbage=0.05,unplug=0.04,unplug_s=0.5,drift_ppm=300,seed=2")
-    config = ReplayTestConfig(model=str(tiny_model["sim"]), out=str(tmp_path), idle_exit_s=0.5,
+    config = ReplayTestConfig(model=str(tiny_model["sim"]), out=str(tmp_path), idle_exit_s=5.0,
                               faults=faults)
     result = run_replay_test([folder / "XX.OFS..HNE.SAC", folder / "XX.OFS..HNN.SAC",
                               folder / "XX.OFS..HNZ.SAC"], config, progress=False)
