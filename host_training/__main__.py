@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--s-contrast-min", type=float, default=2.0,
                    help="S onset peak over the P coda peak before it, on the live components, at least this "
                         "(physics; an S an analyst would pick; 0: any, as the first version)")
+    s.add_argument("--p-contrast-min", type=float, default=2.0,
+                   help="first P onset (0.5 s) peak over the noise peak before it, node's filter, live "
+                        "components, at least this (physics; a P an analyst would pick, the recipe's "
+                        "p_weight > 0.75; 0: any)")
     s.add_argument("--raise-magnitude", action="store_true",
                    help="meet --snr-min-db by raising the magnitude (physics; the first version) instead of "
                         "scaling the amplitude, which keeps the drawn magnitudes and source spectra")
@@ -337,6 +341,7 @@ def _synth_physics(args) -> int:
                          dead_fraction=args.dead_fraction, snr_min_db=args.snr_min_db,
                          max_distance_km=args.max_distance_km, min_sp_s=args.min_sp_s,
                          coda_fraction=args.coda_fraction, s_contrast_min=args.s_contrast_min,
+                         p_contrast_min=args.p_contrast_min,
                          raise_magnitude=args.raise_magnitude, progress=True)
     t2 = time.perf_counter()
     folder = ds.save(args.out)

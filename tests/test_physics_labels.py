@@ -78,3 +78,21 @@ def test_upsampled_records_carry_no_20_hz_tone(bank):
     # With the bank's Nyquist bin copied up, the 20 Hz line was 0.10-0.19 of the 5-15 Hz
     # level in these records (and 10^4 times the pre-P spectrum); tapered, 0.001-0.03.
     assert max(lines) < 0.05
+
+
+def test_p_onset_contrast_flags_a_weak_first_p_before_a_larger_phase(bank):
+    """The recipe's p_weight analogue: the first P must leave the noise band, not a later phase."""
+    fs, rng = 100.0, np.random.default_rng(0)
+    noise = rng.normal(0.0, 1e-3, (3, 200))  # m/s^2
+    t = np.arange(4000) / fs
+    wavelet = lambda t0, amp: amp * np.sin(2 * np.pi * 8.0 * (t - t0)) * ((t >= t0) & (t < t0 + 0.3))  # noqa: E731
+    later = wavelet(10.7, 5e-2)  # a larger P phase 0.7 s after the first P
+    for amp, clear in ((1e-3, False), (2e-2, True)):
+        ground = np.tile(wavelet(10.0, amp) + later, (3, 1))
+        contrast = synth.p_onset_contrast(ground, 10.0, noise, fs, "ENZ")
+        assert (contrast >= 2.0) is clear, (amp, contrast)
+    # In a generated set every event's first P passes the rule (default 2); 0 keeps every event.
+    kept = synth.physics_dataset(300, seed=2, bank=bank, p_contrast_min=0.0)
+    assert min(r["p_contrast"] for r in _rows(kept, label="P")) < 2.0
+    ds = synth.physics_dataset(300, seed=2, bank=bank)
+    assert min(r["p_contrast"] for r in _rows(ds, label="P")) >= 2.0
