@@ -333,6 +333,8 @@ def _synth_physics(args) -> int:
         raise ValueError("--n-windows must be >= 3, --dead-fraction in [0, 1], --sampling-rate > 40 Hz")
     if not 0 <= args.coda_fraction <= 1 or args.max_distance_km <= 0 or (args.min_sp_s or 0) < 0:
         raise ValueError("--coda-fraction must be in [0, 1], --max-distance-km > 0, --min-sp-s >= 0")
+    if args.s_contrast_min < 0 or args.p_contrast_min < 0:
+        raise ValueError("--s-contrast-min and --p-contrast-min must be >= 0 (0: no rule)")
     t0 = time.perf_counter()
     bank = build_bank(preset_config(args.bank_preset), cache_dir=args.bank_cache, progress=True,
                       jobs=os.cpu_count() or 1)  # one PyGRT process per core
