@@ -448,7 +448,7 @@ def run_replay_test(sources, config: ReplayTestConfig, *, catalog=None, inventor
 
 def format_report(result: dict) -> str:
     """The table printed by replay-test."""
-    from .score import columns, fmt
+    from .score import columns, fmt, score_footer
 
     header = ("record", "Hz", "s", "comp", "kind", "detected", "P err", "S err", "delay", "PGA",
               "false", "frames sent/acc", "line err", "P/S/noise win", "clip", "exit")
@@ -476,16 +476,7 @@ def format_report(result: dict) -> str:
     if any(r.get("below_model_rate") for r in result["rows"]):
         out.append("! below the model's input rate: no signal above the record's Nyquist frequency "
                    "reaches the model (replayed, but outside its training)")
-    if any(r.get("started_after_p") for r in result["rows"]):
-        out.append("P before the record's first window: any event in it detects the earthquake; "
-                   "no P error")
-    if s.get("repeat_events"):
-        out.append("+Nr: N more events during an earthquake already detected (split by a gap or unplug)")
-    out.append(f"earthquakes detected {s['detected']}/{s['earthquakes']}  false events {s['false_events']}"
-               f" (+{s.get('repeat_events', 0)} repeats)"
-               f" (per noise hour: {fmt(s['false_per_noise_hour'], '.1f')} over {s['noise_hours']:.3f} h)"
-               f"  median |P err| {fmt(s['median_abs_p_error_s'], '.2f')} s"
-               f"  median delay {fmt(s['median_delay_s'], '.2f')} s")
+    out += score_footer(result["rows"], s)
     out.append(f"records {s['records']}  skipped {s['skipped']}  node failures {s['node_failures']}"
                f"  ledger mismatches {s['ledger_failures']}  clipped records {s['clipped_records']}"
                f"  {s['simulated_s']:.0f} s simulated in {s['wall_s']:.0f} s"

@@ -262,6 +262,23 @@ def score_records(events: list, records: list, tolerance_s: float = 2.0, trigger
     return {"rows": rows, "summary": summarize(rows, len(events) - len(used), truths, tolerance_s)}
 
 
+def score_footer(rows, summary: dict) -> list[str]:
+    """The lines under a per-record table: notes on its marks, then the detection summary."""
+    out = []
+    if any(r.get("started_after_p") for r in rows):
+        out.append("P before the record's first window: any event in it detects the earthquake; "
+                   "no P error")
+    if summary.get("repeat_events"):
+        out.append("+Nr: N more events during an earthquake already detected (split by a gap or unplug)")
+    s = summary
+    out.append(f"earthquakes detected {s['detected']}/{s['earthquakes']}  false events {s['false_events']}"
+               f" (+{s.get('repeat_events', 0)} repeats)"
+               f" (per noise hour: {fmt(s['false_per_noise_hour'], '.1f')} over {s['noise_hours']:.3f} h)"
+               f"  median |P err| {fmt(s['median_abs_p_error_s'], '.2f')} s"
+               f"  median delay {fmt(s['median_delay_s'], '.2f')} s")
+    return out
+
+
 def format_records_table(result: dict, skipped=()) -> str:
     """The per-record table of :func:`score_records`, in replay-test's columns."""
     header = ("record", "Hz", "s", "comp", "kind", "detected", "P err", "S err", "delay", "PGA",
@@ -274,15 +291,8 @@ def format_records_table(result: dict, skipped=()) -> str:
                       str(r["false_events"]) + (f"+{r['repeat_events']}r" if r.get("repeat_events") else "")))
     out = columns(header, lines)
     s = result["summary"]
-    if any(r.get("started_after_p") for r in result["rows"]):
-        out.append("P before the record's first window: any event in it detects the earthquake; "
-                   "no P error")
-    if s.get("repeat_events"):
-        out.append("+Nr: N more events during an earthquake already detected")
-    out.append(f"earthquakes detected {s['detected']}/{s['earthquakes']}  false events {s['false_events']}"
-               f" (per noise hour: {fmt(s['false_per_noise_hour'], '.1f')} over {s['noise_hours']:.3f} h)"
-               f"  median |P err| {fmt(s['median_abs_p_error_s'], '.2f')} s"
-               f"  median delay {fmt(s['median_delay_s'], '.2f')} s  events written {s['events']}")
+    out += score_footer(result["rows"], s)
+    out[-1] += f"  events written {s['events']}"
     for where, why in skipped:
         out.append(f"skipped {where}: {why}")
     return "\n".join(out)
