@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -90,6 +91,14 @@ def node_process(model, port, out: Path, *extra, env=None, preexec_fn=None) -> s
            "--events", str(out / "events.jsonl"), "--status", str(out / "status.json"), *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=env or python_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn)
+
+
+def stop(proc, sig=signal.SIGTERM, timeout_s: float = 60.0) -> str:
+    """Send ``sig`` to a node still running, wait for it to end; its output."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=timeout_s)
+    return output
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import struct
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, node_process, python_env, running
+from conftest import REPO, node_process, python_env, running, stop
 
 from edge_runtime.protocol import HEADER, SYNC, encode_frame, header_crc
 from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
@@ -79,13 +78,6 @@ def wait_ready(out: Path, proc, timeout_s: float = 60.0) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError("node did not open its port")
-
-
-def stop(proc, sig=signal.SIGTERM, timeout_s: float = 60.0) -> str:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=timeout_s)
-    return output
 
 
 def start_ready_stop(model, out: Path, *extra, env=None) -> tuple[int, str]:

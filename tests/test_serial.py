@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, node_process, python_env, running
+from conftest import REPO, node_process, python_env, running, stop
 from obspy import UTCDateTime
 
 from edge_runtime.protocol import FrameDecoder
@@ -190,8 +190,7 @@ def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
         wait_status(status_path, proc, lambda s: s["reconnects"] >= 1 and s["faults"].get("port", 0) >= 2,
                     "report the lost port and retry it")
         assert proc.poll() is None  # still running, retrying
-        proc.terminate()
-        output, _ = proc.communicate(timeout=60)
+        output = stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -284,8 +283,7 @@ def test_port_taken_over_by_another_pty_is_refused(tiny_model, tmp_path):
             os.write(foreign.master_fd, frame)
         # About a second of refusals, one every 50 ms.
         wait_status(status_path, proc, lambda s: s["port_refused"] >= 20, "refuse the foreign pty 20 times")
-        proc.terminate()
-        output, _ = proc.communicate(timeout=60)
+        output = stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
