@@ -103,7 +103,8 @@ def stop(proc, sig=signal.SIGTERM, timeout_s: float = 60.0) -> str:
 
 @contextmanager
 def running(proc, pty):
-    """Kill ``proc`` if it still runs when the block ends (a step failed), then close ``pty``."""
+    """Kill ``proc`` if it still runs when the block ends (a step failed), then close ``pty``
+    (a ``Pty``, or a ``PtyLink``, which unplugs)."""
     try:
         yield proc
     finally:

@@ -178,7 +178,7 @@ def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
     link = PtyLink(tmp_path / "tty")
     status_path = tmp_path / "status.json"
     proc = node_process(tiny_model["sim"], link.port, tmp_path, "--status-every-s", "0.1")
-    try:
+    with running(proc, link):
         wait_for_port(status_path, proc, timeout_s=60)
         writer = Writer(link.pty, speed=0)
         data = np.zeros((3, 300))
@@ -191,10 +191,6 @@ def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
                     "report the lost port and retry it")
         assert proc.poll() is None  # still running, retrying
         output = stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        link.unplug()
     assert proc.returncode == 0, output
     assert "lost" in output and "retrying" in output
     status = json.loads(status_path.read_text())
@@ -270,7 +266,7 @@ def test_port_taken_over_by_another_pty_is_refused(tiny_model, tmp_path):
     # them on a slow machine; the test stops the node once they did.
     proc = node_process(tiny_model["sim"], link.port, tmp_path, "--reconnect-max-s", "0.05",
                         "--status-every-s", "0.1")
-    try:
+    with running(proc, link):
         wait_for_port(status_path, proc, timeout_s=60)
         writer = Writer(link.pty, speed=0)
         for _seq, t_us, frame in record_frames(np.zeros((3, 300)), 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
@@ -284,10 +280,6 @@ def test_port_taken_over_by_another_pty_is_refused(tiny_model, tmp_path):
         # About a second of refusals, one every 50 ms.
         wait_status(status_path, proc, lambda s: s["port_refused"] >= 20, "refuse the foreign pty 20 times")
         output = stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        link.unplug()
     assert proc.returncode == 0, output
     status = json.loads(status_path.read_text())
     assert status["decoder"]["frames"] == 30  # the board's 30 frames; none of the foreign 20
