@@ -11,23 +11,17 @@ out (``python -m tools.bench.window_path`` measures the RSS itself):
 """
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
-from conftest import node_process, python_env, running
+from _helpers import wait_frames, wait_status
+from conftest import node_process, python_env, running, stop
 
 from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
 from tools.replay import Writer, open_pty, record_frames
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01
-
-
-def _frames_read(status: Path) -> int:
-    try:
-        return json.loads(status.read_text())["decoder"]["frames"]
-    except (OSError, ValueError, KeyError):
-        return 0
+N_FRAMES = 60  # 6 s at 100 Hz: past the first window
 
 
 def test_node_loads_no_tls_stack_and_no_onnxruntime_telemetry(tiny_model, tmp_path):
@@ -36,25 +30,26 @@ def test_node_loads_no_tls_stack_and_no_onnxruntime_telemetry(tiny_model, tmp_pa
     env = python_env()
     env.pop("ORT_DISABLE_TELEMETRY", None)  # the node must turn it off itself
     env["HOME"] = str(home)
+    status_path = tmp_path / "status.json"
     pty = open_pty()
     proc = node_process(tiny_model["sim"], pty.port, tmp_path, "--status-every-s", "0.2", env=env)
     with running(proc, pty):
-        deadline = time.monotonic() + 30
-        while not pty.configured() and time.monotonic() < deadline:  # the node opened the port
-            time.sleep(0.05)
-        data = np.random.default_rng(0).standard_normal((3, 600)) * 1e-3
+        # Deadlines for a loaded 2-core machine: start-up (numpy, onnxruntime, the model)
+        # can take tens of seconds there; on an idle one it takes ~1 s. Each wait fails
+        # naming what the node did not do, with its output.
+        wait_status(status_path, proc, lambda s: s["port_open"], "open its port", timeout_s=90)
+        data = np.random.default_rng(0).standard_normal((3, N_FRAMES * 10)) * 1e-3
         data[2] += 9.80665
         writer = Writer(pty, speed=0)
         for _seq, t_us, frame in record_frames(data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2):
             writer.send(frame, t_us)
-        deadline = time.monotonic() + 30
-        while _frames_read(tmp_path / "status.json") < 60 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_frames(status_path, proc, N_FRAMES, timeout_s=60)
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
-        proc.terminate()
-        output, _ = proc.communicate(timeout=30)
-    assert _frames_read(tmp_path / "status.json") == 60, output
-    assert json.loads((tmp_path / "status.json").read_text())["pipeline"]["windows"] > 0
+        output = stop(proc)
+    assert proc.returncode == 0, output
+    status = json.loads(status_path.read_text())  # the last one, written as the node stopped
+    assert status["decoder"]["frames"] == N_FRAMES, output
+    assert status["pipeline"]["windows"] > 0, output
     libraries = {line.split()[-1].rsplit("/", 1)[-1] for line in maps.splitlines() if "/" in line}
     tls = sorted(name for name in libraries if name.startswith(("libssl", "_ssl", "libcrypto")))
     assert not tls, f"node loaded the TLS stack without a URL action: {tls}"

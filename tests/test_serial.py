@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from _helpers import wait_frames, wait_status
 from conftest import REPO, node_process, python_env, running, stop
 from obspy import UTCDateTime
 
@@ -137,33 +138,6 @@ def test_node_reports_a_bad_model_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and "bad.onnx" in result.stderr
-
-
-def wait_status(status_path, proc, ready, what: str, timeout_s: float = 60.0) -> dict:
-    """Until ``ready(status)`` holds for the node's status file; the status then.
-
-    A condition, never a fixed sleep: a loaded machine (CI on 2 cores) may take seconds
-    where an idle one takes milliseconds. Fails at once, with the node's output, if the
-    node exits meanwhile.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the node exited ({proc.returncode}) before it could {what}: "
-                                 f"{proc.stdout.read()}")
-        try:
-            status = json.loads(status_path.read_text())
-            if ready(status):
-                return status
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"the node did not {what} within {timeout_s} s")
-
-
-def wait_frames(status_path, proc, n: int, timeout_s: float = 60.0) -> None:
-    """Until the node's status counts ``n`` decoded frames (it reads in bursts)."""
-    wait_status(status_path, proc, lambda s: s["decoder"]["frames"] >= n, f"decode {n} frames", timeout_s)
 
 
 def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
