@@ -1,16 +1,37 @@
 """Helpers several test modules share (fixtures are in conftest.py).
 
-* a real node process: wait for its status to say something (its port open, frames
-  decoded) (tests/test_serial.py, tests/test_node_memory.py).
+* a real node process on a real pty: start it, wait for its status to say something
+  (its port open, frames decoded), read its status, feed it frames until it goes idle
+  (tests/test_reliability.py, tests/test_protocol_v2.py, tests/test_serial.py,
+  tests/test_node_memory.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+from conftest import node_process, running
 
 
 # ------------------------------------------------------------ node process
+def start_node(model, port, out: Path, *extra, env=None, preexec_fn=None):
+    """The node on ``port``, status every 0.2 s in ``out/status.json`` (a stale one removed first)."""
+    (out / "status.json").unlink(missing_ok=True)  # wait_ready must see this run's status
+    return node_process(model, port, out, "--status-every-s", "0.2", *extra, env=env, preexec_fn=preexec_fn)
+
+
+def status_of(out: Path) -> dict:
+    """The node's status file in ``out`` (retried while the node replaces it)."""
+    for _ in range(50):
+        try:
+            return json.loads((out / "status.json").read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise AssertionError("no status file")
+
+
 def wait_status(status_path, proc, ready, what: str, timeout_s: float = 60.0) -> dict:
     """Until ``ready(status)`` holds for the node's status file; the status then.
 
@@ -39,3 +60,31 @@ def wait_status(status_path, proc, ready, what: str, timeout_s: float = 60.0) ->
 def wait_frames(status_path, proc, n: int, timeout_s: float = 60.0) -> None:
     """Until the node's status counts ``n`` decoded frames (it reads in bursts)."""
     wait_status(status_path, proc, lambda s: s["decoder"]["frames"] >= n, f"decode {n} frames", timeout_s)
+
+
+def wait_ready(out: Path, proc, timeout_s: float = 60.0) -> None:
+    """Until the node in ``out`` reports its port open (pyserial flushes what came before)."""
+    wait_status(out / "status.json", proc, lambda s: s["port_open"], "open its port", timeout_s)
+
+
+def feed_until_idle(model, out: Path, blobs, *extra, idle_exit_s: float = 1.5,
+                    timeout_s: float = 120.0) -> str:
+    """Run a node on a fresh pty until the line has been quiet ``idle_exit_s``; its output.
+
+    The node starts with ``--idle-exit-s idle_exit_s`` and the ``extra`` flags; once its
+    port is open, ``blobs`` (bytes: frames, text lines, garbage) are written in order as
+    fast as it reads them. Fails, with the node's output, unless it then exits 0 by itself
+    within ``timeout_s``.
+    """
+    from tools.replay import Writer, open_pty
+
+    pty = open_pty()
+    proc = start_node(model, pty.port, out, "--idle-exit-s", str(idle_exit_s), *extra)
+    with running(proc, pty):
+        wait_ready(out, proc)
+        writer = Writer(pty, speed=0)
+        for blob in blobs:
+            writer.send(blob, 0)
+        output, _ = proc.communicate(timeout=timeout_s)
+    assert proc.returncode == 0, output
+    return output

@@ -265,10 +265,8 @@ def test_fuzz_text_round_trip_any_chunking(rows, checksum, chunk):
 # ------------------------------------------------------ through the real node
 def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_model, tmp_path):
     """A v2 board streams a quake; a second board's frames on the same line are refused."""
-    from conftest import running
-    from test_reliability import P_S, quake_counts, start_node, status_of, wait_ready
-
-    from tools.replay import Writer, open_pty
+    from _helpers import feed_until_idle, status_of
+    from test_reliability import P_S, quake_counts
 
     counts_ = quake_counts(seed=3, quiet_after_s=15.0)
     blobs = []
@@ -279,15 +277,7 @@ def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_mode
         if k in (50, 250):  # a foreign board, e.g. a port path reused after an unplug
             blobs.append(encode_frame_v2(k, T0 + k * 100_000, 100.0, counts_[i:i + 10] + 1000,
                                          board_id=0xBAD, time_fix="free"))
-    pty = open_pty()
-    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1.5")
-    with running(proc, pty):
-        wait_ready(tmp_path, proc)
-        writer = Writer(pty, speed=0)
-        for b in blobs:
-            writer.send(b, 0)
-        output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
+    feed_until_idle(tiny_model["sim"], tmp_path, blobs)
     status = status_of(tmp_path)
     p = status["pipeline"]
     assert p["frames_other_board"] == 2 and p["board_clipping"] == 1 and p["frames_lost"] == 0
@@ -298,20 +288,11 @@ def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_mode
 
 
 def test_node_process_text_mode(tiny_model, tmp_path):
-    from conftest import running
-    from test_reliability import start_node, status_of, wait_ready
-
-    from tools.replay import Writer, open_pty
+    from _helpers import feed_until_idle, status_of
 
     lines = encode_text_lines(counts(4, n=300) // 100, checksum=True)
-    pty = open_pty()
-    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1", "--protocol", "text",
-                      "--text-rate-hz", "100")
-    with running(proc, pty):
-        wait_ready(tmp_path, proc)
-        Writer(pty, speed=0).send(lines + b"1,2,nan\n" + b"7,8\n", 0)
-        output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, output
+    feed_until_idle(tiny_model["sim"], tmp_path, [lines + b"1,2,nan\n" + b"7,8\n"], "--protocol", "text",
+                    "--text-rate-hz", "100", idle_exit_s=1, timeout_s=60)
     status = status_of(tmp_path)
     assert status["decoder"]["lines"] == 300 and status["decoder"]["line_errors"] == 2
     assert status["pipeline"]["frames"] == 30 and status["pipeline"]["frames_lost"] == 0

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, node_process, python_env, running, stop
+from _helpers import feed_until_idle, start_node, status_of, wait_ready
+from conftest import REPO, python_env, running, stop
 
 from edge_runtime.protocol import HEADER, SYNC, encode_frame, header_crc
 from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
@@ -50,35 +51,6 @@ def frames_of(counts: np.ndarray, t0_us: int = T0_US, first_seq: int = 0):
 
 def encode(frames) -> list[bytes]:
     return [encode_frame(s, t, 100.0, c) for s, t, c in frames]
-
-
-def start_node(model, port, out: Path, *extra, env=None, preexec_fn=None):
-    (out / "status.json").unlink(missing_ok=True)  # wait_ready must see this run's status
-    return node_process(model, port, out, "--status-every-s", "0.2", *extra, env=env, preexec_fn=preexec_fn)
-
-
-def status_of(out: Path) -> dict:
-    for _ in range(50):
-        try:
-            return json.loads((out / "status.json").read_text())
-        except (OSError, ValueError):
-            time.sleep(0.05)
-    raise AssertionError("no status file")
-
-
-def wait_ready(out: Path, proc, timeout_s: float = 60.0) -> None:
-    """Until the node reports its port open (pyserial flushes what came before)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"node exited early ({proc.returncode}): {proc.stdout.read()}")
-        try:
-            if json.loads((out / "status.json").read_text()).get("port_open"):
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError("node did not open its port")
 
 
 def start_ready_stop(model, out: Path, *extra, env=None) -> tuple[int, str]:
@@ -197,15 +169,7 @@ def faulty_stream_run(tiny_model, tmp_path_factory):
     order = list(range(len(blobs)))
     order[151], order[152] = 152, 151
     order.insert(order.index(160) + 1, 100)
-    pty = open_pty()
-    proc = start_node(tiny_model["sim"], pty.port, out, "--idle-exit-s", "1.5")
-    with running(proc, pty):
-        wait_ready(out, proc)
-        writer = Writer(pty, speed=0)
-        for i in order:
-            writer.send(blobs[i], frames[i][1])
-        output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
+    output = feed_until_idle(tiny_model["sim"], out, [blobs[i] for i in order])
     events = [e for e in lines_of(out / "events.jsonl") if e["type"] == "event"]
     return status_of(out), events, output, {"n_frames": len(blobs), "out": out}
 
@@ -453,15 +417,7 @@ def test_case6_saturated_sensor_windows_cannot_declare_an_event(tiny_model, tmp_
     n = 2000  # 20 s
     square = np.where((np.arange(n) // 50) % 2 == 0, SENSOR.max_count, -SENSOR.max_count)
     counts = np.stack([square, square, square], axis=1).astype(np.int32)
-    pty = open_pty()
-    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "1")
-    with running(proc, pty):
-        wait_ready(tmp_path, proc)
-        writer = Writer(pty, speed=0)
-        for blob in encode(frames_of(counts)):
-            writer.send(blob, 0)
-        output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, output
+    feed_until_idle(tiny_model["sim"], tmp_path, encode(frames_of(counts)), idle_exit_s=1, timeout_s=60)
     p = status_of(tmp_path)["pipeline"]
     assert p["samples_clipped"] == n * 3
     assert p["windows_implausible"] > 0 and p["triggers"] == 0 and p["events"] == 0
