@@ -1,5 +1,7 @@
 """Helpers several test modules share (fixtures are in conftest.py).
 
+* node bundles built for this machine from wheels repacked from this Python
+  (tests/test_bundle.py, tests/test_deploy.py);
 * a real node process on a real pty: start it, wait for its status to say something
   (its port open, frames decoded), read its status, feed it frames until it goes idle
   (tests/test_reliability.py, tests/test_protocol_v2.py, tests/test_serial.py,
@@ -9,10 +11,36 @@
 from __future__ import annotations
 
 import json
+import platform
+import sys
 import time
 from pathlib import Path
 
 from conftest import node_process, running
+
+ARCH = platform.machine()
+HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+# ---------------------------------------------------------------- bundles
+def host_bundles(folder: Path, models: dict, dists) -> dict[str, dict]:
+    """Node bundles for this machine (its architecture, this Python), one per ``{version: model}``.
+
+    The wheelhouse ``folder/wheels`` holds the wheels of ``dists`` (installed distributions)
+    repacked from this Python: offline and fast, where ``make bundle`` downloads the target's
+    wheels from PyPI. Bundles go to ``folder/dist``, compressed at level 1 (speed, not size).
+    Returns ``build_bundle``'s information of each version.
+    """
+    from tools.bundle import build_bundle, repack_wheel
+
+    wheels = folder / "wheels"
+    wheels.mkdir(parents=True)
+    for dist in dists:
+        repack_wheel(dist, wheels)
+    return {version: build_bundle(folder / "dist", model=model, platform_tag=f"manylinux_2_17_{ARCH}",
+                                  python_version=HOST_PY, version=version, wheelhouse=wheels,
+                                  compresslevel=1)
+            for version, model in models.items()}
 
 
 # ------------------------------------------------------------ node process

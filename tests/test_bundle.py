@@ -12,17 +12,16 @@ import io
 import json
 import os
 import platform
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from _helpers import HOST_PY, host_bundles
 
 from tools.__main__ import main as tools_main
-from tools.bundle import BundleError, build_bundle, repack_wheel, target_arch
+from tools.bundle import BundleError, build_bundle, target_arch
 
 REPO = Path(__file__).resolve().parents[1]
-HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def load_installer():
@@ -36,14 +35,9 @@ def load_installer():
 def small_bundle(tiny_model, tmp_path_factory):
     import importlib.metadata as md
 
-    tmp = tmp_path_factory.mktemp("bundle")
-    wheels = tmp / "wheels"
-    wheels.mkdir()
-    repack_wheel(md.distribution("pyserial"), wheels)
-    info = build_bundle(tmp / "dist", model=tiny_model["float"],
-                        platform_tag=f"manylinux_2_17_{platform.machine()}", python_version=HOST_PY,
-                        version="1.2.3", wheelhouse=wheels, compresslevel=1)
-    return info, tiny_model
+    built = host_bundles(tmp_path_factory.mktemp("bundle"), {"1.2.3": tiny_model["float"]},
+                         [md.distribution("pyserial")])
+    return built["1.2.3"], tiny_model
 
 
 def _members(path) -> dict[str, bytes]:

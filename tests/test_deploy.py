@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -21,13 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import host_bundles
 from conftest import python_env
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_PY = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
-ARCH = platform.machine()
-HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 # The node as the unit runs it; a release named in NOT_READY never sends READY=1.
 SERVICE = ('case "$SEISMICTORCH_CURRENT" in *{not_ready}) exec sleep 60;; esac; '
            'exec "$SEISMICTORCH_CURRENT/venv/bin/python" -I -m edge_runtime run '
@@ -47,13 +45,9 @@ def bundles(tiny_model, tmp_path_factory):
     import onnx
 
     from host_training.export import get_metadata, set_metadata
-    from tools.bundle import REQUIREMENTS, _installed_closure, build_bundle, repack_wheel
+    from tools.bundle import REQUIREMENTS, _installed_closure
 
     tmp = tmp_path_factory.mktemp("bundles")
-    wheels = tmp / "wheels"
-    wheels.mkdir()
-    for dist in _installed_closure(REQUIREMENTS):
-        repack_wheel(dist, wheels)
     proto = onnx.load(str(tiny_model["float"]))
     meta = get_metadata(proto)
     probs = meta.extra["selftest"]["probs"]
@@ -64,12 +58,9 @@ def bundles(tiny_model, tmp_path_factory):
     bad = tmp / "bad" / "model.onnx"
     bad.parent.mkdir()
     onnx.save(proto, str(bad))
-    out = {}
-    for version, model in (("1.0.0", tiny_model["float"]), ("2.0.0", tiny_model["float"]), ("3.0.0", bad)):
-        info = build_bundle(tmp / "dist", model=model, platform_tag=f"manylinux_2_17_{ARCH}",
-                            python_version=HOST_PY, version=version, wheelhouse=wheels, compresslevel=1)
-        out[version] = Path(info["path"])
-    return out
+    built = host_bundles(tmp, {"1.0.0": tiny_model["float"], "2.0.0": tiny_model["float"], "3.0.0": bad},
+                         _installed_closure(REQUIREMENTS))
+    return {version: Path(info["path"]) for version, info in built.items()}
 
 
 def _free_port() -> int:
