@@ -258,8 +258,7 @@ def test_case8_sigterm_right_after_start_is_a_clean_exit(tiny_model, tmp_path):
                 if time.monotonic() > deadline:
                     raise AssertionError("the node did not open its config file within 90 s") from None
                 time.sleep(0.01)
-        proc.terminate()
-        output, _ = proc.communicate(timeout=60)
+        output = stop(proc)  # SIGTERM
     finally:
         if proc.poll() is None:
             proc.kill()
