@@ -258,7 +258,9 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
 
     Readiness (``READY=1``) is sent to systemd once the model is loaded and checked and
     the output folders exist; the watchdog is fed once per turn of the loop, which turns
-    at least every ``read_timeout_s``, so a hung loop is restarted by systemd.
+    at least every ``read_timeout_s``, so a hung loop is restarted by systemd. A stop
+    (SIGTERM/SIGINT) that comes during start-up is never announced ready: the step under
+    way is finished and ``run()`` returns without reading the port.
     """
     from .actions import build_actions, wait_delivered
 
@@ -339,9 +341,14 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
                 "second_stage": second.to_dict() if second is not None else None}
 
     ready_s = time.monotonic() - started
-    notifier.ready(f"reading {config.port}")
-    log.info("ready in %.3f s: station %s, port %s, sensor %s (%.1f counts per m/s^2)", ready_s,
-             config.station, config.port, config.sensor, config.counts_per_mps2)
+    if stopping:
+        # Stopped during start-up (systemd giving up on a slow start): never announced
+        # ready, the loop never turns; what was begun is finished below and run() returns.
+        log.info("stopped during start-up after %.3f s: not ready", ready_s)
+    else:
+        notifier.ready(f"reading {config.port}")
+        log.info("ready in %.3f s: station %s, port %s, sensor %s (%.1f counts per m/s^2)", ready_s,
+                 config.station, config.port, config.sensor, config.counts_per_mps2)
     try:
         while not stopping:
             data = source.read()
