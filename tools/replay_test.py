@@ -69,19 +69,71 @@ class ReplayTestConfig:
                 raise ValueError(f"--time {self.time!r}: use keep, now, auto or an ISO UTC time") from None
 
 
-def wait_for_port(status_path: Path, proc, timeout_s: float = 30.0) -> None:
-    """Block until the node reports its serial port open (pyserial flushes on open)."""
+def wait_for_port(status_path: Path, proc, timeout_s: float = 30.0, log_path=None,
+                  name: str = "edge runtime") -> None:
+    """Block until the node reports its serial port open (pyserial flushes on open).
+
+    Parameters
+    ----------
+    status_path : Path
+        The node's ``--status`` file, whose ``port_open`` is waited for.
+    proc : subprocess.Popen
+        The node process (its ``--port`` is read from its command line for the message).
+    timeout_s : float
+        Longest wait, s.
+    log_path : Path, optional
+        File holding the node's output; its last lines go into the error. Without it,
+        the output of an exited node is read from ``proc.stdout`` when that is a pipe.
+    name : str
+        What the error calls the node (``"node for record X"``).
+
+    Raises
+    ------
+    RuntimeError
+        One line: which node and port, whether it exited (and its code) or did not open
+        the port within ``timeout_s``, and the end of its output.
+    """
+    port = _arg_after(proc.args, "--port") or "?"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"edge runtime exited early with code {proc.returncode}")
+            raise RuntimeError(f"{name} (port {port}) exited with code {proc.returncode} before "
+                               f"opening its port{_output_tail(proc, log_path)}")
         try:
             if json.loads(Path(status_path).read_text()).get("port_open"):
                 return
         except (OSError, ValueError):
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"edge runtime did not open its port within {timeout_s} s")
+    raise RuntimeError(f"{name} did not open its port {port} within {timeout_s:g} s"
+                       f"{_output_tail(proc, log_path)}")
+
+
+def _arg_after(args, flag: str) -> str | None:
+    """The value after ``flag`` in a command line (list), or None."""
+    args = [str(a) for a in args] if isinstance(args, (list, tuple)) else []
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
+def _output_tail(proc, log_path=None, lines: int = 3, max_chars: int = 400) -> str:
+    """``"; its output ends: a | b | c"`` from the node's log file (or the pipe of an
+    exited node), or ``"; no output"``: one line for the CLI user."""
+    text = ""
+    try:
+        if log_path is not None:
+            text = Path(log_path).read_text(errors="replace")
+        elif proc.poll() is not None and getattr(proc, "stdout", None) is not None:
+            text = proc.stdout.read() or ""
+            text = text.decode(errors="replace") if isinstance(text, bytes) else text
+    except (OSError, ValueError):
+        pass
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    if not tail:
+        return "; no output" + (f" in {log_path}" if log_path is not None else "")
+    joined = " | ".join(tail)
+    if len(joined) > max_chars:
+        joined = "..." + joined[-max_chars:]
+    return f"; its output ends: {joined}"
 
 
 AUTO_STEP_S = 18_262 * 86_400.0  # 50 years in whole days
@@ -320,7 +372,8 @@ def replay_record(record, config: ReplayTestConfig, workdir: Path, sensor, info:
     with open(workdir / "node.log", "w") as node_log:
         proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_for_port(status_path, proc)
+            wait_for_port(status_path, proc, log_path=workdir / "node.log",
+                          name=f"node for record {record.id}")
             _send(link, proc, config, faults, ledger, record.sampling_rate_hz, counts, start_us)
             # Once the node has read every byte and its line has been quiet for a few reads
             # (which releases a frame its decoder holds back), SIGTERM ends it cleanly: it
