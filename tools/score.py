@@ -213,10 +213,17 @@ def format_table(result: dict) -> str:
 
 
 def truth_of(record) -> Truth:
-    """The :class:`Truth` of a :class:`host_training.data.records.Record`."""
+    """The :class:`Truth` of a :class:`host_training.data.records.Record`.
+
+    A record that ends before its P (the part before a long gap of a record that
+    ``read_records`` split) holds no earthquake signal: it is noise, its events false.
+    """
+    p_s = record.picks["P"].time.timestamp if "P" in record.picks else None
+    if p_s is not None and p_s > record.endtime.timestamp:
+        return Truth(name=record.id, kind="noise", start_s=record.starttime.timestamp,
+                     end_s=record.endtime.timestamp)
     return Truth(name=record.id, kind=record.kind or "", start_s=record.starttime.timestamp,
-                 end_s=record.endtime.timestamp,
-                 p_s=record.picks["P"].time.timestamp if "P" in record.picks else None,
+                 end_s=record.endtime.timestamp, p_s=p_s,
                  s_s=record.picks["S"].time.timestamp if "S" in record.picks else None)
 
 

@@ -626,7 +626,9 @@ def group_traces(traces, max_gap_s: float = 10.0) -> list[list]:
     """Traces in records: same network, station, location, instrument, overlapping in time.
 
     Traces of one station that overlap (or follow within ``max_gap_s``: gaps are merged
-    later) are one record; a longer pause starts a new record.
+    later) are one record; a longer pause starts a new record. A longer gap in one
+    channel alone splits the record there too (:func:`_split_at_gaps`): the time of the
+    gap is a record without that channel, so no sample of it is made up.
     """
     by_station = {}
     for tr in traces:
@@ -644,7 +646,71 @@ def group_traces(traces, max_gap_s: float = 10.0) -> list[list]:
             end = tr.stats.endtime if end is None else max(end, tr.stats.endtime)
         if current:
             groups.append(current)
-    return [part for group in groups for part in _split_duplicates(group)]
+    return [piece for group in groups for part in _split_duplicates(group)
+            for piece in _split_at_gaps(part, max_gap_s)]
+
+
+def _split_at_gaps(group: list, max_gap_s: float) -> list[list]:
+    """The traces of one record cut at every gap longer than ``max_gap_s`` (s) in any channel.
+
+    Interpolating tens of seconds of made-up samples would put invented motion in front
+    of the model; ObsPy keeps such a trace as separate traces. The record's time is cut at
+    each long gap's edges: before the gap, the gap itself (the other channels, the gapped
+    one missing) and after it. Each piece is a view of the samples (no copy) with its own
+    start time and a ``stats.gap_note`` that :func:`build_record` reports.
+    """
+    by_channel = {}
+    for tr in group:
+        by_channel.setdefault(channel_key(tr), []).append(tr)
+    cuts, notes = [], []
+    for _, pieces in sorted(by_channel.items()):
+        pieces = sorted(pieces, key=lambda t: t.stats.starttime)
+        end = pieces[0].stats.endtime
+        for tr in pieces[1:]:
+            gap = tr.stats.starttime - end
+            if gap > max_gap_s:
+                # Half-open spans [cut, next cut): the last sample before the gap stays
+                # in the part before it, the first after it starts the part after it.
+                cuts += [end + 0.5 * tr.stats.delta, tr.stats.starttime]
+                notes.append(f"{gap:.1f} s in {tr.id} from {end.strftime('%H:%M:%S.%f')[:-4]}")
+            end = max(end, tr.stats.endtime)
+    if not cuts:
+        return [group]
+    cuts.sort()
+    edges = [None, *(c for i, c in enumerate(cuts) if i == 0 or c - cuts[i - 1] > 1e-6), None]
+    parts = []
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        part = [piece for piece in (_slice_span(tr, lo, hi) for tr in group) if piece is not None]
+        if part:
+            parts.append(part)
+    for k, part in enumerate(parts):
+        for tr in part:
+            tr.stats.gap_note = (f"split at gap(s) longer than {max_gap_s:g} s ({'; '.join(notes)}): "
+                                 f"part {k + 1} of {len(parts)}, nothing interpolated")
+    return parts
+
+
+def _slice_span(tr, lo, hi):
+    """A trace holding the samples of ``tr`` with ``lo <= t < hi`` (None: open end), or None.
+
+    The data is a view (a day-long record is not copied); the header is the trace's own.
+    """
+    from obspy import Trace
+
+    t0, fs, n = tr.stats.starttime, tr.stats.sampling_rate, tr.stats.npts
+    i0 = 0 if lo is None else min(n, max(0, math.ceil((lo - t0) * fs - 1e-6)))
+    i1 = n if hi is None else min(n, max(0, math.ceil((hi - t0) * fs - 1e-6)))
+    if i1 <= i0:
+        return None
+    if i0 == 0 and i1 == n:
+        return tr
+    stats = tr.stats.copy()
+    stats.starttime = t0 + i0 / fs
+    stats.npts = i1 - i0  # a header given with the data keeps its own npts (and endtime)
+    if stats.get("sac") is not None:
+        # SAC times (picks, origin) count from the reference, starttime - b: it stays put.
+        stats.sac["b"] = (sac_value(tr, "b") or 0.0) + i0 / fs
+    return Trace(data=tr.data[i0:i1], header=stats)
 
 
 def _split_duplicates(group: list) -> list[list]:
@@ -946,6 +1012,7 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
     for tr in traces:
         tr.stats.path = getattr(tr.stats, "path", "")
     actions += sorted({tr.stats.channel_note for tr in traces if tr.stats.get("channel_note")})
+    actions += sorted({tr.stats.gap_note for tr in traces if tr.stats.get("gap_note")})
     # Same channel in several pieces: one trace per channel, gaps interpolated.
     by_channel = {}
     for tr in traces:
@@ -1237,7 +1304,16 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
     min_duration_s : float
         Records shorter than this (s) are refused (one model window).
     max_gap_s : float
-        Longest gap (s) merged within a record; a longer one starts a new record.
+        Longest gap (s) merged within a record (linear interpolation, reported in the
+        record's ``actions``). A longer gap, in all channels or in one alone, splits the
+        record as ObsPy's ``Stream`` keeps such traces apart: one record before the gap,
+        one for the gap itself holding the other channels (the gapped one missing, as
+        any missing component), one after it, each with its own start time and an action
+        saying so. Nothing is classified from invented samples, and every caller sees
+        ordinary records. Picks stay the event's absolute times, so a part may hold its
+        P (or S) outside its span: after its end for the part before the event, which
+        ``tools.score.truth_of`` scores as noise; ``prepare`` then finds no window around
+        the pick and skips the part, rather than picking a P of its own.
     nan_gaps : bool
         NaN/inf or masked samples are gaps (replay, scoring) instead of a reason to refuse
         the trace (training data).
