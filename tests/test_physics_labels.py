@@ -96,3 +96,22 @@ def test_p_onset_contrast_flags_a_weak_first_p_before_a_larger_phase(bank):
     assert min(r["p_contrast"] for r in _rows(kept, label="P")) < 2.0
     ds = synth.physics_dataset(300, seed=2, bank=bank)
     assert min(r["p_contrast"] for r in _rows(ds, label="P")) >= 2.0
+
+
+def test_snr_counts_the_digitizers_rounding_as_noise():
+    """A 16-bit +/-2 g recorder counts in 6e-4 m/s^2 steps: an onset 20 dB above quiet ground
+    noise can be a fraction of one count, so the label rule must weigh it against the rounding."""
+    from edge_runtime.sensors import G_MPS2
+
+    rng = np.random.default_rng(0)
+    fs, n = 100.0, 200
+    noise = rng.normal(0.0, 1e-6, (3, n))  # a quiet site, about the NLNM
+    onset = np.zeros((3, n))
+    onset[:, 100:] = 2e-4 * np.sin(2 * np.pi * 5.0 * np.arange(100) / fs)  # a third of a count
+    lsb = 2.0 * G_MPS2 / 2**15
+    quiet = synth._snr(onset, noise, fs, "ENZ")
+    recorded = synth._snr(onset, noise, fs, "ENZ", lsb)
+    assert quiet > 100.0  # 40 dB above the ground noise alone
+    assert recorded < 10.0  # below 20 dB once the rounding counts
+    assert synth._snr(onset, noise, fs, "ENZ", 0.0) == quiet
+

@@ -455,13 +455,23 @@ def apply_channels(rng: np.random.Generator, data: np.ndarray, live: str, mode: 
     return out
 
 
-def _snr(signal_w, noise_w, fs, live):
-    from edge_runtime.preprocess import filter_windows
+def _snr(signal_w, noise_w, fs, live, lsb_mps2: float = 0.0):
+    """Filtered peak of ``signal_w`` over the filtered rms of the record's noise, live components.
+
+    The noise is ``noise_w`` (ground and sensor noise) plus the digitizer's: rounding to counts
+    adds white noise of variance ``lsb_mps2**2 / 12``, which the node's chain passes in
+    proportion to its operator's energy. A 16-bit +/-2 g recorder counts in steps of
+    6e-4 m/s^2, above the ground noise of most sites: without this term an event "20 dB
+    above the noise" could be a fraction of one count, a window of zeros labelled P.
+    """
+    from edge_runtime.preprocess import PreprocessConfig, filter_windows, linear_operator
 
     idx = ["ENZ".index(c) for c in live]
     s = filter_windows(signal_w[idx], fs)
     n = filter_windows(noise_w[idx], fs)
-    return float(np.abs(s).max() / max(np.sqrt(np.mean(n**2)), 1e-20))
+    op = linear_operator(signal_w.shape[-1], fs, PreprocessConfig())
+    q_var = lsb_mps2**2 / 12.0 * float(np.sum(op**2)) / op.shape[0]
+    return float(np.abs(s).max() / max(np.sqrt(np.mean(n**2) + q_var), 1e-20))
 
 
 def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, window_s: float = 2.0,
@@ -508,8 +518,9 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
         Fraction of noise windows holding a non-seismic transient (hard negatives).
     snr_min_db : float
         A P or S window's filtered peak over the noise rms (live components, transients
-        counted as noise), in dB (``20 log10``), must reach this; weaker events are made
-        stronger (see ``raise_magnitude``) so that no label marks an invisible phase.
+        and the digitizer's rounding counted as noise), in dB (``20 log10``), must reach
+        this; weaker events are made stronger (see ``raise_magnitude``) so that no label
+        marks an invisible phase.
         20 dB (peak 10 x rms, where Gaussian noise peaks at 3-4 x rms in a window): an
         onset any analyst sees. The first version used 12 dB (x 4: at the noise's own
         peaks). The recipe's STEAD clean subset used 40 dB; a model trained only on that
@@ -630,8 +641,10 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
 
             # Both phases must stand out of the noise: scale the amplitude (a closer or quieter
             # station in effect), or, as the first version did, raise the magnitude first.
-            def phase_snr(ground, centres=centres, noise_w=noise_w, live=live):
-                return min(_snr(cut(ground, centres[lab])[0], noise_w[lab], fs, live) for lab in centres)
+            lsb = 1.0 / sensor.counts_per_mps2
+
+            def phase_snr(ground, centres=centres, noise_w=noise_w, live=live, lsb=lsb):
+                return min(_snr(cut(ground, centres[lab])[0], noise_w[lab], fs, live, lsb) for lab in centres)
 
             snr, tries = phase_snr(ground), 0
             while raise_magnitude and snr < snr_min and par["magnitude"] < MAX_MAGNITUDE and tries < 4:
@@ -657,7 +670,7 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
         if rng.uniform() < coda_fraction and coda_end > t_s + 1.5:
             c = rng.uniform(t_s + 1.0, min(t_s + 10.0, coda_end))
             noise_c = background(sensor) + sensor_noise(rng, sensor, (3, n), fs)
-            if _snr(cut(ground, c)[0], noise_c, fs, live) >= snr_min:
+            if _snr(cut(ground, c)[0], noise_c, fs, live, 1.0 / sensor.counts_per_mps2) >= snr_min:
                 centres["S coda"], noise_w["S coda"] = c, noise_c
         contrast = onset_contrast(ground, t_s, fs, live)
         for lab, centre in centres.items():
