@@ -4,6 +4,7 @@ over it (real miniSEED and SAC files written by ObsPy)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from fixtures_records import trace, write_sac
 from obspy import Stream, UTCDateTime
 
@@ -50,10 +51,13 @@ def test_long_gap_in_one_channel_splits_the_record_and_invents_nothing(tmp_path)
     assert not any("interpolation" in a for r in (before, during) for a in r.actions)
 
 
-def test_split_parts_keep_the_event_picks_and_the_part_before_p_scores_as_noise(tmp_path):
-    """SAC files with the P at 90 s in their headers: the parts before it score as noise."""
+@pytest.mark.parametrize("p_after_s, scored", [(90.0, ["noise", "noise", "earthquake"]),
+                                                 (20.0, ["earthquake", "unknown", "unknown"])])
+def test_split_parts_keep_the_event_picks_and_score_by_where_the_p_is(tmp_path, p_after_s, scored):
+    """SAC files with the P in their headers: the parts before it score as noise, the part
+    holding it as the earthquake, later parts (its coda) as unknown."""
     data = _channels(np.random.default_rng(4))
-    p_time = T0 + 90.0
+    p_time = T0 + p_after_s
     for name, tr in (("E1", trace(data["E"][:4000], "PIK", "HNE", T0)),
                      ("E2", trace(data["E"][7000:], "PIK", "HNE", T0 + 70.0)),
                      ("N", trace(data["N"], "PIK", "HNN", T0)), ("Z", trace(data["Z"], "PIK", "HNZ", T0))):
@@ -61,7 +65,9 @@ def test_split_parts_keep_the_event_picks_and_the_part_before_p_scores_as_noise(
                   idep="iacc")
     records, skipped = read_records([tmp_path], units="m/s2")
     assert skipped == [] and len(records) == 3
+    assert [r.part for r in records] == [(1, 3), (2, 3), (3, 3)]
     assert all(abs(r.picks["P"].time - p_time) < 1e-3 for r in records)
     truths = [truth_of(r) for r in records]
-    assert [(t.kind, t.p_s) for t in truths[:2]] == [("noise", None), ("noise", None)]
-    assert truths[2].is_earthquake and abs(truths[2].p_s - p_time.timestamp) < 1e-3
+    assert [("earthquake" if t.is_earthquake else t.kind or "unknown") for t in truths] == scored
+    quake, = [t for t in truths if t.is_earthquake]
+    assert abs(quake.p_s - p_time.timestamp) < 1e-3

@@ -217,10 +217,17 @@ def truth_of(record) -> Truth:
 
     A record that ends before its P (the part before a long gap of a record that
     ``read_records`` split) holds no earthquake signal: it is noise, its events false.
+    A later part of a split record that starts after the P holds the event's coda: the
+    event is scored in the part that holds its P, this one's events are neither true
+    nor false (kind unknown).
     """
     p_s = record.picks["P"].time.timestamp if "P" in record.picks else None
     if p_s is not None and p_s > record.endtime.timestamp:
         return Truth(name=record.id, kind="noise", start_s=record.starttime.timestamp,
+                     end_s=record.endtime.timestamp)
+    part = getattr(record, "part", None)
+    if p_s is not None and part and part[0] > 1 and p_s < record.starttime.timestamp:
+        return Truth(name=record.id, kind="", start_s=record.starttime.timestamp,
                      end_s=record.endtime.timestamp)
     return Truth(name=record.id, kind=record.kind or "", start_s=record.starttime.timestamp,
                  end_s=record.endtime.timestamp, p_s=p_s,

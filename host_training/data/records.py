@@ -141,6 +141,9 @@ class Record:
         Files the traces came from.
     actions : list of str
         What was done: merged gaps, trimmed, aligned, rotated, converted.
+    part : tuple of int or None
+        ``(k, n)``: part k of the n that a station's record was split into at gaps
+        longer than ``max_gap_s`` (see :func:`read_records`); None when not split.
     """
 
     id: str
@@ -155,6 +158,7 @@ class Record:
     units: str = ""
     files: list = field(default_factory=list)
     actions: list = field(default_factory=list)
+    part: tuple | None = None
 
     @property
     def n_samples(self) -> int:
@@ -708,6 +712,7 @@ def _split_at_gaps(group: list, max_gap_s: float) -> list[list]:
             parts.append(part)
     for k, part in enumerate(parts):
         for tr in part:
+            tr.stats.gap_part = (k + 1, len(parts))
             tr.stats.gap_note = (f"split at gap(s) longer than {max_gap_s:g} s ({'; '.join(notes)}): "
                                  f"part {k + 1} of {len(parts)}, nothing interpolated")
     return parts
@@ -1163,7 +1168,8 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
            f"_{start.strftime('%Y%m%dT%H%M%S')}",
         station=f"{s.network}.{s.station}.{s.location}", starttime=start,
         sampling_rate_hz=rate, data=data, present=tuple(present), channels=tuple(channels),
-        units="; ".join(sorted(labels)), files=files, actions=actions)
+        units="; ".join(sorted(labels)), files=files, actions=actions,
+        part=next((tuple(tr.stats.gap_part) for tr in traces if tr.stats.get("gap_part")), None))
     record.picks, record.kind = _picks_and_kind(list(slots.values()), record, catalog_row,
                                                 events, inventory)
     return record
@@ -1341,7 +1347,9 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
         ordinary records. Picks stay the event's absolute times, so a part may hold its
         P (or S) outside its span: after its end for the part before the event, which
         ``tools.score.truth_of`` scores as noise; ``prepare`` then finds no window around
-        the pick and skips the part, rather than picking a P of its own.
+        the pick and skips the part, rather than picking a P of its own. A later part
+        that starts after the P is scored as unknown (the event is scored in the part
+        that holds its P); ``Record.part`` says which part a record is.
     nan_gaps : bool
         NaN/inf or masked samples are gaps (replay, scoring) instead of a reason to refuse
         the trace (training data).
