@@ -71,3 +71,24 @@ def test_split_parts_keep_the_event_picks_and_score_by_where_the_p_is(tmp_path, 
     assert [("earthquake" if t.is_earthquake else t.kind or "unknown") for t in truths] == scored
     quake, = [t for t in truths if t.is_earthquake]
     assert abs(quake.p_s - p_time.timestamp) < 1e-3
+
+
+@pytest.mark.parametrize("case", ["late components", "leading NaN"])
+def test_sac_pick_keeps_its_time_when_its_trace_start_moves(tmp_path, case):
+    """SAC picks count from the reference time (start - b); a trace trimmed to the common
+    span, or cut where NaN samples begin it, keeps its picks' absolute times (they moved
+    with the start by as much as it was trimmed: 5 s, 3 s)."""
+    rng = np.random.default_rng(5)
+    for c in "ENZ":
+        data = (rng.standard_normal(3000) * 1e-3).astype(np.float32)
+        start = T0
+        if case == "late components" and c != "Z":
+            data, start = data[500:], T0 + 5.0  # Z, which holds the pick, is trimmed by 5 s
+        if case == "leading NaN":
+            data[:300] = np.nan
+        write_sac(trace(data, "REF", f"HN{c}", start), tmp_path / f"XX.REF.{c}.SAC",
+                  idep="iacc", **({"a": float(T0 + 20.0 - start), "ka": "P"} if c == "Z" else {}))
+    (record,), skipped = read_records([tmp_path], units="m/s2", nan_gaps=True)
+    assert skipped == []
+    assert record.starttime - T0 == {"late components": 5.0, "leading NaN": 3.0}[case]
+    assert abs(record.picks["P"].time - (T0 + 20.0)) < 1e-3, record.picks

@@ -353,6 +353,7 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
                 _name_channel(tr, Path(path))
             if not tr.stats.station.strip():
                 _name_station(tr, Path(path))
+            _keep_sac_reference(tr)  # NaN runs cut the trace below, moving starts
             pieces, reason = _finite_pieces(tr)
             clean = len(pieces) == 1 and pieces[0] is tr
             if not nan_gaps and not clean:
@@ -732,12 +733,10 @@ def _slice_span(tr, lo, hi):
         return None
     if i0 == 0 and i1 == n:
         return tr
+    _keep_sac_reference(tr)  # SAC picks count from it, not from the new start
     stats = tr.stats.copy()
     stats.starttime = t0 + i0 / fs
     stats.npts = i1 - i0  # a header given with the data keeps its own npts (and endtime)
-    if stats.get("sac") is not None:
-        # SAC times (picks, origin) count from the reference, starttime - b: it stays put.
-        stats.sac["b"] = (sac_value(tr, "b") or 0.0) + i0 / fs
     return Trace(data=tr.data[i0:i1], header=stats)
 
 
@@ -889,10 +888,27 @@ def _label_phase(label) -> str | None:
     return text[0] if text[0] in "PS" else None
 
 
+def sac_reference(tr):
+    """The SAC reference time (``UTCDateTime``) of a trace, from which its picks count.
+
+    SAC times are seconds after the reference, ``b`` the first sample's; once a trace is
+    trimmed or cut (its start moved, ``b`` not), only the reference kept by
+    :func:`_keep_sac_reference` is right.
+    """
+    kept = tr.stats.get("sac_reference")
+    return kept if kept is not None else tr.stats.starttime - (sac_value(tr, "b") or 0.0)
+
+
+def _keep_sac_reference(tr) -> None:
+    """Fix a SAC trace's reference time in its header before its start is moved."""
+    if tr.stats.get("sac") is not None and tr.stats.get("sac_reference") is None:
+        tr.stats.sac_reference = sac_reference(tr)
+
+
 def sac_picks(tr) -> dict:
     """P and S picks from one SAC trace's headers (the earliest of each phase)."""
     sac = getattr(tr.stats, "sac", None) or {}
-    reference = tr.stats.starttime - (sac_value(tr, "b") or 0.0)
+    reference = sac_reference(tr)
     found = {}
     slots = [("a", "ka")] + [(f"t{i}", f"kt{i}") for i in range(10)]
     for value_key, label_key in slots:
@@ -968,8 +984,7 @@ def _sac_origin(trace):
     depth = sac_value(trace, "evdp") or 0.0
     if depth > 1000.0:  # some writers put m in evdp
         depth /= 1000.0
-    reference = trace.stats.starttime - (sac_value(trace, "b") or 0.0)
-    return reference + values[2], values[0], values[1], depth
+    return sac_reference(trace) + values[2], values[0], values[1], depth
 
 
 def taup_picks(trace, start, end, events, inventory) -> dict:
@@ -1039,6 +1054,7 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
     traces = [tr.copy() for tr in traces] if copy else list(traces)
     for tr in traces:
         tr.stats.path = getattr(tr.stats, "path", "")
+        _keep_sac_reference(tr)  # trimmed to the common span below: picks keep their times
     actions += sorted({tr.stats.channel_note for tr in traces if tr.stats.get("channel_note")})
     actions += sorted({tr.stats.gap_note for tr in traces if tr.stats.get("gap_note")})
     # Same channel in several pieces: one trace per channel, gaps interpolated.
