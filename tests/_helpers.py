@@ -5,12 +5,16 @@
 * a real node process on a real pty: start it, wait for its status to say something
   (its port open, frames decoded), read its status, feed it frames until it goes idle
   (tests/test_reliability.py, tests/test_protocol_v2.py, tests/test_serial.py,
-  tests/test_node_memory.py).
+  tests/test_node_memory.py);
+* a node held at a known step: open a FIFO it reads once it provably reads it
+  (tests/test_reliability.py, tests/test_stop_during_start.py).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import platform
 import sys
 import time
@@ -116,3 +120,27 @@ def feed_until_idle(model, out: Path, blobs, *extra, idle_exit_s: float = 1.5,
         output, _ = proc.communicate(timeout=timeout_s)
     assert proc.returncode == 0, output
     return output
+
+
+# ---------------------------------------------------------------- a node held at a known step
+def open_when_read(fifo: Path, proc, what: str, timeout_s: float = 90.0) -> int:
+    """The write end of ``fifo``, opened once the node ``proc`` has it open for reading.
+
+    A writer opens a FIFO without blocking only while a reader has it open (ENXIO before),
+    so the returned descriptor proves the node is at the step that reads ``fifo``, and holds
+    it there until the test writes or closes. ``what`` names the file in the failure message;
+    the deadline is for imports and model load on a loaded 2-core machine (~0.2 s idle).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: the node does not read it yet
+                raise
+        if proc.poll() is not None:
+            raise AssertionError(f"the node exited ({proc.returncode}) before reading its {what}: "
+                                 f"{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the node did not read its {what} within {timeout_s:.0f} s")
+        time.sleep(0.01)

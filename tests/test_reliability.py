@@ -7,7 +7,6 @@ mounting is not permitted, an ``RLIMIT_FSIZE`` set on the node's process.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import feed_until_idle, start_node, status_of, wait_ready
+from _helpers import feed_until_idle, open_when_read, start_node, status_of, wait_ready
 from conftest import REPO, python_env, running, stop
 
 from edge_runtime.protocol import HEADER, SYNC, encode_frame, header_crc
@@ -245,19 +244,7 @@ def test_case8_sigterm_right_after_start_is_a_clean_exit(tiny_model, tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     writer = None
     try:
-        deadline = time.monotonic() + 90  # imports on a loaded 2-core machine; ~0.2 s idle
-        while writer is None:
-            try:
-                writer = os.open(config, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: the node does not read it yet
-                    raise
-                if proc.poll() is not None:
-                    raise AssertionError(f"the node exited ({proc.returncode}) before reading its "
-                                         f"config: {proc.stdout.read()}") from None
-                if time.monotonic() > deadline:
-                    raise AssertionError("the node did not open its config file within 90 s") from None
-                time.sleep(0.01)
+        writer = open_when_read(config, proc, "config")
         output = stop(proc)  # SIGTERM
     finally:
         if proc.poll() is None:

@@ -7,14 +7,13 @@ the manager, "ready in" in its log) but finish what it has begun and exit 0 at o
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 
+from _helpers import open_when_read
 from conftest import REPO, python_env, stop
 
 from edge_runtime.spool import SUFFIX
@@ -45,19 +44,7 @@ def test_sigterm_inside_run_before_ready_is_not_a_start(tiny_model, tmp_path):
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     writer = None
     try:
-        deadline = time.monotonic() + 90  # imports and model load on a loaded 2-core machine
-        while writer is None:
-            try:
-                writer = os.open(held, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: the node does not read it yet
-                    raise
-                if proc.poll() is not None:
-                    raise AssertionError(f"the node exited ({proc.returncode}) before reading its "
-                                         f"spool: {proc.stdout.read()}") from None
-                if time.monotonic() > deadline:
-                    raise AssertionError("the node did not read its spool within 90 s") from None
-                time.sleep(0.01)
+        writer = open_when_read(held, proc, "spool")
         proc.send_signal(15)  # SIGTERM, inside run(): the node's own handler sets the flag
         os.write(writer, json.dumps({"type": "note", "held": 1}).encode())
         os.close(writer)
