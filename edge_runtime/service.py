@@ -14,6 +14,7 @@ from .backend import Backend, load_backend
 from .config import NodeConfig  # noqa: F401  (re-exported: tests and tools import it from here)
 from .detector import EventDetector, Scored
 from .events import JsonlWriter, target_problem, with_iso_times
+from .heap import release_free_heap
 from .logs import LimitedLog
 from .preprocess import WindowPreparer
 from .protocol import FrameDecoder, TextDecoder
@@ -37,7 +38,7 @@ REORDER_IDLE_S = 1.0
 ADXL355_COUNTS_PER_MPS2 = get_sensor(DEFAULT_SENSOR).counts_per_mps2
 
 
-# Period of handing the C heap's free pages back to the kernel (see _release_free_heap), s.
+# Period of handing the C heap's free pages back to the kernel (see heap.release_free_heap), s.
 TRIM_EVERY_S = 60.0
 
 
@@ -384,7 +385,7 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
             if now >= next_trim or pipeline.prepare.builds != builds_trimmed:
                 # Once the first window's chain matrix is built (its temporaries are free
                 # but still resident), then every minute: free memory goes back to the kernel.
-                _release_free_heap()
+                release_free_heap()
                 builds_trimmed = pipeline.prepare.builds
                 next_trim = now + TRIM_EVERY_S
             if config.idle_exit_s is not None and last_bytes is not None \
@@ -409,28 +410,6 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
         _write_status(config.status, final, faults)
     log.info("stopped: %s", json.dumps(final))
     return final
-
-
-_MALLOC_TRIM = []  # glibc's malloc_trim, looked up once; None where the C library has none
-
-
-def _release_free_heap() -> None:
-    """Return the C heap's free pages to the kernel (glibc ``malloc_trim(0)``, 2-50 us).
-
-    glibc keeps freed memory in its heap for reuse: the temporaries of the first window's
-    chain matrix ((n_in, n_in) float64 each) and of an event's snippet would otherwise stay
-    resident for the life of the process (0.3 MiB after an hour of a quiet 100 Hz station
-    in ``tools.bench.window_path``). A no-op on a C library without ``malloc_trim`` (musl).
-    """
-    if not _MALLOC_TRIM:
-        import ctypes  # numpy has imported it already: no extra memory
-
-        try:
-            _MALLOC_TRIM.append(ctypes.CDLL(None).malloc_trim)
-        except (OSError, AttributeError):
-            _MALLOC_TRIM.append(None)
-    if _MALLOC_TRIM[0] is not None:
-        _MALLOC_TRIM[0](0)
 
 
 def _make_folders(config: NodeConfig) -> None:

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.heap import release_free_heap
+
 from .text_formats import FORMAT_NAMES, FormatError, read_text_format
 
 log = logging.getLogger(__name__)
@@ -324,8 +326,8 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
         except Exception as exc:  # ObsPy raises many types on damaged files
             skipped.append((str(path), f"corrupt or unreadable waveform file ({_short(exc)})"))
             continue
-        if size > TRIM_AFTER_BYTES:
-            _release_free_heap()
+        if size > TRIM_AFTER_BYTES:  # ObsPy's decoded records stay resident otherwise
+            release_free_heap()
         if len(stream) == 0:
             skipped.append((str(path), "file holds no traces"))
             continue
@@ -366,24 +368,6 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
 
 
 TRIM_AFTER_BYTES = 1 << 20  # files this large leave the C heap worth giving back
-
-
-def _release_free_heap(_trim=[]) -> None:  # noqa: B006 (a cache of the one lookup)
-    """Give the C heap's free pages back to the kernel (glibc ``malloc_trim(0)``).
-
-    ObsPy's miniSEED reader allocates every record it decodes on the C heap; freed, those
-    stay resident in a fragmented heap (108 MiB after a day of 100 Hz x 3 in FLOAT32),
-    under every array made afterwards. A no-op on a C library without it (musl).
-    """
-    if not _trim:
-        import ctypes
-
-        try:
-            _trim.append(ctypes.CDLL(None).malloc_trim)
-        except (OSError, AttributeError):
-            _trim.append(None)
-    if _trim[0] is not None:
-        _trim[0](0)
 
 
 _COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
