@@ -19,6 +19,7 @@ Physical picture (all amplitudes in m/s^2, components ordered E, N, Z):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -464,14 +465,23 @@ def _snr(signal_w, noise_w, fs, live, lsb_mps2: float = 0.0):
     6e-4 m/s^2, above the ground noise of most sites: without this term an event "20 dB
     above the noise" could be a fraction of one count, a window of zeros labelled P.
     """
-    from edge_runtime.preprocess import PreprocessConfig, filter_windows, linear_operator
+    from edge_runtime.preprocess import filter_windows
 
     idx = ["ENZ".index(c) for c in live]
     s = filter_windows(signal_w[idx], fs)
     n = filter_windows(noise_w[idx], fs)
-    op = linear_operator(signal_w.shape[-1], fs, PreprocessConfig())
-    q_var = lsb_mps2**2 / 12.0 * float(np.sum(op**2)) / op.shape[0]
+    q_var = lsb_mps2**2 / 12.0 * _white_noise_gain(signal_w.shape[-1], fs)
     return float(np.abs(s).max() / max(np.sqrt(np.mean(n**2) + q_var), 1e-20))
+
+
+@functools.lru_cache(maxsize=4)
+def _white_noise_gain(n_in: int, fs: float) -> float:
+    """Variance of the node's filtered window per unit variance of white input noise
+    (mean energy of a row of its chain operator), for windows of ``n_in`` samples at ``fs`` Hz."""
+    from edge_runtime.preprocess import PreprocessConfig, linear_operator
+
+    op = linear_operator(n_in, fs, PreprocessConfig())
+    return float(np.sum(op**2)) / op.shape[0]
 
 
 def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, window_s: float = 2.0,
