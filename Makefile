@@ -19,7 +19,7 @@ help:
 	@echo "make rollback / make releases - HOST=... or DEPLOY_ROOT=..."
 	@echo "make test   - run the test suite"
 	@echo "make bench  - benchmarks against same-run baselines (runs/bench/bench.json)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff, then the structure checks (import cycles, layering, function length)"
 	@echo "make clean  - remove runs/ and caches (keeps .venv)"
 
 $(STAMP): pyproject.toml
@@ -92,8 +92,11 @@ rollback releases: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m tools bench --out runs/bench
 
+# ruff (PLR0915 among its rules), then tests/test_structure.py's checks: no import cycle inside a
+# package, the packages' layering, no function over 80 lines. tests/test_structure.py runs both.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) tests/test_structure.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis
