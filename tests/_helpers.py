@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import node_process, running
+from conftest import REPO, node_process
 
 ARCH = platform.machine()
 HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -35,7 +35,7 @@ def host_bundles(folder: Path, models: dict, dists) -> dict[str, dict]:
     wheels from PyPI. Bundles go to ``folder/dist``, compressed at level 1 (speed, not size).
     Returns ``build_bundle``'s information of each version.
     """
-    from tools.bundle import build_bundle, repack_wheel
+    from tools.deploy.bundle import build_bundle, repack_wheel
 
     wheels = folder / "wheels"
     wheels.mkdir(parents=True)
@@ -95,8 +95,15 @@ def wait_frames(status_path, proc, n: int, timeout_s: float = 60.0) -> None:
 
 
 def wait_ready(out: Path, proc, timeout_s: float = 60.0) -> None:
-    """Until the node in ``out`` reports its port open (pyserial flushes what came before)."""
-    wait_status(out / "status.json", proc, lambda s: s["port_open"], "open its port", timeout_s)
+    """Until the node in ``out`` reports its port open (pyserial flushes what came before):
+    :func:`tools.replay.node.wait_for_port`, failing with the node's output."""
+    from tools.replay.node import wait_for_port
+
+    try:
+        wait_for_port(out / "status.json", proc, timeout_s)
+    except RuntimeError as exc:
+        proc.kill()
+        raise AssertionError(f"{exc}; the rest of its output:\n{proc.communicate(timeout=30)[0]}") from None
 
 
 def feed_until_idle(model, out: Path, blobs, *extra, idle_exit_s: float = 1.5,
@@ -108,11 +115,12 @@ def feed_until_idle(model, out: Path, blobs, *extra, idle_exit_s: float = 1.5,
     fast as it reads them. Fails, with the node's output, unless it then exits 0 by itself
     within ``timeout_s``.
     """
-    from tools.replay import Writer, open_pty
+    from tools.replay.node import node_on_pty
+    from tools.replay.sender import Writer
 
-    pty = open_pty()
-    proc = start_node(model, pty.port, out, "--idle-exit-s", str(idle_exit_s), *extra)
-    with running(proc, pty):
+    (out / "status.json").unlink(missing_ok=True)  # wait_ready must see this run's status
+    with node_on_pty(model, out / "events.jsonl", out / "status.json", "--status-every-s", "0.2",
+                     "--idle-exit-s", str(idle_exit_s), *extra, cwd=REPO, grace_s=0) as (proc, pty):
         wait_ready(out, proc)
         writer = Writer(pty, speed=0)
         for blob in blobs:

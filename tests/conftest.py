@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tools.replay.node import REPO, end_node, python_env, start_node  # noqa: F401  (tests import them from here)
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +20,7 @@ def tiny_model(tmp_path_factory):
 
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
-    from host_training.data.synth import synthetic_dataset
+    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.export import export_onnx
     from host_training.models import PHASE_CLASSES, build_model
     from host_training.train import TrainConfig, train
@@ -56,7 +54,7 @@ def tiny_run(tmp_path_factory):
 
     import torch
 
-    from host_training.data.synth import synthetic_dataset
+    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.export import export_checkpoint
     from host_training.train import TrainConfig, run_training
 
@@ -77,20 +75,11 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def python_env() -> dict:
-    """Environment for child processes that import the repository's packages."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def node_process(model, port, out: Path, *extra, env=None, preexec_fn=None) -> subprocess.Popen:
+def node_process(model, port, out: Path, *extra, env=None, preexec_fn=None):
     """``python -m edge_runtime run`` on ``port``, events and status in ``out``, extra flags
-    after; stdout and stderr together as text."""
-    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", port, "--model", str(model),
-           "--events", str(out / "events.jsonl"), "--status", str(out / "status.json"), *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=env or python_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn)
+    after; stdout and stderr together as text (:func:`tools.replay.node.start_node`)."""
+    return start_node(port, model, out / "events.jsonl", out / "status.json", *extra, env=env or None,
+                      cwd=REPO, preexec_fn=preexec_fn)
 
 
 def stop(proc, sig=signal.SIGTERM, timeout_s: float = 60.0) -> str:
@@ -108,8 +97,7 @@ def running(proc, pty):
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        end_node(proc, grace_s=0)
         pty.close()
 
 

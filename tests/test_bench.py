@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tools.bench import BENCHES, run_bench
+from tools.bench.suite import BENCHES, run_bench
 
 CHEAP = ["preprocess", "decoder", "inference", "spectrogram", "protocol"]
 

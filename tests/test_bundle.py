@@ -19,7 +19,7 @@ import pytest
 from _helpers import HOST_PY, host_bundles
 
 from tools.__main__ import main as tools_main
-from tools.bundle import BundleError, build_bundle, target_arch
+from tools.deploy.bundle import BundleError, build_bundle, target_arch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_chosen_model_json_picks_the_model(tiny_model, tmp_path):
     (folder / "chosen_model.json").write_text(json.dumps(
         {"model": "eq_int16.onnx", "path": "elsewhere/eq_int16.onnx", "runtime": "onnxruntime",
          "scheme": "int16", "candidates": ["eq_int16.onnx"]}))
-    from tools.bundle import resolve_choice
+    from tools.deploy.bundle import resolve_choice
 
     path, fallbacks, choice = resolve_choice(chosen=folder / "chosen_model.json")
     assert path == folder / "eq_int16.onnx" and fallbacks == [] and choice["scheme"] == "int16"

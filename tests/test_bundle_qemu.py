@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import python_env
 
-from tools.bundle import DEFAULT_PLATFORM, build_bundle, cached_wheels
-from tools.bundle_qemu import QEMU, QEMU_HINT, qemu_binary, run_qemu_check
+from tools.deploy.bundle import DEFAULT_PLATFORM, build_bundle, cached_wheels
+from tools.deploy.qemu import QEMU, QEMU_HINT, qemu_binary, run_qemu_check
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = sorted((REPO / "tools" / "fixtures" / "records").glob("XX.TWO..HN?.SAC"))  # gal, an earthquake

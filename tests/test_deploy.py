@@ -45,7 +45,7 @@ def bundles(tiny_model, tmp_path_factory):
     import onnx
 
     from host_training.export import get_metadata, set_metadata
-    from tools.bundle import REQUIREMENTS, _installed_closure
+    from tools.deploy.bundle import REQUIREMENTS, _installed_closure
 
     tmp = tmp_path_factory.mktemp("bundles")
     proto = onnx.load(str(tiny_model["float"]))

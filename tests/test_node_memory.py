@@ -18,7 +18,8 @@ from _helpers import wait_frames, wait_status
 from conftest import node_process, python_env, running, stop
 
 from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
-from tools.replay import Writer, open_pty, record_frames
+from tools.replay.pty import open_pty
+from tools.replay.sender import Writer, record_frames
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01
 N_FRAMES = 60  # 6 s at 100 Hz: past the first window

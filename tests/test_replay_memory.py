@@ -10,8 +10,9 @@ import numpy as np
 from obspy import UTCDateTime
 
 from edge_runtime.sensors import get_sensor
-from host_training.data.records import Record
-from tools.replay_test import Ledger, digitize
+from host_training.recordings.record import Record
+from tools.replay.ledger import Ledger
+from tools.replay.records import digitize
 
 
 def _peak_bytes(fn):

@@ -10,8 +10,8 @@ from conftest import REPO, python_env
 from fixtures_records import build_fixture_set, quake, trace, write_sac
 from obspy import UTCDateTime
 
-from tools.faults import FaultConfig, parse_faults
-from tools.replay_test import ReplayTestConfig, run_replay_test
+from tools.replay.faults import FaultConfig, parse_faults
+from tools.replay.replay_test import ReplayTestConfig, run_replay_test
 
 
 def replay_test(*args, timeout=240):
@@ -86,8 +86,8 @@ def test_line_faults_unplug_and_drift_match_the_node_counters(tiny_model, fixtur
 
 
 def test_time_modes_move_records_and_picks_together(fixture_dir):
-    from host_training.data.records import read_records
-    from tools.replay_test import time_shift_s
+    from host_training.recordings.reader import read_records
+    from tools.replay.records import time_shift_s
 
     folder, truth = fixture_dir
     (old,), _ = read_records([folder / "xx.old..hn?.sac"])
@@ -121,8 +121,8 @@ def test_bad_input_is_one_line_without_traceback(tiny_model, tmp_path):
 
 def test_missing_components_as_zeros_or_sensor_self_noise(fixture_dir):
     from edge_runtime.sensors import get_sensor
-    from host_training.data.records import read_records
-    from tools.replay_test import digitize
+    from host_training.recordings.reader import read_records
+    from tools.replay.records import digitize
 
     folder, _ = fixture_dir
     (one,), _ = read_records([folder / "XX.ONE..HNZ.SAC"])
@@ -135,7 +135,7 @@ def test_missing_components_as_zeros_or_sensor_self_noise(fixture_dir):
 
 
 def test_scoring_delay_false_events_per_noise_hour_and_unknown_kinds():
-    from tools.score import Truth, score
+    from tools.replay.score import Truth, score
 
     us = 1_000_000
     quake = Truth("q", "earthquake", 1000.0, 1060.0, p_s=1020.0, s_s=1025.0)

@@ -12,15 +12,15 @@ from conftest import REPO, python_env
 from fixtures_records import quake, trace, write_sac
 from obspy import UTCDateTime
 
-from host_training.data.records import read_records
-from tools.score import Truth, score_record
+from host_training.recordings.reader import read_records
+from tools.replay.score import Truth, score_record
 
 US = 1_000_000
 
 
 def test_rates_above_the_node_are_decimated_without_aliasing(tmp_path):
     """2 kHz -> 1 kHz with an anti-alias filter: 5 Hz kept, 700 Hz gone (not folded to 300 Hz)."""
-    from tools.replay_test import check_rate, fit_rate
+    from tools.replay.records import check_rate, fit_rate
 
     fs, n = 2000.0, 8000
     t = np.arange(n) / fs
@@ -73,7 +73,7 @@ def score_cli(*args):
 
 def test_two_terminal_score_prints_the_per_record_table(tmp_path, rng):
     """Records as `tools replay --time auto` sent them (1995 moved 50 years), events as a node wrote."""
-    from tools.replay import read_waveform_records
+    from tools.replay.records import read_waveform_records
 
     folder = tmp_path / "records"
     folder.mkdir()

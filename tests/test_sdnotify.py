@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, python_env
 
 from edge_runtime.sdnotify import Notifier
-from tools.replay import open_pty
+from tools.replay.pty import open_pty
 
 
 @pytest.fixture

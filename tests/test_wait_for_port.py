@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO, python_env
 from obspy import Stream, Trace, UTCDateTime
 
-from tools.replay_test import ReplayTestConfig, run_replay_test, wait_for_port
+from tools.replay.node import wait_for_port
+from tools.replay.replay_test import ReplayTestConfig, run_replay_test
 
 
 def test_node_that_exits_is_named_with_its_error(tmp_path):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
 import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_runtime.sensors import DEFAULT_SENSOR
+
     parser = argparse.ArgumentParser(
         prog="python -m tools",
         description="SeismicTorch tools: the end-to-end demo, the serial-replay simulator, "
@@ -28,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-windows", type=int, default=30000,
                    help="physics: P / S / noise windows to train on (default %(default)s)")
     d.add_argument("--bank-preset", default="small", choices=("tiny", "small", "full"),
-                   help="physics: Green's function bank (host_training.data.greens; default %(default)s)")
+                   help="physics: Green's function bank (host_training.synthetic.greens; "
+                        "default %(default)s)")
     d.add_argument("--bank-cache", default=None,
                    help="physics: folder of cached banks (default $SEISMICTORCH_CACHE/greens or "
                         "~/.cache/seismictorch/greens)")
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep, auto (move records outside 2000-2100 by whole 50-year steps, as "
                         "`score --time auto` expects) or an ISO UTC start (default %(default)s)")
     r.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as read")
-    r.add_argument("--sensor", default="adxl355-2g",
+    r.add_argument("--sensor", default=DEFAULT_SENSOR,
                    help="sensor model whose counts are sent: scale, range (clipped samples are "
                         "counted), bits (edge_runtime/sensors.py; default %(default)s)")
     r.add_argument("--counts-per-mps2", type=float, default=None,
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--time", default="auto",
                    help="keep, now, auto (move records outside 2000-2100 by whole 50-year steps) "
                         "or an ISO UTC start")
-    t.add_argument("--sensor", default="adxl355-2g", help="sensor model that digitizes the replay")
+    t.add_argument("--sensor", default=DEFAULT_SENSOR, help="sensor model that digitizes the replay")
     t.add_argument("--missing", default="zeros", choices=["zeros", "self-noise"],
                    help="what a missing component carries")
     t.add_argument("--speed", type=float, default=0.0, help="x real time; 0: as fast as the node reads")
@@ -99,15 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build dist/seismictorch-node-<version>-<arch>.tar.gz: edge_runtime, the "
                                    "chosen model, config, systemd files, install.py and offline wheels "
                                    "for the target, with MANIFEST.sha256.")
-    __import__("tools.bundle", fromlist=["add_arguments"]).add_arguments(u)
-    __import__("tools.deploy", fromlist=["add_arguments"]).add_arguments(sub)
-    __import__("tools.bundle_qemu", fromlist=["add_arguments"]).add_arguments(sub)
+    importlib.import_module("tools.deploy.bundle").add_arguments(u)
+    importlib.import_module("tools.deploy.remote").add_arguments(sub)
+    importlib.import_module("tools.deploy.qemu").add_arguments(sub)
 
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--only", nargs="+", metavar="NAME",
-                   help="run only these benchmarks (default: all of tools.bench.BENCHES)")
+                   help="run only these benchmarks (default: all of tools.bench.suite.BENCHES)")
     b.add_argument("--soak-hours", type=float, default=24.0,
                    help="simulated hours of the soak run (default %(default)s)")
 
@@ -132,126 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# command -> (module, function taking the parsed arguments and returning the exit status)
+COMMANDS = {
+    "demo": ("tools.demo", "main_demo"),
+    "replay": ("tools.replay.cli", "main_replay"),
+    "replay-test": ("tools.replay.cli", "main_replay_test"),
+    "score": ("tools.replay.score", "main_score"),
+    "bundle": ("tools.deploy.bundle", "main_bundle"),
+    "bundle-qemu": ("tools.deploy.qemu", "main_qemu"),
+    "deploy": ("tools.deploy.remote", "main_deploy"),
+    "rollback": ("tools.deploy.remote", "main_deploy"),
+    "releases": ("tools.deploy.remote", "main_deploy"),
+    "bench": ("tools.bench.suite", "main_bench"),
+}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "demo":
-        from .demo import DemoConfig, run_demo
-
-        for name, value, least in (("n_windows", args.n_windows, 3), ("n_events", args.n_events, 1),
-                                   ("epochs", args.epochs, 1)):
-            if value < least:
-                print(f"error: --{name.replace('_', '-')} {value}: at least {least}", file=sys.stderr)
-                return 2
-        config = DemoConfig(out=args.out, seed=args.seed, n_events=args.n_events,
-                            epochs=args.epochs, speed=args.speed, generator=args.generator,
-                            n_windows=args.n_windows, bank_preset=args.bank_preset,
-                            bank_cache=args.bank_cache)
-        return run_demo(config)
-    if args.command == "replay":
-        from edge_runtime.sensors import get_sensor
-
-        from .faults import FaultConfig, FaultInjector
-        from .replay import PtyLink, Writer, read_waveform_records, replay_records
-
-        try:
-            sensor = get_sensor(args.sensor)
-            records = read_waveform_records(args.files, units=args.units, time_mode=args.time)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if not records:
-            print("error: no usable record in the given files (reasons above)", file=sys.stderr)
-            return 2
-        pty = None
-        if args.pty:
-            # The node gets a private link, never /dev/pts/N: once this pty closes, Linux may
-            # give N to another program, and a node reopening it would read that program's bytes.
-            pty = PtyLink("runs/replay_pty/tty")
-            print(f"replaying on {pty.port} (-> {pty.pty.port}); start the node now, e.g.\n"
-                  f"  python -m edge_runtime run --port {pty.port} --model MODEL.onnx "
-                  f"--counts-per-mps2 {args.counts_per_mps2 or sensor.counts_per_mps2:.6g}\n"
-                  "press Enter when it is reading", flush=True)
-            sys.stdin.readline()
-        writer = Writer(pty.pty if pty else args.port, speed=args.speed)
-        faults = FaultInjector(FaultConfig(args.corrupt, args.drop, args.truncate, args.garbage,
-                                           args.fault_seed))
-        sent = replay_records(records, writer, args.counts_per_mps2 or sensor.counts_per_mps2,
-                              args.samples_per_frame, faults, progress=True,
-                              sensor=None if args.counts_per_mps2 else sensor)
-        print(json.dumps(sent))
-        if pty:
-            print("replay done; press Enter once the node has exited (the pty stays open until then)",
-                  flush=True)
-            sys.stdin.readline()
-            pty.close()  # the link goes first, so a reopening node finds nothing
-        writer.close()
-        return 0
-    if args.command == "replay-test":
-        return _replay_test(args)
-    if args.command == "bundle":
-        from .bundle import main_bundle
-
-        return main_bundle(args)
-    if args.command == "bundle-qemu":
-        from .bundle_qemu import main_qemu
-
-        return main_qemu(args)
-    if args.command in ("deploy", "rollback", "releases"):
-        from .deploy import main_deploy
-
-        return main_deploy(args)
-    if args.command == "bench":
-        from .bench import run_bench
-
-        try:
-            run_bench(args.out, args.seed, soak_hours=args.soak_hours, only=args.only)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "score":
-        from .score import main_score
-
-        return main_score(args)
-    return 2
-
-
-def _replay_test(args) -> int:
-    from pathlib import Path
-
-    from .faults import parse_faults
-    from .replay_test import ReplayTestConfig, format_report, run_replay_test
-
-    for flag, value in (("--model", args.model), ("--catalog", args.catalog),
-                        ("--inventory", args.inventory), ("--quakeml", args.quakeml)):
-        if value is not None and not Path(value).is_file():
-            print(f"error: {flag} {value}: no such file", file=sys.stderr)
-            return 2
-    try:
-        config = ReplayTestConfig(model=args.model, out=args.out, sensor=args.sensor,
-                                  missing=args.missing, time=args.time, speed=args.speed,
-                                  tolerance_s=args.tolerance_s, idle_exit_s=args.idle_exit_s,
-                                  seed=args.seed, faults=parse_faults(args.faults))
-        from edge_runtime.sensors import get_sensor
-
-        get_sensor(args.sensor)
-        result = run_replay_test(args.records, config, catalog=args.catalog, inventory=args.inventory,
-                                 events=args.quakeml, units=args.units, progress=not args.json)
-    except ValueError as exc:  # bad setting, catalog, inventory or model: one line
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the running node was stopped and its pty closed on the way out
-        print("interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps({k: result[k] for k in ("summary", "rows", "skipped")}, indent=2, default=str))
-    else:
-        print(format_report(result))
-        print(f"outputs in {args.out}/ (summary.json, summary.png, records/*/node.log)")
-    s = result["summary"]
-    return 1 if s["skipped"] or s["node_failures"] else 0
+    # Each command's module is imported only when it runs: `tools bundle` needs no torch.
+    module, function = COMMANDS[args.command]
+    return getattr(importlib.import_module(module), function)(args)
 
 
 if __name__ == "__main__":

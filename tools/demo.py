@@ -1,11 +1,11 @@
 """The whole chain once, on synthetic data: ``make demo`` / ``python -m tools demo``.
 
 synthetic windows -> EarthquakeCNN -> ONNX -> int16 input + onnxsim -> SAC records ->
-replay-test (:mod:`tools.replay_test`): each record through a pty into a fresh
+replay-test (:mod:`tools.replay.replay_test`): each record through a pty into a fresh
 ``python -m edge_runtime`` process -> events.jsonl -> score against the SAC picks.
 
 The training windows come from the physics-based generator (Green's functions of the
-``small`` bank preset, :data:`host_training.data.greens.BANK_PRESETS`: a few CPU-minutes
+``small`` bank preset, :data:`host_training.synthetic.greens.BANK_PRESETS`: a few CPU-minutes
 the first time, then cached), because that is the model that transfers to real
 recordings: the parametric generator (``--generator simple``, seconds) never shows dead
 or missing channels, real site noise or propagation, and its model calls real noise of
@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .faults import FaultConfig
-from .replay_test import wait_for_port  # noqa: F401  (tests import it from here)
+from edge_runtime.sensors import DEFAULT_SENSOR
+
+from .replay.faults import FaultConfig
+from .replay.replay_test import ReplayTestConfig, format_report, run_replay_test
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class DemoConfig:
     threads: int = 2
     station: str = "DEMO"
     sampling_rate_hz: float = 100.0
-    sensor: str = "adxl355-2g"
+    sensor: str = DEFAULT_SENSOR
     samples_per_frame: int = 10
     speed: float = 20.0
     # (PGA m/s^2, S-P s) of the replayed earthquakes: weak, moderate, strong.
@@ -80,14 +82,15 @@ def physics_earthquake(rng, bank, duration_s: float, fs: float, p_s: float, pga_
 
     Returns
     -------
-    host_training.data.synth.Record
+    host_training.synthetic.parametric.Record
     """
-    from host_training.data import synth
+    from host_training.synthetic import parametric as synth
+    from host_training.synthetic.physics import earthquake_ground_motion
 
     i, j = int(rng.integers(0, bank.shape[0])), int(rng.integers(0, bank.shape[1]))
     k = int(np.argmin(np.abs(bank.t_s[i, j] - bank.t_p[i, j] - sp_s)))
-    ground, t_p, t_s, par = synth.earthquake_ground_motion(rng, bank, fs, rng.uniform(3.5, 5.0),
-                                                           node=(i, j, k))
+    ground, t_p, t_s, par = earthquake_ground_motion(rng, bank, fs, rng.uniform(3.5, 5.0),
+                                                     node=(i, j, k))
     ground *= pga_mps2 / max(np.abs(ground[:2]).max(), 1e-20)
     taper = min(int(2 * fs), ground.shape[-1] // 4)  # the bank's traces end; let the coda fade out
     ground[:, -taper:] *= np.hanning(2 * taper)[taper:]
@@ -107,9 +110,10 @@ def physics_noise(rng, duration_s: float, fs: float):
 
     Returns
     -------
-    host_training.data.synth.Record
+    host_training.synthetic.parametric.Record
     """
-    from host_training.data import noise, synth
+    from host_training.synthetic import noise
+    from host_training.synthetic import parametric as synth
 
     n = int(round(duration_s * fs))
     data, sigma = synth.background(rng, n, fs)
@@ -133,7 +137,7 @@ def make_records(config: DemoConfig, bank=None) -> list:
     """
     from obspy import UTCDateTime
 
-    from host_training.data import synth
+    from host_training.synthetic import parametric as synth
 
     rng = np.random.default_rng(config.seed + 1)
     fs = config.sampling_rate_hz
@@ -164,8 +168,8 @@ def physics_windows(config: DemoConfig):
     import os
     import resource
 
-    from host_training.data.greens import bank_path, build_bank, preset_config
-    from host_training.data.synth import dataset_card, physics_dataset
+    from host_training.synthetic.greens import bank_path, build_bank, preset_config
+    from host_training.synthetic.physics import dataset_card, physics_dataset
 
     bank_config = preset_config(config.bank_preset)
     path = bank_path(bank_config, config.bank_cache)
@@ -211,21 +215,11 @@ def _node_totals(rows: list) -> dict:
 
 
 def run_demo(config: DemoConfig) -> int:
+    """The six steps; exit status 0 when every earthquake was detected with no false event,
+    no record was skipped and every node and ledger agreed, else 1."""
     import torch
 
-    from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
-    from host_training.data.sac import write_record
-    from host_training.data.synth import synthetic_dataset
-    from host_training.evaluate import classification_report, predict_torch
-    from host_training.export import export_onnx
-    from host_training.models import PHASE_CLASSES, build_model, count_parameters
-    from host_training.plots import plot_confusion, plot_history
-    from host_training.train import TrainConfig, build_augment, save_checkpoint, train
-    from quantization.int16 import dataset_agreement, quantize_int16
-    from quantization.simplify import simplify
-
-    from .replay_test import ReplayTestConfig, format_report, run_replay_test
 
     started = time.monotonic()
     out = Path(config.out)
@@ -235,6 +229,31 @@ def run_demo(config: DemoConfig) -> int:
     if config.threads:
         torch.set_num_threads(config.threads)
     prep = PreprocessConfig()
+    dataset, bank = _demo_dataset(config, out, summary)
+    model, parts, x, report = _demo_train(config, dataset, prep, out / "model", summary)
+    if not _demo_export(config, model, parts, x, report, prep, out / "model", summary):
+        return 1
+    sac_dir = _demo_records(config, bank, out / "sac")
+    result = _demo_replay(config, out / "model" / "earthquake_cnn_int16_sim.onnx", sac_dir,
+                          out / "replay", summary)
+
+    _step(6, "score events against the SAC picks")
+    summary["score"] = {"rows": result["rows"], "summary": result["summary"]}
+    summary["elapsed_s"] = round(time.monotonic() - started, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(format_report(result))
+    print(f"\noutputs in {out}/ (model/, sac/, replay/summary.json, replay/records/*/node.log, "
+          f"summary.json); total {summary['elapsed_s']} s")
+    s = result["summary"]
+    if s["skipped"] or s["node_failures"] or s["ledger_failures"]:
+        return 1
+    return 0 if result["summary"]["passed"] else 1
+
+
+def _demo_dataset(config: DemoConfig, out: Path, summary: dict):
+    """Step 1: the training windows, saved to ``out/dataset``; ``(dataset, bank)`` (bank None
+    for the simple generator)."""
+    from host_training.synthetic.parametric import synthetic_dataset
 
     if config.generator == "physics":
         t = _step(1, f"physics-based dataset: about {config.n_windows} P / S / noise windows from "
@@ -247,20 +266,30 @@ def run_demo(config: DemoConfig) -> int:
                                     progress=True)
     dataset.save(out / "dataset")
     print(f"      {len(dataset)} windows -> {out / 'dataset'} ({time.monotonic() - t:.1f} s)")
+    return dataset, bank
+
+
+def _demo_train(config: DemoConfig, dataset, prep, model_dir: Path, summary: dict):
+    """Step 2: EarthquakeCNN trained on CPU, its checkpoint and plots in ``model_dir``;
+    ``(model, parts, x, report)`` (the splits, their inputs, the test report)."""
+    from edge_runtime.kinds import EARTHQUAKE_CNN
+    from host_training.evaluate import classification_report, predict_torch
+    from host_training.models import PHASE_CLASSES, build_model, count_parameters
+    from host_training.plots import plot_confusion, plot_history
+    from host_training.train import TrainConfig, build_augment, save_checkpoint, train
 
     t = _step(2, f"train EarthquakeCNN on CPU, {config.epochs} epochs")
     parts = {s: dataset.split(s) for s in ("train", "val", "test")}
     x = {s: p.model_inputs(prep)[0] for s, p in parts.items()}
     y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
-    model = build_model("EarthquakeCNN", config.seed)
+    model = build_model(EARTHQUAKE_CNN.name, config.seed)
     augment = list(config.augment) if config.generator == "physics" else []
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                seed=config.seed, augment=augment)
     result = train(model, x["train"], y["train"], x["val"], y["val"], train_config,
                    augment=build_augment(augment, config.seed) if augment else None)
     report = classification_report(y["test"], predict_torch(model, x["test"]).argmax(1), PHASE_CLASSES)
-    model_dir = out / "model"
-    save_checkpoint(model_dir / "earthquake_cnn.pt", model, "EarthquakeCNN", PHASE_CLASSES,
+    save_checkpoint(model_dir / "earthquake_cnn.pt", model, EARTHQUAKE_CNN.name, PHASE_CLASSES,
                     prep.to_dict(), train_config, extra={"test": report})
     plot_history(result["history"], model_dir / "history.png")
     plot_confusion(report, model_dir / "confusion_test.png")
@@ -270,9 +299,22 @@ def run_demo(config: DemoConfig) -> int:
                            "parameters": count_parameters(model)}
     print(f"      test accuracy {report['accuracy']:.3f} on {report['n']} windows; confusion "
           f"(rows P, S, noise) {report['confusion']} ({time.monotonic() - t:.1f} s)")
+    return model, parts, x, report
+
+
+def _demo_export(config: DemoConfig, model, parts: dict, x: dict, report: dict, prep, model_dir: Path,
+                 summary: dict) -> bool:
+    """Step 3: ONNX export, int16 input scheme, onnxsim; False (with a line) when the int16
+    model disagrees with the float one on more than 1 % of the test windows."""
+    from edge_runtime.kinds import EARTHQUAKE_CNN
+    from edge_runtime.metadata import ModelMetadata
+    from host_training.export import export_onnx
+    from host_training.models import PHASE_CLASSES
+    from quantization.int16 import dataset_agreement, quantize_int16
+    from quantization.simplify import simplify
 
     t = _step(3, "export ONNX, int16 input scheme, onnxsim")
-    metadata = ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES),
+    metadata = ModelMetadata(model=EARTHQUAKE_CNN.name, classes=list(PHASE_CLASSES),
                              components=["E", "N", "Z"], preprocess=prep.to_dict(),
                              extra={"trained_on": f"synthetic ({config.generator} generator)",
                                     "seed": config.seed,
@@ -290,21 +332,29 @@ def run_demo(config: DemoConfig) -> int:
           f"{simplified['nodes_after']} ({time.monotonic() - t:.1f} s)")
     if agree["class_agreement"] < 0.99:
         print("      FAILED: int16 model disagrees with the float model on more than 1 %")
-        return 1
+        return False
+    return True
 
-    t = _step(4, "write synthetic records as SAC with P/S pick headers")
-    sac_dir = out / "sac"
+
+def _demo_records(config: DemoConfig, bank, sac_dir: Path) -> Path:
+    """Step 4: the demo's earthquake and noise records as SAC files with pick headers."""
+    from host_training.recordings.sac import write_record
+
+    _step(4, "write synthetic records as SAC with P/S pick headers")
     for name, rec, start in make_records(config, bank):
         picks = {"P": rec.p_s, "S": rec.s_s} if rec.p_s is not None else None
         write_record(rec.data, rec.sampling_rate_hz, start, sac_dir / name, station=config.station,
                      picks=picks, kind=rec.kind)
     print(f"      {len(config.earthquakes)} earthquake records and 1 noise record -> {sac_dir}")
+    return sac_dir
 
+
+def _demo_replay(config: DemoConfig, model: Path, sac_dir: Path, out: Path, summary: dict) -> dict:
+    """Step 5: replay-test of the records, each into a fresh node; its result."""
     pace = f"{config.speed:g}x real time" if config.speed > 0 else "full speed"
     t = _step(5, f"replay-test: each record through a pty at {pace} into a fresh "
                  "`python -m edge_runtime run` process")
-    replay_config = ReplayTestConfig(model=str(model_dir / "earthquake_cnn_int16_sim.onnx"),
-                                     out=str(out / "replay"), sensor=config.sensor,
+    replay_config = ReplayTestConfig(model=str(model), out=str(out), sensor=config.sensor,
                                      speed=config.speed, samples_per_frame=config.samples_per_frame,
                                      faults=config.faults, seed=config.seed)
     result = run_replay_test([sac_dir], replay_config, progress=True)
@@ -314,15 +364,20 @@ def run_demo(config: DemoConfig) -> int:
     print(f"      sent {node['frames_sent']} frames, injected faults {node['faults']}; nodes "
           f"decoded {node['decoder']['frames']} frames, dropped {node['decoder']['crc_errors']} on CRC, "
           f"classified {node['pipeline']['windows']} windows ({time.monotonic() - t:.1f} s)")
+    return result
 
-    _step(6, "score events against the SAC picks")
-    summary["score"] = {"rows": result["rows"], "summary": result["summary"]}
-    summary["elapsed_s"] = round(time.monotonic() - started, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(format_report(result))
-    print(f"\noutputs in {out}/ (model/, sac/, replay/summary.json, replay/records/*/node.log, "
-          f"summary.json); total {summary['elapsed_s']} s")
-    s = result["summary"]
-    if s["skipped"] or s["node_failures"] or s["ledger_failures"]:
-        return 1
-    return 0 if result["summary"]["passed"] else 1
+
+def main_demo(args) -> int:
+    """``python -m tools demo``: 2 with one line for a count below its least, else :func:`run_demo`."""
+    import sys
+
+    for name, value, least in (("n_windows", args.n_windows, 3), ("n_events", args.n_events, 1),
+                               ("epochs", args.epochs, 1)):
+        if value < least:
+            print(f"error: --{name.replace('_', '-')} {value}: at least {least}", file=sys.stderr)
+            return 2
+    config = DemoConfig(out=args.out, seed=args.seed, n_events=args.n_events,
+                        epochs=args.epochs, speed=args.speed, generator=args.generator,
+                        n_windows=args.n_windows, bank_preset=args.bank_preset,
+                        bank_cache=args.bank_cache)
+    return run_demo(config)

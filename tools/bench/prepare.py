@@ -23,7 +23,7 @@ import numpy as np
 # parent's peak across fork + exec on Linux, which would report the parent's size.
 CHILD = """
 import json, resource, sys, time
-from host_training.data.prepare import main
+from host_training.prepare.cli import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
 seconds = time.perf_counter() - t
@@ -120,7 +120,7 @@ def write_sac_folders(root, n_records: int, seed: int = 0, duration_s: float = 4
 
 def bench_prepare(sizes=(1000, 4000), sac_records=(10, 40), seed: int = 0, workdir=None) -> list:
     """Rows for ``bench.json`` (s per window at two sizes) with windows/s and peak RSS."""
-    from host_training.data.stead import write_stead_sample
+    from host_training.prepare.stead import write_stead_sample
 
     results = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -39,7 +39,7 @@ def _baseline(stream: bytes, size: int, n_samples: int = 30):
 
 
 def _baseline_crc_only(stream: bytes, size: int, n_samples: int = 30):
-    """The issue's reference loop (as tools.bench.bench_decoder): CRC and unpack, results dropped."""
+    """The issue's reference loop (as tools.bench.kernels.bench_decoder): CRC and unpack, results dropped."""
     fmt = struct.Struct(f"<{n_samples}i")
     head = size - 4 - 4 * n_samples
     for i in range(0, len(stream), size):
@@ -52,7 +52,7 @@ def bench_protocol(rng, n_frames: int = 20000) -> list[dict]:
     """Decoding 10 x 3 frames (v1 and v2): batch arrays and Frame objects vs the plain loop."""
     from edge_runtime.protocol import FrameDecoder
 
-    from . import _time_per_call
+    from .common import time_per_call as _time_per_call
 
     results = []
     for version in (1, 2):

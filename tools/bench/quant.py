@@ -24,9 +24,10 @@ import numpy as np
 def _trained_model(folder: Path, seed: int):
     import torch
 
+    from edge_runtime.kinds import EARTHQUAKE_CNN
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
-    from host_training.data.synth import synthetic_dataset
+    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.export import export_onnx
     from host_training.models import PHASE_CLASSES, build_model
     from host_training.train import TrainConfig, save_checkpoint, train
@@ -37,14 +38,15 @@ def _trained_model(folder: Path, seed: int):
     parts = {s: dataset.split(s) for s in ("train", "val")}
     x = {s: p.model_inputs()[0] for s, p in parts.items()}
     y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
-    model = build_model("EarthquakeCNN", seed=seed)
+    model = build_model(EARTHQUAKE_CNN.name, seed=seed)
     config = TrainConfig(epochs=5, batch_size=32, seed=seed)
     train(model, x["train"], y["train"], x["val"], y["val"], config, progress=False)
-    meta = ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES), components=["E", "N", "Z"],
+    meta = ModelMetadata(model=EARTHQUAKE_CNN.name, classes=list(PHASE_CLASSES), components=["E", "N", "Z"],
                          preprocess=PreprocessConfig().to_dict())
     float_path = folder / "earthquake_cnn.onnx"
     export_onnx(model, float_path, meta)
-    ckpt = save_checkpoint(folder / "best.pt", model, "EarthquakeCNN", PHASE_CLASSES, meta.preprocess, config)
+    ckpt = save_checkpoint(folder / "best.pt", model, EARTHQUAKE_CNN.name, PHASE_CLASSES, meta.preprocess,
+                           config)
     return float_path, ckpt, data, x["train"], model
 
 

@@ -7,8 +7,8 @@ the host side of replay-test in two ways on the same file, in the same run:
 * baseline: read the record, digitize it as replay-test did before (a float64 copy of
   the whole record, then the sensor's rounding and clipping on all of it at once) and
   keep a ``(sequence, intact)`` tuple per frame sent, as its ledger did;
-* candidate: read it, :func:`tools.replay_test.digitize` (per component, in chunks) and
-  :class:`tools.replay_test.Ledger` (a byte per frame).
+* candidate: read it, :func:`tools.replay.records.digitize` (per component, in chunks) and
+  :class:`tools.replay.ledger.Ledger` (a byte per frame).
 
 With ``--command`` the whole ``python -m tools replay-test`` (node included, its frames
 sent through a pty) is measured too. Results go to ``<out>/replay_memory.json``. Memory,
@@ -23,19 +23,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tools.replay.node import REPO, python_env
 
 # Read, digitize and fill a ledger as replay-test does for one record; print nothing.
 _HOST_STEPS = r"""
 import sys
 import numpy as np
-from edge_runtime.sensors import get_sensor
-from host_training.data.records import read_records
-from tools.replay_test import Ledger, digitize
+from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
+from host_training.recordings.reader import read_records
+from tools.replay.ledger import Ledger
+from tools.replay.records import digitize
 
 path, mode = sys.argv[1], sys.argv[2]
 (record,), _ = read_records([path], units="m/s2", nan_gaps=True)
-sensor = get_sensor("adxl355-2g")
+sensor = get_sensor(DEFAULT_SENSOR)
 if mode == "baseline":
     data = np.array(record.data, dtype=np.float64)
     counts, _ = sensor.digitize(data)
@@ -69,8 +70,7 @@ def peak_rss_mib(cmd) -> float:
     """Peak resident set (MiB) of ``cmd`` and the children it waited for; raises on failure."""
     import tempfile
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                   os.environ.get("PYTHONPATH")])))
+    env = python_env()
     with tempfile.TemporaryFile() as err:  # a pipe could fill while wait4 waits
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)

@@ -16,8 +16,8 @@ def write_records(folder: Path, rng, n_records: int = 3, duration_s: float = 60.
     """``n_records`` synthetic 3-component earthquakes as SAC; returns the seconds written."""
     from obspy import UTCDateTime
 
-    from host_training.data import synth
-    from host_training.data.sac import write_record
+    from host_training.synthetic import parametric as synth
+    from host_training.recordings.sac import write_record
 
     t = UTCDateTime(2026, 1, 1)
     for k in range(n_records):
@@ -30,14 +30,14 @@ def write_records(folder: Path, rng, n_records: int = 3, duration_s: float = 60.
 
 def bench_replay_test(out, rng, model=None) -> dict:
     """Time ``run_replay_test`` at full speed on a few 60 s records."""
-    from tools.replay_test import ReplayTestConfig, run_replay_test
+    from tools.replay.replay_test import ReplayTestConfig, run_replay_test
 
     out = Path(out)
     model = Path(model) if model else out / "model" / "earthquake_cnn_int16_sim.onnx"
     if not model.is_file():
-        from tools.bench import _models
+        from .common import untrained_models
 
-        model = _models(out) / "earthquake_cnn_int16_sim.onnx"
+        model = untrained_models(out) / "earthquake_cnn_int16_sim.onnx"
     folder = out / "replay_test_records"
     simulated = write_records(folder, rng)
     t = time.perf_counter()

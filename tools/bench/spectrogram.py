@@ -48,7 +48,7 @@ def seed_spectrogram_image(record: np.ndarray, fs: float) -> np.ndarray:
 
 def example_record(rng, duration_s: float = 480.0, fs: float = 100.0) -> np.ndarray:
     """A seed-length (480 s) earthquake record, ``(3, n)`` m/s^2 (E, N, Z)."""
-    from host_training.data.synth import earthquake
+    from host_training.synthetic.parametric import earthquake
 
     return earthquake(rng, duration_s=duration_s, fs=fs, p_s=rng.uniform(100.0, 200.0)).data
 
@@ -63,7 +63,7 @@ def bench_spectrogram(rng) -> dict:
     """One 480 s, 3-component, 100 Hz record to a (3, 100, 150) image, both ways."""
     from edge_runtime.spectrogram import spectrogram_image
 
-    from . import _time_per_call
+    from .common import time_per_call
 
     record = example_record(rng)
     seed_img = seed_spectrogram_image(record, 100.0)
@@ -72,8 +72,8 @@ def bench_spectrogram(rng) -> dict:
     # Per component: the seed autoscaled each component's picture on its own, which a
     # fixed dB range undoes on purpose; the whole stack is reported too.
     per_component = [pearson(seed_img[c], ours[c]) for c in range(3)]
-    base = _time_per_call(lambda: seed_spectrogram_image(record, 100.0), min_time_s=1.0, repeat=3)
-    cand = _time_per_call(lambda: spectrogram_image(record, 100.0))
+    base = time_per_call(lambda: seed_spectrogram_image(record, 100.0), min_time_s=1.0, repeat=3)
+    cand = time_per_call(lambda: spectrogram_image(record, 100.0))
     return {"name": "spectrogram image, 480 s 3-component record at 100 Hz",
             "baseline": "seed: scipy + matplotlib pcolormesh -> PNG -> OpenCV decode/resize",
             "baseline_s": base,
@@ -96,7 +96,7 @@ def rss():
     return out
 
 window_model, source_model, counts_path = sys.argv[1:4]
-from edge_runtime.backend import OnnxBackend
+from edge_runtime.backends import OnnxBackend
 from edge_runtime.protocol import Frame
 from edge_runtime.second_stage import SecondStage, SourceClassifier
 from edge_runtime.service import NodeConfig, Pipeline
@@ -204,18 +204,19 @@ def measure_node(source_model, window_model=None, out="runs/bench/node", seed: i
 
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
-    from host_training.data.synth import earthquake
-    from tools.replay import to_counts
+    from host_training.synthetic.parametric import earthquake
+    from tools.replay.sender import to_counts
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if window_model is None:  # latency and memory do not depend on the weights
+        from edge_runtime.kinds import EARTHQUAKE_CNN
         from host_training.export import export_onnx
         from host_training.models import PHASE_CLASSES, EarthquakeCNN
 
         window_model = out / "earthquake_cnn.onnx"
         export_onnx(EarthquakeCNN().eval(), window_model,
-                    ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES),
+                    ModelMetadata(model=EARTHQUAKE_CNN.name, classes=list(PHASE_CLASSES),
                                   components=["E", "N", "Z"]))
     rec = earthquake(np.random.default_rng(seed), duration_s=120.0, p_s=20.0, pga_mps2=0.3)
     counts_path = out / "counts.npy"

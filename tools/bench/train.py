@@ -19,6 +19,7 @@ def bench_train(rng, n_windows: int = 1024, batch_size: int = 256, repeat: int =
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
+    from edge_runtime.kinds import EARTHQUAKE_CNN
     from host_training.models import build_model
     from host_training.train import TrainConfig, resolve_device, train
 
@@ -28,7 +29,7 @@ def bench_train(rng, n_windows: int = 1024, batch_size: int = 256, repeat: int =
     xv, yv = x[: n_windows // 8], y[: n_windows // 8]
 
     def baseline():
-        model = build_model("EarthquakeCNN", 0).to(device)
+        model = build_model(EARTHQUAKE_CNN.name, 0).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         loss_fn = nn.CrossEntropyLoss()
         loader = DataLoader(TensorDataset(torch.as_tensor(x), torch.as_tensor(y)), batch_size=batch_size,
@@ -43,7 +44,7 @@ def bench_train(rng, n_windows: int = 1024, batch_size: int = 256, repeat: int =
             torch.cuda.synchronize()
 
     def candidate():
-        model = build_model("EarthquakeCNN", 0)
+        model = build_model(EARTHQUAKE_CNN.name, 0)
         return train(model, x, y, xv, yv, TrainConfig(epochs=1, batch_size=batch_size, patience=0),
                      progress=False)
 

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.replay.node import REPO, node_on_pty, start_node
+from tools.replay.sender import Writer, record_frames
+
 T0_US = 1_767_225_600_000_000  # 2026-01-01
 
 
@@ -59,13 +62,14 @@ def bench_window_path(model_dir: Path, rng, n: int = 4000) -> list[dict]:
     """Node path vs near-limit reference, one 2 s window at 100 Hz, one thread."""
     import onnxruntime as ort
 
-    from edge_runtime.backend import OnnxBackend
+    from edge_runtime.backends import OnnxBackend
     from edge_runtime.config import NodeConfig
     from edge_runtime.preprocess import linear_operator
+    from edge_runtime.sensors import G_MPS2
     from edge_runtime.service import Pipeline
 
     x = rng.standard_normal((1, 3, 200)) * 1e-2
-    x[:, 2] += 9.81
+    x[:, 2] += G_MPS2
     float_path = model_dir / "earthquake_cnn.onnx"
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -122,7 +126,7 @@ def _rss_mib(pid: int) -> float:
 
 MIB_PER_MB = 1e6 / 2**20  # the target is in MB (10^6 bytes): 70 MB = 66.76 MiB
 RSS_TARGET_MB = 70.0
-UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "seismictorch-node.service"
+UNIT = REPO / "deploy" / "systemd" / "seismictorch-node.service"
 
 
 def memory_map(pid: int, top: int = 12) -> dict:
@@ -171,9 +175,6 @@ def bench_node(model: Path, out: Path, realtime_s: float = 60.0, seed: int = 0, 
 
     Start to ready is the median of ``ready_starts`` starts (the measured run's first).
     """
-    from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
-    from tools.replay import Writer, open_pty, record_frames
-
     out = Path(out).resolve() / "node"
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -182,117 +183,138 @@ def bench_node(model: Path, out: Path, realtime_s: float = 60.0, seed: int = 0, 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(60)
-    pty = open_pty()
-    # As systemd starts it: a clean environment with the unit's Environment= lines and the
-    # RuntimeDirectory=/StateDirectory= variables, plus the notify socket.
+    env = _systemd_env(out, sock_path)
+    files = (out / "events.jsonl", out / "status.json", "--spool", str(out / "spool"), *extra)
+    try:
+        t_start = time.monotonic()
+        with node_on_pty(model, *files, env=env, grace_s=0) as (proc, pty):
+            _wait_notify_ready(sock)
+            m = {"ready_s": time.monotonic() - t_start, "rss_ready": _rss_mib(proc.pid)}
+            time.sleep(0.5)
+            m["map_ready"] = memory_map(proc.pid)
+            m.update(_stream(proc, pty, rng, out, realtime_s, data_hours))
+            proc.terminate()
+            output, _ = proc.communicate(timeout=60)
+            # Start to ready again, a few times: one start on a shared machine may wait for a core.
+            ready_runs = [m["ready_s"]] + [_start_to_ready(model, pty.port, files, env, sock)
+                                           for _ in range(ready_starts - 1)]
+    finally:
+        sock.close()
+    m["own_ready"] = next((float(line.split("ready in ")[1].split()[0]) for line in output.splitlines()
+                           if "ready in " in line), float("nan"))
+    return _node_result(m, ready_runs, env, data_hours)
+
+
+def _systemd_env(out: Path, notify_socket: Path) -> dict:
+    """The node's environment as systemd starts it: a clean one with the unit's
+    ``Environment=`` lines, the ``RuntimeDirectory=``/``StateDirectory=`` variables (folders
+    under ``out``) and the notify socket, plus this checkout on ``PYTHONPATH``."""
     for folder in ("run", "state"):
         (out / folder).mkdir(exist_ok=True)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-           "HOME": os.environ.get("HOME", str(out)), **unit_environment(),
-           "RUNTIME_DIRECTORY": str(out / "run"), "STATE_DIRECTORY": str(out / "state"),
-           "NOTIFY_SOCKET": str(sock_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    cmd = [sys.executable, "-m", "edge_runtime", "run", "--port", pty.port, "--model", str(model),
-           "--events", str(out / "events.jsonl"), "--status", str(out / "status.json"),
-           "--spool", str(out / "spool"), *extra]
-    t_start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+            "HOME": os.environ.get("HOME", str(out)), **unit_environment(),
+            "RUNTIME_DIRECTORY": str(out / "run"), "STATE_DIRECTORY": str(out / "state"),
+            "NOTIFY_SOCKET": str(notify_socket), "PYTHONPATH": str(REPO)}
+
+
+def _wait_notify_ready(sock) -> None:
+    """Until a node sends ``READY=1`` on the notify socket (its timeout raises)."""
+    while not sock.recv(4096).startswith(b"READY=1"):
+        pass
+
+
+def _start_to_ready(model, port: str, files, env: dict, sock) -> float:
+    """Seconds from starting one more node on ``port`` to its ``READY=1``; the node is then ended."""
+    t = time.monotonic()
+    again = start_node(port, model, *files, env=env, output=subprocess.DEVNULL)
     try:
-        while not sock.recv(4096).startswith(b"READY=1"):
-            pass
-        ready_s = time.monotonic() - t_start
-        rss_ready = _rss_mib(proc.pid)
-        time.sleep(0.5)
-        map_ready = memory_map(proc.pid)
-        # Real time: a quiet station (self-noise), 10 frames a second. The first 5 s go
-        # in at once and are not timed: the first window builds the chain's matrix and
-        # the runtime's buffers (once per process, about 0.2 s).
-        n = int((5 + realtime_s) * 100)
-        data = rng.standard_normal((3, n)) * 1e-3
-        data[2] += 9.80665
-        frames = list(record_frames(data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2))
-        warm = Writer(pty, speed=0)
-        for _seq, t_us, frame in frames[:50]:
-            warm.send(frame, t_us)
-        time.sleep(1.0)
-        rss_warm = _rss_mib(proc.pid)
-        writer = Writer(pty, speed=1.0)
-        cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
-        for _seq, t_us, frame in frames[50:]:
-            writer.send(frame, t_us)
-        time.sleep(0.3)
-        cpu_rt, wall_rt = _cpu_s(proc.pid) - cpu0, time.monotonic() - t0
-        rss_realtime = _rss_mib(proc.pid)
-        # An hour of data as fast as the node takes it, then its resident memory.
-        n_hour = int(round(data_hours * 360_000 / 10)) * 10
-        hour = rng.standard_normal((3, n_hour)) * 1e-3
-        hour[2] += 9.80665
-        fast = Writer(pty, speed=0)
-        t_hour = T0_US + int(realtime_s * 1e6) + 1_000_000
-        cpu1, t1 = _cpu_s(proc.pid), time.monotonic()
-        for _seq, t_us, frame in record_frames(hour, 100.0, t_hour, ADXL355_COUNTS_PER_MPS2):
-            fast.send(frame, t_us)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                status = json.loads((out / "status.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if status["decoder"]["frames"] >= len(frames) + n_hour // 10:
-                break
-        cpu_hour_fast, wall_hour_fast = _cpu_s(proc.pid) - cpu1, time.monotonic() - t1
-        rss_hour = _rss_mib(proc.pid)
-        map_hour = memory_map(proc.pid)
-        proc.terminate()
-        output, _ = proc.communicate(timeout=60)
-        # Start to ready again, a few times: one start on a shared machine may wait for a core.
-        ready_runs = [ready_s]
-        for _ in range(ready_starts - 1):
-            t_again = time.monotonic()
-            again = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                while not sock.recv(4096).startswith(b"READY=1"):
-                    pass
-                ready_runs.append(time.monotonic() - t_again)
-            finally:
-                again.terminate()
-                again.wait(timeout=60)
+        _wait_notify_ready(sock)
+        return time.monotonic() - t
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        pty.close()
-        sock.close()
-    own_ready = next((float(line.split("ready in ")[1].split()[0]) for line in output.splitlines()
-                      if "ready in " in line), float("nan"))
+        again.terminate()
+        again.wait(timeout=60)
+
+
+def _stream(proc, pty, rng, out: Path, realtime_s: float, data_hours: float) -> dict:
+    """Stream to the node: ``realtime_s`` at real time (its CPU), then ``data_hours`` as fast
+    as it reads (its CPU, wall time and resident memory after)."""
+    from edge_runtime.sensors import G_MPS2
+    from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
+
+    # Real time: a quiet station (self-noise), 10 frames a second. The first 5 s go
+    # in at once and are not timed: the first window builds the chain's matrix and
+    # the runtime's buffers (once per process, about 0.2 s).
+    n = int((5 + realtime_s) * 100)
+    data = rng.standard_normal((3, n)) * 1e-3
+    data[2] += G_MPS2
+    frames = list(record_frames(data, 100.0, T0_US, ADXL355_COUNTS_PER_MPS2))
+    warm = Writer(pty, speed=0)
+    for _seq, t_us, frame in frames[:50]:
+        warm.send(frame, t_us)
+    time.sleep(1.0)
+    m = {"rss_warm": _rss_mib(proc.pid)}
+    writer = Writer(pty, speed=1.0)
+    cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
+    for _seq, t_us, frame in frames[50:]:
+        writer.send(frame, t_us)
+    time.sleep(0.3)
+    m.update(cpu_rt=_cpu_s(proc.pid) - cpu0, wall_rt=time.monotonic() - t0, rss_realtime=_rss_mib(proc.pid))
+    # An hour of data as fast as the node takes it, then its resident memory.
+    n_hour = int(round(data_hours * 360_000 / 10)) * 10
+    hour = rng.standard_normal((3, n_hour)) * 1e-3
+    hour[2] += G_MPS2
+    fast = Writer(pty, speed=0)
+    t_hour = T0_US + int(realtime_s * 1e6) + 1_000_000
+    cpu1, t1 = _cpu_s(proc.pid), time.monotonic()
+    for _seq, t_us, frame in record_frames(hour, 100.0, t_hour, ADXL355_COUNTS_PER_MPS2):
+        fast.send(frame, t_us)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            status = json.loads((out / "status.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if status["decoder"]["frames"] >= len(frames) + n_hour // 10:
+            break
+    m.update(cpu_hour_fast=_cpu_s(proc.pid) - cpu1, wall_hour_fast=time.monotonic() - t1,
+             rss_hour=_rss_mib(proc.pid), map_hour=memory_map(proc.pid), frames=status["decoder"]["frames"])
+    return m
+
+
+def _node_result(m: dict, ready_runs: list, env: dict, data_hours: float) -> dict:
+    """The node benchmark's row from its measurements ``m`` (s, MiB) and start-to-ready runs (s)."""
+    cpu_rt, wall_rt = m["cpu_rt"], m["wall_rt"]
     # At least one clock tick: the resolution of the kernel's CPU accounting.
     cpu_per_hour = max(cpu_rt, 1.0 / os.sysconf("SC_CLK_TCK")) / wall_rt * 3600
+    rss_ready, rss_hour = m["rss_ready"], m["rss_hour"]
     return {"name": "node process: CPU per hour at real time (100 Hz x 3)",
             "baseline": "target 11 s (0.3 % of one core)", "baseline_s": 11.0,
             "candidate": f"measured over {wall_rt:.0f} s at real time, scaled to an hour",
             "candidate_s": cpu_per_hour, "speedup": 11.0 / cpu_per_hour, "ok": cpu_per_hour <= 11.0,
             "cpu_percent": 100 * cpu_rt / wall_rt,
             "start_to_ready_s": float(np.median(ready_runs)), "start_to_ready_runs_s": ready_runs,
-            "ready_after_imports_s": own_ready,
+            "ready_after_imports_s": m["own_ready"],
             "rss_ready_mib": rss_ready, "rss_ready_mb": rss_ready / MIB_PER_MB,
-            "rss_after_first_windows_mib": rss_warm, "rss_after_realtime_mib": rss_realtime,
+            "rss_after_first_windows_mib": m["rss_warm"], "rss_after_realtime_mib": m["rss_realtime"],
             "rss_after_hour_mib": rss_hour, "rss_after_hour_mb": rss_hour / MIB_PER_MB,
             "rss_target_mb": RSS_TARGET_MB, "rss_target_mib": RSS_TARGET_MB * MIB_PER_MB,
             "rss_ok": rss_hour / MIB_PER_MB <= RSS_TARGET_MB,
-            "memory_at_ready": map_ready, "memory_after_hour": map_hour,
+            "memory_at_ready": m["map_ready"], "memory_after_hour": m["map_hour"],
             "environment": {k: v for k, v in env.items() if k not in ("PATH", "HOME", "PYTHONPATH")},
-            "data_hours": data_hours, "hour_of_data_cpu_s": cpu_hour_fast / data_hours,
-            "hour_of_data_wall_s": wall_hour_fast / data_hours,
-            "frames": status["decoder"]["frames"]}
+            "data_hours": data_hours, "hour_of_data_cpu_s": m["cpu_hour_fast"] / data_hours,
+            "hour_of_data_wall_s": m["wall_hour_fast"] / data_hours,
+            "frames": m["frames"]}
 
 
 def run(out, rng, realtime_s: float = 60.0, quick: bool = False) -> list[dict]:
-    """Both benchmarks for ``make bench`` (registered in tools/bench/__init__.py).
+    """Both benchmarks for ``make bench`` (registered in tools/bench/suite.py).
 
     ``quick`` (the test suite): a few hundred windows, 2 s of real time, 3 min of data.
     """
-    from tools.bench import _models
+    from .common import untrained_models
 
-    models = _models(Path(out))
+    models = untrained_models(Path(out))
     results = bench_window_path(models, rng, n=300 if quick else 4000)
     results.append(bench_node(models / "earthquake_cnn_int16_sim.onnx", Path(out),
                               2.0 if quick else realtime_s, data_hours=0.05 if quick else 1.0))

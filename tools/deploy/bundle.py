@@ -40,18 +40,17 @@ import time
 import zipfile
 from pathlib import Path
 
+from edge_runtime.backends import RUNTIMES, runtime_for
+from edge_runtime.requirements import bundle_requirements, extra_requirements, requirement_name
+
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PLATFORM = "manylinux_2_17_aarch64"
 DEFAULT_PYTHON = "3.11"
-# The node's runtime dependencies (pyproject's `edge` extra).
-# onnxruntime < 1.27: 1.28 and newer crash at import under Debian 12's qemu-user 7.2, the
-# emulator the off-device aarch64 check runs on; 1.26 runs there and on the Pi (opset <= 23).
-# qemu-user 10.0 (Debian bookworm-backports) runs 1.32: check a --require 'onnxruntime>=1.17'
-# bundle with `python -m tools bundle-qemu --qemu` that emulator.
-REQUIREMENTS = ["numpy>=1.24", "onnxruntime>=1.17,<1.27", "pyserial>=3.5"]
-LITERT_REQUIREMENT = "ai-edge-litert>=2.3"
+# The node's runtime dependencies: pyproject's `edge` extra with the bundle's onnxruntime cap
+# for the qemu check (edge_runtime.requirements.BUNDLE_CAPS says why).
+REQUIREMENTS = bundle_requirements()
 # Raspberry Pi OS 64-bit (bookworm) has glibc 2.36; pip does not widen a --platform tag to
 # the older/newer manylinux levels, so every level up to the node's glibc is listed.
 MAX_GLIBC_MINOR = 36
@@ -146,19 +145,22 @@ def resolve_choice(chosen=None, model=None) -> tuple[Path, list[Path], dict]:
         raise BundleError(f"{source}: chosen model {name} not found ({choice.get('path')} or beside it)")
     # The fallback runs on the other runtime: a LiteRT file beside an ONNX choice (used where
     # ai-edge-litert is installed), an ONNX file beside a LiteRT choice (always runnable).
-    want = ".onnx" if path.suffix == ".tflite" else ".tflite"
-    fallbacks = [p for c in choice.get("candidates", []) if c.endswith(want) and (p := find(c))][:1]
+    want = tuple(suffix for suffix in RUNTIMES if suffix != path.suffix.lower())
+    fallbacks = [p for c in choice.get("candidates", []) if c.lower().endswith(want) and (p := find(c))][:1]
     choice = dict(choice, source=str(source))
     return path, fallbacks, choice
 
 
 def _runtime(path: Path) -> str:
-    return "litert" if path.suffix == ".tflite" else "onnxruntime"
+    try:
+        return runtime_for(path).name
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def model_summary(path: Path) -> dict:
     """Hash, runtime, metadata fields and the stored self-test expectation of a model."""
-    from edge_runtime.backend import load_backend
+    from edge_runtime.backends import load_backend
     from edge_runtime.metadata import read_selftest
 
     info = {"file": f"model/{path.name}", "sha256": sha256_file(path), "bytes": path.stat().st_size,
@@ -327,24 +329,13 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
         Folder of ready wheels to use as they are (no download).
     """
     t0 = time.perf_counter()
-    arch = target_arch(platform_tag)
-    if not re.fullmatch(r"3\.\d+", python_version):
-        raise BundleError(f"--python-version {python_version}: give major.minor, e.g. 3.11")
-    if tuple(int(v) for v in python_version.split(".")) < (3, 11):
-        # edge_runtime reads its config with tomllib and install.py hashes with file_digest
-        raise BundleError(f"--python-version {python_version}: the node needs Python 3.11 or newer "
-                          "(Raspberry Pi OS Bookworm ships 3.11)")
+    arch = _check_target(platform_tag, python_version)
     model_path, fallbacks, choice = resolve_choice(chosen, model)
     commit, dirty = git_commit()
     version = version or f"{project_version()}+g{commit[:8]}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+_-]*", version):
         raise BundleError(f"--version {version!r}: use letters, digits and . + _ -")
-    reqs = list(REQUIREMENTS)
-    for spec in requirements or []:  # --require replaces the default of the same package
-        name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower()
-        reqs = [r for r in reqs if re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() != name] + [spec]
-    if any(p.suffix == ".tflite" for p in [model_path]) and LITERT_REQUIREMENT not in reqs:
-        reqs.append(LITERT_REQUIREMENT)
+    reqs = _requirements(requirements, model_path)
     if wheels_from_env:
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
         if arch != host_platform.machine() or python_version != here:
@@ -360,39 +351,9 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
     with tempfile.TemporaryDirectory(dir=out, prefix=".bundle-") as tmp:
         top = Path(tmp) / name
         (top / "wheels").mkdir(parents=True)
-        _copy_tree(REPO / "edge_runtime", top / "app" / "edge_runtime")
-        (top / "model").mkdir()
-        models = [model_summary(model_path)] + [model_summary(p) for p in fallbacks]
-        for p in [model_path, *fallbacks]:
-            shutil.copy2(p, top / "model" / p.name)
-        (top / "config").mkdir()
-        shutil.copy2(config, top / "config" / "node.toml")
-        sysd = top / "systemd"
-        sysd.mkdir()
-        unit = (REPO / "deploy" / "systemd" / "seismictorch-node.service").read_text()
-        (sysd / "seismictorch-node.service").write_text(_unit_text(unit, models[0]["file"]))
-        for extra in ("seismictorch.conf", "99-seismictorch-board.rules"):
-            shutil.copy2(REPO / "deploy" / "systemd" / extra, sysd / extra)
-        # The service user, created by systemd-sysusers at boot (works for an SD card too).
-        (sysd / "seismictorch.sysusers").write_text(
-            'u seismictorch - "SeismicTorch node" /var/lib/seismictorch /usr/sbin/nologin\n'
-            "m seismictorch dialout\n")
-        (top / "docs").mkdir()
-        shutil.copy2(REPO / "docs" / "node.md", top / "docs" / "node.md")
-        shutil.copy2(REPO / "deploy" / "install.py", top / "install.py")
-        if wheelhouse:
-            found = sorted(Path(wheelhouse).glob("*.whl"))
-            if not found:
-                raise BundleError(f"--wheelhouse {wheelhouse}: no .whl files there")
-            for w in found:
-                shutil.copy2(w, top / "wheels" / w.name)
-        elif wheels_from_env:
-            for dist in _installed_closure(reqs):
-                repack_wheel(dist, top / "wheels")
-        else:
-            download_wheels(top / "wheels", platform_tag, python_version, reqs)
+        models = _stage(top, model_path, fallbacks, config)
+        _add_wheels(top / "wheels", platform_tag, python_version, reqs, wheelhouse, wheels_from_env)
         wheels = sorted(p.name for p in (top / "wheels").glob("*.whl"))
-        wheel_bytes = sum((top / "wheels" / w).stat().st_size for w in wheels)
         info = {
             "name": name, "version": version, "git_commit": commit, "git_dirty": dirty,
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -406,27 +367,104 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
             "selftest_expected": models[0]["selftest"],
             "choice": {k: choice.get(k) for k in ("model", "runtime", "scheme", "accuracy",
                                                   "latency_p50_us", "source") if k in choice},
-            "wheels": wheels, "wheels_bytes": wheel_bytes,
+            "wheels": wheels, "wheels_bytes": sum((top / "wheels" / w).stat().st_size for w in wheels),
             "unpacked_bytes_without_venv": None,
             "install_root": INSTALL_ROOT,
         }
-        (top / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
-        files = sorted(p for p in top.rglob("*") if p.is_file())
-        info["unpacked_bytes_without_venv"] = sum(p.stat().st_size for p in files)
-        (top / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
-        files = sorted(p for p in top.rglob("*") if p.is_file())
-        lines = [f"{sha256_file(p)}  {p.relative_to(top).as_posix()}\n" for p in files]
-        (top / MANIFEST).write_text("".join(lines))
-        target = out / f"{name}.tar.gz"
-        part = target.with_name(target.name + ".part")
-        with tarfile.open(part, "w:gz", compresslevel=compresslevel) as tar:
-            # MANIFEST first: the installer reads it before any other member.
-            tar.add(top / MANIFEST, arcname=f"{name}/{MANIFEST}")
-            for p in files:
-                tar.add(p, arcname=f"{name}/{p.relative_to(top).as_posix()}")
-        part.replace(target)
+        target = _pack(top, info, out, compresslevel)
     info.update(path=str(target), bytes=target.stat().st_size, seconds=time.perf_counter() - t0)
     return info
+
+
+def _check_target(platform_tag: str, python_version: str) -> str:
+    """The target's architecture; BundleError for a Python or platform the node cannot run."""
+    arch = target_arch(platform_tag)
+    if not re.fullmatch(r"3\.\d+", python_version):
+        raise BundleError(f"--python-version {python_version}: give major.minor, e.g. 3.11")
+    if tuple(int(v) for v in python_version.split(".")) < (3, 11):
+        # edge_runtime reads its config with tomllib and install.py hashes with file_digest
+        raise BundleError(f"--python-version {python_version}: the node needs Python 3.11 or newer "
+                          "(Raspberry Pi OS Bookworm ships 3.11)")
+    return arch
+
+
+def _requirements(requirements, model_path: Path) -> list[str]:
+    """The node's pins with each ``--require`` replacing the default of its package, plus
+    the pins of the model's runtime when it is not in the edge set (LiteRT for ``.tflite``)."""
+    reqs = list(REQUIREMENTS)
+    for spec in requirements or []:  # --require replaces the default of the same package
+        reqs = [r for r in reqs if requirement_name(r) != requirement_name(spec)] + [spec]
+    try:
+        extra = runtime_for(model_path).extra
+    except ValueError as exc:  # a file no runtime opens
+        raise BundleError(str(exc)) from None
+    reqs += [spec for spec in (extra_requirements(extra) if extra else []) if spec not in reqs]
+    return reqs
+
+
+def _stage(top: Path, model_path: Path, fallbacks: list, config: Path) -> list[dict]:
+    """Copy into ``top`` the node package, models, config, systemd files, the node's docs and
+    the installer; return the models' summaries (the chosen one first)."""
+    _copy_tree(REPO / "edge_runtime", top / "app" / "edge_runtime")
+    (top / "model").mkdir()
+    models = [model_summary(model_path)] + [model_summary(p) for p in fallbacks]
+    for p in [model_path, *fallbacks]:
+        shutil.copy2(p, top / "model" / p.name)
+    (top / "config").mkdir()
+    shutil.copy2(config, top / "config" / "node.toml")
+    sysd = top / "systemd"
+    sysd.mkdir()
+    unit = (REPO / "deploy" / "systemd" / "seismictorch-node.service").read_text()
+    (sysd / "seismictorch-node.service").write_text(_unit_text(unit, models[0]["file"]))
+    for extra in ("seismictorch.conf", "99-seismictorch-board.rules"):
+        shutil.copy2(REPO / "deploy" / "systemd" / extra, sysd / extra)
+    # The service user, created by systemd-sysusers at boot (works for an SD card too).
+    (sysd / "seismictorch.sysusers").write_text(
+        'u seismictorch - "SeismicTorch node" /var/lib/seismictorch /usr/sbin/nologin\n'
+        "m seismictorch dialout\n")
+    (top / "docs").mkdir()
+    shutil.copy2(REPO / "docs" / "node.md", top / "docs" / "node.md")
+    shutil.copy2(REPO / "deploy" / "install.py", top / "install.py")
+    return models
+
+
+def _add_wheels(folder: Path, platform_tag: str, python_version: str, reqs: list, wheelhouse,
+                wheels_from_env: bool) -> None:
+    """The target's wheels into ``folder``: from a wheelhouse, repacked from this Python, or
+    downloaded."""
+    if wheelhouse:
+        found = sorted(Path(wheelhouse).glob("*.whl"))
+        if not found:
+            raise BundleError(f"--wheelhouse {wheelhouse}: no .whl files there")
+        for w in found:
+            shutil.copy2(w, folder / w.name)
+    elif wheels_from_env:
+        for dist in _installed_closure(reqs):
+            repack_wheel(dist, folder)
+    else:
+        download_wheels(folder, platform_tag, python_version, reqs)
+
+
+def _pack(top: Path, info: dict, out: Path, compresslevel: int) -> Path:
+    """Write ``bundle.json`` (with the unpacked size) and the manifest into ``top``, then the
+    ``.tar.gz`` into ``out`` (manifest first; renamed into place when complete)."""
+    (top / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
+    files = sorted(p for p in top.rglob("*") if p.is_file())
+    info["unpacked_bytes_without_venv"] = sum(p.stat().st_size for p in files)
+    (top / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
+    files = sorted(p for p in top.rglob("*") if p.is_file())
+    lines = [f"{sha256_file(p)}  {p.relative_to(top).as_posix()}\n" for p in files]
+    (top / MANIFEST).write_text("".join(lines))
+    name = top.name
+    target = out / f"{name}.tar.gz"
+    part = target.with_name(target.name + ".part")
+    with tarfile.open(part, "w:gz", compresslevel=compresslevel) as tar:
+        # MANIFEST first: the installer reads it before any other member.
+        tar.add(top / MANIFEST, arcname=f"{name}/{MANIFEST}")
+        for p in files:
+            tar.add(p, arcname=f"{name}/{p.relative_to(top).as_posix()}")
+    part.replace(target)
+    return target
 
 
 def format_summary(info: dict) -> str:
@@ -465,7 +503,7 @@ def add_arguments(p) -> None:
     src.add_argument("--wheelhouse", help="folder of ready target wheels (no download)")
     p.add_argument("--require", action="append", default=[], metavar="SPEC",
                    help="pip requirement replacing the default of that package, e.g. "
-                        "'onnxruntime>=1.17' (default numpy>=1.24, onnxruntime>=1.17,<1.27, pyserial>=3.5)")
+                        f"'onnxruntime>=1.17' (default {', '.join(REQUIREMENTS)})")
 
 
 def main_bundle(args) -> int:

@@ -8,7 +8,7 @@ root verifies every hash, unpacks the aarch64 wheels into the release's venv and
 (``-L root``: no binfmt_misc needed). Then, under qemu and on this machine, the node's window
 chain and model classify every 2 s window of a record (the classes must be the same), and the
 installed node itself (``python -m edge_runtime run``) reads the record as serial frames from a
-pty (tools/replay.py): the same events, window classes and frame counts.
+pty (tools/replay/): the same events, window classes and frame counts.
 
 The sysroot and the target wheels are kept in ``~/.cache/seismictorch/`` (``$SEISMICTORCH_CACHE``),
 keyed by the Debian package versions and by platform + requirements: only the first run
@@ -16,7 +16,7 @@ needs the network.
 
 Emulator: Debian 12's qemu-user-static 7.2. onnxruntime 1.28 and newer crash at import under
 it (``uncaught target signal 11``), 1.26 runs; the bundle pins ``onnxruntime<1.27`` for that
-reason (tools/bundle.py REQUIREMENTS). qemu-user 10.0.2 from Debian bookworm-backports (package
+reason (tools/deploy/bundle.py REQUIREMENTS). qemu-user 10.0.2 from Debian bookworm-backports (package
 ``qemu-user``, its static ``usr/bin/qemu-aarch64`` usable straight from ``dpkg -x``) runs
 onnxruntime 1.32: give it with ``--qemu``. First use needs root for ``dpkg --add-architecture
 arm64`` and ``apt-get update``.
@@ -38,9 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.replay.node import node_on_pty, wait_for_port
+from tools.replay.sender import Writer, replay_records
+
 from .bundle import cache_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QEMU = "qemu-aarch64-static"
 QEMU_HINT = ("install Debian's qemu-user-static (apt-get install qemu-user-static; `make test` "
              "installs it)")
@@ -56,7 +59,7 @@ COMPONENTS = {"E": "E", "N": "N", "Z": "Z", "1": "E", "2": "N"}  # horizontals 1
 
 CLASSIFY = """
 import sys, numpy as np
-from edge_runtime.backend import load_backend
+from edge_runtime.backends import load_backend
 from edge_runtime.preprocess import WindowPreparer
 model, fs, windows, out = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 b = load_backend(model)
@@ -227,8 +230,9 @@ def read_record(files, inventory: str | None = None, scale: float = 1.0) -> tupl
 def record_windows(x: np.ndarray, fs: float, out: Path, window_s: float = WINDOW_S,
                    step_s: float = STEP_S) -> int:
     """Save the windows (N, 3, window_s * fs) of a record every ``step_s`` s to ``out``; return N."""
-    w, step = int(window_s * fs), int(step_s * fs)
-    windows = np.stack([x[:, i:i + w] for i in range(0, x.shape[1] - w + 1, step)])
+    from edge_runtime.ring import cut_windows
+
+    windows, _ = cut_windows(x, fs, window_s, step_s)
     np.save(out, windows)
     return len(windows)
 
@@ -237,7 +241,7 @@ def node_replay(python: list, env: dict, release: Path, record, out: Path, timeo
     """Replay a record as serial frames through a pty into ``python -m edge_runtime run``.
 
     The node runs as installed: the release's config, model and sensor; the frames are the
-    record digitized by that sensor (tools/replay.py), sent as fast as the node reads. It is
+    record digitized by that sensor (tools/replay/sender.py), sent as fast as the node reads. It is
     stopped with SIGTERM once it has read everything (it closes an open event then).
 
     Returns
@@ -249,26 +253,21 @@ def node_replay(python: list, env: dict, release: Path, record, out: Path, timeo
     import signal
     import tomllib
 
-    from edge_runtime.sensors import get_sensor
-
-    from .replay import Writer, open_pty, replay_records
+    from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
 
     info = json.loads((release / "bundle.json").read_text())
     config = release / "config" / "node.toml"
-    sensor = get_sensor(tomllib.loads(config.read_text()).get("node", {}).get("sensor", "adxl355-2g"))
+    sensor = get_sensor(tomllib.loads(config.read_text()).get("node", {}).get("sensor", DEFAULT_SENSOR))
     out.mkdir(parents=True, exist_ok=True)
-    pty = open_pty()
     t0 = time.perf_counter()
-    with open(out / "node.log", "w") as log:
-        proc = subprocess.Popen(
-            [*python, "-m", "edge_runtime", "run", "--config", str(config), "--port", pty.port,
-             "--model", str(release / info["model"]["file"]), "--events", str(out / "events.jsonl"),
-             "--status", str(out / "status.json"), "--snippets", str(out / "snippets"),
-             "--spool", str(out / "spool"), "--idle-exit-s", "5"],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
+    error = None
+    with open(out / "node.log", "w") as log, \
+            node_on_pty(release / info["model"]["file"], out / "events.jsonl", out / "status.json",
+                        "--config", str(config), "--snippets", str(out / "snippets"),
+                        "--spool", str(out / "spool"), "--idle-exit-s", "5", python=python, env=env,
+                        output=log, grace_s=0) as (proc, pty):
         try:
-            while not pty.configured() and proc.poll() is None and time.perf_counter() - t0 < timeout_s:
-                time.sleep(0.05)  # pyserial sets the line when the node has opened the port
+            wait_for_port(out / "status.json", proc, timeout_s, out / "node.log", f"node under {python[0]}")
             writer = Writer(pty, speed=0, timeout_s=timeout_s, alive=lambda: proc.poll() is None)
             replay_records([record], writer, None, sensor=sensor)
             if pty.drain(timeout_s=timeout_s, settle_s=0.5) and proc.poll() is None:
@@ -276,13 +275,6 @@ def node_replay(python: list, env: dict, release: Path, record, out: Path, timeo
             proc.wait(timeout=timeout_s)
         except (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
             error = f"node replay with {python[0]} failed: {exc}"
-        else:
-            error = None
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            pty.close()
     if error:  # the node's last words say why (the folder may be temporary)
         tail = (out / "node.log").read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise QemuError(f"{error}; node: {tail[0]}")
@@ -336,50 +328,27 @@ def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S,
     with tempfile.TemporaryDirectory(prefix="st-qemu-") as tmp:
         tmp = Path(tmp)
         root = node_root(sysroot, tmp / "root")
-        t = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        install = subprocess.run([sys.executable, "-I", str(REPO / "deploy" / "install.py"), "install",
-                                  "--bundle", str(bundle), "--root", str(root), "--qemu", qemu],
-                                 capture_output=True, text=True, env=env)
-        t_install = time.perf_counter() - t
-        result = {"install_ok": install.returncode == 0,
-                  "install": [line for line in (install.stdout + install.stderr).splitlines()
-                              if "cpuid" not in line],
-                  "qemu": qemu_version(qemu), "sysroot": str(sysroot),
+        ok, lines, t_install = _install(bundle, root, qemu, env)
+        result = {"install_ok": ok, "install": lines, "qemu": qemu_version(qemu), "sysroot": str(sysroot),
                   "onnxruntime": next((w.split("-")[1] for w in info["wheels"]
                                        if w.startswith("onnxruntime-")), None),
                   "seconds": {"sysroot": round(t_sysroot, 1), "install_and_check": round(t_install, 1)}}
-        if install.returncode != 0:
+        if not ok:
             return result
         release = root / "opt/seismictorch/releases" / info["version"]
         site = next((release / "venv" / "lib").glob("python3*/site-packages"))
         record = read_record(records, inventory, scale)
-        fs = record[1]
-        record_windows(*record[:2], tmp / "windows.npy", step_s=step_s)
-        (tmp / "classify.py").write_text(CLASSIFY)
-        args = [str(tmp / "classify.py"), str(release / info["model"]["file"]), str(fs),
-                str(tmp / "windows.npy")]
-        t = time.perf_counter()
-        arm = subprocess.run([qemu, "-L", str(root), str(root / "usr/bin/python3.11"), *args,
-                              str(tmp / "arm.npy")], capture_output=True, text=True,
-                             env=dict(env, PYTHONPATH=f"{site}:{release / 'app'}"))
-        result["seconds"]["classify_qemu"] = round(time.perf_counter() - t, 1)
-        if arm.returncode != 0:
-            raise QemuError(f"classification under qemu failed (exit {arm.returncode}): {_last_line(arm)}")
-        host = subprocess.run([host_python or sys.executable, *args, str(tmp / "host.npy")],
-                              capture_output=True, text=True, env=dict(env, PYTHONPATH=str(REPO)))
-        if host.returncode != 0:
-            raise QemuError(f"classification on this machine failed: {_last_line(host)}")
-        arm_python = [qemu, "-L", str(root), str(root / "usr/bin/python3.11")]
-        node = {"aarch64": node_replay(arm_python, dict(env, PYTHONPATH=f"{site}:{release / 'app'}"),
-                                       release, record, tmp / "node-aarch64"),
-                "host": node_replay([host_python or sys.executable], dict(env, PYTHONPATH=str(REPO)),
-                                    release, record, tmp / "node-host")}
+        arm = ([qemu, "-L", str(root), str(root / "usr/bin/python3.11")],
+               dict(env, PYTHONPATH=f"{site}:{release / 'app'}"))
+        host = ([host_python or sys.executable], dict(env, PYTHONPATH=str(REPO)))
+        a, h = _classify(release / info["model"]["file"], record, step_s, tmp, arm, host, result["seconds"])
+        node = {"aarch64": node_replay(*arm, release, record, tmp / "node-aarch64"),
+                "host": node_replay(*host, release, record, tmp / "node-host")}
         node["same"] = all(node["aarch64"][k] == node["host"][k]
                            for k in ("exit_code", "events", "window_classes", "frames"))
         result["node"] = node
         result["seconds"]["node_replay_qemu"] = node["aarch64"]["seconds"]
-        a, h = np.load(tmp / "arm.npy"), np.load(tmp / "host.npy")
         result.update(
             windows=len(a), same_classes=bool(len(a) == len(h) and (a.argmax(1) == h.argmax(1)).all()),
             max_abs_diff=float(np.abs(a - h).max()),
@@ -389,6 +358,37 @@ def run_qemu_check(bundle, records, *, inventory=None, scale=1.0, step_s=STEP_S,
                               if p.is_file() and not p.is_symlink()))
         result["seconds"]["total"] = round(time.perf_counter() - t0, 1)
         return result
+
+
+def _install(bundle: Path, root: Path, qemu: str, env: dict) -> tuple[bool, list[str], float]:
+    """``deploy/install.py install --root`` of the bundle into ``root``, its self-test run under
+    qemu: whether it succeeded, the installer's lines and its seconds."""
+    t = time.perf_counter()
+    install = subprocess.run([sys.executable, "-I", str(REPO / "deploy" / "install.py"), "install",
+                              "--bundle", str(bundle), "--root", str(root), "--qemu", qemu],
+                             capture_output=True, text=True, env=env)
+    lines = [line for line in (install.stdout + install.stderr).splitlines() if "cpuid" not in line]
+    return install.returncode == 0, lines, time.perf_counter() - t
+
+
+def _classify(model: Path, record, step_s: float, tmp: Path, arm: tuple, host: tuple,
+              seconds: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, n_classes) of the record's windows every ``step_s`` s under qemu
+    (``arm``: its Python command and environment) and on this machine (``host``); the
+    seconds under qemu go into ``seconds``."""
+    record_windows(*record[:2], tmp / "windows.npy", step_s=step_s)
+    (tmp / "classify.py").write_text(CLASSIFY)
+    args = [str(tmp / "classify.py"), str(model), str(record[1]), str(tmp / "windows.npy")]
+    t = time.perf_counter()
+    run = subprocess.run([*arm[0], *args, str(tmp / "arm.npy")], capture_output=True, text=True, env=arm[1])
+    seconds["classify_qemu"] = round(time.perf_counter() - t, 1)
+    if run.returncode != 0:
+        raise QemuError(f"classification under qemu failed (exit {run.returncode}): {_last_line(run)}")
+    run = subprocess.run([*host[0], *args, str(tmp / "host.npy")], capture_output=True, text=True,
+                         env=host[1])
+    if run.returncode != 0:
+        raise QemuError(f"classification on this machine failed: {_last_line(run)}")
+    return np.load(tmp / "arm.npy"), np.load(tmp / "host.npy")
 
 
 def add_arguments(sub) -> None:

@@ -106,7 +106,7 @@ def deploy(args) -> int:
             installer = extract_installer(bundle, tmp)
         else:  # rollback/list need no bundle: the installer of the repository does it
             bundle = None
-            installer = Path(__file__).resolve().parents[1] / "deploy" / "install.py"
+            installer = Path(__file__).resolve().parents[2] / "deploy" / "install.py"
         extra = installer_args(args) + (["--keep", str(args.keep)] if verb == "install" else [])
         if verb == "rollback" and args.to:
             extra += ["--to", args.to]

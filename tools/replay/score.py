@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .records import time_shift_s
+
 # An event declared up to this long after the true P detects the earthquake even when its
 # P pick is off by more than the tolerance (the P error then shows the poor pick), s.
 DETECT_AFTER_P_S = 10.0
@@ -213,7 +215,7 @@ def format_table(result: dict) -> str:
 
 
 def truth_of(record) -> Truth:
-    """The :class:`Truth` of a :class:`host_training.data.records.Record`.
+    """The :class:`Truth` of a :class:`host_training.recordings.record.Record`.
 
     A record that ends before its P (the part before a long gap of a record that
     ``read_records`` split) holds no earthquake signal: it is noise, its events false.
@@ -236,7 +238,7 @@ def truth_of(record) -> Truth:
 
 def truths_from_sac(folder, units: str | None = None) -> list:
     """One :class:`Truth` per station record under ``folder`` (picks from SAC headers)."""
-    from host_training.data.records import read_records
+    from host_training.recordings.reader import read_records
 
     records, skipped = read_records([str(folder)], units=units)
     if not records and skipped:
@@ -249,7 +251,7 @@ def score_records(events: list, records: list, tolerance_s: float = 2.0, trigger
     """Score a node's events against records read by ``read_records`` (the two-terminal path).
 
     Each record is moved in time as ``tools replay --time`` moved it
-    (:func:`tools.replay_test.time_shift_s`), then scored as replay-test scores it.
+    (:func:`tools.replay.records.time_shift_s`), then scored as replay-test scores it.
 
     Returns
     -------
@@ -257,8 +259,6 @@ def score_records(events: list, records: list, tolerance_s: float = 2.0, trigger
         ``rows`` (one per record: the :func:`score_record` row plus rate, duration,
         components, units, picks' sources and time shift) and ``summary``.
     """
-    from .replay_test import time_shift_s
-
     rows, truths, used = [], [], set()
     for record in records:
         shift = time_shift_s(record, time_mode)
@@ -317,7 +317,8 @@ def main_score(args) -> int:
     with no false event, 1 otherwise or when a record was skipped, 2 on bad input."""
     import sys
 
-    from host_training.data.records import RecordError, read_records
+    from host_training.recordings.reader import read_records
+    from host_training.recordings.record import RecordError
 
     events_path = Path(args.events)
     if not events_path.is_file():
