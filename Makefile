@@ -69,7 +69,7 @@ $(QEMU_USER):
 test: $(STAMP) | $(SSHD) $(QEMU_USER)
 	$(PY) -m pytest -q
 
-# Node bundle and deploy (tools/bundle.py, tools/deploy.py, deploy/install.py; README "Deploying a node").
+# Node bundle and deploy (tools/deploy/bundle.py, tools/deploy/remote.py, deploy/install.py; docs/deploying.md).
 CHOSEN   ?=
 PLATFORM ?= manylinux_2_17_aarch64
 PYVER    ?= 3.11

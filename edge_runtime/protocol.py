@@ -1,7 +1,7 @@
 """Serial frame format of the MEMS acquisition board: encoders and decoders.
 
 The wire format is specified in ``docs/serial-protocol.md``; this module is its only
-implementation and is used on both ends (``tools.replay`` encodes, the node decodes).
+implementation and is used on both ends (``tools.replay.sender`` encodes, the node decodes).
 It does no I/O: bytes in, frames out, so it can be fuzzed and reused over any transport.
 
 Binary layout (little-endian), version 1 (24-byte header) and version 2 (32 bytes)::
