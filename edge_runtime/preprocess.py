@@ -446,7 +446,15 @@ def to_model_input(windows_int16: np.ndarray, dtype=np.float32) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(x, -1, -2)[:, None, :, :])
 
 
-def amplitude_ok(peak_mps2, min_mps2: float = 1e-8, max_mps2: float = 2.0 * 9.81):
+# Peak filtered acceleration of a window, m/s^2, at or below which the sensor is taken as dead
+# or disconnected: the node does not classify such a window, the host does not train on it.
+DEAD_PEAK_MPS2 = 1e-8
+# The seed's "2 g" upper drop, written with g = 9.81 (not G_MPS2 = 9.80665 of sensors.py): kept to
+# the digit, as every dataset's keep mask and every trained model so far used it.
+CLIP_PEAK_MPS2 = 2.0 * 9.81
+
+
+def amplitude_ok(peak_mps2, min_mps2: float = DEAD_PEAK_MPS2, max_mps2: float = CLIP_PEAK_MPS2):
     """The seed's window drops: keep windows with ``min < peak < max`` (m/s^2)."""
     peak = np.asarray(peak_mps2)
     return (peak > min_mps2) & (peak < max_mps2)
