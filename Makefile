@@ -66,7 +66,31 @@ $(QEMU_USER):
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends qemu-user-static || { \
 	  echo "cannot install qemu-user-static: install it (apt-get install qemu-user-static) and retry"; exit 1; }
 
-test: $(STAMP) | $(SSHD) $(QEMU_USER)
+# tests/test_firmware.py builds the board encoder (firmware/) with the host's gcc, cross-compiles it
+# for a Cortex-M0+, and builds the Arduino example against Debian's Arduino AVR core.
+HOST_GCC := /usr/bin/gcc
+$(HOST_GCC):
+	@echo "installing the Debian package gcc (tests/test_firmware.py compiles the C frame encoder)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc || { \
+	  echo "cannot install gcc: install it (apt-get install gcc) and retry"; exit 1; }
+
+ARM_GCC := /usr/bin/arm-none-eabi-gcc
+$(ARM_GCC):
+	@echo "installing the Debian package gcc-arm-none-eabi (tests/test_firmware.py cross-compiles firmware/ for a Cortex-M0+)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi || { \
+	  echo "cannot install gcc-arm-none-eabi: install it (apt-get install gcc-arm-none-eabi) and retry"; exit 1; }
+
+ARDUINO_AVR_CORE := /usr/share/arduino/hardware/arduino/avr/cores/arduino/Arduino.h
+$(ARDUINO_AVR_CORE):
+	@echo "installing the Debian package arduino-core-avr (tests/test_firmware.py builds the Arduino example)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends arduino-core-avr || { \
+	  echo "cannot install arduino-core-avr: install it (apt-get install arduino-core-avr) and retry"; exit 1; }
+
+test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE)
 	$(PY) -m pytest -q
 
 # Node bundle and deploy (tools/deploy/bundle.py, tools/deploy/remote.py, deploy/install.py; docs/deploying.md).

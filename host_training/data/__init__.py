@@ -1,1 +1,0 @@
-"""Labelled data: synthetic records, SAC I/O and the window dataset."""
