@@ -106,6 +106,8 @@ class Pipeline:
         self.counts["frames_rejected"] += 1
         self.rejected[kind] = self.rejected.get(kind, 0) + 1  # by reason, for replay-test
         self._log(logging.WARNING, kind, "frame seq=%d: %s; dropped", frame.sequence, why)
+        self.sequencer.reject(frame)  # its place is not counted lost as well
+        self._sync_sequencer()
         return []
 
     def on_frame(self, frame) -> list[dict]:

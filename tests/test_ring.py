@@ -227,7 +227,7 @@ ORDERING_TABLE = [
     ("duplicate", [(0, 0), (1, 1), (2, 2), (1, 1)], [(1, 0, False), (2, 0, False)], {"frames_duplicate": 1}),
     ("stale frame", [(0, 0), (1, 1)] + [(s, s) for s in range(3, 8)] + [(2, 2)],
      [(1, 0, False), (3, 1, False), (4, 0, False), (5, 0, False), (6, 0, False), (7, 0, False)],
-     {"frames_lost": 1, "frames_stale": 1}),
+     {"frames_stale": 1, "frames_late": 1}),  # came after all: not lost as well (issue 23)
     ("board restart", [(0, 0), (1, 1), (2, 2), (0, 3), (1, 4)], [(1, 0, False), (2, 0, False), (0, 0, True),
                                                                  (1, 0, False)], {"sequence_resets": 1}),
     ("uint32 wrap", [(2**32 - 1, 0), (0, 1)], [(0, 0, False)], {}),
