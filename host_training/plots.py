@@ -17,6 +17,15 @@ def _figure():
     return plt
 
 
+def _save(plt, fig, path: Path, numbers, dpi: int = 110, indent: int | None = 2) -> Path:
+    """Write ``fig`` as PNG to ``path`` and ``numbers`` as JSON beside it; close the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    path.with_suffix(".json").write_text(json.dumps(numbers, indent=indent))
+    return path
+
+
 def plot_history(history: list, path) -> Path:
     """Loss and accuracy per epoch (train and validation)."""
     plt = _figure()
@@ -32,11 +41,7 @@ def plot_history(history: list, path) -> Path:
     ax2.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    path.with_suffix(".json").write_text(json.dumps(history, indent=2))
-    return path
+    return _save(plt, fig, path, history)
 
 
 def plot_confusion(report: dict, path, title: str = "") -> Path:
@@ -56,11 +61,7 @@ def plot_confusion(report: dict, path, title: str = "") -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or f"accuracy {report['accuracy']:.3f} (n={report['n']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    path.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    return path
+    return _save(plt, fig, path, report)
 
 
 def plot_curves(curves: dict, path, kind: str = "roc") -> Path:
@@ -84,11 +85,7 @@ def plot_curves(curves: dict, path, kind: str = "roc") -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    path.with_suffix(".json").write_text(json.dumps(curves))
-    return path
+    return _save(plt, fig, path, curves, indent=None)
 
 
 def plot_reliability(rel: dict, path) -> Path:
@@ -107,11 +104,7 @@ def plot_reliability(rel: dict, path) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(f"ECE {rel['ece']:.4f}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    path.with_suffix(".json").write_text(json.dumps(rel, indent=2))
-    return path
+    return _save(plt, fig, path, rel)
 
 
 def plot_windows(x, rows: list, path) -> Path:
@@ -142,8 +135,4 @@ def plot_windows(x, rows: list, path) -> Path:
         ax.set_title(title, fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    path.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    return path
+    return _save(plt, fig, path, rows, dpi=100)
