@@ -56,7 +56,7 @@ def bench_train(rng, n_windows: int = 1024, batch_size: int = 256, repeat: int =
             best = min(best, time.perf_counter() - t)
         return best
 
-    # One thread, as the training runs reported in the README: torch's default of one thread per
+    # One thread, as the training runs in docs/figures.md: torch's default of one thread per
     # core oversubscribes a shared machine and measures the neighbours, not the loop.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
