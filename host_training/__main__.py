@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the Green's function bank (physics; default $SEISMICTORCH_CACHE/greens "
                         "or ~/.cache/seismictorch/greens; built on first use, about 45 CPU-minutes)")
     s.add_argument("--bank-preset", default="full", choices=("full", "small", "tiny"),
-                   help="Green's function bank (physics; host_training.data.greens.BANK_PRESETS): full (16 "
-                        "crusts x 2 depths), small (8 x 2, about 4 CPU-minutes to build, make demo's), tiny "
-                        "(tests)")
+                   help="Green's function bank (physics; host_training.synthetic.greens.BANK_PRESETS): "
+                        "full (16 crusts x 2 depths), small (8 x 2, about 4 CPU-minutes to build, "
+                        "make demo's), tiny (tests)")
     s.add_argument("--seed", type=int, default=0, help="seed of the generator")
     s.add_argument("--sampling-rate", type=float, default=100.0, help="Hz")
 
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Whole records (default 60 s, onset 15 s in) labelled earthquake or "
         "active_source, generated and/or cut from labelled folders of files.",
     )
-    from .data.records_dataset import add_arguments as add_records_arguments
+    from .prepare.record_sets import add_arguments as add_records_arguments
 
     add_records_arguments(rec)
 
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--augment",
         default="",
         help="comma-separated augmentations of training batches, applied in order: time_shift, add_noise, "
-        "drop_channels, scale_amplitude (host_training.data.augment; the seed used all four)",
+        "drop_channels, scale_amplitude (host_training.datasets.augment; the seed used all four)",
     )
     t.add_argument(
         "--allow-chance", action="store_true", help="exit 0 even when validation accuracy stays near chance"
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="version string for the metadata (default: run folder, best epoch, weights hash)",
     )
 
-    from .data.prepare import add_prepare_parser
+    from .prepare.cli import add_prepare_parser
 
     add_prepare_parser(sub)
     return parser
@@ -278,13 +278,13 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "prepare":
-        from .data.prepare import main_prepare
+        from .prepare.cli import main_prepare
 
         return main_prepare(args)
     if args.command == "synth" and args.generator == "physics":
         return _synth_physics(args)
     if args.command == "synth":
-        from .data.synth import synthetic_dataset
+        from .synthetic.parametric import synthetic_dataset
 
         if args.n_events <= 0:
             raise ValueError(f"--n-events {args.n_events}: must be positive")
@@ -294,7 +294,7 @@ def _run(args) -> int:
         print(f"{len(ds)} windows -> {folder}")
         return 0
     if args.command == "records":
-        from .data.records_dataset import main_records
+        from .prepare.record_sets import main_records
 
         return main_records(args)
     if args.command in ("train", "finetune"):
@@ -326,8 +326,8 @@ def _synth_physics(args) -> int:
     import os
     import time
 
-    from .data.greens import build_bank, preset_config
-    from .data.synth import dataset_card, physics_dataset
+    from .synthetic.greens import build_bank, preset_config
+    from .synthetic.physics import dataset_card, physics_dataset
 
     if args.n_windows < 3 or not 0 <= args.dead_fraction <= 1 or args.sampling_rate <= 40:
         raise ValueError("--n-windows must be >= 3, --dead-fraction in [0, 1], --sampling-rate > 40 Hz")

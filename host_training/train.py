@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_runtime.kinds import KINDS, get_kind
+
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -85,7 +87,7 @@ class TrainConfig:
         One of :data:`FREEZE`: ``conv`` keeps the three convolutional blocks (conv + batch
         norm) fixed and trains the dense layers only (finetuning).
     augment : list of str
-        Names of the augmentations applied to training batches (see :mod:`host_training.data.augment`).
+        Names of the augmentations applied to training batches (see :mod:`host_training.datasets.augment`).
     seed : int
         Seeds initialization order, batches, dropout and augmentation.
     threads : int
@@ -648,7 +650,7 @@ def copy_model(model: nn.Module) -> nn.Module:
 
 # ------------------------------------------------------------------------------ datasets
 
-MODEL_KINDS = {"earthquake": "EarthquakeCNN", "spectrogram": "SpectrogramCNN"}
+MODEL_KINDS = {kind.option: kind.name for kind in KINDS.values()}  # `train --model` value -> kind name
 
 
 class DataError(ValueError):
@@ -662,7 +664,7 @@ def open_dataset(folder):
     """
     import h5py
 
-    from .data.dataset import WindowDataset
+    from .datasets.window_dataset import WindowDataset
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -684,11 +686,11 @@ def open_dataset(folder):
     try:
         if kind == "records":
             try:
-                from .data.records_dataset import RecordDataset
+                from .datasets.record_dataset import RecordDataset
             except ImportError:
                 raise DataError(
-                    f"{folder}: a record-level dataset, but host_training.data."
-                    "records_dataset is not available in this version"
+                    f"{folder}: a record-level dataset, but host_training.datasets."
+                    "record_dataset is not available in this version"
                 ) from None
             return RecordDataset.load(folder)
         return WindowDataset.load(folder)
@@ -702,7 +704,7 @@ def select_split(dataset, folder, split: str):
     a one-line :class:`DataError` for a typo or an empty split."""
     import difflib
 
-    from .data.dataset import SPLITS
+    from .datasets.window_dataset import SPLITS
 
     choices = (*SPLITS, "all")
     if split not in choices:
@@ -734,30 +736,24 @@ def split_inputs(part, folder, model_name: str, preprocess: dict | None = None):
     """
     from edge_runtime.preprocess import PreprocessConfig
 
-    from .export import INPUT_SHAPES
-    from .models import MODEL_CLASSES
-
-    classes = list(MODEL_CLASSES[model_name])
+    kind = get_kind(model_name)
+    classes = list(kind.classes)
     labels = sorted({str(v) for v in part.column("label")})
     foreign = [lab for lab in labels if lab not in classes]
     if foreign:
-        hint = (
-            "; --model spectrogram needs a record-level dataset of earthquake / active_source records"
-            if model_name == "SpectrogramCNN"
-            else ""
-        )
+        hint = f"; {kind.data_hint}" if kind.data_hint else ""
         raise DataError(
             f"{Path(folder) / 'metadata.csv'}: labels {labels} do not fit {model_name}, "
             f"which classifies {classes}{hint}"
         )
-    if model_name == "EarthquakeCNN":
+    if kind.stage == "window":
         x, keep = part.model_inputs(PreprocessConfig(**(preprocess or {})))
     else:
         x, keep = part.model_inputs()
-    if tuple(x.shape[1:]) != INPUT_SHAPES[model_name]:
+    if tuple(x.shape[1:]) != kind.input_shape:
         raise DataError(
             f"{folder}: the data give model inputs of shape {tuple(x.shape[1:])}, "
-            f"{model_name} takes {INPUT_SHAPES[model_name]}"
+            f"{model_name} takes {kind.input_shape}"
         )
     return x[keep], part.labels(classes)[keep], keep
 
@@ -793,9 +789,9 @@ def data_card_hash(folder) -> str | None:
 def build_augment(names, seed: int):
     """A callable ``augment(x_batch, rng)`` applying the named augmentations in order."""
     try:
-        from .data import augment as aug
+        from .datasets import augment as aug
     except ImportError:
-        raise ValueError("--augment needs host_training.data.augment, which this version lacks") from None
+        raise ValueError("--augment needs host_training.datasets.augment, which this version lacks") from None
     return aug.build(list(names), seed)
 
 
@@ -841,7 +837,7 @@ def run_training(
         if saved.get("train") != config.to_dict():
             log.warning("resuming with the settings of %s, not those of this command line", config_path)
         config = TrainConfig.from_dict(saved["train"])
-    prep = PreprocessConfig().to_dict() if model_name == "EarthquakeCNN" else {}
+    prep = PreprocessConfig().to_dict() if KINDS[model_name].stage == "window" else {}
     augment = build_augment(config.augment, config.seed) if config.augment else None
     dataset = open_dataset(data)
     xs, ys, dropped = {}, {}, {}

@@ -3,9 +3,9 @@
 ``python -m host_training.transfer --model runs/model.onnx [--data DATASET] [--realdata DIR]``
 
 The model runs exactly as on the node: raw windows (2 s, every 0.25 s) through
-:func:`edge_runtime.preprocess.prepare_windows` and :class:`edge_runtime.backend.OnnxBackend`,
+:func:`edge_runtime.preprocess.prepare_windows` and :class:`edge_runtime.backends.OnnxBackend`,
 events declared by :class:`edge_runtime.detector.EventDetector`. Real records are read
-by :func:`host_training.data.records.read_records` (units, TauP picks). Reported:
+by :func:`host_training.recordings.reader.read_records` (units, TauP picks). Reported:
 
 * pre-event noise: every window that ends 0.5 s before the P arrival (TauP for records
   with an origin, else an AIC onset), class fractions and the share with p(noise) >= 0.5,
@@ -34,7 +34,7 @@ NOISE_MARGIN_S = 0.5
 
 def read_real(realdata: Path):
     """Records of ``realdata`` (FEMA SAC in gal, Napa miniSEED with response and QuakeML)."""
-    from host_training.data.records import read_records
+    from host_training.recordings.reader import read_records
 
     records, skipped = [], []
     fema = realdata / "fema_p695_farfield"
@@ -85,25 +85,22 @@ def p_arrival_s(record) -> tuple[float, str]:
 
 
 def sliding(data: np.ndarray, fs: float, window_s: float = 2.0, step_s: float = 0.25):
-    """``(N, 3, n)`` windows every ``step_s`` and their centres in s."""
-    n = int(round(window_s * fs))
-    step = int(round(step_s * fs))
-    starts = np.arange(0, data.shape[-1] - n + 1, step)
-    if not len(starts):
-        return np.zeros((0, 3, n)), np.zeros(0)
-    idx = starts[:, None] + np.arange(n)[None]
-    return np.transpose(data[:, idx], (1, 0, 2)), (starts + n / 2) / fs
+    """``(N, 3, n)`` windows every ``step_s`` (as the node cuts them) and their centres in s."""
+    from edge_runtime.ring import cut_windows
+
+    windows, starts = cut_windows(data, fs, window_s, step_s)
+    return windows, (starts + windows.shape[-1] / 2) / fs
 
 
 def classify(backend, windows, fs):
     """The node's per-window path: probabilities and filtered peaks."""
-    from edge_runtime.preprocess import prepare_windows
+    from edge_runtime.preprocess import DEAD_PEAK_MPS2, prepare_windows
 
     prep = backend.metadata.preprocess_config()
     int16, peak = prepare_windows(windows, fs, prep)
     probs = np.zeros((len(windows), len(backend.classes)))
     probs[:, backend.classes.index("noise")] = 1.0
-    live = peak > 1e-8
+    live = peak > DEAD_PEAK_MPS2
     if live.any():
         probs[live] = backend.predict(int16[live])
     return probs, peak
@@ -162,7 +159,7 @@ def _argmax_counts(backend, probs) -> dict:
 
 def synthetic_confusion(backend, data, split: str = "test", max_windows: int = 20000) -> dict:
     """Confusion (true label -> argmax counts) of a dataset split through the node's path."""
-    from host_training.data.dataset import WindowDataset
+    from host_training.datasets.window_dataset import WindowDataset
 
     ds = WindowDataset.load(data).split(split)
     if len(ds) > max_windows:
@@ -205,7 +202,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def run(model, realdata=DEFAULT_REALDATA, data=None) -> dict:
-    from edge_runtime.backend import OnnxBackend
+    from edge_runtime.backends import OnnxBackend
 
     backend = OnnxBackend(model)
     records, skipped = read_real(Path(realdata))

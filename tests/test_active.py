@@ -8,8 +8,9 @@ import pytest
 from conftest import REPO, python_env
 
 from edge_runtime.spectrogram import SpectrogramConfig, spectrogram
-from host_training.data import active
-from host_training.data.records_dataset import RecordDataset, cut_record, records_from_files
+from host_training.datasets.record_dataset import RecordDataset, cut_record
+from host_training.prepare.record_sets import records_from_files
+from host_training.synthetic import active
 
 FS = 100.0
 
@@ -129,7 +130,7 @@ def test_spectrogram_cnn_takes_the_images():
 
 
 def test_window_dataset_is_not_a_record_dataset(tmp_path):
-    from host_training.data.synth import synthetic_dataset
+    from host_training.synthetic.parametric import synthetic_dataset
 
     folder = synthetic_dataset(3, seed=0).save(tmp_path / "windows")
     with pytest.raises(ValueError, match="not a record dataset"):
@@ -186,7 +187,7 @@ def test_cli_writes_a_record_dataset_and_refuses_bad_counts(tmp_path, capsys):
 def _analytic_bank():
     """A real GreensBank holding analytic traces: a P pulse at 4 s and a slow, later Rayleigh
     wavelet on the explosion's Z and R (EXZ, EXR), double-couple traces for the earthquake."""
-    from host_training.data.greens import BankConfig, GreensBank
+    from host_training.synthetic.greens import BankConfig, GreensBank
 
     config = BankConfig(n_models=1, depths_per_model=1, distances_km=(2.0,), depth_range_km=(0.1, 0.1))
     t = np.arange(config.nt) * config.dt_s

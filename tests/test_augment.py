@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from host_training.data import augment as aug
+from host_training.datasets import augment as aug
 
 
 def _windows(n=16, c=3, w=80, seed=0):

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from host_training.data import synth
-from host_training.data.dataset import WindowDataset, WindowWriter, read_windows
+from host_training.datasets.window_dataset import WindowDataset, WindowWriter, read_windows
+from host_training.synthetic import parametric as synth
 
 
 def _seisbench():

@@ -14,7 +14,7 @@ except ImportError:  # the real Green's function code is the point of these test
 
 from conftest import REPO, python_env
 
-from host_training.data import greens
+from host_training.synthetic import greens
 
 
 def test_presets_keep_the_cache_names_of_existing_banks():
@@ -57,7 +57,7 @@ def test_short_wavenumber_step_matches_pygrts_own(tiny_cache, tmp_path):
 
 
 def test_cli_builds_a_preset_and_refuses_a_bad_one(tmp_path):  # builds its own: the cold path
-    run = lambda *a: subprocess.run([sys.executable, "-m", "host_training.data.greens", *a],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "host_training.synthetic.greens", *a],  # noqa: E731
                                     cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)
     bad = run("--preset", "huge", "--cache-dir", str(tmp_path))
     assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr

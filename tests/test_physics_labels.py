@@ -11,7 +11,7 @@ except ImportError:  # the bank is computed by the real Green's function code
     pytest.fail("pygrt-kit is missing: .venv/bin/pip install -e '.[host]' (or pip install pygrt-kit)",
                 pytrace=False)
 
-from host_training.data import greens, synth
+from host_training.synthetic import greens, physics
 
 OLD_STYLE = dict(snr_min_db=20 * np.log10(4.0), coda_fraction=0.3, max_distance_km=200.0, min_sp_s=0.0,
                  s_contrast_min=0.0)
@@ -30,7 +30,7 @@ def _rows(ds, **match):
 
 
 def test_default_windows_hold_one_onset_of_their_own_class(bank):
-    ds = synth.physics_dataset(150, seed=1, bank=bank)
+    ds = physics.physics_dataset(150, seed=1, bank=bank)
     p, s = _rows(ds, label="P"), _rows(ds, label="S")
     assert len(p) == len(s) == 50 and not _rows(ds, window="coda")
     assert all(0 <= r["p_sample"] < 200 and r["s_sample"] == -1 for r in p)  # no S onset in a P window
@@ -44,7 +44,7 @@ def test_default_windows_hold_one_onset_of_their_own_class(bank):
 
 
 def test_old_style_settings_still_make_the_unfiltered_set(bank):
-    ds = synth.physics_dataset(150, seed=1, bank=bank, **OLD_STYLE)
+    ds = physics.physics_dataset(150, seed=1, bank=bank, **OLD_STYLE)
     p = _rows(ds, label="P")
     assert any(r["s_sample"] >= 0 for r in p)  # S-P 1.1 s at 5 km: S inside some P windows
     assert _rows(ds, window="coda") and min(r["snr_db"] for r in p) < 20.0
@@ -55,15 +55,15 @@ def test_onset_contrast_compares_the_onset_with_what_precedes_it():
     g = np.zeros((3, 1000))
     g[2, 420:480] = 0.5  # P coda on the vertical, 0.2-0.8 s before S
     g[0, 500:520] = 2.0  # S on the east component at 5 s
-    assert synth.onset_contrast(g, 5.0, fs, "ENZ") == pytest.approx(4.0)
-    assert synth.onset_contrast(g, 5.0, fs, "Z") == 0.0  # nothing after the onset on Z
-    assert synth.onset_contrast(g, 5.0, fs, "E") == np.inf  # nothing before it on E
+    assert physics.onset_contrast(g, 5.0, fs, "ENZ") == pytest.approx(4.0)
+    assert physics.onset_contrast(g, 5.0, fs, "Z") == 0.0  # nothing after the onset on Z
+    assert physics.onset_contrast(g, 5.0, fs, "E") == np.inf  # nothing before it on E
 
 
 def test_no_node_left_is_one_clear_error(bank):
     with pytest.raises(ValueError, match=r"distance <= 3.0 km.*bank: 5-40 km"):
-        synth.eligible_nodes(bank, max_distance_km=3.0)
-    assert len(synth.eligible_nodes(bank, 100.0, 1.9)) == 2
+        physics.eligible_nodes(bank, max_distance_km=3.0)
+    assert len(physics.eligible_nodes(bank, 100.0, 1.9)) == 2
 
 
 def test_upsampled_records_carry_no_20_hz_tone(bank):
@@ -71,7 +71,7 @@ def test_upsampled_records_carry_no_20_hz_tone(bank):
     lines = []
     for k in range(6):
         rng = np.random.default_rng(k)
-        data, _, _, _ = synth.earthquake_ground_motion(rng, bank, 100.0, 4.0, node=(0, 0, k % 3))
+        data, _, _, _ = physics.earthquake_ground_motion(rng, bank, 100.0, 4.0, node=(0, 0, k % 3))
         f = np.fft.rfftfreq(data.shape[-1], 0.01)
         amp = np.abs(np.fft.rfft(data, axis=-1)).mean(axis=0)
         lines.append(amp[np.argmin(np.abs(f - 20.0))] / np.median(amp[(f > 5) & (f < 15)]))
@@ -89,12 +89,12 @@ def test_p_onset_contrast_flags_a_weak_first_p_before_a_larger_phase(bank):
     later = wavelet(10.7, 5e-2)  # a larger P phase 0.7 s after the first P
     for amp, clear in ((1e-3, False), (2e-2, True)):
         ground = np.tile(wavelet(10.0, amp) + later, (3, 1))
-        contrast = synth.p_onset_contrast(ground, 10.0, noise, fs, "ENZ")
+        contrast = physics.p_onset_contrast(ground, 10.0, noise, fs, "ENZ")
         assert (contrast >= 2.0) is clear, (amp, contrast)
     # In a generated set every event's first P passes the rule (default 2); 0 keeps every event.
-    kept = synth.physics_dataset(300, seed=2, bank=bank, p_contrast_min=0.0)
+    kept = physics.physics_dataset(300, seed=2, bank=bank, p_contrast_min=0.0)
     assert min(r["p_contrast"] for r in _rows(kept, label="P")) < 2.0
-    ds = synth.physics_dataset(300, seed=2, bank=bank)
+    ds = physics.physics_dataset(300, seed=2, bank=bank)
     assert min(r["p_contrast"] for r in _rows(ds, label="P")) >= 2.0
 
 
@@ -109,9 +109,9 @@ def test_snr_counts_the_digitizers_rounding_as_noise():
     onset = np.zeros((3, n))
     onset[:, 100:] = 2e-4 * np.sin(2 * np.pi * 5.0 * np.arange(100) / fs)  # a third of a count
     lsb = 2.0 * G_MPS2 / 2**15
-    quiet = synth._snr(onset, noise, fs, "ENZ")
-    recorded = synth._snr(onset, noise, fs, "ENZ", lsb)
+    quiet = physics._snr(onset, noise, fs, "ENZ")
+    recorded = physics._snr(onset, noise, fs, "ENZ", lsb)
     assert quiet > 100.0  # 40 dB above the ground noise alone
     assert recorded < 10.0  # below 20 dB once the rounding counts
-    assert synth._snr(onset, noise, fs, "ENZ", 0.0) == quiet
+    assert physics._snr(onset, noise, fs, "ENZ", 0.0) == quiet
 

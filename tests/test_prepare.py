@@ -7,10 +7,11 @@ import pytest
 from obspy import Trace, UTCDateTime
 from obspy.io.sac import SACTrace
 
-from host_training.data import stead, synth
-from host_training.data.dataset import WindowDataset
-from host_training.data.prepare import main
-from host_training.data.windowing import resample, velocity_to_acceleration
+from host_training.datasets.window_dataset import WindowDataset
+from host_training.datasets.windowing import resample, velocity_to_acceleration
+from host_training.prepare import stead
+from host_training.prepare.cli import main
+from host_training.synthetic import parametric as synth
 
 FS_IN = 50.0
 

@@ -5,7 +5,9 @@ import pytest
 from fixtures_records import COUNTS_PER_MPS2, build_fixture_set, trace, write_sac
 from obspy import UTCDateTime
 
-from host_training.data.records import RecordError, read_catalog, read_records
+from host_training.recordings.catalog import read_catalog
+from host_training.recordings.reader import read_records
+from host_training.recordings.record import RecordError
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def test_catalog_errors_name_the_line(tmp_path):
 
 def test_same_station_and_start_in_two_folders_are_two_records(tmp_path, rng):
     """The old reader merged them; each folder is its own recording."""
-    from host_training.data.sac import write_record
+    from host_training.recordings.sac import write_record
 
     t0 = UTCDateTime(2026, 2, 1)
     write_record(rng.normal(0, 0.01, (3, 500)), 100.0, t0, tmp_path / "event1", picks={"P": 2.0})
@@ -109,7 +111,7 @@ def test_same_station_and_start_in_two_folders_are_two_records(tmp_path, rng):
 
 def test_orientation_codes_of_real_networks(tmp_path, rng):
     """K-NET EW/NS/UD, SEED 1/2/Z, X/Y/Z, a bare 'Q' (unknown: placed and reported)."""
-    from host_training.data.records import orientation
+    from host_training.recordings.orientation import orientation
 
     def tr(channel, **sac):
         t = trace(np.zeros(10), "S", channel, UTCDateTime(2026, 1, 1))

@@ -8,8 +8,8 @@ import pytest
 from fixtures_records import trace, write_sac
 from obspy import Stream, UTCDateTime
 
-from host_training.data.records import read_records
-from tools.score import truth_of
+from host_training.recordings.reader import read_records
+from tools.replay.score import truth_of
 
 T0 = UTCDateTime(2026, 5, 1, 12)
 FS = 100.0

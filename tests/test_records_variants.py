@@ -14,7 +14,7 @@ from fixtures_records import COUNTS_PER_MPS2, inventory_for, quake, trace, write
 from obspy import Stream, Trace, UTCDateTime
 from obspy.io.sac import SACTrace
 
-from host_training.data.records import read_records
+from host_training.recordings.reader import read_records
 
 T0 = UTCDateTime(2026, 3, 1, 12)
 
@@ -162,7 +162,7 @@ def test_junk_empty_files_archives_and_odd_names(tmp_path, rng):
 
 
 def test_unit_spellings_dead_channels_and_a_stationxml_without_the_channel(tmp_path, rng):
-    from host_training.data.records import normalize_units
+    from host_training.recordings.conversion import normalize_units
 
     spellings = {"m/s²": "m/s2", "cm/sec^2": "cm/s2", "m s-2": "m/s2", "gals": "gal", "cm/s**2": "cm/s2",
                  "G": "g", "m/sec/sec": "m/s2"}
@@ -235,7 +235,7 @@ def write_at2(path, g, station_line, header4):
 
 def test_peer_at2_accelerograms_new_and_old_headers(tmp_path, rng):
     """PEER NGA .AT2 (ObsPy reads none): g, azimuths in the header, both NPTS/DT layouts."""
-    from host_training.data.records import G_MPS2
+    from edge_runtime.sensors import G_MPS2
 
     data = quake(rng, 1000, 200.0, 2.0)
     for comp, row in (("000", 1), ("090", 0), ("UP", 2)):
@@ -256,7 +256,7 @@ def test_peer_at2_accelerograms_new_and_old_headers(tmp_path, rng):
 
 
 def test_catalog_rows_naming_a_folder_and_other_column_names(tmp_path, rng):
-    from host_training.data.records import read_catalog
+    from host_training.recordings.catalog import read_catalog
 
     folder = tmp_path / "event1"
     folder.mkdir()

@@ -3,8 +3,9 @@
 import numpy as np
 from obspy import UTCDateTime, read
 
-from host_training.data import synth
-from host_training.data.sac import read_records, write_record
+from edge_runtime.sensors import G_MPS2
+from host_training.recordings.sac import read_records, write_record
+from host_training.synthetic import parametric as synth
 
 
 def test_write_and_read_back_picks(tmp_path, rng):
@@ -49,7 +50,7 @@ def test_synthetic_event_has_p_then_larger_s(rng):
     p_part = np.abs(x[2, int(10 * fs):int(14.5 * fs)]).max()
     s_part = np.abs(x[:2, int(15 * fs):int(20 * fs)]).max()
     assert pre < p_part < s_part
-    assert abs(rec.data[2].mean() - synth.GRAVITY_MPS2) < 0.05  # gravity on the vertical
+    assert abs(rec.data[2].mean() - G_MPS2) < 0.05  # gravity on the vertical
 
 
 def test_synthetic_dataset_is_seeded_and_balanced():
@@ -87,7 +88,7 @@ def test_xyz_records_are_replayed_in_model_order(tmp_path):
     """HLX/HLY/HLZ (the seed's MEMS stations) keep the vertical last, like E, N, Z."""
     from obspy import Stream, Trace
 
-    from tools.replay import read_waveform_records
+    from tools.replay.records import read_waveform_records
 
     traces = []
     for value, cha in ((3.0, "HLZ"), (1.0, "HLX"), (2.0, "HLY")):

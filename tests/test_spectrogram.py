@@ -103,7 +103,7 @@ def test_fixed_range_not_autoscaled(rng):
 
 
 def test_other_rate_is_resampled(rng):
-    from host_training.data.synth import earthquake
+    from host_training.synthetic.parametric import earthquake
 
     rec = earthquake(rng, duration_s=60.0, fs=200.0)
     at_200 = spectrogram_image(rec.data, 200.0).astype(float)
@@ -126,7 +126,7 @@ def test_batch_equals_single(rng):
 def test_correlates_with_seed_matplotlib_opencv_path(rng, kind):
     """Per component, the image is the seed's picture up to its per-image autoscale."""
     _needs("cv2", "pip install opencv-python-headless (the dev extra)")
-    from host_training.data import synth
+    from host_training.synthetic import parametric as synth
     from tools.bench.spectrogram import example_record, pearson, seed_spectrogram_image
 
     if kind == "seed_length":

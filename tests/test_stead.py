@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from host_training.data import stead
-from host_training.data.dataset import WindowDataset
-from host_training.data.prepare import main
+from host_training.datasets.window_dataset import WindowDataset
+from host_training.prepare import stead
+from host_training.prepare.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ except ImportError:  # the real Green's function code is the point of these test
     pytest.fail("pygrt-kit is missing: .venv/bin/pip install -e '.[host]' (or pip install pygrt-kit)",
                 pytrace=False)
 
-from host_training.data import greens, noise, synth
+from host_training.synthetic import greens, noise, physics
 
 DISTANCES = (5.0, 15.0, 40.0)
 
@@ -43,7 +43,7 @@ def test_p_before_s_and_s_minus_p_grows_with_distance(bank):
     fs = 100.0
     ratios = []
     for params in _mechanisms(12):
-        data, p_s, s_s, _ = synth.earthquake_ground_motion(np.random.default_rng(0), bank, fs, 4.0,
+        data, p_s, s_s, _ = physics.earthquake_ground_motion(np.random.default_rng(0), bank, fs, 4.0,
                                                            node=(0, 0, 1), params=params)
         ip, i_s = int(p_s * fs), int(s_s * fs)
         peak = np.abs(data).max()
@@ -57,7 +57,7 @@ def test_amplitude_falls_with_distance(bank):
     pga = np.zeros((12, len(DISTANCES)))
     for m, params in enumerate(_mechanisms(12, seed=1)):
         for k in range(len(DISTANCES)):
-            data, *_ = synth.earthquake_ground_motion(np.random.default_rng(0), bank, 100.0, 5.0,
+            data, *_ = physics.earthquake_ground_motion(np.random.default_rng(0), bank, 100.0, 5.0,
                                                       node=(0, 0, k), params=params)
             pga[m, k] = np.abs(data[:2]).max()
     median = np.median(pga, axis=0)
@@ -69,8 +69,9 @@ def test_amplitude_falls_with_distance(bank):
 
 def test_magnitude_raises_amplitude(bank):
     params = _mechanisms(1)[0]
-    small, *_ = synth.earthquake_ground_motion(np.random.default_rng(0), bank, 100.0, 3.0, (0, 0, 1), params)
-    big, *_ = synth.earthquake_ground_motion(np.random.default_rng(0), bank, 100.0, 5.0, (0, 0, 1), params)
+    small, *_ = physics.earthquake_ground_motion(np.random.default_rng(0), bank, 100.0, 3.0, (0, 0, 1),
+                                                 params)
+    big, *_ = physics.earthquake_ground_motion(np.random.default_rng(0), bank, 100.0, 5.0, (0, 0, 1), params)
     assert 10 < np.abs(big).max() / np.abs(small).max() < 1000
 
 
@@ -126,19 +127,19 @@ def test_dead_channel_modes():
     rng = np.random.default_rng(0)
     sensor = noise.get_any_sensor("adxl355-2g")
     data = rng.standard_normal((3, 200))
-    zero = synth.apply_channels(rng, data, "EN", "zero", sensor, 100.0)
+    zero = physics.apply_channels(rng, data, "EN", "zero", sensor, 100.0)
     assert np.all(zero[2] == 0) and np.array_equal(zero[:2], data[:2])
-    copy = synth.apply_channels(rng, data, "Z", "copy", sensor, 100.0)
+    copy = physics.apply_channels(rng, data, "Z", "copy", sensor, 100.0)
     assert np.array_equal(copy[0], data[2]) and np.array_equal(copy[1], data[2])
-    dead = synth.apply_channels(rng, data, "EZ", "self_noise", sensor, 100.0)
+    dead = physics.apply_channels(rng, data, "EZ", "self_noise", sensor, 100.0)
     assert 0 < np.std(dead[1]) < 0.01 and np.array_equal(dead[0], data[0])
 
 
 def test_generator_writes_a_loadable_dataset(bank, tmp_path):
-    from host_training.data.dataset import WindowDataset
+    from host_training.datasets.window_dataset import WindowDataset
 
-    ds = synth.physics_dataset(90, seed=4, bank=bank, dead_fraction=0.5)
-    again = synth.physics_dataset(90, seed=4, bank=bank, dead_fraction=0.5)
+    ds = physics.physics_dataset(90, seed=4, bank=bank, dead_fraction=0.5)
+    again = physics.physics_dataset(90, seed=4, bank=bank, dead_fraction=0.5)
     np.testing.assert_array_equal(ds.waveforms, again.waveforms)
     folder = ds.save(tmp_path / "physics")
     back = WindowDataset.load(folder)
@@ -157,7 +158,7 @@ def test_generator_writes_a_loadable_dataset(bank, tmp_path):
     assert set(back.column("split")) == {"train", "val", "test"}
     x, keep = back.model_inputs()
     assert x.shape == (n, 1, 80, 3) and keep.sum() > 0.9 * n
-    card = synth.dataset_card(ds)
+    card = physics.dataset_card(ds)
     assert card["label"]["P"] == 30 and card["label"]["noise"] == 30 and sum(card["channels"].values()) == n
 
 

@@ -212,7 +212,7 @@ def test_bad_input_gives_one_line(case, tiny_run, tmp_path, capsys):
             ["waveforms.hdf5"],
         )
     elif case == "empty_split":
-        from host_training.data.dataset import WindowDataset
+        from host_training.datasets.window_dataset import WindowDataset
 
         ds = WindowDataset.load(data)
         ds.subset(ds.column("split") != "val").save(tmp_path / "noval")

@@ -12,8 +12,6 @@ from fractions import Fraction
 
 import numpy as np
 
-GAL_TO_MPS2 = 0.01
-NM_TO_M = 1e-9
 # Order-of-magnitude sensitivities used only when no response is known (counts per m/s
 # for velocity sensors, counts per m/s^2 for accelerometers), by SEED band+instrument code.
 # Broadband ~1500 V/(m/s) x ~6e5 counts/V; short period ~170 V/(m/s) x ~6e5 counts/V;

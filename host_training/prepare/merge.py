@@ -34,8 +34,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .dataset import read_data_format
-from .prepare import (
+from ..datasets.window_dataset import read_data_format
+from .runs import (
     CONFIG_IGNORED,
     REPORT,
     PrepareError,

@@ -1,4 +1,4 @@
-"""The ``python -m host_training prepare ...`` commands: resumable, atomic runs.
+"""Resumable, atomic runs of the ``python -m host_training prepare ...`` readers.
 
 A reader splits its input into numbered parts (a chunk of CSV rows, a station folder).
 Each part is written as a complete small dataset under ``<out>.partial/parts/`` together
@@ -17,14 +17,13 @@ import csv
 import json
 import logging
 import shutil
-import sys
 import time
 from itertools import islice
 from pathlib import Path
 
 import h5py
 
-from .dataset import TraceReader, WindowWriter, read_data_format
+from ..datasets.window_dataset import TraceReader, WindowWriter, read_data_format
 
 log = logging.getLogger(__name__)
 REPORT = "prepare_report.json"
@@ -307,53 +306,6 @@ def print_summary(report: dict, out) -> None:
           f"{len(report['skipped'])} skipped items listed in {Path(out) / REPORT}")
 
 
-def main_prepare(args) -> int:
-    """Entry point of ``python -m host_training prepare ...`` (parsed ``args``)."""
-    try:
-        if args.source == "stead":
-            from .stead import prepare_stead as fn
-        elif args.source == "seisbench":
-            from .seisbench_io import prepare_seisbench as fn
-        elif args.source == "sac":
-            from .sac_folders import prepare_sac as fn
-        elif args.source == "merge":
-            from .merge import prepare_merge as fn
-        else:
-            raise PrepareError(f"unknown prepare command {args.source}")
-        return fn(args)
-    except PrepareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-
-
-def add_common_arguments(p, window: bool = True) -> None:
-    p.add_argument("--out", required=True, help="output dataset folder (SeisBench format)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a finished --out (default: report it done and exit)")
-    if window:
-        p.add_argument("--sampling-rate", type=float, default=100.0,
-                       help="sampling rate of the stored windows, Hz")
-        p.add_argument("--window-s", type=float, default=2.0, help="window length, s")
-        p.add_argument("--max-shift-s", type=float, default=0.6,
-                       help="P/S windows are centred at the pick plus a seeded shift of at most this, s")
-        p.add_argument("--noise-windows", type=int, default=2,
-                       help="noise windows cut from each noise trace")
-        p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15),
-                       metavar=("TRAIN", "VAL", "TEST"),
-                       help="provisional split fractions by event (prepare merge re-splits)")
-
-
-def positive(value: str) -> float:
-    x = float(value)
-    if not x > 0:
-        raise ValueError(value)
-    return x
-
-
 def validate_window_args(args) -> None:
     for name in ("sampling_rate", "window_s"):
         if getattr(args, name) <= 0:
@@ -362,45 +314,3 @@ def validate_window_args(args) -> None:
         raise PrepareError("--max-shift-s and --noise-windows must be >= 0")
     if min(args.fractions) < 0 or sum(args.fractions) <= 0:
         raise PrepareError(f"--fractions must be >= 0 with a positive sum, got {args.fractions}")
-
-
-def add_prepare_parser(sub) -> None:
-    """Add ``prepare {stead,seisbench,sac,merge}`` to the ``host_training`` parser."""
-    import argparse
-
-    from . import merge, sac_folders, seisbench_io, stead
-
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("prepare", help="turn STEAD, SeisBench or SAC data into a windows dataset",
-                       description="Readers that write labelled P / S / noise windows in SeisBench's "
-                                   "format (metadata.csv + waveforms.hdf5), and 'merge' that balances, "
-                                   "splits and writes the data card. Every command is seeded and "
-                                   "resumable: rerun it after an interruption.")
-    psub = p.add_subparsers(dest="source", required=True)
-    specs = (
-        ("stead", stead, "STEAD's HDF5 + CSV -> windows (Clements' clean-subset recipe)"),
-        ("seisbench", seisbench_io, "any SeisBench-format data set (metadata.csv + waveforms.hdf5) "
-                                    "-> windows"),
-        ("sac", sac_folders, "per-station folders of SAC/miniSEED event and noise records -> windows"),
-        ("merge", merge, "merge prepared datasets: class balance, split by event/date/station, "
-                         "data card"),
-    )
-    for name, module, text in specs:
-        s = psub.add_parser(name, help=text, description=(module.__doc__ or text).split("\n\n")[0],
-                            formatter_class=fmt)
-        module.add_arguments(s)
-        add_common_arguments(s, window=name != "merge")
-        s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-
-
-def main(argv=None) -> int:
-    """``prepare ...`` on its own (what ``python -m host_training prepare ...`` runs)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m host_training")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_prepare_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    return main_prepare(args)

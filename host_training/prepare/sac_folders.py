@@ -3,7 +3,7 @@
 The original finetuned on SAC files of MEMS stations, one folder per station for events
 (``data_QSIS_Event/<station>``) and one for noise (``data_QSIS_Noise``), one file per
 component, 100 Hz, about 480 s, in gal. Here any format ObsPy reads works (SAC,
-miniSEED ...), through :func:`host_training.data.records.read_records` (files grouped into
+miniSEED ...), through :func:`host_training.recordings.reader.read_records` (files grouped into
 station records, units made physical, picks found), called once per station folder so
 memory stays at one folder.
 
@@ -39,15 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .prepare import (
-    Part,
-    PrepareError,
-    print_summary,
-    start_run,
-    validate_window_args,
-)
-from .windowing import (
-    GAL_TO_MPS2,
+from host_training.units import GAL_TO_MPS2, UNIT_CHOICES
+
+from ..datasets.windowing import (
     check_trace,
     composite,
     cut_at,
@@ -57,6 +51,13 @@ from .windowing import (
     pick_windows,
     resample,
     sta_lta,
+)
+from .runs import (
+    Part,
+    PrepareError,
+    print_summary,
+    start_run,
+    validate_window_args,
 )
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ def _event_id(record, picks: dict, bin_s: float) -> str:
 
 def process_folder(kind: str, folder: Path, part: Part, args) -> None:
     """Windows of every record in one station folder into ``part``."""
-    from .records import RecordError, read_records
+    from ..recordings.reader import read_records
+    from ..recordings.record import RecordError
 
     try:
         records, skipped = read_records([folder], units=args.units, inventory=args.stationxml,
@@ -239,8 +241,6 @@ def prepare_sac(args) -> int:
 
 
 def add_arguments(p) -> None:
-    from .records import UNIT_CHOICES
-
     p.add_argument("root", nargs="?", default=None,
                    help="folder holding event and noise folders (names containing 'event' / 'noise', "
                         "as the original's data_QSIS_Event and data_QSIS_Noise)")

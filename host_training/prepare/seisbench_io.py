@@ -33,8 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import TraceReader, component_permutation, read_data_format
-from .prepare import (
+from host_training.units import UNIT_CHOICES, UNIT_NAMES, canonical_unit, measurement_of
+
+from ..datasets.window_dataset import TraceReader, component_permutation, read_data_format
+from ..datasets.windowing import (
+    NOMINAL_SENSITIVITY,
+    check_trace,
+    hash_split,
+    item_rng,
+    noise_windows,
+    pick_windows,
+    resample,
+    velocity_to_acceleration,
+)
+from .runs import (
     Part,
     PrepareError,
     add_windows,
@@ -45,28 +57,9 @@ from .prepare import (
     start_run,
     validate_window_args,
 )
-from .windowing import (
-    GAL_TO_MPS2,
-    NOMINAL_SENSITIVITY,
-    check_trace,
-    hash_split,
-    item_rng,
-    noise_windows,
-    pick_windows,
-    resample,
-    velocity_to_acceleration,
-)
 
 log = logging.getLogger(__name__)
 PICK_COLUMN = re.compile(r"^trace_(?P<phase>[PpSs](?:[gnb]|\d)?)_arrival_sample$")
-# unit string -> (measurement, factor to SI)
-UNITS = {
-    "m/s2": ("acceleration", 1.0), "m/s^2": ("acceleration", 1.0), "mps2": ("acceleration", 1.0),
-    "m/s**2": ("acceleration", 1.0), "cm/s2": ("acceleration", GAL_TO_MPS2),
-    "gal": ("acceleration", GAL_TO_MPS2), "g": ("acceleration", 9.80665),
-    "nm/s2": ("acceleration", 1e-9), "m/s": ("velocity", 1.0), "mps": ("velocity", 1.0),
-    "cm/s": ("velocity", 0.01), "nm/s": ("velocity", 1e-9), "counts": ("counts", 1.0),
-}
 
 
 def dataset_chunks(folder: Path) -> list:
@@ -120,10 +113,10 @@ class TraceSource:
         self.args = args
         self.name = name
         unit = (args.units or str(self.fmt.get("unit", ""))).strip().lower()
-        if unit not in UNITS:
+        if canonical_unit(unit) is None:
             raise PrepareError(f"{name}: unknown unit '{unit or '(none)'}' in data_format; pass --units "
-                               f"({', '.join(sorted(UNITS))})")
-        self.measurement, self.factor = UNITS[unit]
+                               f"({', '.join(UNIT_CHOICES)})")
+        self.measurement, self.factor = measurement_of(canonical_unit(unit))
         if self.measurement == "counts":
             measurement = str(self.fmt.get("measurement", "velocity")).lower()
             self.counts_of = "acceleration" if measurement.startswith("acc") else "velocity"
@@ -262,7 +255,7 @@ def prepare_seisbench(args) -> int:
 
 def add_arguments(p) -> None:
     p.add_argument("dir", help="SeisBench-format folder (metadata.csv + waveforms.hdf5)")
-    p.add_argument("--units", default=None, choices=sorted(UNITS),
+    p.add_argument("--units", default=None, choices=UNIT_NAMES,
                    help="unit of the stored samples (default: data_format/unit)")
     p.add_argument("--component-order", default=None,
                    help="component order when neither data_format nor metadata give it, e.g. ZNE")

@@ -38,7 +38,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .prepare import (
+from ..datasets.windowing import (
+    NOMINAL_SENSITIVITY,
+    check_trace,
+    hash_split,
+    item_rng,
+    noise_windows,
+    pick_windows,
+    resample,
+    velocity_to_acceleration,
+)
+from .runs import (
     Part,
     PrepareError,
     add_windows,
@@ -48,16 +58,6 @@ from .prepare import (
     run_csv_parts,
     start_run,
     validate_window_args,
-)
-from .windowing import (
-    NOMINAL_SENSITIVITY,
-    check_trace,
-    hash_split,
-    item_rng,
-    noise_windows,
-    pick_windows,
-    resample,
-    velocity_to_acceleration,
 )
 
 log = logging.getLogger(__name__)

@@ -3,11 +3,11 @@
 Pick convention (SAC's own): header ``a`` holds the P arrival with ``ka = 'P'``, header
 ``t0`` the S arrival with ``kt0 = 'S'``, both in s relative to the reference time.
 Absolute pick time = reference time + pick = ``starttime - b + pick``. Readers go by
-the labels, not the slots (:func:`host_training.data.records.sac_picks`).
+the labels, not the slots (:func:`host_training.recordings.formats.sac_headers.sac_picks`).
 
 Units: SAC's ``idep = IACC`` means nm/s^2 (SAC manual), so records are written in
 nm/s^2 with ``idep`` set, and any SAC reader gets physical units back. Reading is
-:mod:`host_training.data.records`; :func:`read_records` here is the folder view of it.
+:mod:`host_training.recordings.reader`; :func:`read_records` here is the folder view of it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .formats.sac_headers import sac_picks
+from .reader import read_records as read_station_records
+from .record import COMPONENTS
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +112,11 @@ def write_record(data: np.ndarray, sampling_rate_hz: float, starttime, folder, s
 
 def read_picks(trace) -> dict:
     """Absolute P/S times (``UTCDateTime``) from a SAC trace's labelled pick headers."""
-    from .records import sac_picks
-
     return {phase: pick.time for phase, pick in sac_picks(trace).items()}
 
 
 def read_records(folder, pattern: str = "*") -> tuple[list, dict]:
-    """Every station record below ``folder`` (see :func:`records.read_records`).
+    """Every station record below ``folder`` (see :func:`.reader.read_records`).
 
     Returns
     -------
@@ -125,9 +127,6 @@ def read_records(folder, pattern: str = "*") -> tuple[list, dict]:
         ``records`` read, ``skipped`` files or records (each logged with its reason).
     """
     from obspy import Stream, Trace
-
-    from .records import COMPONENTS
-    from .records import read_records as read_station_records
 
     folder = Path(folder)
     source = str(folder / "**" / pattern) if pattern != "*" else str(folder)

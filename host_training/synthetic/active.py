@@ -6,7 +6,7 @@ first sample (see :class:`edge_runtime.spectrogram.SpectrogramConfig`). Labels a
 two classes of :data:`host_training.models.SOURCE_CLASSES`:
 
 ``earthquake``
-    A local earthquake from :func:`host_training.data.synth.earthquake`: P on the
+    A local earthquake from :func:`host_training.synthetic.parametric.earthquake`: P on the
     vertical, S two to five times larger on the horizontals 1.5-10 s later, a long coda;
     a share of them (shallow events) with a weak, late surface-wave train.
 ``active_source``
@@ -28,17 +28,19 @@ class is in the spectrum and its evolution, not in the level. Backgrounds are th
 generator's MEMS self-noise, drift and gravity, with vehicle traffic in a fifth of the
 records of either class.
 
-The synthetic building blocks come from :mod:`host_training.data.synth`; each source
+The synthetic building blocks come from :mod:`host_training.synthetic.parametric`; each source
 kind is one function ``f(rng, n, fs, onset_s) -> (data, params)`` in
 :data:`SOURCE_GENERATORS`, so a physics-based generator (Green's functions,
-:mod:`host_training.data.greens`) replaces one entry without touching the rest.
+:mod:`host_training.synthetic.greens`) replaces one entry without touching the rest.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import synth
+from edge_runtime.sensors import G_MPS2
+
+from . import parametric as synth
 
 ACTIVE_KINDS = ("explosion", "hammer", "vibroseis")
 # Share of each active-source kind in the active_source class.
@@ -196,7 +198,7 @@ def earthquake(rng, n, fs, onset_s):
     """
     rec = synth.earthquake(rng, duration_s=n / fs, fs=fs, p_s=onset_s, pga_mps2=1.0, sigma_mps2=0.0)
     data = rec.data.copy()
-    data[2] -= synth.GRAVITY_MPS2
+    data[2] -= G_MPS2
     data -= data[:, : max(1, int(onset_s * fs) - 1)].mean(axis=-1, keepdims=True)  # remove drift
     params = dict(sp_s=round(rec.params["sp_s"], 3), backazimuth_deg=round(rec.params["backazimuth_deg"], 1))
     if rng.uniform() < 0.33:
@@ -217,7 +219,7 @@ SOURCE_GENERATORS = {"earthquake": earthquake, "explosion": explosion, "hammer":
 # ---------------------------------------------------------------- Green's function sources
 # Earthquakes (double couples, 2-18 km deep, 1-200 km) and shallow explosions (isotropic
 # moment tensor, 20-145 m deep, 0.5-30 km) from wave propagation in random layered
-# crusts (host_training.data.greens, PyGRT), continued above the banks' 20 Hz by
+# crusts (host_training.synthetic.greens, PyGRT), continued above the banks' 20 Hz by
 # broadband(). Hammer shots and vibroseis sweeps stay parametric: their 10-45 Hz content
 # is mostly above the banks' band.
 
@@ -347,9 +349,10 @@ def broadband(rng, data, fs, f_max_hz, corner_hz, kappa_s, q_path=300.0, travel_
 def site_response(rng, f):
     """Horizontal and vertical transfer functions of a random soil site (damped resonance).
 
-    The same site model as the earthquakes' (:func:`host_training.data.synth.earthquake_ground_motion`):
-    a resonance at 0.8-12 Hz with a horizontal gain of 1-5 (its square root on the
-    vertical), so that the site term says nothing about the source.
+    The same site model as the earthquakes'
+    (:func:`host_training.synthetic.physics.earthquake_ground_motion`): a resonance at
+    0.8-12 Hz with a horizontal gain of 1-5 (its square root on the vertical), so that the
+    site term says nothing about the source.
     """
     f0 = float(np.exp(rng.uniform(np.log(0.8), np.log(12.0))))
     gain = float(np.exp(rng.uniform(0.0, np.log(5.0))))
@@ -372,7 +375,7 @@ def _scatter(rng, x, fs, tau_s):
 def earthquake_greens(rng, n, fs, onset_s, bank):
     """An earthquake (M 2-5, Brune source, site and kappa) from the Green's function bank,
     continued above the bank's band by :func:`broadband`."""
-    from .synth import earthquake_ground_motion
+    from .physics import earthquake_ground_motion
 
     data, t_p, t_s, p = earthquake_ground_motion(rng, bank, fs, magnitude=rng.uniform(2.0, 5.0))
     f_max = 0.95 * bank.sampling_rate_hz / 2
@@ -392,7 +395,7 @@ def explosion_greens(rng, n, fs, onset_s, bank):
     Source: a step in moment with a corner of 2-20 Hz (chemical shots of tens of kg to
     tens of tonnes), kappa 0.005-0.06 s as the earthquakes'; acceleration is the second
     time derivative of displacement for that moment history, computed in the frequency
-    domain as in :func:`host_training.data.synth.earthquake_ground_motion`. An isotropic
+    domain as in :func:`host_training.synthetic.physics.earthquake_ground_motion`. An isotropic
     source in a layered earth radiates no SH, but real shots show transverse motion from
     scattering and near-source cracking: here the radial convolved with a random
     scattering kernel, 10-50 % of its amplitude. Half ripple-fired.
@@ -444,7 +447,7 @@ def greens_generators(cache_dir=None, progress: bool = False, jobs: int = 1) -> 
 
     The banks are computed once (PyGRT; the explosions' :func:`shallow_bank_config` takes
     about 12 CPU-minutes, the earthquakes' about 45) and cached
-    (:func:`host_training.data.greens.build_bank`); ``jobs`` PyGRT processes at a time.
+    (:func:`host_training.synthetic.greens.build_bank`); ``jobs`` PyGRT processes at a time.
     """
     from functools import partial
 
@@ -544,14 +547,14 @@ def source_dataset(n_records: int = 400, seed: int = 0, fs: float = 100.0, confi
 
     Returns
     -------
-    host_training.data.records_dataset.RecordDataset
+    host_training.datasets.record_dataset.RecordDataset
     """
     from tqdm import tqdm
 
     from edge_runtime.spectrogram import SpectrogramConfig
 
-    from .dataset import assign_splits
-    from .records_dataset import RecordDataset
+    from ..datasets.record_dataset import RecordDataset
+    from ..datasets.window_dataset import assign_splits
 
     if n_records < 2:
         raise ValueError(f"n_records={n_records}: need at least 2 (one per class)")

@@ -1,6 +1,6 @@
 """A bank of layered-earth Green's functions, computed once and cached on disk.
 
-The generator (:mod:`host_training.data.synth`) builds earthquake records from Green's
+The physics-based generator (:mod:`host_training.synthetic.physics`) builds earthquake records from Green's
 functions of random 1-D crustal models, so that P, S and surface waves, their timing and
 their amplitude ratios come out of wave propagation instead of being drawn by hand.
 Green's functions are computed with PyGRT (``pip install pygrt-kit``: generalized
@@ -455,7 +455,7 @@ def bank_path(config: BankConfig, cache_dir=None) -> Path:
 
 
 def main(argv=None) -> int:
-    """``python host_training/data/greens.py``: build (or import shards of) a bank."""
+    """``python -m host_training.synthetic.greens``: build (or import shards of) a bank."""
     import argparse
     import sys
 

@@ -1,0 +1,1 @@
+"""The dataset format: windows and records in SeisBench's layout, cutting windows, augmentation."""
