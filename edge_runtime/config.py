@@ -61,6 +61,10 @@ def _protocol(v):
     return None if v in ("binary", "text") else "must be 'binary' or 'text'"
 
 
+def _text_checksum(v):
+    return None if v in ("off", "auto", "required") else "must be 'off', 'auto' or 'required'"
+
+
 def _port(v):
     return None if v.strip() else "must name a serial device"
 
@@ -104,6 +108,9 @@ SETTINGS: list[Setting] = [
             "'binary' (framed v1/v2, docs/serial-protocol.md) or 'text' (one CSV line of counts per sample)",
             _protocol),
     Setting("node", "text_rate_hz", float, 100.0, "sampling rate of a text-mode board, Hz", _positive),
+    Setting("node", "text_checksum", str, "auto",
+            "text mode's *HH line checksum: 'off' (checked when present), 'auto' (required once one "
+            "has been seen) or 'required'", _text_checksum),
     Setting("node", "trust_port_name", bool, False,
             "the port path names the board itself (like /dev/serial/by-id/ or a udev SYMLINK): accept a "
             "new device behind it after a reconnect"),
@@ -180,6 +187,7 @@ class NodeConfig:
     board_id: int | None = None
     protocol: str = "binary"
     text_rate_hz: float = 100.0
+    text_checksum: str = "auto"
     trust_port_name: bool = False
     counts_per_mps2: float | None = None
     step_s: float = 0.25

@@ -597,12 +597,22 @@ class TextStats:
                 "bytes_discarded": self.bytes_discarded, "last_error": self.last_error}
 
 
+TEXT_CHECKSUM_MODES = ("off", "auto", "required")
+
+
 class TextDecoder:
     """Text mode: one ``c0,c1,c2`` line of integer counts per sample, for the simplest boards.
 
     A line with the wrong number of fields, anything but integers (``nan`` included),
     a value outside int32, a bad ``*HH`` checksum or more than ``max_line`` bytes is
-    dropped and counted. Samples are grouped ``samples_per_frame`` at a time into
+    dropped and counted; an overlong line is dropped whole, up to its newline, however
+    the reads cut it. A line without ``*HH`` is dropped too when ``checksum`` is
+    ``"required"``, or ``"auto"`` once a line with a valid checksum has been seen (a
+    line cut short loses its suffix and would otherwise pass with cut values); the
+    line after such a line is dropped as well, since it may be the tail of a line that
+    noise split in two (the XOR checksum cannot see a lost head whose bytes XOR to 0).
+
+    Samples are grouped ``samples_per_frame`` at a time into
     :class:`Frame` objects with a local sequence number; the board sends no time, so the
     first sample is stamped with the node's clock and later ones at the nominal rate,
     re-anchored when the clock and the count drift apart by more than ``max_drift_s``
@@ -616,10 +626,16 @@ class TextDecoder:
         Fields per line.
     sampling_rate_hz : float
         The board's sampling rate, Hz.
+    checksum : str
+        ``"off"`` (a ``*HH`` is checked when present, never required), ``"auto"`` (required
+        once one has been seen; the default) or ``"required"``.
     """
 
     def __init__(self, n_channels: int, sampling_rate_hz: float, samples_per_frame: int = 10,
-                 max_line: int = 128, max_drift_s: float = 1.0, clock=time.time):
+                 max_line: int = 128, max_drift_s: float = 1.0, clock=time.time,
+                 checksum: str = "auto"):
+        if checksum not in TEXT_CHECKSUM_MODES:
+            raise ValueError(f"checksum {checksum!r} not one of {', '.join(TEXT_CHECKSUM_MODES)}")
         if not 1 <= n_channels <= MAX_CHANNELS:
             raise ValueError(f"n_channels={n_channels} outside 1..{MAX_CHANNELS}")
         if not sampling_rate_hz > 0:
@@ -630,8 +646,12 @@ class TextDecoder:
         self.max_line = max_line
         self.max_drift_s = max_drift_s
         self.clock = clock
+        self.checksum = checksum
+        self.checksum_seen = False  # a line with a valid *HH has come
         self.stats = TextStats()
         self._buf = bytearray()
+        self._skipping = False  # inside an overlong line: drop up to its newline
+        self._after_cut = False  # the last line lacked a required checksum
         self._rows: list[list[int]] = []
         self._sequence = 0
         self._anchor_us: float | None = None
@@ -650,6 +670,10 @@ class TextDecoder:
         self._log(logging.WARNING, "text", "%s; dropped", self.stats.last_error)
 
     def _line(self, line: bytes) -> None:
+        required = self.checksum == "required" or (self.checksum == "auto" and self.checksum_seen)
+        tail, self._after_cut = self._after_cut, False
+        if required and b"*" not in line and line.strip():
+            self._after_cut = True  # a head cut from its checksum: what follows may be its tail
         m = _LINE.match(line)
         if not m:
             if line.strip():
@@ -658,9 +682,19 @@ class TextDecoder:
                 self.stats.bytes_discarded += len(line) + 1
             return
         body, check = m.group(1), m.group(2)
-        if check is not None and int(check, 16) != nmea_checksum(line[:line.index(b"*")].strip()):
+        if tail:
+            self._bad(line, "follows a line without its checksum: may be that line's tail")
+            return
+        if check is None:
+            if required:
+                self._bad(line, "no *HH checksum (required" + (" once seen)" if self.checksum == "auto"
+                                                               else ")"))
+                return
+        elif int(check, 16) != nmea_checksum(line[:line.index(b"*")].strip()):
             self._bad(line, "checksum mismatch")
             return
+        else:
+            self.checksum_seen = True
         values = [int(v) for v in body.split(b",")]
         if len(values) != self.n_channels:
             self._bad(line, f"{len(values)} fields, expected {self.n_channels}")
@@ -690,6 +724,12 @@ class TextDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the frames completed by them."""
         self.stats.bytes_in += len(data)
+        if self._skipping:  # the rest of an overlong line, whatever read it comes in
+            i = data.find(b"\n")
+            self.stats.bytes_discarded += len(data) if i < 0 else i + 1
+            if i < 0:
+                return []
+            data, self._skipping = data[i + 1:], False
         self._buf += data
         out = []
         while True:
@@ -699,6 +739,7 @@ class TextDecoder:
                     self._bad(self._buf, f"longer than {self.max_line} bytes")
                     self.stats.bytes_discarded -= 1  # no newline consumed
                     self._buf.clear()
+                    self._skipping = True
                 break
             line = bytes(self._buf[:i])
             del self._buf[:i + 1]

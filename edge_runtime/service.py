@@ -293,7 +293,7 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
     _make_folders(config)
     if config.protocol == "text":
         decoder = TextDecoder(n_channels=len(backend.metadata.components),
-                              sampling_rate_hz=config.text_rate_hz)
+                              sampling_rate_hz=config.text_rate_hz, checksum=config.text_checksum)
     else:
         decoder = FrameDecoder()
     # The loop turns at least once per read timeout, and it feeds the watchdog.
