@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,12 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _sequence_of(name: str) -> int:
+    """The sequence number a record id starts with (0 when it starts with none)."""
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 class Spool:
     """First-in first-out queue of JSON records kept as files in ``folder``.
 
@@ -42,15 +47,19 @@ class Spool:
 
     Notes
     -----
-    Record ids sort in the order they were put (nanosecond time plus a counter), so
-    :meth:`pending` returns the oldest first across restarts.
+    Record ids sort in the order they were put: each starts with a sequence number, one
+    more than the highest in the folder, so :meth:`pending` returns the oldest first
+    across restarts. Not the wall clock: a clock stepped back (NTP after a cold boot
+    without a real-time clock, the common case on a Pi) must not put a later record
+    before an earlier one. Ids written by older versions (nanosecond time first) sort
+    before every later one, since the sequence continues from the highest.
     """
 
     def __init__(self, folder, max_items: int = 10000):
         self.folder = Path(folder)
         self.max_items = max_items
         self.bad = 0  # unreadable record files moved aside to folder/bad
-        self._counter = 0
+        self._sequence = 0  # of the last record put by this process
 
     def __len__(self) -> int:
         return len(self._names())
@@ -72,10 +81,11 @@ class Spool:
         """
         text = json.dumps(record, sort_keys=True)
         self.folder.mkdir(parents=True, exist_ok=True)
-        if len(self._names()) >= self.max_items:
+        names = self._names()
+        if len(names) >= self.max_items:
             raise OSError(f"spool {self.folder} holds {self.max_items} records (its limit)")
-        self._counter += 1
-        rid = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}"
+        self._sequence = max(self._sequence, _sequence_of(names[-1]) if names else 0) + 1
+        rid = f"{self._sequence:020d}-{os.getpid()}"
         tmp = self.folder / f".{rid}.tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
