@@ -264,7 +264,9 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    from .train import ChanceLevelError, CheckpointError, DataError
+    from .checkpoints import CheckpointError
+    from .datasets.splits import DataError
+    from .train import ChanceLevelError
 
     try:
         return _run(args)

@@ -16,7 +16,6 @@ Checkpoints hold tensors and plain containers only, so they load with
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -29,7 +28,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.kinds import KINDS, get_kind
+from edge_runtime.kinds import KINDS
+
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    cpu_state,
+    latest_checkpoint,
+    load_checkpoint,
+    plain,
+    read_checkpoint,
+    save_atomic,
+    save_checkpoint,
+)
+from .datasets.splits import data_card_hash, open_dataset, select_split, split_inputs
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +48,6 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("step", "cosine", "none")
 BALANCING = ("none", "weights", "sampler")
 FREEZE = ("none", "conv")
-CHECKPOINT_FORMAT = 2
-
-
-class CheckpointError(ValueError):
-    """A file that is not a SeismicTorch checkpoint."""
-
-
 class ChanceLevelError(RuntimeError):
     """Validation accuracy stayed near chance."""
 
@@ -301,17 +305,224 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _cpu_state(model: nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
 # ------------------------------------------------------------------------------ the loop
+
+
+@dataclass
+class _Fit:
+    """What the epoch loop of one run works on."""
+
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: object
+    scheduler: object
+    loss_fn: nn.Module
+    weight: torch.Tensor | None  # class weights of the loss, None when unweighted
+    device: torch.device
+    config: TrainConfig
+    rank: int
+    world: int
+    n_classes: int
+
+
+def _check_processes(config: TrainConfig, world: int) -> None:
+    if config.balance == "sampler" and world > 1:
+        raise ValueError(
+            "balance 'sampler' draws with replacement in one process; "
+            "use balance 'weights' with several processes"
+        )
+    if config.batch_size % world:
+        raise ValueError(f"batch size {config.batch_size} is not divisible by {world} processes")
+
+
+def _begin(model, config: TrainConfig, x_train, y_train, x_val, y_val, n_classes: int | None):
+    """Seeded and checked start of a run: ``(fit, frozen parameter names, y_train, y_val)``."""
+    rank, world = distributed()
+    _check_processes(config, world)
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    n_classes = n_classes or (last[-1].out_features if last else int(max(np.max(y_train), np.max(y_val)) + 1))
+    y_train, y_val = np.asarray(y_train, dtype=np.int64), np.asarray(y_val, dtype=np.int64)
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise ValueError(f"training needs windows in both splits (train {len(x_train)}, val {len(x_val)})")
+    fit, frozen = _prepare_fit(model, config, device, rank, world, y_train, n_classes)
+    return fit, frozen, y_train, y_val
+
+
+def _prepare_fit(model, config: TrainConfig, device, rank: int, world: int, y_train,
+                 n_classes: int) -> tuple[_Fit, list]:
+    """The run's model on its device, optimizer, schedule and loss; the frozen parameter names."""
+    model.to(device)
+    frozen = freeze_conv(model) if config.freeze == "conv" else []
+    weight = None
+    if config.balance == "weights":
+        weight = torch.as_tensor(class_weights(y_train, n_classes), dtype=torch.float32, device=device)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    scheduler = make_scheduler(optimizer, config)
+    fit = _Fit(model, net, optimizer, scheduler, nn.CrossEntropyLoss(weight=weight), weight, device,
+               config, rank, world, n_classes)
+    return fit, frozen
+
+
+def _start_state(fit: _Fit, ckpt_dir, resume: bool) -> tuple[dict, int]:
+    """``(state, first epoch)``: fresh, or restored from the newest epoch checkpoint."""
+    state = dict(history=[], best_loss=float("inf"), best_epoch=0, best_state=cpu_state(fit.model),
+                 bad_epochs=0)
+    if not resume:
+        return state, 1
+    last = latest_checkpoint(ckpt_dir) if ckpt_dir else None
+    if last is None:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint to resume from")
+    ckpt = read_checkpoint(last)
+    fit.model.load_state_dict(ckpt["state_dict"])
+    fit.optimizer.load_state_dict(ckpt["optimizer"])
+    fit.scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"])
+    state = dict(
+        history=ckpt["history"],
+        best_loss=ckpt["best_loss"],
+        best_epoch=ckpt["best_epoch"],
+        best_state=ckpt["best_state_dict"],
+        bad_epochs=ckpt["bad_epochs"],
+    )
+    log.info("resuming from %s (epoch %d done)", last, ckpt["epoch"])
+    if state["bad_epochs"] >= fit.config.patience > 0:
+        return state, fit.config.epochs + 1  # it had already stopped early
+    return state, ckpt["epoch"] + 1
+
+
+def _train_epoch(fit: _Fit, xt, y_train, epoch: int, augment) -> tuple[float, int, int, float]:
+    """One pass over this process's training windows: ``(summed loss, windows, correct, s)``."""
+    config = fit.config
+    fit.net.train()
+    for m in _frozen_norms(fit.model):
+        m.eval()
+    order = epoch_indices(len(xt), epoch, config, fit.rank, fit.world, y_train, fit.n_classes)
+    aug_rng = np.random.default_rng([config.seed, epoch, fit.rank])
+    per_rank = config.batch_size // fit.world
+    total, seen, correct = 0.0, 0, 0
+    t0 = time.perf_counter()
+    for i in range(0, len(order), per_rank):
+        idx = order[i : i + per_rank]
+        xb = xt[idx]
+        if augment is not None:
+            xb = torch.as_tensor(augment(xb.numpy().copy(), aug_rng))
+        xb, yb = xb.to(fit.device, non_blocking=True), torch.as_tensor(y_train[idx.numpy()]).to(fit.device)
+        fit.optimizer.zero_grad(set_to_none=True)
+        logits = fit.net(xb)
+        loss = fit.loss_fn(logits, yb)
+        loss.backward()
+        fit.optimizer.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+        correct += int((logits.argmax(1) == yb).sum())
+    if fit.device.type == "cuda":
+        torch.cuda.synchronize(fit.device)
+    return total, seen, correct, time.perf_counter() - t0
+
+
+def _epoch(fit: _Fit, xt, y_train, x_val, y_val, epoch: int, augment) -> dict:
+    """Train one epoch, step the schedule, score on validation: the epoch's history entry."""
+    total, seen, correct, seconds = _train_epoch(fit, xt, y_train, epoch, augment)
+    lr = fit.optimizer.param_groups[0]["lr"]
+    fit.scheduler.step()
+    if fit.world > 1:
+        # Batch-norm running statistics are per process until the next forward broadcasts
+        # them: take rank 0's now, so every rank scores the same model on validation.
+        import torch.distributed as dist
+
+        for buffer in fit.model.buffers():
+            dist.broadcast(buffer, 0)
+    val = evaluate_loss(fit.model, x_val, y_val, fit.weight, device=fit.device)
+    return dict(
+        epoch=epoch,
+        train_loss=total / seen,
+        train_accuracy=correct / seen,
+        val_loss=val["loss"],
+        val_accuracy=val["accuracy"],
+        val_balanced_accuracy=val["balanced_accuracy"],
+        lr=lr,
+        seconds=seconds,
+        windows_per_s=seen * fit.world / seconds,
+    )
+
+
+def _save_epoch(fit: _Fit, ckpt_dir: Path, epoch: int, state: dict, info: dict) -> None:
+    """``checkpoints/epoch_NNN.pt``: everything :func:`train` needs to resume after ``epoch``."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    save_atomic(
+        dict(
+            format=CHECKPOINT_FORMAT,
+            kind="epoch",
+            epoch=epoch,
+            state_dict=cpu_state(fit.model),
+            optimizer=fit.optimizer.state_dict(),
+            scheduler=fit.scheduler.state_dict(),
+            rng=_rng_state(),
+            history=state["history"],
+            best_loss=state["best_loss"],
+            best_epoch=state["best_epoch"],
+            best_state_dict=state["best_state"],
+            bad_epochs=state["bad_epochs"],
+            train_config=fit.config.to_dict(),
+            **plain(info),
+        ),
+        ckpt_dir / f"epoch_{epoch:03d}.pt",
+    )
+
+
+def _stop(fit: _Fit, state: dict) -> bool:
+    """Early stopping, one decision for all ranks (or the others would wait in all-reduce forever)."""
+    stop = bool(fit.config.patience and state["bad_epochs"] >= fit.config.patience)
+    if fit.world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(stop)], device=fit.device)
+        dist.broadcast(flag, 0)
+        stop = bool(flag.item())
+    return stop
+
+
+def _result(fit: _Fit, state: dict, stopped_early: bool, frozen: list) -> dict:
+    """What :func:`train` returns (see there), from the run's history."""
+    history = state["history"]
+    best = (
+        next(h for h in history if h["epoch"] == state["best_epoch"]) if state["best_epoch"] else history[-1]
+    )
+    measured = [h for h in history if h["seconds"] > 0]
+    throughput = (
+        sum(h["windows_per_s"] * h["seconds"] for h in measured) / sum(h["seconds"] for h in measured)
+        if measured
+        else 0.0
+    )
+    chance_line = 1.0 / fit.n_classes + fit.config.chance_margin
+    best_balanced = max(h["val_balanced_accuracy"] for h in history)
+    return dict(
+        history=history,
+        best_epoch=best["epoch"],
+        best_val_loss=best["val_loss"],
+        best_val_accuracy=best["val_accuracy"],
+        best_val_balanced_accuracy=best["val_balanced_accuracy"],
+        stopped_early=stopped_early,
+        throughput_windows_per_s=throughput,
+        frozen=frozen,
+        world_size=fit.world,
+        device=str(fit.device),
+        chance=dict(
+            level=1.0 / fit.n_classes,
+            threshold=chance_line,
+            best_val_balanced_accuracy=best_balanced,
+            near_chance=best_balanced < chance_line,
+        ),
+    )
 
 
 def train(
@@ -362,441 +573,103 @@ def train(
     from tqdm import tqdm
 
     config = config or TrainConfig()
-    rank, world = distributed()
-    if config.balance == "sampler" and world > 1:
-        raise ValueError(
-            "balance 'sampler' draws with replacement in one process; "
-            "use balance 'weights' with several processes"
-        )
-    if config.batch_size % world:
-        raise ValueError(f"batch size {config.batch_size} is not divisible by {world} processes")
-    seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    n_classes = n_classes or (last[-1].out_features if last else int(max(np.max(y_train), np.max(y_val)) + 1))
-    y_train, y_val = np.asarray(y_train, dtype=np.int64), np.asarray(y_val, dtype=np.int64)
-    if len(x_train) == 0 or len(x_val) == 0:
-        raise ValueError(f"training needs windows in both splits (train {len(x_train)}, val {len(x_val)})")
-    model.to(device)
-    frozen = freeze_conv(model) if config.freeze == "conv" else []
-    weight = None
-    if config.balance == "weights":
-        weight = torch.as_tensor(class_weights(y_train, n_classes), dtype=torch.float32, device=device)
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-    scheduler = make_scheduler(optimizer, config)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    fit, frozen, y_train, y_val = _begin(model, config, x_train, y_train, x_val, y_val, n_classes)
     ckpt_dir = Path(out) / "checkpoints" if out is not None else None
     info = dict(info or {})
-
-    state = dict(history=[], best_loss=float("inf"), best_epoch=0, best_state=_cpu_state(model), bad_epochs=0)
-    start = 1
-    if resume:
-        last = latest_checkpoint(ckpt_dir) if ckpt_dir else None
-        if last is None:
-            raise FileNotFoundError(f"{ckpt_dir}: no checkpoint to resume from")
-        ckpt = read_checkpoint(last)
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        state = dict(
-            history=ckpt["history"],
-            best_loss=ckpt["best_loss"],
-            best_epoch=ckpt["best_epoch"],
-            best_state=ckpt["best_state_dict"],
-            bad_epochs=ckpt["bad_epochs"],
-        )
-        start = ckpt["epoch"] + 1
-        log.info("resuming from %s (epoch %d done)", last, ckpt["epoch"])
-        if state["bad_epochs"] >= config.patience > 0:
-            start = config.epochs + 1  # it had already stopped early
-
+    state, start = _start_state(fit, ckpt_dir, resume)
     xt = torch.as_tensor(x_train)
-    per_rank = config.batch_size // world
-    bar = tqdm(
-        range(start, config.epochs + 1),
-        desc="training",
-        disable=not progress or rank != 0,
-        initial=start - 1,
-        total=config.epochs,
-    )
+    bar = tqdm(range(start, config.epochs + 1), desc="training", disable=not progress or fit.rank != 0,
+               initial=start - 1, total=config.epochs)
     stopped_early = state["bad_epochs"] >= config.patience > 0
     for epoch in bar:
-        net.train()
-        for m in _frozen_norms(model):
-            m.eval()
-        order = epoch_indices(len(xt), epoch, config, rank, world, y_train, n_classes)
-        aug_rng = np.random.default_rng([config.seed, epoch, rank])
-        total, seen, correct = 0.0, 0, 0
-        t0 = time.perf_counter()
-        for i in range(0, len(order), per_rank):
-            idx = order[i : i + per_rank]
-            xb = xt[idx]
-            if augment is not None:
-                xb = torch.as_tensor(augment(xb.numpy().copy(), aug_rng))
-            xb, yb = xb.to(device, non_blocking=True), torch.as_tensor(y_train[idx.numpy()]).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            logits = net(xb)
-            loss = loss_fn(logits, yb)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        if world > 1:
-            # Batch-norm running statistics are per process until the next forward broadcasts
-            # them: take rank 0's now, so every rank scores the same model on validation.
-            import torch.distributed as dist
-
-            for buffer in model.buffers():
-                dist.broadcast(buffer, 0)
-        val = evaluate_loss(model, x_val, y_val, weight, device=device)
-        entry = dict(
-            epoch=epoch,
-            train_loss=total / seen,
-            train_accuracy=correct / seen,
-            val_loss=val["loss"],
-            val_accuracy=val["accuracy"],
-            val_balanced_accuracy=val["balanced_accuracy"],
-            lr=lr,
-            seconds=seconds,
-            windows_per_s=seen * world / seconds,
-        )
+        entry = _epoch(fit, xt, y_train, x_val, y_val, epoch, augment)
         state["history"].append(entry)
-        if val["loss"] < state["best_loss"] - config.min_delta:
-            state.update(best_loss=val["loss"], best_epoch=epoch, best_state=_cpu_state(model), bad_epochs=0)
+        if entry["val_loss"] < state["best_loss"] - config.min_delta:
+            state.update(best_loss=entry["val_loss"], best_epoch=epoch, best_state=cpu_state(model),
+                         bad_epochs=0)
         else:
             state["bad_epochs"] += 1
-        bar.set_postfix(
-            loss=f"{entry['train_loss']:.3f}", val_loss=f"{val['loss']:.3f}", val_acc=f"{val['accuracy']:.3f}"
-        )
-        if ckpt_dir is not None and rank == 0:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            _save_atomic(
-                dict(
-                    format=CHECKPOINT_FORMAT,
-                    kind="epoch",
-                    epoch=epoch,
-                    state_dict=_cpu_state(model),
-                    optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
-                    rng=_rng_state(),
-                    history=state["history"],
-                    best_loss=state["best_loss"],
-                    best_epoch=state["best_epoch"],
-                    best_state_dict=state["best_state"],
-                    bad_epochs=state["bad_epochs"],
-                    train_config=config.to_dict(),
-                    **_plain(info),
-                ),
-                ckpt_dir / f"epoch_{epoch:03d}.pt",
-            )
-        stop = bool(config.patience and state["bad_epochs"] >= config.patience)
-        if world > 1:  # one decision for all ranks, or the others would wait in all-reduce forever
-            import torch.distributed as dist
-
-            flag = torch.tensor([int(stop)], device=device)
-            dist.broadcast(flag, 0)
-            stop = bool(flag.item())
-        if stop:
+        bar.set_postfix(loss=f"{entry['train_loss']:.3f}", val_loss=f"{entry['val_loss']:.3f}",
+                        val_acc=f"{entry['val_accuracy']:.3f}")
+        if ckpt_dir is not None and fit.rank == 0:
+            _save_epoch(fit, ckpt_dir, epoch, state, info)
+        if _stop(fit, state):
             stopped_early = True
-            log.info(
-                "early stop after epoch %d: validation loss did not improve for %d epochs",
-                epoch,
-                config.patience,
-            )
+            log.info("early stop after epoch %d: validation loss did not improve for %d epochs",
+                     epoch, config.patience)
             break
     bar.close()
     model.load_state_dict(state["best_state"])
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    history = state["history"]
-    best = (
-        next(h for h in history if h["epoch"] == state["best_epoch"]) if state["best_epoch"] else history[-1]
-    )
-    measured = [h for h in history if h["seconds"] > 0]
-    throughput = (
-        sum(h["windows_per_s"] * h["seconds"] for h in measured) / sum(h["seconds"] for h in measured)
-        if measured
-        else 0.0
-    )
-    chance_line = 1.0 / n_classes + config.chance_margin
-    best_balanced = max(h["val_balanced_accuracy"] for h in history)
-    return dict(
-        history=history,
-        best_epoch=best["epoch"],
-        best_val_loss=best["val_loss"],
-        best_val_accuracy=best["val_accuracy"],
-        best_val_balanced_accuracy=best["val_balanced_accuracy"],
-        stopped_early=stopped_early,
-        throughput_windows_per_s=throughput,
-        frozen=frozen,
-        world_size=world,
-        device=str(device),
-        chance=dict(
-            level=1.0 / n_classes,
-            threshold=chance_line,
-            best_val_balanced_accuracy=best_balanced,
-            near_chance=best_balanced < chance_line,
-        ),
-    )
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-
-def latest_checkpoint(folder) -> Path | None:
-    files = sorted(Path(folder).glob("epoch_*.pt")) if folder and Path(folder).is_dir() else []
-    return files[-1] if files else None
-
-
-def save_checkpoint(
-    path,
-    model: nn.Module,
-    model_name: str,
-    classes,
-    preprocess: dict,
-    config: TrainConfig,
-    extra: dict | None = None,
-) -> Path:
-    """The weights plus everything export and evaluate need; a JSON of the same facts beside it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = dict(
-        format=CHECKPOINT_FORMAT,
-        kind="model",
-        model=model_name,
-        classes=list(classes),
-        preprocess=preprocess,
-        train_config=config.to_dict(),
-        extra=extra or {},
-    )
-    _save_atomic(dict(state_dict=_cpu_state(model), **_plain(info)), path)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
-    return path
-
-
-def _plain(obj):
-    """JSON round trip: only containers of str/int/float/bool/None reach torch.save."""
-    return json.loads(json.dumps(obj, default=str))
-
-
-def read_checkpoint(path) -> dict:
-    """Load a checkpoint with ``weights_only=True``; one-line :class:`CheckpointError` otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if path.suffix.lower() in (".onnx", ".tflite") or head[:1] == b"\x08":
-        raise CheckpointError(
-            f"{path}: this is an exported model, not a torch checkpoint "
-            "(.pt written by `python -m host_training train`)"
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors for foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a SeismicTorch checkpoint (.pt written by "
-            f"`python -m host_training train`): {first[:160]}"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(
-            f"{path}: a torch file but not a SeismicTorch checkpoint (no 'model' and 'state_dict' entries)"
-        )
-    return ckpt
-
-
-def load_checkpoint(path):
-    """Model (eval mode, CPU) and the info dict saved by :func:`save_checkpoint`.
-
-    Epoch checkpoints (``checkpoints/epoch_NNN.pt``) load too, with their current weights.
-    """
-    from .models import MODELS
-
-    ckpt = read_checkpoint(path)
-    if ckpt["model"] not in MODELS:
-        raise CheckpointError(f"{path}: unknown model {ckpt['model']!r}; known: {sorted(MODELS)}")
-    model = MODELS[ckpt["model"]]()
-    try:
-        model.load_state_dict(ckpt.pop("state_dict"))
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path}: weights do not fit {ckpt['model']} ({str(exc).splitlines()[0][:120]})"
-        ) from None
-    model.eval()
-    for key in ("optimizer", "scheduler", "rng", "best_state_dict"):
-        ckpt.pop(key, None)
-    return model, ckpt
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
-
-
-# ------------------------------------------------------------------------------ datasets
-
-MODEL_KINDS = {kind.option: kind.name for kind in KINDS.values()}  # `train --model` value -> kind name
-
-
-class DataError(ValueError):
-    """A dataset folder, split or label set that does not fit the request."""
-
-
-def open_dataset(folder):
-    """The dataset in ``folder``: a WindowDataset, or a record-level dataset for SpectrogramCNN.
-
-    A folder is record-level when its ``waveforms.hdf5`` says ``dataset_kind = records``.
-    """
-    import h5py
-
-    from .datasets.window_dataset import WindowDataset
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(
-            f"{folder}: no such dataset folder (expected a folder with waveforms.hdf5 and metadata.csv)"
-        )
-    kind = "windows"
-    h5 = folder / "waveforms.hdf5"
-    if h5.is_file():
-        try:
-            with h5py.File(h5, "r") as f:
-                attrs = dict(f.attrs)
-                if "waveforms" in f:
-                    attrs.update(f["waveforms"].attrs)
-        except OSError as exc:
-            raise DataError(f"{h5}: not an HDF5 file ({exc})") from None
-        raw = attrs.get("dataset_kind", "windows")
-        kind = raw.decode() if isinstance(raw, bytes) else str(raw)
-    try:
-        if kind == "records":
-            try:
-                from .datasets.record_dataset import RecordDataset
-            except ImportError:
-                raise DataError(
-                    f"{folder}: a record-level dataset, but host_training.datasets."
-                    "record_dataset is not available in this version"
-                ) from None
-            return RecordDataset.load(folder)
-        return WindowDataset.load(folder)
-    except (FileNotFoundError, KeyError, OSError) as exc:
-        msg = str(exc).strip("'\"")
-        raise DataError(msg if str(folder) in msg else f"{folder}: {msg}") from None
-
-
-def select_split(dataset, folder, split: str):
-    """One split of ``dataset`` (``all``: every window, e.g. real records prepared as a whole);
-    a one-line :class:`DataError` for a typo or an empty split."""
-    import difflib
-
-    from .datasets.window_dataset import SPLITS
-
-    choices = (*SPLITS, "all")
-    if split not in choices:
-        close = difflib.get_close_matches(split, choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"{folder}: no split {split!r}{hint}; expected one of {', '.join(choices)}")
-    part = dataset if split == "all" else dataset.split(split)
-    if len(part) == 0:
-        present = sorted({str(s) for s in dataset.column("split")}) if len(dataset) else []
-        raise DataError(
-            f"{Path(folder) / 'metadata.csv'}: split {split!r} is empty "
-            f"(splits present: {', '.join(present) or 'none'})"
-        )
-    return part
-
-
-def split_inputs(part, folder, model_name: str, preprocess: dict | None = None):
-    """Model inputs, labels and the kept-window mask of one split, checked against the model.
-
-    Returns
-    -------
-    x : numpy.ndarray
-        Model inputs of the kept windows.
-    y : numpy.ndarray
-        Class indices (in the model's class order) of the kept windows.
-    keep : numpy.ndarray
-        Boolean mask over ``part``: windows outside the seed's amplitude limits are dropped,
-        as the node drops them.
-    """
-    from edge_runtime.preprocess import PreprocessConfig
-
-    kind = get_kind(model_name)
-    classes = list(kind.classes)
-    labels = sorted({str(v) for v in part.column("label")})
-    foreign = [lab for lab in labels if lab not in classes]
-    if foreign:
-        hint = f"; {kind.data_hint}" if kind.data_hint else ""
-        raise DataError(
-            f"{Path(folder) / 'metadata.csv'}: labels {labels} do not fit {model_name}, "
-            f"which classifies {classes}{hint}"
-        )
-    if kind.stage == "window":
-        x, keep = part.model_inputs(PreprocessConfig(**(preprocess or {})))
-    else:
-        x, keep = part.model_inputs()
-    if tuple(x.shape[1:]) != kind.input_shape:
-        raise DataError(
-            f"{folder}: the data give model inputs of shape {tuple(x.shape[1:])}, "
-            f"{model_name} takes {kind.input_shape}"
-        )
-    return x[keep], part.labels(classes)[keep], keep
-
-
-def data_card_hash(folder) -> str | None:
-    """SHA-256 of the dataset's data card (``data_card.json`` or ``card.json`` beside the data), or None.
-
-    The card's own ``sha256`` (or ``hash``) field is used when it has one, so the value is the
-    one ``prepare`` printed; otherwise the hash of the file's bytes.
-    """
-    import hashlib
-
-    # data_card.json: `prepare merge`; card.json: `synth --generator physics`.
-    path = next(
-        (Path(folder) / n for n in ("data_card.json", "card.json") if (Path(folder) / n).is_file()), None
-    )
-    if path is None:
-        return None
-    raw = path.read_bytes()
-    try:
-        card = json.loads(raw)
-        for key in ("card_sha256", "sha256", "hash", "data_sha256"):
-            if isinstance(card, dict) and isinstance(card.get(key), str):
-                return card[key]
-    except json.JSONDecodeError:
-        pass
-    return hashlib.sha256(raw).hexdigest()
+    return _result(fit, state, stopped_early, frozen)
 
 
 # ------------------------------------------------------------------------------ runs
 
+MODEL_KINDS = {kind.option: kind.name for kind in KINDS.values()}  # `train --model` value -> kind name
+_SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "confusion", "phase_confusion")
+
 
 def build_augment(names, seed: int):
     """A callable ``augment(x_batch, rng)`` applying the named augmentations in order."""
-    try:
-        from .datasets import augment as aug
-    except ImportError:
-        raise ValueError("--augment needs host_training.datasets.augment, which this version lacks") from None
+    from .datasets import augment as aug
+
     return aug.build(list(names), seed)
 
 
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def _inputs(data, splits, model_name: str, prep: dict):
+    """The dataset in ``data`` and the model inputs, labels and dropped-window counts of ``splits``."""
+    dataset = open_dataset(data)
+    xs, ys, dropped = {}, {}, {}
+    for split in splits:
+        xs[split], ys[split], keep = split_inputs(select_split(dataset, data, split), data, model_name, prep)
+        dropped[split] = int((~keep).sum())
+    return dataset, xs, ys, dropped
+
+
+def _fit(model, xs, ys, config: TrainConfig, out: Path, resume: bool, progress: bool, info: dict,
+         n_classes: int, augment=None) -> dict:
+    """:func:`train` on the ``train`` split, selected and stopped on ``val``."""
+    return train(model, xs["train"], ys["train"], xs["val"], ys["val"], config, progress=progress, out=out,
+                 resume=resume, augment=augment, info=info, n_classes=n_classes)
+
+
+def _write_run(out: Path, model, info: dict, config: TrainConfig, extra: dict, history: list,
+               summary: dict, summary_name: str) -> None:
+    """``best.pt`` (+ ``best.json``), ``history.png`` and the run's summary JSON (rank 0 only)."""
+    from .plots import plot_history
+
+    save_checkpoint(out / "best.pt", model, info["model"], info["classes"], info["preprocess"], config,
+                    extra=extra)
+    plot_history(history, out / "history.png")
+    _write_json(out / summary_name, summary)
+
+
+def _resumed_config(config_path: Path, config: TrainConfig) -> TrainConfig:
+    """The settings a resumed run started with (its ``config.json``), warning when they differ."""
+    saved = json.loads(config_path.read_text())
+    if saved.get("train") != config.to_dict():
+        log.warning("resuming with the settings of %s, not those of this command line", config_path)
+    return TrainConfig.from_dict(saved["train"])
+
+
+def _check_chance(result: dict, out: Path, n_classes: int, allow_chance: bool) -> None:
+    if not result["chance"]["near_chance"]:
+        return
+    msg = (
+        f"{out}: validation balanced accuracy {result['chance']['best_val_balanced_accuracy']:.3f} "
+        f"stayed near chance ({result['chance']['level']:.3f} for {n_classes} classes); "
+        "the model has not learned; train longer, check the labels, or pass --allow-chance"
+    )
+    if not allow_chance:
+        raise ChanceLevelError(msg)
+    log.warning(msg)
 
 
 def run_training(
@@ -823,100 +696,45 @@ def run_training(
     """
     from edge_runtime.preprocess import PreprocessConfig
 
+    from .evaluate import evaluate_arrays
     from .models import MODEL_CLASSES, build_model
-    from .plots import plot_history
 
     model_name = MODEL_KINDS.get(model_kind, model_kind)
     if model_name not in MODEL_CLASSES:
         raise ValueError(f"model {model_kind!r}: expected one of {', '.join(MODEL_KINDS)}")
     out = Path(out)
     rank, world = distributed()
-    config_path = out / "config.json"
-    if resume and config_path.is_file():
-        saved = json.loads(config_path.read_text())
-        if saved.get("train") != config.to_dict():
-            log.warning("resuming with the settings of %s, not those of this command line", config_path)
-        config = TrainConfig.from_dict(saved["train"])
+    if resume and (out / "config.json").is_file():
+        config = _resumed_config(out / "config.json", config)
     prep = PreprocessConfig().to_dict() if KINDS[model_name].stage == "window" else {}
     augment = build_augment(config.augment, config.seed) if config.augment else None
-    dataset = open_dataset(data)
-    xs, ys, dropped = {}, {}, {}
-    for split in ("train", "val", "test"):
-        part = select_split(dataset, data, split)
-        xs[split], ys[split], keep = split_inputs(part, data, model_name, prep)
-        dropped[split] = int((~keep).sum())
+    dataset, xs, ys, dropped = _inputs(data, ("train", "val", "test"), model_name, prep)
     card = data_card_hash(data)
-    record = dict(
-        model=model_name,
-        data=str(Path(data).resolve()),
-        data_card_sha256=card,
-        train=config.to_dict(),
-        preprocess=prep,
-        world_size=world,
-        torch=torch.__version__,
-        windows={s: len(v) for s, v in ys.items()},
-        dropped_outside_amplitude_limits=dropped,
-    )
+    record = dict(model=model_name, data=str(Path(data).resolve()), data_card_sha256=card,
+                  train=config.to_dict(), preprocess=prep, world_size=world, torch=torch.__version__,
+                  windows={s: len(v) for s, v in ys.items()}, dropped_outside_amplitude_limits=dropped)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(config_path, record)
+        _write_json(out / "config.json", record)
     classes = list(MODEL_CLASSES[model_name])
     model = build_model(model_name, config.seed)
-    info = dict(
-        model=model_name, classes=classes, preprocess=prep, data=record["data"], data_card_sha256=card
-    )
+    info = dict(model=model_name, classes=classes, preprocess=prep, data=record["data"],
+                data_card_sha256=card)
     spectrogram = getattr(dataset, "spectrogram", None)
     if spectrogram is not None:  # how records become images; the node's second stage reads it
         info["spectrogram"] = spectrogram.to_dict()
-    result = train(
-        model,
-        xs["train"],
-        ys["train"],
-        xs["val"],
-        ys["val"],
-        config,
-        progress=progress,
-        out=out,
-        resume=resume,
-        augment=augment,
-        info=info,
-        n_classes=len(classes),
-    )
+    result = _fit(model, xs, ys, config, out, resume, progress, info, len(classes), augment)
     summary = {k: v for k, v in result.items() if k != "history"}
     if rank == 0:
-        from .evaluate import evaluate_arrays
-
         test = evaluate_arrays(model, xs["test"], ys["test"], classes, out=out / "test", part=None)
         summary.update(test_accuracy=test["accuracy"], test=test)
-        save_checkpoint(
-            out / "best.pt",
-            model,
-            model_name,
-            classes,
-            prep,
-            config,
-            extra=dict(
-                data=record["data"],
-                data_card_sha256=card,
-                best_epoch=result["best_epoch"],
-                val_loss=result["best_val_loss"],
-                val_accuracy=result["best_val_accuracy"],
-                test_accuracy=test["accuracy"],
-                throughput_windows_per_s=result["throughput_windows_per_s"],
-                **({"spectrogram": info["spectrogram"]} if "spectrogram" in info else {}),
-            ),
-        )
-        plot_history(result["history"], out / "history.png")
-        _write_json(out / "train_summary.json", summary)
-    if result["chance"]["near_chance"]:
-        msg = (
-            f"{out}: validation balanced accuracy {result['chance']['best_val_balanced_accuracy']:.3f} "
-            f"stayed near chance ({result['chance']['level']:.3f} for {len(classes)} classes); "
-            "the model has not learned; train longer, check the labels, or pass --allow-chance"
-        )
-        if not allow_chance:
-            raise ChanceLevelError(msg)
-        log.warning(msg)
+        extra = dict(data=record["data"], data_card_sha256=card, best_epoch=result["best_epoch"],
+                     val_loss=result["best_val_loss"], val_accuracy=result["best_val_accuracy"],
+                     test_accuracy=test["accuracy"],
+                     throughput_windows_per_s=result["throughput_windows_per_s"],
+                     **({"spectrogram": info["spectrogram"]} if "spectrogram" in info else {}))
+        _write_run(out, model, info, config, extra, result["history"], summary, "train_summary.json")
+    _check_chance(result, out, len(classes), allow_chance)
     return summary
 
 
@@ -942,89 +760,27 @@ def run_finetune(
     rank, _ = distributed()
     model, ckpt = load_checkpoint(checkpoint)
     model_name, classes, prep = ckpt["model"], list(ckpt["classes"]), ckpt.get("preprocess") or {}
-    dataset = open_dataset(data)
-    xs, ys = {}, {}
-    for s in dict.fromkeys(("train", "val", split)):
-        xs[s], ys[s], _ = split_inputs(select_split(dataset, data, s), data, model_name, prep)
+    _, xs, ys, _ = _inputs(data, dict.fromkeys(("train", "val", split)), model_name, prep)
     card = data_card_hash(data)
+    info = dict(model=model_name, classes=classes, preprocess=prep, data=str(Path(data).resolve()),
+                data_card_sha256=card, finetuned_from=str(checkpoint))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(
-            out / "config.json",
-            dict(
-                command="finetune",
-                checkpoint=str(Path(checkpoint).resolve()),
-                model=model_name,
-                data=str(Path(data).resolve()),
-                data_card_sha256=card,
-                split=split,
-                train=config.to_dict(),
-                preprocess=prep,
-            ),
-        )
+        _write_json(out / "config.json", dict(command="finetune", checkpoint=str(Path(checkpoint).resolve()),
+                                              model=model_name, data=info["data"], data_card_sha256=card,
+                                              split=split, train=config.to_dict(), preprocess=prep))
     before = evaluate_arrays(model, xs[split], ys[split], classes, out=out / "before" if rank == 0 else None)
-    info = dict(
-        model=model_name,
-        classes=classes,
-        preprocess=prep,
-        data=str(Path(data).resolve()),
-        data_card_sha256=card,
-        finetuned_from=str(checkpoint),
-    )
-    result = train(
-        model,
-        xs["train"],
-        ys["train"],
-        xs["val"],
-        ys["val"],
-        config,
-        progress=progress,
-        out=out,
-        resume=resume,
-        info=info,
-        n_classes=len(classes),
-    )
+    result = _fit(model, xs, ys, config, out, resume, progress, info, len(classes))
     after = evaluate_arrays(model, xs[split], ys[split], classes, out=out / "after" if rank == 0 else None)
-    summary = dict(
-        split=split,
-        n=len(ys[split]),
-        frozen=result["frozen"],
-        best_epoch=result["best_epoch"],
-        stopped_early=result["stopped_early"],
-        throughput_windows_per_s=result["throughput_windows_per_s"],
-        before={
-            k: before[k]
-            for k in ("accuracy", "balanced_accuracy", "macro_f1", "confusion", "phase_confusion")
-        },
-        after={
-            k: after[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "confusion", "phase_confusion")
-        },
-    )
+    summary = dict(split=split, n=len(ys[split]), frozen=result["frozen"], best_epoch=result["best_epoch"],
+                   stopped_early=result["stopped_early"],
+                   throughput_windows_per_s=result["throughput_windows_per_s"],
+                   before={k: before[k] for k in _SCORES}, after={k: after[k] for k in _SCORES})
     if rank == 0:
-        from .plots import plot_history
-
-        save_checkpoint(
-            out / "best.pt",
-            model,
-            model_name,
-            classes,
-            prep,
-            config,
-            extra=dict(
-                data=str(Path(data).resolve()),
-                data_card_sha256=card,
-                finetuned_from=str(checkpoint),
-                best_epoch=result["best_epoch"],
-                val_accuracy=result["best_val_accuracy"],
-                before=summary["before"],
-                after=summary["after"],
-                **(
-                    {"spectrogram": ckpt["extra"]["spectrogram"]}
-                    if (ckpt.get("extra") or {}).get("spectrogram")
-                    else {}
-                ),
-            ),
-        )
-        plot_history(result["history"], out / "history.png")
-        _write_json(out / "finetune_summary.json", summary)
+        spectrogram = (ckpt.get("extra") or {}).get("spectrogram")
+        extra = dict(data=info["data"], data_card_sha256=card, finetuned_from=str(checkpoint),
+                     best_epoch=result["best_epoch"], val_accuracy=result["best_val_accuracy"],
+                     before=summary["before"], after=summary["after"],
+                     **({"spectrogram": ckpt["extra"]["spectrogram"]} if spectrogram else {}))
+        _write_run(out, model, info, config, extra, result["history"], summary, "finetune_summary.json")
     return summary

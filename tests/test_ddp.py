@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import REPO, python_env
 
-from host_training.train import TrainConfig, read_checkpoint, run_training
+from host_training.checkpoints import read_checkpoint
+from host_training.train import TrainConfig, run_training
 
 
 def test_two_processes_match_one(tiny_run, tmp_path):

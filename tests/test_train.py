@@ -13,8 +13,9 @@ import torch
 from conftest import REPO, python_env
 
 from host_training.__main__ import main
+from host_training.checkpoints import read_checkpoint
 from host_training.models import build_model
-from host_training.train import TrainConfig, read_checkpoint, run_finetune, run_training, train
+from host_training.train import TrainConfig, run_finetune, run_training, train
 
 
 def _weights(state_dict):
