@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .detector import DetectorConfig
 from .sensors import DEFAULT_SENSOR, SENSORS, get_sensor
+from .sources import SOURCES
 
 
 class ConfigError(ValueError):
@@ -71,12 +72,15 @@ def _port(v):
 
 @dataclass(frozen=True)
 class Setting:
-    """One configuration key: where it lives, its type, default, check and help."""
+    """One configuration key: where it lives, its type, help and check.
+
+    Its default is the field's default in :class:`NodeConfig` (``[detector]``:
+    :class:`~edge_runtime.detector.DetectorConfig`), the one place defaults are written.
+    """
 
     section: str
     key: str
     type: type
-    default: object
     help: str
     check: object = None  # callable(value) -> None or a reason
     optional: bool = False  # None allowed (absent)
@@ -90,77 +94,84 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
 
+    @property
+    def default(self):
+        """The value when neither the file nor a flag sets it (None: required or unset)."""
+        owner = DetectorConfig if self.section == "detector" else NodeConfig
+        f = owner.__dataclass_fields__[self.name]
+        if f.default is not MISSING:
+            return f.default
+        return None if f.default_factory is MISSING else f.default_factory()
 
-_D = DetectorConfig()
+
+def _source(v):
+    return None if v in SOURCES else f"unknown source; known: {', '.join(SOURCES)}"
+
+
 SETTINGS: list[Setting] = [
-    Setting("node", "port", str, None, "serial device of the board; prefer a /dev/serial/by-id/... path",
-            _port),
-    Setting("node", "model", str, None, "ONNX model with SeismicTorch metadata"),
-    Setting("node", "station", str, "NODE", "station code written into events and snippets"),
-    Setting("node", "sensor", str, DEFAULT_SENSOR, "accelerometer part and range (scale, range, self-noise)",
-            _sensor),
-    Setting("node", "counts_per_mps2", float, None,
-            "ADC counts per m/s^2; overrides the sensor's datasheet scale", _positive, optional=True),
-    Setting("node", "board_id", int, None,
+    Setting("node", "source", str, "where samples come from: 'serial' (a board on a serial port)", _source),
+    Setting("node", "port", str, "serial device of the board; prefer a /dev/serial/by-id/... path", _port),
+    Setting("node", "model", str, "ONNX model with SeismicTorch metadata"),
+    Setting("node", "station", str, "station code written into events and snippets"),
+    Setting("node", "sensor", str, "accelerometer part and range (scale, range, self-noise)", _sensor),
+    Setting("node", "counts_per_mps2", float, "ADC counts per m/s^2; overrides the sensor's datasheet scale",
+            _positive, optional=True),
+    Setting("node", "board_id", int,
             "32-bit id of the board (protocol v2); unset: lock onto the first board heard. "
             "Frames of any other board are rejected and counted", _board_id, optional=True),
-    Setting("node", "protocol", str, "binary",
+    Setting("node", "protocol", str,
             "'binary' (framed v1/v2, docs/serial-protocol.md) or 'text' (one CSV line of counts per sample)",
             _protocol),
-    Setting("node", "text_rate_hz", float, 100.0, "sampling rate of a text-mode board, Hz", _positive),
-    Setting("node", "text_checksum", str, "auto",
+    Setting("node", "text_rate_hz", float, "sampling rate of a text-mode board, Hz", _positive),
+    Setting("node", "text_checksum", str,
             "text mode's *HH line checksum: 'off' (checked when present), 'auto' (required once one "
             "has been seen) or 'required'", _text_checksum),
-    Setting("node", "trust_port_name", bool, False,
+    Setting("node", "trust_port_name", bool,
             "the port path names the board itself (like /dev/serial/by-id/ or a udev SYMLINK): accept a "
             "new device behind it after a reconnect"),
-    Setting("node", "baudrate", int, 921600, "line rate in bit/s (ignored by USB CDC and ptys)", _positive),
-    Setting("node", "step_s", float, 0.25, "time between successive windows, s", _positive),
-    Setting("node", "threads", int, 1, "onnxruntime intra-op threads", _positive),
-    Setting("node", "min_rate_hz", float, 10.0, "lowest sampling rate accepted, Hz", _positive),
-    Setting("node", "max_rate_hz", float, 1000.0, "highest sampling rate accepted, Hz", _positive),
-    Setting("node", "read_timeout_s", float, 0.5,
+    Setting("node", "baudrate", int, "line rate in bit/s (ignored by USB CDC and ptys)", _positive),
+    Setting("node", "step_s", float, "time between successive windows, s", _positive),
+    Setting("node", "threads", int, "onnxruntime intra-op threads", _positive),
+    Setting("node", "min_rate_hz", float, "lowest sampling rate accepted, Hz", _positive),
+    Setting("node", "max_rate_hz", float, "highest sampling rate accepted, Hz", _positive),
+    Setting("node", "read_timeout_s", float,
             "serial reads gather bytes for up to this long: the node wakes this often (0.5 s: "
             "about 0.3 %% of a core at 100 Hz x 3; 0.1 s: 0.1 s less latency, about 0.8 %%)", _positive),
-    Setting("node", "reconnect_max_s", float, 10.0, "longest wait between attempts to reopen the port, s",
+    Setting("node", "reconnect_max_s", float, "longest wait between attempts to reopen the port, s",
             _positive),
-    Setting("node", "source_model", str, None,
+    Setting("node", "source_model", str,
             "SpectrogramCNN ONNX model (dynamic int8): each event's record classified as earthquake or "
             "active source on a worker thread; unset = off (nodes short of memory)", optional=True),
-    Setting("node", "source_wait_s", float, 30.0,
+    Setting("node", "source_wait_s", float,
             "how long a closed event waits for its source class once its record is complete, s", _positive),
-    Setting("node", "idle_exit_s", float, None,
+    Setting("node", "idle_exit_s", float,
             "exit after this long without bytes (replays, tests); unset on a node", _positive, optional=True),
-    Setting("output", "events", str, "events.jsonl", "JSON-lines file of declared events"),
-    Setting("output", "status", str, None, "JSON status file, rewritten every status_every_s", optional=True),
-    Setting("output", "status_every_s", float, 5.0, "status file period, s", _positive),
-    Setting("output", "snippets", str, None,
-            "folder of per-event waveform snippets (SAC, one file per component)", optional=True),
-    Setting("output", "snippet_pre_s", float, 10.0, "seconds kept before an event's first window",
+    Setting("output", "events", str, "JSON-lines file of declared events (docs/events.md)"),
+    Setting("output", "status", str, "JSON status file, rewritten every status_every_s", optional=True),
+    Setting("output", "status_every_s", float, "status file period, s", _positive),
+    Setting("output", "snippets", str, "folder of per-event waveform snippets (SAC, one file per component)",
+            optional=True),
+    Setting("output", "snippet_pre_s", float, "seconds kept before an event's first window", _non_negative),
+    Setting("output", "snippet_post_s", float, "seconds kept after its last triggering window",
             _non_negative),
-    Setting("output", "snippet_post_s", float, 5.0, "seconds kept after its last triggering window",
-            _non_negative),
-    Setting("detector", "trigger_prob", float, _D.trigger_prob, "minimum 1 - p(noise) of a triggering window",
-            _probability),
-    Setting("detector", "min_pga_mps2", float, _D.min_pga_mps2,
+    Setting("detector", "trigger_prob", float, "minimum 1 - p(noise) of a triggering window", _probability),
+    Setting("detector", "min_pga_mps2", float,
             "minimum peak filtered acceleration of a triggering window, m/s^2", _non_negative),
-    Setting("detector", "on_windows", int, _D.on_windows, "consecutive triggering windows that declare an "
-            "event", _positive),
-    Setting("detector", "off_s", float, _D.off_s, "close an event after this long without a triggering "
-            "window, s", _positive),
-    Setting("detector", "max_event_s", float, _D.max_event_s, "longest event, s", _positive),
-    Setting("detector", "lookback_s", float, _D.lookback_s, "how far before the trigger P is looked for, s",
-            _non_negative),
-    Setting("actions", "command", list, None,
+    Setting("detector", "on_windows", int, "consecutive triggering windows that declare an event", _positive),
+    Setting("detector", "off_s", float, "close an event after this long without a triggering window, s",
+            _positive),
+    Setting("detector", "max_event_s", float, "longest event, s", _positive),
+    Setting("detector", "lookback_s", float, "how far before the trigger P is looked for, s", _non_negative),
+    Setting("actions", "command", list,
             "command run per event with the event JSON on stdin, e.g. [\"/usr/local/bin/alert\"]",
             optional=True),
-    Setting("actions", "command_timeout_s", float, 10.0, "a command taking longer is killed and retried",
+    Setting("actions", "command_timeout_s", float, "a command taking longer is killed and retried",
             _positive),
-    Setting("actions", "url", str, None, "URL the event JSON is POSTed to", optional=True),
-    Setting("actions", "url_timeout_s", float, 5.0, "HTTP timeout, s", _positive),
-    Setting("actions", "spool", str, "spool", "folder of the on-disk retry queue of actions"),
-    Setting("actions", "retry_s", float, 5.0, "first wait before retrying a failed action, s", _positive),
-    Setting("actions", "retry_max_s", float, 300.0, "longest wait between retries, s", _positive),
+    Setting("actions", "url", str, "URL the event JSON is POSTed to", optional=True),
+    Setting("actions", "url_timeout_s", float, "HTTP timeout, s", _positive),
+    Setting("actions", "spool", str, "folder of the on-disk retry queue of actions"),
+    Setting("actions", "retry_s", float, "first wait before retrying a failed action, s", _positive),
+    Setting("actions", "retry_max_s", float, "longest wait between retries, s", _positive),
 ]
 # Flag names of earlier releases, still accepted.
 ALIASES = {"min_rate_hz": ("--min-rate",), "max_rate_hz": ("--max-rate",), "min_pga_mps2": ("--min-pga",)}
@@ -172,6 +183,9 @@ DETECTOR_KEYS = [s.key for s in SETTINGS if s.section == "detector"]
 class NodeConfig:
     """Configuration of a node; see :data:`SETTINGS` for every field's meaning and unit.
 
+    The defaults written here are the node's defaults (the TOML file, the flags' help
+    and the docs read them through :attr:`Setting.default`).
+
     ``counts_per_mps2`` of ``None`` takes the sensor's datasheet scale. The window chain
     builds an (n, n) matrix per accepted rate, so ``max_rate_hz`` also bounds memory
     (1000 Hz: a 2000 x 2000 matrix, 32 MB).
@@ -179,6 +193,7 @@ class NodeConfig:
 
     port: str
     model: str
+    source: str = "serial"
     events: str = "events.jsonl"
     status: str | None = None
     station: str = "NODE"

@@ -21,27 +21,16 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+from .event_record import event_id, iso_utc, with_iso_times
+from .sink import Consumer
 from .spool import Spool, fsync_folder
 
 log = logging.getLogger(__name__)
 
-
-def iso_utc(time_us: int) -> str | None:
-    """Microseconds since the epoch to an ISO-8601 UTC string (None if not representable)."""
-    try:
-        return datetime.fromtimestamp(time_us / 1e6, tz=timezone.utc).isoformat(timespec="milliseconds")
-    except (ValueError, OverflowError, OSError, TypeError):
-        return None
-
-
-def with_iso_times(event: dict) -> dict:
-    out = dict(event)
-    for key in [k for k in event if k.endswith("_us")]:
-        out[key[:-3]] = None if event[key] is None else iso_utc(event[key])
-    return out
+__all__ = ["EventFile", "JsonlWriter", "default_fallback_spool", "iso_utc", "target_problem",
+           "with_iso_times"]
 
 
 def default_fallback_spool(path: Path) -> Path:
@@ -228,8 +217,7 @@ class JsonlWriter:
                             "on restart from its trigger record")
             start = trig.get("start_us")
             if isinstance(start, int) and iso_utc(start):
-                stamp = datetime.fromtimestamp(start / 1e6, tz=timezone.utc)
-                rec["event_id"] = f"{trig.get('station')}-{stamp.strftime('%Y%m%dT%H%M%S.%f')[:-3]}"
+                rec["event_id"] = event_id(trig.get("station"), start)
             self.backlog.append(json.dumps(rec, sort_keys=True))
             self.closed_on_start += 1
         if open_:
@@ -395,3 +383,36 @@ class JsonlWriter:
             self._good = offset
         finally:
             os.close(fd)
+
+
+class EventFile(Consumer):
+    """The event file as an output of the sink: every trigger and event, one JSON line each.
+
+    Parameters
+    ----------
+    writer : JsonlWriter
+        Started (:meth:`JsonlWriter.start`) by the caller.
+    """
+
+    name = "events"
+
+    def __init__(self, writer: JsonlWriter):
+        self.writer = writer
+
+    def on_trigger(self, record: dict) -> None:
+        self.writer.write(record)
+
+    on_event = on_trigger
+
+    def tick(self, now_s: float) -> None:
+        self.writer.tick(now_s)  # held events retried on a timer, also while data flows
+
+    def counters(self) -> dict:
+        w = self.writer
+        return {"events_written": w.written, "events_held": w.held, "events_held_in": w.where_held(),
+                "events_spooled": w.spooled, "events_torn_kept": w.torn_kept,
+                "events_closed_on_start": w.closed_on_start}
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.report_held()  # says loudly where events that are not in the file are kept

@@ -144,6 +144,16 @@ class SlidingWindows:
         self.n_step = max(1, int(round(self.step_s * rate_hz)))
         self.next_end = n_window
 
+    def counters(self) -> dict:
+        """Discontinuities of the sample stream, for the status file.
+
+        ``gaps``: buffer restarts (holes too long to fill, restarts, rate changes);
+        ``gaps_filled`` / ``samples_filled``: short holes interpolated over;
+        ``clock_steps``: time-stamp jumps with no sample missing.
+        """
+        return {"gaps": self.gaps, "gaps_filled": self.filled_gaps, "samples_filled": self.filled_samples,
+                "clock_steps": self.clock_steps}
+
     def expected_us(self) -> float:
         """Time at which the next sample is expected, in microseconds."""
         return self.anchor_us + (self.ring.total - self.anchor_index) * 1e6 / self.rate_hz

@@ -1,4 +1,14 @@
-"""The node's loop: serial bytes -> frames -> windows -> model -> events."""
+"""The node: a source of frames -> pipeline -> event sink, turned by one loop.
+
+:class:`Pipeline` turns frames into events without I/O (checks, sequencer, sliding
+windows, preprocessing, model, detector), so tests and tools drive it with arrays.
+:class:`Node` wires a source (:mod:`edge_runtime.sources`, chosen by ``[node] source``),
+the pipeline and the event sink (:mod:`edge_runtime.sink`, its outputs from
+:mod:`edge_runtime.outputs`), and owns the only loop as :meth:`Node.start`,
+:meth:`Node.turn` (one read-decode-window-classify-detect-sink step) and
+:meth:`Node.stop`. Each component reports its own counters; :meth:`Node.status`
+assembles them. :func:`run` drives a node until SIGTERM/SIGINT.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +23,18 @@ import numpy as np
 from .backend import Backend, load_backend
 from .config import NodeConfig  # noqa: F401  (re-exported: tests and tools import it from here)
 from .detector import EventDetector, Scored
-from .events import JsonlWriter, target_problem, with_iso_times
+from .events import target_problem
 from .heap import release_free_heap
 from .logs import LimitedLog
-from .preprocess import WindowPreparer
-from .protocol import FrameDecoder, TextDecoder
-from .reader import SerialSource
+from .outputs import OutputContext, build_sink
+from .preprocess import DEAD_PEAK_MPS2, WindowPreparer
 from .ring import SlidingWindows
 from .sdnotify import Notifier
 from .sensors import DEFAULT_SENSOR, get_sensor
 from .sequencing import StreamSequencer, check_counts, with_samples
-from .snippets import SnippetRecorder, write_sac
+from .sources import open_source
 
 log = logging.getLogger(__name__)
-
-# Longest a stopping node waits for pending alerts (systemd's stop timeout is 90 s).
-ACTIONS_GRACE_S = 3.0
 
 # Silence after which frames held back for a missing predecessor are given their place
 # (a reordered frame comes within a few frame times, not after a quiet second).
@@ -60,6 +66,10 @@ class Pipeline:
     the model, timestamp and sampling rate against sane ranges, sequence number against
     duplicates. A rejected frame is counted (``counts``) and logged a limited number of
     times; nothing a frame carries can raise out of :meth:`on_frame`'s checks.
+
+    Every accepted frame's samples go to ``sample_listeners`` (callables ``(t0_us,
+    rate_hz, samples_mps2)``) and every classified window to ``window_listeners``
+    (callables ``(Scored)``): the node hands both to its event sink.
     """
 
     def __init__(self, backend: Backend, config: NodeConfig):
@@ -77,6 +87,8 @@ class Pipeline:
         self.windows = SlidingWindows(self.prep.window_s, config.step_s)
         self.detector = EventDetector(config.detector, station=config.station)
         self.n_components = len(backend.metadata.components)
+        # frames_in: every frame handed to on_frame; frames_delivered: released in order by
+        # the sequencer (= frames); the other sequencer counts are its own.
         self.counts = {"frames": 0, "frames_rejected": 0, "frames_duplicate": 0, "frames_lost": 0,
                        "sequence_resets": 0, "windows": 0, "windows_dead": 0, "triggers": 0,
                        "events": 0, "errors": 0}
@@ -95,12 +107,43 @@ class Pipeline:
         meta = backend.metadata
         self.model_info = {"model": meta.model, "model_version": getattr(meta, "model_version", "") or
                            meta.version, "model_file": Path(config.model).name}
-        self.second_stage = None  # edge_runtime.second_stage.SecondStage when [node] source_model is set
-        self.recorder = None
-        if config.snippets:
-            keep_s = (config.snippet_pre_s + self.prep.window_s + config.detector.max_event_s
-                      + config.detector.off_s + config.detector.lookback_s + config.snippet_post_s)
-            self.recorder = SnippetRecorder(keep_s)
+        self.sample_listeners: list = []
+        self.window_listeners: list = []
+        self._second_stage = None
+
+    @property
+    def second_stage(self):
+        """The second stage fed this pipeline's samples (tests and tools attach one directly;
+        the node's event sink holds its own)."""
+        return self._second_stage
+
+    @second_stage.setter
+    def second_stage(self, stage) -> None:
+        if self._second_stage is not None:
+            self.sample_listeners.remove(self._second_stage.add)
+        self._second_stage = stage
+        if stage is not None:
+            self.sample_listeners.append(stage.add)
+
+    @property
+    def held(self) -> int:
+        """Frames the sequencer holds back for a missing predecessor."""
+        return self.sequencer.held
+
+    @property
+    def event_open(self) -> bool:
+        """Whether the detector has declared an event that has not closed yet."""
+        return self.detector.open is not None
+
+    def count_error(self) -> None:
+        """One frame or record that failed in processing or output (``errors``)."""
+        self.counts["errors"] += 1
+
+    def counters(self) -> dict:
+        """The pipeline's entries in the status file (its counts, its window buffer's)."""
+        return {"time_fix": self.time_fix, "pipeline": dict(self.counts),
+                "window_classes": dict(self.window_classes), "frames_rejected_by": dict(self.rejected),
+                **self.windows.counters()}
 
     def _reject(self, frame, kind: str, why: str) -> list:
         self.counts["frames_rejected"] += 1
@@ -112,6 +155,7 @@ class Pipeline:
 
     def on_frame(self, frame) -> list[dict]:
         """Process one decoded frame; return the events it declared or closed."""
+        self.counts["frames_in"] += 1
         if not self.sequencer.admit(frame):  # another board's frame: counted as such, nothing else
             self._sync_sequencer()
             return []
@@ -138,7 +182,7 @@ class Pipeline:
 
     def _sync_sequencer(self) -> None:
         for k, v in self.sequencer.counts.items():
-            if k not in ("frames_in", "frames_delivered"):
+            if k != "frames_in":  # the sequencer's counts only the frames past the checks
                 self.counts[k] = v
 
     def _accept(self, delivery) -> list[dict]:
@@ -148,35 +192,20 @@ class Pipeline:
         gaps_before = self.windows.gaps
         samples = frame.samples / self.config.counts_per_mps2
         self.time_fix = getattr(frame, "time_fix", None)
-        if self.recorder is not None:
-            self.recorder.add(frame.timestamp_us, frame.sampling_rate_hz, samples)
-        if self.second_stage is not None:  # a deque append; the record is classified on its own thread
-            self.second_stage.add(frame.timestamp_us, frame.sampling_rate_hz, samples)
+        for listener in self.sample_listeners:
+            listener(frame.timestamp_us, frame.sampling_rate_hz, samples)
         windows = self.windows.push(samples, frame.timestamp_us, frame.sampling_rate_hz,
                                     lost_frames=delivery.lost_frames, restart=delivery.restart)
-        restarted = delivery.restart
         out = []
         if self.windows.gaps != gaps_before:
             # Holes up to max_fill_s never get here (they are interpolated), nor do clock
-            # steps. A longer hole must still not split an earthquake in two: the event
-            # stays open and closes by the usual off_s rule. A gap longer than off_s,
-            # time going backwards, a rate change or a board restart ends it.
-            gap_s = self.windows.last_gap_s
-            if restarted or gap_s < 0 or gap_s > self.config.detector.off_s:
-                out += self.detector.reset()
-            else:
-                self.detector.pending = []
+            # steps; the detector decides whether a longer one ends an open event.
+            out += self.detector.gap(self.windows.last_gap_s, restart=delivery.restart)
         if not windows:
             return self._count(out)
         raw = windows[0].data[None] if len(windows) == 1 else np.stack([w.data for w in windows])
         probs, peak, live = self.classify(raw, self.windows.rate_hz)
-        implausible = peak > self.full_scale_mps2
-        if implausible.any():  # beyond what the sensor can measure: scored as noise
-            self.counts["windows_implausible"] += int(implausible.sum())
-            probs = probs.copy()
-            probs[implausible] = 0.0
-            probs[implausible, self.noise_index] = 1.0
-            peak = np.minimum(peak, self.full_scale_mps2)  # no PGA beyond what was measurable
+        probs, peak = self._plausible(probs, peak)
         for k in np.argmax(probs[live], axis=1):  # per-window class counts (replay-test)
             self.window_classes[self.classes[k]] += 1
         self.counts["windows"] += int(live.sum())
@@ -184,8 +213,21 @@ class Pipeline:
         for w, p, pk in zip(windows, probs.tolist(), peak.tolist(), strict=True):
             scored = Scored(w.center_us, dict(zip(self.classes, p, strict=True)), pk, w.data,
                             w.sampling_rate_hz)
+            for listener in self.window_listeners:
+                listener(scored)
             out += self.detector.update(scored)
         return self._count(out)
+
+    def _plausible(self, probs: np.ndarray, peak: np.ndarray):
+        """Windows beyond what the sensor can measure are scored as noise, their peak capped."""
+        implausible = peak > self.full_scale_mps2
+        if not implausible.any():
+            return probs, peak
+        self.counts["windows_implausible"] += int(implausible.sum())
+        probs = probs.copy()
+        probs[implausible] = 0.0
+        probs[implausible, self.noise_index] = 1.0
+        return probs, np.minimum(peak, self.full_scale_mps2)  # no PGA beyond what was measurable
 
     def classify(self, raw: np.ndarray, sampling_rate_hz: float):
         """The per-window path: raw windows to class probabilities (preprocess + model).
@@ -207,9 +249,9 @@ class Pipeline:
         int16, peak = self.prepare(raw, sampling_rate_hz)
         # A dead or disconnected sensor gives nothing to classify; its windows still
         # reach the detector, as noise, so an open event closes on time.
-        if len(peak) == 1 and peak[0] > 1e-8:  # the usual case: no mask to build and test
+        if len(peak) == 1 and peak[0] > DEAD_PEAK_MPS2:  # the usual case: no mask to build and test
             return self.backend.predict(int16), peak, _ONE_LIVE
-        live = peak > 1e-8
+        live = peak > DEAD_PEAK_MPS2
         if live.all():
             return self.backend.predict(int16), peak, live
         probs = np.zeros((len(raw), len(self.classes)))
@@ -223,15 +265,6 @@ class Pipeline:
         event.update(self.model_info)
         event["time_fix"] = self.time_fix
         return event
-
-    def snippet(self, event: dict):
-        """Raw samples around a closed event (see :class:`~edge_runtime.snippets.SnippetRecorder`)."""
-        if self.recorder is None or event.get("type") != "event":
-            return None
-        first = min(t for t in (event.get("start_us"), event.get("p_time_us")) if t is not None)
-        start = first - int((self.config.snippet_pre_s + self.prep.window_s / 2) * 1e6)
-        end = event["end_us"] + int((self.config.snippet_post_s + self.prep.window_s / 2) * 1e6)
-        return self.recorder.cut(start, end)
 
     def drain(self) -> list[dict]:
         """Release frames held for reordering (the line went quiet), keeping any event open."""
@@ -256,6 +289,157 @@ class Pipeline:
         return events
 
 
+
+class Node:
+    """The node's loop as start / one turn / stop, and the status assembled from its parts.
+
+    Parameters
+    ----------
+    config : NodeConfig
+    notifier : Notifier, optional
+        systemd's readiness and watchdog (a no-op outside systemd).
+    """
+
+    def __init__(self, config: NodeConfig, notifier: Notifier | None = None):
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.faults = LimitedLog(log)  # the one rate limiter of port, disk, status, processing faults
+        self.started = time.monotonic()
+        self.pipeline: Pipeline | None = None
+        self.source = None
+        self.sink = None
+        self.last_bytes: float | None = None  # monotonic time input last arrived
+        self.last_frame = self.started  # monotonic time a frame was last accepted
+        self.next_status = self.started
+        self.next_trim = self.started + TRIM_EVERY_S
+        self.builds_trimmed = 0  # chain matrices built so far whose temporaries were given back
+        self._closed = False
+
+    def start(self) -> None:
+        """Load and check the model; build the pipeline, the event sink and the source.
+
+        Raises
+        ------
+        ValueError
+            A model, a setting or an output folder the node cannot use (one line).
+        """
+        config = self.config
+        backend = load_backend(config.model, threads=config.threads)
+        meta = backend.metadata
+        log.info("model %s: %s %s, classes %s, input %s", config.model, meta.model,
+                 getattr(meta, "model_version", "") or meta.version, backend.classes, meta.input_scheme)
+        self.pipeline = pipeline = Pipeline(backend, config)
+        hold = None  # earthquake / active source of each event, off the hot path (issue 13)
+        if getattr(config, "source_model", None):
+            from .second_stage import SecondStage, SourceClassifier
+
+            hold = SecondStage(SourceClassifier(config.source_model), wait_s=config.source_wait_s)
+        _make_folders(config)
+        # The loop turns at least once per read timeout, and it feeds the watchdog.
+        read_timeout_s = min(config.read_timeout_s, self.notifier.ping_every_s())
+        self.source = open_source(config, n_channels=len(meta.components), read_timeout_s=read_timeout_s,
+                                  faults=self.faults)
+        context = OutputContext(tuple(meta.components), pipeline.prep.window_s, self.faults)
+        self.sink = build_sink(config, context, hold=hold, count_error=pipeline.count_error)
+        if self.sink.wants_samples:
+            pipeline.sample_listeners.append(self.sink.on_samples)
+        if self.sink.wants_windows:
+            pipeline.window_listeners.append(self.sink.on_window)
+
+    def ready(self) -> None:
+        """Tell systemd the node works (``READY=1``) and log how long the start took."""
+        config = self.config
+        self.notifier.ready(f"reading {self.source.where}")
+        log.info("ready in %.3f s: station %s, port %s, sensor %s (%.1f counts per m/s^2)",
+                 time.monotonic() - self.started, config.station, self.source.where, config.sensor,
+                 config.counts_per_mps2)
+
+    def turn(self) -> bool:
+        """One turn: read, decode, window, classify, detect, hand events to the sink; timers.
+
+        Returns within about ``read_timeout_s``. False when the node should stop (no input
+        for ``idle_exit_s``).
+        """
+        batch = self.source.read()
+        now = time.monotonic()
+        self.notifier.watchdog()
+        if batch.heard:
+            self.last_bytes = now
+        for frame in batch.frames:
+            self._frame(frame, now)
+        pipeline = self.pipeline
+        if not batch.heard and pipeline.held and self.last_bytes is not None \
+                and now - self.last_bytes > REORDER_IDLE_S:
+            self.sink.emit(pipeline.drain())  # quiet line: frames held for a missing one go on
+        self.sink.tick(now)
+        if pipeline.event_open and now - self.last_frame > self.config.detector.off_s:
+            # The stream stopped mid-event (cable pulled, board hung): close it on wall time.
+            log.warning("no frames for %.1f s during an event; closing it", now - self.last_frame)
+            self.sink.emit(pipeline.flush())
+        self._timers(now)
+        idle_exit_s = self.config.idle_exit_s
+        if idle_exit_s is not None and self.last_bytes is not None and now - self.last_bytes > idle_exit_s:
+            log.info("no bytes for %.1f s: exiting", idle_exit_s)
+            return False
+        return True
+
+    def _frame(self, frame, now: float) -> None:
+        pipeline = self.pipeline
+        accepted = pipeline.counts["frames"]
+        try:
+            events = pipeline.on_frame(frame)
+        except Exception:  # one bad frame must not take the node down
+            pipeline.count_error()
+            self.faults(logging.ERROR, "processing", "frame seq=%d: processing failed; skipped",
+                        frame.sequence, exc_info=True)
+            return
+        if pipeline.counts["frames"] != accepted:  # rejected frames do not count as signal
+            self.last_frame = now
+        self.sink.emit(events)
+
+    def _timers(self, now: float) -> None:
+        config = self.config
+        if config.status and now >= self.next_status:
+            _write_status(config.status, self.status(), self.faults)
+            self.next_status = now + config.status_every_s
+        builds = self.pipeline.prepare.builds
+        if now >= self.next_trim or builds != self.builds_trimmed:
+            # Once the first window's chain matrix is built (its temporaries are free
+            # but still resident), then every minute: free memory goes back to the kernel.
+            release_free_heap()
+            self.builds_trimmed = builds
+            self.next_trim = now + TRIM_EVERY_S
+
+    def status(self) -> dict:
+        """The status file: the node's identity, then each component's own counters."""
+        config = self.config
+        return {"uptime_s": round(time.monotonic() - self.started, 1), "model": config.model,
+                "model_version": self.pipeline.model_info["model_version"], "station": config.station,
+                "sensor": config.sensor, **self.pipeline.counters(), **self.source.counters(),
+                **self.sink.counters(), "faults": self.faults.to_dict()}
+
+    def close(self) -> None:
+        """Close open events, release held ones, close every output and the source (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.notifier.stopping()
+        try:
+            self.sink.emit(self.pipeline.flush())
+            self.sink.close()  # the hold, the event file, then a last chance for alerts
+        finally:
+            self.source.close()
+
+    def stop(self) -> dict:
+        """Close (see :meth:`close`); write and return the final status."""
+        self.close()
+        final = self.status()
+        if self.config.status:
+            _write_status(self.config.status, final, self.faults)
+        log.info("stopped: %s", json.dumps(final))
+        return final
+
+
 def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
     """Run the node until SIGTERM/SIGINT (or ``idle_exit_s`` of silence); return counters.
 
@@ -265,8 +449,6 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
     (SIGTERM/SIGINT) that comes during start-up is never announced ready: the step under
     way is finished and ``run()`` returns without reading the port.
     """
-    from .actions import build_actions, wait_delivered
-
     stopping = []
 
     def _stop(signum, _frame):
@@ -276,142 +458,21 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
     # Early, so a SIGTERM during start-up (systemd stopping a slow start) is a clean exit.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    started = time.monotonic()
-    notifier = notifier or Notifier()
-    faults = LimitedLog(log)  # the one rate limiter of port, disk, status, processing faults
-    backend = load_backend(config.model, threads=config.threads)
-    log.info("model %s: %s %s, classes %s, input %s", config.model, backend.metadata.model,
-             getattr(backend.metadata, "model_version", "") or backend.metadata.version,
-             backend.classes, backend.metadata.input_scheme)
-    pipeline = Pipeline(backend, config)
-    second = None  # earthquake / active source of each event, off the hot path (issue 13)
-    if getattr(config, "source_model", None):
-        from .second_stage import SecondStage, SourceClassifier
-
-        second = pipeline.second_stage = SecondStage(SourceClassifier(config.source_model),
-                                                     wait_s=config.source_wait_s)
-    _make_folders(config)
-    if config.protocol == "text":
-        decoder = TextDecoder(n_channels=len(backend.metadata.components),
-                              sampling_rate_hz=config.text_rate_hz, checksum=config.text_checksum)
-    else:
-        decoder = FrameDecoder()
-    # The loop turns at least once per read timeout, and it feeds the watchdog.
-    read_timeout_s = min(config.read_timeout_s, notifier.ping_every_s())
-    source = SerialSource(config.port, config.baudrate, read_timeout_s=read_timeout_s,
-                          max_retry_s=config.reconnect_max_s, faults=faults,
-                          trust_name=config.trust_port_name)
-    writer = JsonlWriter(config.events)
-    writer.start()  # read the file back: torn last line kept aside, crash-open events closed
-    actions = build_actions(config, faults)
-    last_bytes = None
-    last_frame = started
-    next_status = started
-    next_trim = started + TRIM_EVERY_S
-    builds_trimmed = 0  # chain matrices built so far whose temporaries were given back
-
-    def handle(events) -> None:
-        if second is not None:
-            events = second.process(events)  # holds a closing line until its class is known
-        for event in events:
-            if event.get("type") == "event":
-                _write_snippet(config, pipeline, event, faults)
-            try:
-                writer.write(event)
-            except Exception:  # an event that cannot be serialized must not stop the node
-                pipeline.counts["errors"] += 1
-                faults(logging.ERROR, "event", "event could not be written: %r", event, exc_info=True)
-                continue
-            if event.get("type") == "event":
-                for queue in actions:
-                    queue.submit(json.loads(json.dumps(with_iso_times(event), default=str)))
-
-    def status() -> dict:
-        return {"uptime_s": round(time.monotonic() - started, 1), "model": config.model,
-                "model_version": pipeline.model_info["model_version"], "station": config.station,
-                "sensor": config.sensor, "time_fix": pipeline.time_fix,
-                "decoder": decoder.stats.to_dict(), "pipeline": dict(pipeline.counts),
-                "window_classes": dict(pipeline.window_classes),
-                "frames_rejected_by": dict(pipeline.rejected),
-                "gaps": pipeline.windows.gaps, "gaps_filled": pipeline.windows.filled_gaps,
-                "samples_filled": pipeline.windows.filled_samples,
-                "clock_steps": pipeline.windows.clock_steps, "port_open": source.is_open,
-                "reconnects": source.reconnects, "port_refused": source.refused,
-                "events_written": writer.written, "events_held": writer.held,
-                "events_held_in": writer.where_held(), "events_spooled": writer.spooled,
-                "events_torn_kept": writer.torn_kept, "events_closed_on_start": writer.closed_on_start,
-                "actions": [q.to_dict() for q in actions], "faults": faults.to_dict(),
-                "second_stage": second.to_dict() if second is not None else None}
-
-    ready_s = time.monotonic() - started
+    node = Node(config, notifier)
+    node.start()
     if stopping:
         # Stopped during start-up (systemd giving up on a slow start): never announced
         # ready, the loop never turns; what was begun is finished below and run() returns.
-        log.info("stopped during start-up after %.3f s: not ready", ready_s)
+        log.info("stopped during start-up after %.3f s: not ready", time.monotonic() - node.started)
     else:
-        notifier.ready(f"reading {config.port}")
-        log.info("ready in %.3f s: station %s, port %s, sensor %s (%.1f counts per m/s^2)", ready_s,
-                 config.station, config.port, config.sensor, config.counts_per_mps2)
+        node.ready()
     try:
-        while not stopping:
-            data = source.read()
-            now = time.monotonic()
-            notifier.watchdog()
-            if data or decoder.pending:  # a quiet line releases a frame the decoder held back
-                last_bytes = now if data else last_bytes
-                for frame in decoder.feed(data) if data else decoder.flush():
-                    accepted = pipeline.counts["frames"]
-                    try:
-                        events = pipeline.on_frame(frame)
-                    except Exception:  # one bad frame must not take the node down
-                        pipeline.counts["errors"] += 1
-                        faults(logging.ERROR, "processing", "frame seq=%d: processing failed; skipped",
-                               frame.sequence, exc_info=True)
-                        continue
-                    if pipeline.counts["frames"] != accepted:  # rejected frames do not count as signal
-                        last_frame = now
-                    handle(events)
-            if not data and pipeline.sequencer.held and last_bytes is not None \
-                    and now - last_bytes > REORDER_IDLE_S:
-                handle(pipeline.drain())  # quiet line: frames held for a missing one go on
-            writer.tick(now)  # held events retried on a timer, also while data flows
-            if second is not None:
-                handle(second.poll())
-            if pipeline.detector.open is not None and now - last_frame > config.detector.off_s:
-                # The stream stopped mid-event (cable pulled, board hung): close it on wall time.
-                log.warning("no frames for %.1f s during an event; closing it", now - last_frame)
-                handle(pipeline.flush())
-            if config.status and now >= next_status:
-                _write_status(config.status, status(), faults)
-                next_status = now + config.status_every_s
-            if now >= next_trim or pipeline.prepare.builds != builds_trimmed:
-                # Once the first window's chain matrix is built (its temporaries are free
-                # but still resident), then every minute: free memory goes back to the kernel.
-                release_free_heap()
-                builds_trimmed = pipeline.prepare.builds
-                next_trim = now + TRIM_EVERY_S
-            if config.idle_exit_s is not None and last_bytes is not None \
-                    and now - last_bytes > config.idle_exit_s:
-                log.info("no bytes for %.1f s: exiting", config.idle_exit_s)
-                break
-    finally:
-        notifier.stopping()
-        handle(pipeline.flush())
-        if second is not None:
-            handle(second.close())
-        writer.flush()
-        writer.report_held()  # says loudly where events that are not in the file are kept
-        source.close()
-        # A last chance for alerts of events closed just now; what is left stays queued on
-        # disk and goes out at the next start.
-        wait_delivered(actions, ACTIONS_GRACE_S)
-        for queue in actions:
-            queue.close()
-    final = status()
-    if config.status:
-        _write_status(config.status, final, faults)
-    log.info("stopped: %s", json.dumps(final))
-    return final
+        while not stopping and node.turn():
+            pass
+    except BaseException:
+        node.close()
+        raise
+    return node.stop()
 
 
 def _make_folders(config: NodeConfig) -> None:
@@ -430,44 +491,6 @@ def _make_folders(config: NodeConfig) -> None:
         except OSError as exc:
             raise ValueError(f"snippets folder {config.snippets}: cannot create ({exc.strerror or exc})") \
                 from None
-
-
-def _write_snippet(config: NodeConfig, pipeline: Pipeline, event: dict, faults: LimitedLog) -> None:
-    """Write the event's waveform as SAC, one file per component; name them in the event."""
-    try:
-        cut = pipeline.snippet(event)
-    except Exception:  # a snippet must never cost the event itself
-        faults(logging.ERROR, "processing", "event snippet could not be cut", exc_info=True)
-        return
-    if cut is None:
-        return
-    t0_us, rate, data, n_filled = cut
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0_us / 1e6))
-    picks = {"P": event.get("p_time_us"), "S": event.get("s_time_us")}
-    paths = []
-    try:
-        folder = Path(config.snippets)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Milliseconds, then a counter: two events starting in the same second (a foreshock and
-        # its main shock) must never overwrite each other's records.
-        name = f"{config.station}.{stamp}.{(t0_us // 1000) % 1000:03d}"
-        n = 1
-        while any(folder.glob(f"{name}.HN?.SAC")):
-            n += 1
-            name = f"{config.station}.{stamp}.{(t0_us // 1000) % 1000:03d}-{n}"
-        for comp, trace in zip(pipeline.backend.metadata.components, data, strict=False):
-            path = folder / f"{name}.HN{comp}.SAC"
-            write_sac(path, trace, rate, t0_us, station=config.station, channel=f"HN{comp}",
-                      event=stamp, picks_us=picks)
-            paths.append(str(path))
-    except OSError as exc:
-        faults(logging.ERROR, "disk", "%s: cannot write event snippet (%s)", config.snippets,
-               exc.strerror or exc)
-        return
-    if faults.failing("disk"):
-        faults.recovered("disk", "%s: snippets written again", config.snippets)
-    event["snippet"] = {"files": paths, "start_us": t0_us, "sampling_rate_hz": rate,
-                        "samples_filled": n_filled}
 
 
 def _write_status(path: str, status: dict, faults: LimitedLog | None = None) -> None:

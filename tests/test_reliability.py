@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from _helpers import feed_until_idle, open_when_read, start_node, status_of, wait_ready
 from conftest import REPO, python_env, running, stop
+from event_schema import check_events
 
 from edge_runtime.protocol import HEADER, SYNC, encode_frame, header_crc
 from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
@@ -169,7 +170,7 @@ def faulty_stream_run(tiny_model, tmp_path_factory):
     order[151], order[152] = 152, 151
     order.insert(order.index(160) + 1, 100)
     output = feed_until_idle(tiny_model["sim"], out, [blobs[i] for i in order])
-    events = [e for e in lines_of(out / "events.jsonl") if e["type"] == "event"]
+    events = [e for e in check_events(lines_of(out / "events.jsonl")) if e["type"] == "event"]
     return status_of(out), events, output, {"n_frames": len(blobs), "out": out}
 
 
@@ -315,6 +316,7 @@ def test_cases1_2_3_full_disk_sigterm_and_restart(tiny_model, card, tmp_path):
         assert written_while_streaming, status_of(out)
         recs = lines_of(events)
         assert recs[0] == old and [r["type"] for r in recs[1:]] == ["trigger", "event"]
+        check_events(recs[1:])
         # Case 3: the card turns read-only (as an SD card does after errors), a second
         # quake, SIGTERM while its events are held.
         card.remount("ro")
@@ -338,6 +340,7 @@ def test_cases1_2_3_full_disk_sigterm_and_restart(tiny_model, card, tmp_path):
     assert returncode == 0, output
     final = lines_of(events)
     assert final[:3] == recs and [r["type"] for r in final[3:]] == ["trigger", "event"]
+    check_events(final[3:])  # spooled on a read-only card, written by the next start
     assert not list(state.rglob("*.json"))
 
 
@@ -387,7 +390,7 @@ def test_case10_sigkill_inside_an_event_is_closed_on_restart(tiny_model, tmp_pat
         fh.write(fragment)
     returncode, output = start_ready_stop(tiny_model["sim"], out)
     assert returncode == 0, output
-    after = lines_of(events)  # every line whole again
+    after = check_events(lines_of(events))  # every line whole again, the closing one too
     assert after[0] == before[0]
     (closing,) = after[1:]
     assert closing["type"] == "event" and closing["closed_by"] == "restart"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from _helpers import wait_frames, wait_status
 from conftest import REPO, node_process, python_env, running, stop
+from event_schema import check_events
 from obspy import UTCDateTime
 
 from edge_runtime.protocol import FrameDecoder
@@ -109,6 +110,7 @@ def test_node_process_detects_replayed_quakes_through_faults(tiny_model, replay_
     assert status["decoder"]["frames"] == sent["frames"] - damaged
     assert status["decoder"]["crc_errors"] + status["decoder"]["header_errors"] >= damaged
     assert status["pipeline"]["errors"] == 0
+    check_events(tmp_path / "events.jsonl")
     result = score(load_events(tmp_path / "events.jsonl"), truths_from_sac(replay_records_dir))
     assert result["summary"]["detected"] == 2, result
     assert result["summary"]["false_events"] == 0, format_table(result)
@@ -189,6 +191,7 @@ def test_stream_stopping_mid_event_closes_it_on_wall_time(tiny_model, tmp_path):
             events = load_events(tmp_path / "events.jsonl")
         assert proc.poll() is None  # still running, waiting for its board
         assert len(events) == 1, proc.stdout.read() if proc.poll() is not None else "no event"
+        check_events(events)
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
@@ -283,7 +286,7 @@ def test_event_snippet_as_sac_and_alert_through_an_outage(tiny_model, tmp_path):
         output, _ = proc.communicate(timeout=120)
         server.close()
     assert proc.returncode == 0, output
-    events = [e for e in load_events(tmp_path / "events.jsonl") if e["type"] == "event"]
+    events = [e for e in check_events(tmp_path / "events.jsonl") if e["type"] == "event"]
     assert len(events) == 1, output
     event = events[0]
     assert event["model_version"] == tiny_model["exported"]["model_version"]
@@ -301,4 +304,5 @@ def test_event_snippet_as_sac_and_alert_through_an_outage(tiny_model, tmp_path):
     assert z.stats.starttime.timestamp * 1e6 <= event["p_time_us"] - 10e6  # snippet_pre_s before
     assert abs(z.stats.sac.a - (event["p_time_us"] / 1e6 - z.stats.starttime.timestamp)) < 0.011
     assert server.attempts >= 3 and [e["p_time_us"] for e in server.received] == [event["p_time_us"]]
+    check_events(server.received)  # the alert carries the record as written
     assert not list((tmp_path / "spool").rglob("*.json"))  # delivered, nothing left queued

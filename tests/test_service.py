@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from event_schema import check_events
 
 from edge_runtime.backend import OnnxBackend
 from edge_runtime.detector import DetectorConfig
+from edge_runtime.event_record import with_iso_times
 from edge_runtime.protocol import Frame
 from edge_runtime.service import ADXL355_COUNTS_PER_MPS2, NodeConfig, Pipeline
 from host_training.data import synth
@@ -37,7 +39,9 @@ def run(pipe, frames):
     out = []
     for f in frames:
         out += pipe.on_frame(f)
-    return out + pipe.flush()
+    out += pipe.flush()
+    check_events([with_iso_times(e) for e in out])  # as the event file would hold them
+    return out
 
 
 def test_lost_frames_counted_from_sequence_numbers(tiny_model):
@@ -186,18 +190,21 @@ def test_snippets_of_events_in_the_same_second_never_overwrite_each_other(tiny_m
     import obspy
 
     from edge_runtime.logs import LimitedLog
-    from edge_runtime.service import _write_snippet, log
+    from edge_runtime.outputs import OUTPUTS, OutputContext
+    from edge_runtime.service import log
 
     path = tiny_model["sim"]
     config = NodeConfig(port="unused", model=str(path), snippets=str(tmp_path / "snip"))
     pipe = Pipeline(OnnxBackend(path), config)
+    context = OutputContext(tuple(pipe.backend.metadata.components), pipe.prep.window_s, LimitedLog(log))
+    snippets = OUTPUTS["snippets"](config, context)
+    pipe.sample_listeners.append(snippets.on_samples)
     for i in range(200):  # 20 s of frames into the snippet recorder
         pipe.on_frame(frame(i, i * 100_000, value=i % 7))
-    faults = LimitedLog(log)
     events = [{"type": "event", "start_us": T0 + 10_000_000 + dt, "p_time_us": None,
                "end_us": T0 + 12_000_000} for dt in (0, 0, 400_000)]
     for event in events:
-        _write_snippet(config, pipe, event, faults)
+        snippets.on_event(event)
     files = [f for e in events for f in e["snippet"]["files"]]
     assert len(files) == 9 and len(set(files)) == 9
     assert len(obspy.read(str(tmp_path / "snip" / "*.SAC"))) == 9
