@@ -15,8 +15,11 @@ import logging
 import subprocess
 import threading
 import time
+from pathlib import Path
 
+from .event_record import with_iso_times
 from .logs import LimitedLog
+from .sink import Consumer
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -196,18 +199,65 @@ class ActionQueue:
                 "queued": self.pending()}
 
 
+# Longest a stopping node waits for pending alerts (systemd's stop timeout is 90 s).
+ACTIONS_GRACE_S = 3.0
+
+
+def _command(config):
+    return CommandAction(config.command, config.command_timeout_s) if config.command else None
+
+
+def _http(config):
+    return HttpAction(config.url, config.url_timeout_s) if config.url else None
+
+
+# Kinds of alert action: spool sub-folder -> factory(config) returning the action, or None
+# when the config does not ask for it. A new kind is a class with ``name``, ``deliver(bytes)``
+# and ``__str__`` above, its keys in config.SETTINGS ([actions]) and one entry here.
+ACTION_KINDS = {"command": _command, "http": _http}
+
+
 def build_actions(config, faults: LimitedLog | None = None) -> list[ActionQueue]:
     """The action queues a :class:`~edge_runtime.config.NodeConfig` asks for."""
-    from pathlib import Path
-
     queues = []
-    if config.command:
-        queues.append(ActionQueue(CommandAction(config.command, config.command_timeout_s),
-                                  Path(config.spool) / "command", config.retry_s, config.retry_max_s, faults))
-    if config.url:
-        queues.append(ActionQueue(HttpAction(config.url, config.url_timeout_s),
-                                  Path(config.spool) / "http", config.retry_s, config.retry_max_s, faults))
+    for folder, factory in ACTION_KINDS.items():
+        action = factory(config)
+        if action is not None:
+            queues.append(ActionQueue(action, Path(config.spool) / folder, config.retry_s, config.retry_max_s,
+                                      faults))
     return queues
+
+
+class AlertActions(Consumer):
+    """The alert actions as an output of the sink: each closed event to every action queue.
+
+    Parameters
+    ----------
+    queues : list of ActionQueue
+        Possibly empty (the status file then shows ``actions: []``).
+    grace_s : float
+        At shutdown, longest wait for pending alerts; what is left stays queued on disk
+        and goes out at the next start.
+    """
+
+    name = "actions"
+
+    def __init__(self, queues: list, grace_s: float = ACTIONS_GRACE_S):
+        self.queues = list(queues)
+        self.grace_s = grace_s
+
+    def on_event(self, event: dict) -> None:
+        for queue in self.queues:
+            queue.submit(json.loads(json.dumps(with_iso_times(event), default=str)))
+
+    def counters(self) -> dict:
+        return {"actions": [q.to_dict() for q in self.queues]}
+
+    def close(self) -> None:
+        # A last chance for alerts of events closed just now.
+        wait_delivered(self.queues, self.grace_s)
+        for queue in self.queues:
+            queue.close()
 
 
 def wait_delivered(queues, timeout_s: float) -> bool:

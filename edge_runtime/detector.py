@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
+
+from .event_record import event_id
 
 
 @dataclass
@@ -229,6 +230,27 @@ class EventDetector:
             self.recent.popleft()
         return out
 
+    def gap(self, gap_s: float, restart: bool = False) -> list[dict]:
+        """A discontinuity in the stream; return the events it closed.
+
+        A hole (one longer than the window buffer fills) must not split an earthquake in
+        two: an open event stays open and closes by the usual ``off_s`` rule, but a run of
+        triggering windows not yet declared is broken. A hole longer than ``off_s``,
+        time going backwards (``gap_s < 0``), a change of rate (``inf``) or a board
+        restart ends the event.
+
+        Parameters
+        ----------
+        gap_s : float
+            Signed length of the discontinuity, s.
+        restart : bool
+            The board restarted (a new stream).
+        """
+        if restart or gap_s < 0 or gap_s > self.config.off_s:
+            return self.reset()
+        self.pending = []
+        return []
+
     def reset(self) -> list[dict]:
         """Close any open event (stream gap or shutdown)."""
         self.pending = []
@@ -262,7 +284,5 @@ class EventDetector:
             "n_windows": len(windows),
         }
         if kind == "event":
-            # Unique across restarts of the node: station and the first window's time.
-            start = datetime.fromtimestamp(windows[0].center_us / 1e6, tz=timezone.utc)
-            summary["event_id"] = f"{self.station}-{start.strftime('%Y%m%dT%H%M%S.%f')[:-3]}"
+            summary["event_id"] = event_id(self.station, windows[0].center_us)
         return summary

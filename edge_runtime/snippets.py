@@ -10,12 +10,16 @@ first sample), so a seismologist opens the file and sees what the node saw.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from .sink import Consumer
 
 _UNDEF_F = -12345.0
 _UNDEF_I = -12345
@@ -165,3 +169,94 @@ class SnippetRecorder:
             for c in range(n_channels):
                 out[missing, c] = np.interp(idx[missing], idx[~missing], out[~missing, c])
         return int(round(t0 + first * period_us)), rate, out.T.copy(), n_filled
+
+
+class SnippetWriter(Consumer):
+    """Per-event waveform snippets as an output of the sink: SAC files named in the event.
+
+    Keeps the recent samples (:class:`SnippetRecorder`); when an event closes, writes the
+    stretch from ``pre_s`` before its first window (or its P pick, if earlier) to
+    ``post_s`` after its last triggering window, one SAC file per component, and adds
+    ``snippet`` (files, start, rate, samples filled) to the event before it is written.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where the files go (created if missing).
+    station : str
+        Station code (``kstnm``, file names).
+    components : sequence of str
+        Component codes in channel order (``"E", "N", "Z"``); channels are ``HN<c>``.
+    window_s : float
+        Window length of the model, s: an event's times are window centres.
+    pre_s, post_s : float
+        Seconds kept before the first and after the last window, s.
+    keep_s : float
+        Seconds of samples kept in memory (longest event plus margins).
+    faults : LimitedLog
+        The node's rate limiter.
+    """
+
+    name = "snippets"
+
+    def __init__(self, folder, station: str, components, window_s: float, pre_s: float, post_s: float,
+                 keep_s: float, faults):
+        self.folder = Path(folder)
+        self.station = station
+        self.components = list(components)
+        self.window_s = window_s
+        self.pre_s = pre_s
+        self.post_s = post_s
+        self.recorder = SnippetRecorder(keep_s)
+        self.faults = faults
+
+    def on_samples(self, t0_us: int, rate_hz: float, samples_mps2: np.ndarray) -> None:
+        self.recorder.add(t0_us, rate_hz, samples_mps2)
+
+    def cut(self, event: dict):
+        """Raw samples around a closed event (see :meth:`SnippetRecorder.cut`)."""
+        first = min(t for t in (event.get("start_us"), event.get("p_time_us")) if t is not None)
+        start = first - int((self.pre_s + self.window_s / 2) * 1e6)
+        end = event["end_us"] + int((self.post_s + self.window_s / 2) * 1e6)
+        return self.recorder.cut(start, end)
+
+    def on_event(self, event: dict) -> None:
+        """Write the event's waveform as SAC, one file per component; name them in the event."""
+        try:
+            cut = self.cut(event)
+        except Exception:  # a snippet must never cost the event itself
+            self.faults(logging.ERROR, "processing", "event snippet could not be cut", exc_info=True)
+            return
+        if cut is None:
+            return
+        try:
+            paths = self._write(cut, event)
+        except OSError as exc:
+            self.faults(logging.ERROR, "disk", "%s: cannot write event snippet (%s)", self.folder,
+                        exc.strerror or exc)
+            return
+        if self.faults.failing("disk"):
+            self.faults.recovered("disk", "%s: snippets written again", self.folder)
+        t0_us, rate, _, n_filled = cut
+        event["snippet"] = {"files": paths, "start_us": t0_us, "sampling_rate_hz": rate,
+                            "samples_filled": n_filled}
+
+    def _write(self, cut, event: dict) -> list[str]:
+        t0_us, rate, data, _ = cut
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0_us / 1e6))
+        picks = {"P": event.get("p_time_us"), "S": event.get("s_time_us")}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Milliseconds, then a counter: two events starting in the same second (a foreshock and
+        # its main shock) must never overwrite each other's records.
+        name = f"{self.station}.{stamp}.{(t0_us // 1000) % 1000:03d}"
+        n = 1
+        while any(self.folder.glob(f"{name}.HN?.SAC")):
+            n += 1
+            name = f"{self.station}.{stamp}.{(t0_us // 1000) % 1000:03d}-{n}"
+        paths = []
+        for comp, trace in zip(self.components, data, strict=False):
+            path = self.folder / f"{name}.HN{comp}.SAC"
+            write_sac(path, trace, rate, t0_us, station=self.station, channel=f"HN{comp}",
+                      event=stamp, picks_us=picks)
+            paths.append(str(path))
+        return paths
