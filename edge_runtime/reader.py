@@ -42,6 +42,10 @@ class SerialSource:
     BURST_BYTES : int
         Bytes a gathering wait aims to stay under: the line discipline holds 4 KiB (the
         wait halves above half of it, grows below an eighth).
+    MAX_READ_BYTES : int
+        Most bytes one :meth:`read` takes: what the port has waiting (``in_waiting``, at
+        least 1 byte) up to this, so a backlog after a reconnect is decoded in large
+        batches while the loop still turns between them (1,770 10 x 3 frames).
 
     Parameters
     ----------
@@ -62,6 +66,7 @@ class SerialSource:
     """
 
     BURST_BYTES = 4096
+    MAX_READ_BYTES = 256 * 1024
 
     def __init__(self, port: str, baudrate: int = 921600, read_timeout_s: float = 0.1,
                  retry_s: float = 0.5, max_retry_s: float = 10.0, faults: LimitedLog | None = None,
@@ -142,7 +147,7 @@ class SerialSource:
             if not ready:
                 return b""
             time.sleep(self._gather_s)
-            data = port.read(port.in_waiting or 1)
+            data = port.read(read_size(port.in_waiting, self.MAX_READ_BYTES))
         except (serial.SerialException, OSError, ValueError) as exc:
             self._lost(exc)
             return b""
@@ -167,6 +172,12 @@ class SerialSource:
             except Exception:  # closing a dead port may raise anything; it is gone either way
                 pass
             self._serial = None
+
+
+def read_size(waiting: int, most: int) -> int:
+    """Bytes to read when ``waiting`` are in the port's buffer: all of them, at least 1
+    (blocks for the next byte), at most ``most``."""
+    return max(1, min(waiting, most))
 
 
 def _dev(identity) -> str:

@@ -15,12 +15,14 @@ from obspy import UTCDateTime
 from edge_runtime.protocol import FrameDecoder
 from edge_runtime.reader import SerialSource
 from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
-from host_training.data import synth
-from host_training.data.sac import write_record
-from tools.demo import wait_for_port
-from tools.faults import FaultConfig, FaultInjector
-from tools.replay import Writer, open_pty, read_waveform_records, record_frames, replay_records, to_counts
-from tools.score import format_table, load_events, score, truths_from_sac
+from host_training.recordings.sac import write_record
+from host_training.synthetic import parametric as synth
+from tools.replay.faults import FaultConfig, FaultInjector
+from tools.replay.node import wait_for_port
+from tools.replay.pty import open_pty
+from tools.replay.records import read_waveform_records
+from tools.replay.score import format_table, load_events, score, truths_from_sac
+from tools.replay.sender import Writer, record_frames, replay_records, to_counts
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01
 
@@ -144,7 +146,7 @@ def test_node_reports_a_bad_model_in_one_line(tmp_path):
 
 def test_node_survives_its_port_vanishing(tiny_model, tmp_path):
     """The board is unplugged mid-stream: the node reports it, retries, and never dies."""
-    from tools.replay import PtyLink
+    from tools.replay.pty import PtyLink
 
     # A link, not /dev/pts/N: a freed pty number goes to the next program that opens one
     # (another test, another job on the machine), and the node would rightly refuse it as
@@ -235,7 +237,7 @@ def test_port_taken_over_by_another_pty_is_refused(tiny_model, tmp_path):
     and the refusals, one every 50 ms for seconds, go through the rate limiter (a few lines)."""
     import os
 
-    from tools.replay import PtyLink
+    from tools.replay.pty import PtyLink
 
     link = PtyLink(tmp_path / "tty")
     status_path = tmp_path / "status.json"
@@ -306,3 +308,26 @@ def test_event_snippet_as_sac_and_alert_through_an_outage(tiny_model, tmp_path):
     assert server.attempts >= 3 and [e["p_time_us"] for e in server.received] == [event["p_time_us"]]
     check_events(server.received)  # the alert carries the record as written
     assert not list((tmp_path / "spool").rglob("*.json"))  # delivered, nothing left queued
+
+
+def test_serial_source_reads_what_is_waiting_up_to_its_maximum():
+    """One read takes what the port holds (not a fixed size), bounded by MAX_READ_BYTES."""
+    import os
+
+    from edge_runtime.reader import read_size
+
+    assert (read_size(0, 4096), read_size(3000, 4096), read_size(10**6, 4096)) == (1, 3000, 4096)
+    pty = open_pty()
+    source = SerialSource(pty.port, read_timeout_s=0.1)
+    try:
+        assert source.read() == b"" and source.is_open
+        source.MAX_READ_BYTES = 1000
+        os.write(pty.master_fd, bytes(3000))
+        sizes = []
+        deadline = time.monotonic() + 10
+        while sum(sizes) < 3000 and time.monotonic() < deadline:
+            sizes.append(len(source.read()))
+        assert sum(sizes) == 3000 and max(sizes) == 1000, sizes
+    finally:
+        source.close()
+        pty.close()
