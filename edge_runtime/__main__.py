@@ -115,7 +115,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .backend import load_backend
+    from .backends import load_backend
 
     backend = load_backend(args.model)
     print(json.dumps(json.loads(backend.metadata.to_json()), indent=2))

@@ -1,8 +1,9 @@
 """The model metadata schema: what a node must know about a model, carried in the ONNX file.
 
-The host writes it (``host_training.export``), the node reads it (``edge_runtime.backend``)
-and refuses a model whose metadata it cannot honour. It is one JSON document stored under
-the ONNX ``metadata_props`` key :data:`METADATA_KEY`.
+The host writes it (:func:`set_metadata`, from ``host_training.export`` and the quantization
+steps), the node reads it (``edge_runtime.backends``) and refuses a model whose metadata it
+cannot honour. It is one JSON document stored under the ONNX ``metadata_props`` key
+:data:`METADATA_KEY` (in a ``.tflite`` file, under the flatbuffer metadata entry of that name).
 """
 
 from __future__ import annotations
@@ -93,6 +94,28 @@ class ModelMetadata:
         return meta
 
 
+def set_metadata(model_proto, metadata: ModelMetadata):
+    """Write (or replace) the SeismicTorch metadata of an ONNX model; returns ``model_proto``.
+
+    ``model_proto`` is an ``onnx.ModelProto`` (only its ``metadata_props`` are touched, so
+    this module needs no ``onnx``); its other metadata entries are kept.
+    """
+    for prop in list(model_proto.metadata_props):
+        if prop.key == METADATA_KEY:
+            model_proto.metadata_props.remove(prop)
+    entry = model_proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    return model_proto
+
+
+def get_metadata(model_proto, source: str = "model") -> ModelMetadata:
+    """The SeismicTorch metadata of an ``onnx.ModelProto``; ValueError when it has none."""
+    for prop in model_proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ModelMetadata.from_json(prop.value, source=source)
+    raise ValueError(f"{source} has no '{METADATA_KEY}' metadata")
+
+
 # --------------------------------------------------------------------------- self-test
 
 SELFTEST_KEY = "selftest"
@@ -109,6 +132,8 @@ def selftest_window(metadata: ModelMetadata, sampling_rate_hz: float = 100.0, se
     """
     import numpy as np
 
+    from .sensors import G_MPS2
+
     config = metadata.preprocess_config()
     n = config.n_in(sampling_rate_hz)
     rng = np.random.default_rng(seed)
@@ -116,7 +141,7 @@ def selftest_window(metadata: ModelMetadata, sampling_rate_hz: float = 100.0, se
     x = 2e-3 * rng.standard_normal((len(metadata.components), n))
     onset = t > 0.4 * config.window_s
     x[:, onset] += 0.2 * np.sin(2 * np.pi * 6.0 * t[onset])[None] * np.exp(-(t[onset] - t[onset][0]))
-    x[-1] += 9.80665  # gravity on the last (vertical) component
+    x[-1] += G_MPS2  # gravity on the last (vertical) component
     return np.round(x, 7)
 
 

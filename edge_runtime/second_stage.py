@@ -34,29 +34,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import open_onnx
-from .spectrogram import SpectrogramConfig, spectrogram_images, to_model_input
+from .backends import check_graph, load_backend, softmax
+from .kinds import SOURCE_CLASSES, get_kind, kinds_of_stage, spectrogram_config
 
 log = logging.getLogger(__name__)
 
-SOURCE_CLASSES = ("earthquake", "active_source")
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+__all__ = ["SOURCE_CLASSES", "SecondStage", "SourceClassifier"]
 
 
 class SourceClassifier:
-    """A ``SpectrogramCNN`` ONNX model and the spectrogram config it was trained with.
+    """A record model (``SpectrogramCNN``) and the spectrogram config it was trained with.
 
     Parameters
     ----------
     path : str or Path
-        ONNX file with SeismicTorch metadata, ``model == "SpectrogramCNN"``.
+        Model file (any runtime of :data:`edge_runtime.backends.RUNTIMES`) with SeismicTorch
+        metadata naming a ``"record"`` kind (:mod:`edge_runtime.kinds`).
     threads : int
-        onnxruntime intra-op threads (1: one core).
+        Runtime threads (1: one core).
 
     Raises
     ------
@@ -68,24 +63,25 @@ class SourceClassifier:
         self.path = Path(path)
         if not self.path.is_file():
             raise ValueError(f"{self.path}: no such source model file")
-        self.session, self.metadata = open_onnx(self.path, threads, quiet=True)
-        if self.metadata.model != "SpectrogramCNN":
-            raise ValueError(f"{self.path}: a {self.metadata.model}, not a SpectrogramCNN; "
-                             "the second stage classifies records with SpectrogramCNN")
+        # Checked here, field by field, before the backend's own check of the graph.
+        self.backend = load_backend(self.path, threads, check=False)
+        self.metadata = self.backend.metadata
+        if get_kind(self.metadata.model, str(self.path)).stage != "record":
+            names = " or ".join(k.name for k in kinds_of_stage("record"))
+            raise ValueError(f"{self.path}: a {self.metadata.model}, not a {names}; "
+                             f"the second stage classifies records with {names}")
         if sorted(self.metadata.classes) != sorted(SOURCE_CLASSES):
             raise ValueError(f"{self.path}: classes {self.metadata.classes}, expected {list(SOURCE_CLASSES)}")
         try:
-            self.config = SpectrogramConfig.from_dict(self.metadata.extra.get("spectrogram") or {})
+            self.config = spectrogram_config(self.metadata)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{self.path}: bad spectrogram metadata ({exc})") from None
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        if self.metadata.input_name not in inputs:
-            raise ValueError(f"{self.path}: graph has no input '{self.metadata.input_name}'")
-        shape = inputs[self.metadata.input_name].shape
-        if list(shape[1:]) != [3, self.config.height, self.config.width]:
+        shape = list(self.backend.inputs[0].shape)
+        if shape[1:] != [3, self.config.height, self.config.width]:
             raise ValueError(f"{self.path}: input shape {shape}, the spectrogram config makes "
                              f"(N, 3, {self.config.height}, {self.config.width})")
-        self.output_name = self.session.get_outputs()[0].name
+        check_graph(self.backend)
+        self.model_input = get_kind(self.metadata.model).model_input
 
     @property
     def classes(self) -> list:
@@ -99,10 +95,8 @@ class SourceClassifier:
         dict
             ``source_class``, ``source_prob``, ``source_probs`` ({class: p}).
         """
-        image = spectrogram_images(record, sampling_rate_hz, self.config)
-        x = to_model_input(image[None])
-        (logits,) = self.session.run([self.output_name], {self.metadata.input_name: x})
-        probs = _softmax(np.asarray(logits, dtype=np.float64))[0]
+        x = self.model_input(np.asarray(record)[None], sampling_rate_hz, self.metadata, config=self.config)
+        probs = softmax(np.asarray(self.backend.run(x), dtype=np.float64))[0]
         best = int(np.argmax(probs))
         return {"source_class": self.classes[best], "source_prob": round(float(probs[best]), 4),
                 "source_probs": {c: round(float(p), 4) for c, p in zip(self.classes, probs, strict=True)}}

@@ -1,7 +1,7 @@
 """``python -m edge_runtime check``: run a model on this node the way the service will.
 
 1. load the model with the node's backend; its graph must match its metadata (input
-   name, shape, element type, number of classes: :func:`~edge_runtime.backend.check_io`),
+   name, shape, element type, number of classes: :func:`~edge_runtime.backends.check_io`),
 2. with a configuration, build the node's pipeline (classes, components, sensor),
 3. run the stored self-test window (a raw window in m/s^2 written by the exporter, in
    the metadata or beside the model in its bundle) through the node's preprocessing and
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .backend import load_backend
+from .backends import load_backend
 from .metadata import read_selftest
 from .preprocess import WindowPreparer
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import Backend, load_backend
+from .backends import Backend, load_backend
 from .config import NodeConfig  # noqa: F401  (re-exported: tests and tools import it from here)
 from .detector import EventDetector, Scored
 from .events import target_problem
 from .heap import release_free_heap
+from .kinds import get_kind
 from .logs import LimitedLog
 from .outputs import OutputContext, build_sink
 from .preprocess import DEAD_PEAK_MPS2, WindowPreparer
@@ -77,8 +78,8 @@ class Pipeline:
         self.config = config
         self.prep = backend.metadata.preprocess_config()
         if "noise" not in backend.classes:
-            hint = ("; a SpectrogramCNN is the second stage: pass it as --source-model"
-                    if backend.metadata.model == "SpectrogramCNN" else "")
+            hint = (f"; a {backend.metadata.model} is the second stage: pass it as --source-model"
+                    if get_kind(backend.metadata.model).stage == "record" else "")
             raise ValueError(f"{config.model}: classes {backend.classes} have no 'noise'; "
                              f"the detector needs it{hint}")
         self.noise_index = backend.classes.index("noise")

@@ -2,9 +2,9 @@
 
 Every variant is judged on the same windows of the same split: a torch checkpoint on the
 inputs made by :mod:`edge_runtime.preprocess`, an ONNX model (float, int16-input or
-quantized) through the node's own :class:`edge_runtime.backend.OnnxBackend`, fed as the
-node feeds it. Windows outside the seed's amplitude limits are dropped, as on the node, and
-counted.
+quantized; LiteRT ``.tflite``) through the node's own backend
+(:func:`edge_runtime.backends.load_backend`), fed as the node feeds it. Windows outside the
+seed's amplitude limits are dropped, as on the node, and counted.
 
 Public API (also used by ``python -m quantization``)::
 
@@ -16,8 +16,9 @@ per-class precision / recall / F1, confusion matrix, P<->S confusion, ROC AUC an
 precision per class, expected calibration error, the worst misclassified windows.
 Metric functions are plain numpy on arrays (``classification_report``, ``roc_curve``, ...).
 
-New backends (e.g. TFLite) register a loader for their file suffix with
-:func:`register_backend`.
+Which files it opens is decided once, for the node, by :data:`edge_runtime.backends.RUNTIMES`
+(plus ``.pt`` / ``.pth`` torch checkpoints); a new runtime registered there is evaluated here
+with no change.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
+from edge_runtime.backends import RUNTIMES, load_backend, runtime_for, softmax
+from edge_runtime.kinds import get_kind
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +164,6 @@ def _thin(curve: np.ndarray, n: int = 200) -> list:
     return np.round(curve[np.unique(np.linspace(0, len(curve) - 1, n).round().astype(int))], 6).tolist()
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def predict_torch(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits of a torch model for a numpy batch, as numpy (on the model's device)."""
     import torch
@@ -223,7 +221,7 @@ class TorchPredictor:
     kind = "torch"
 
     def __init__(self, path):
-        from .train import load_checkpoint
+        from .checkpoints import load_checkpoint
 
         self.path = Path(path)
         self.model, self.info = load_checkpoint(self.path)
@@ -234,21 +232,20 @@ class TorchPredictor:
 
     def predict(self, part, folder):
         """``(probs, y, keep, x)`` for the windows of ``part`` that pass the amplitude limits."""
-        from .train import split_inputs
+        from .datasets.splits import split_inputs
 
         x, y, keep = split_inputs(part, folder, self.model_name, self.preprocess)
         return softmax(predict_torch(self.model, x).astype(np.float64)), y, keep, x
 
 
 class OnnxPredictor:
-    """An exported model (ONNX float, int16-input or quantized; LiteRT ``.tflite``) run as the
-    node runs it, through the node's own backend (:func:`edge_runtime.backend.load_backend`)."""
+    """An exported model (ONNX float, int16-input or quantized; LiteRT ``.tflite``; any runtime
+    of :data:`edge_runtime.backends.RUNTIMES`) run as the node runs it, through the node's own
+    backend (:func:`edge_runtime.backends.load_backend`)."""
 
     def __init__(self, path):
-        from edge_runtime.backend import load_backend
-
         self.path = Path(path)
-        self.kind = "litert" if self.path.suffix.lower() == ".tflite" else "onnx"
+        self.kind = runtime_for(self.path).label
         self.backend = load_backend(self.path)
         meta = self.backend.metadata
         self.model_name = meta.model
@@ -259,16 +256,12 @@ class OnnxPredictor:
     def predict(self, part, folder):
         from edge_runtime.preprocess import PreprocessConfig, amplitude_ok, prepare_windows, to_model_input
 
-        from .train import split_inputs
+        from .datasets.splits import split_inputs
 
-        if self.model_name != "EarthquakeCNN":
-            # Record-level models: same inputs as torch gets, straight into the session.
+        if get_kind(self.model_name, str(self.path)).stage != "window":
+            # Record-level models: same inputs as torch gets, straight into the runtime.
             x, y, keep = split_inputs(part, folder, self.model_name, self.preprocess)
-            if hasattr(self.backend, "session"):
-                feed = {self.backend.metadata.input_name: x.astype(np.float32)}
-                (logits,) = self.backend.session.run(None, feed)
-            else:
-                logits = self.backend.run(x.astype(np.float32))
+            logits = self.backend.run(x.astype(np.float32))
             return softmax(np.asarray(logits, np.float64)), y, keep, x
         _check_labels(part, folder, self.model_name, self.classes)
         config = PreprocessConfig(**self.preprocess)
@@ -285,7 +278,7 @@ class OnnxPredictor:
 
 
 def _check_labels(part, folder, model_name, classes):
-    from .train import DataError
+    from .datasets.splits import DataError
 
     labels = sorted({str(v) for v in part.column("label")})
     foreign = [lab for lab in labels if lab not in classes]
@@ -296,22 +289,13 @@ def _check_labels(part, folder, model_name, classes):
         )
 
 
-BACKENDS = {".pt": TorchPredictor, ".pth": TorchPredictor, ".onnx": OnnxPredictor, ".tflite": OnnxPredictor}
-
-
-def register_backend(suffix: str, loader) -> None:
-    """Let :func:`evaluate` open files ending in ``suffix`` (e.g. ``.tflite``) with ``loader(path)``.
-
-    ``loader(path)`` returns an object with ``kind``, ``model_name``, ``classes``,
-    ``input_scheme`` and ``predict(part, folder) -> (probs, y, keep, x)`` like
-    :class:`OnnxPredictor`.
-    """
-    BACKENDS[suffix.lower()] = loader
+# Torch checkpoints, and every file a node runtime opens.
+BACKENDS = {".pt": TorchPredictor, ".pth": TorchPredictor, **{suffix: OnnxPredictor for suffix in RUNTIMES}}
 
 
 def load_predictor(path):
     """The predictor for a checkpoint or exported model, chosen by file suffix."""
-    from .train import CheckpointError
+    from .checkpoints import CheckpointError
 
     path = Path(path)
     if not path.is_file():
@@ -349,13 +333,13 @@ def evaluate(model, data, split: str = "test", out=None, n_worst: int = 8, plots
     dict
         The content of ``metrics.json``.
     """
-    from .train import open_dataset, select_split
+    from .datasets.splits import open_dataset, select_split
 
     predictor = load_predictor(model)
     part = select_split(open_dataset(data), data, split)
     probs, y, keep, x = predictor.predict(part, data)
     if len(y) == 0:
-        from .train import DataError
+        from .datasets.splits import DataError
 
         raise DataError(f"{data}: no window of split {split!r} passes the amplitude limits")
     kept_rows = [part.metadata[i] for i in np.flatnonzero(keep)]

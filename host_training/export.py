@@ -17,29 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.metadata import METADATA_KEY, ModelMetadata
+from edge_runtime.kinds import get_kind
+from edge_runtime.metadata import SELFTEST_KEY, ModelMetadata, get_metadata, set_metadata
 
 log = logging.getLogger(__name__)
 
-INPUT_SHAPES = {"EarthquakeCNN": (1, 80, 3), "SpectrogramCNN": (3, 100, 150)}
+__all__ = ["DEFAULT_OPSET", "export_checkpoint", "export_onnx", "get_metadata", "set_metadata",
+           "weights_hash"]
+
 DEFAULT_OPSET = 20
-
-
-def set_metadata(model_proto, metadata: ModelMetadata) -> None:
-    """Write (or replace) the SeismicTorch metadata of an ``onnx.ModelProto``."""
-    for prop in list(model_proto.metadata_props):
-        if prop.key == METADATA_KEY:
-            model_proto.metadata_props.remove(prop)
-    entry = model_proto.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = metadata.to_json()
-
-
-def get_metadata(model_proto) -> ModelMetadata:
-    for prop in model_proto.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelMetadata.from_json(prop.value)
-    raise ValueError(f"model has no '{METADATA_KEY}' metadata")
 
 
 def weights_hash(model) -> str:
@@ -81,15 +67,14 @@ def _with_selftest(model, metadata: ModelMetadata) -> ModelMetadata:
     The node's ``check`` runs the window through its own preprocessing and runtime and
     compares: a tampered file, another runtime or a preprocessing drift fails there.
     """
-    from edge_runtime.backend import softmax
+    from edge_runtime.backends import softmax
     from edge_runtime.metadata import selftest_window, with_selftest
-    from edge_runtime.preprocess import prepare_windows, to_model_input
 
     from .evaluate import predict_torch
 
     window = selftest_window(metadata)
-    int16, _ = prepare_windows(window[None], 100.0, metadata.preprocess_config())
-    probs = softmax(predict_torch(model, to_model_input(int16)))[0]
+    x = get_kind(metadata.model).model_input(window[None], 100.0, metadata)
+    probs = softmax(predict_torch(model, x))[0]
     return with_selftest(metadata, window, 100.0, probs, reference="torch")
 
 
@@ -101,7 +86,8 @@ def export_onnx(
     Parameters
     ----------
     model : torch.nn.Module
-        One of :data:`host_training.models.MODELS`.
+        One of :data:`host_training.models.MODELS`; its kind (``metadata.model``, see
+        :mod:`edge_runtime.kinds`) gives the input shape.
     path : str or Path
         Output ``.onnx`` file.
     metadata : ModelMetadata
@@ -128,22 +114,24 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    shape = INPUT_SHAPES[metadata.model]
+    kind = get_kind(metadata.model)
+    shape = kind.input_shape
     metadata.input_shape = list(shape)
     if not metadata.model_version:
         metadata.model_version = f"{metadata.model}-{weights_hash(model)[:12]}"
     _torch_export(model, torch.zeros((2,) + shape), path, metadata.input_name, opset)
     proto = onnx.load(str(path))
-    if metadata.model == "EarthquakeCNN" and "selftest" not in metadata.extra:
-        metadata = _with_selftest(model, metadata)  # replayed by `python -m edge_runtime check`
+    if kind.stage == "window" and SELFTEST_KEY not in metadata.extra:
+        # replayed by `python -m edge_runtime check` (a raw window: window models only)
+        metadata = _with_selftest(model, metadata)
     set_metadata(proto, metadata)
     proto.producer_name = "seismictorch"
     proto.model_version = int(weights_hash(model)[:12], 16) & 0x7FFFFFFFFFFFFFFF
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     if check_inputs is None:
-        low = 0.0 if metadata.model == "SpectrogramCNN" else -1.0  # images are uint8 / 255
-        check_inputs = np.random.default_rng(0).uniform(low, 1, (16,) + shape).astype(np.float32)
+        low, high = kind.input_range
+        check_inputs = np.random.default_rng(0).uniform(low, high, (16,) + shape).astype(np.float32)
     reference = predict_torch(model, check_inputs)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {metadata.input_name: check_inputs.astype(np.float32)})
@@ -172,7 +160,8 @@ def export_checkpoint(
     recorded at training time (or read from ``data_card.json`` beside the training data), and
     ``model_version`` (default: the run folder's name, the best epoch and a weights hash).
     """
-    from .train import data_card_hash, load_checkpoint
+    from .checkpoints import load_checkpoint
+    from .datasets.splits import data_card_hash
 
     checkpoint = Path(checkpoint)
     model, info = load_checkpoint(checkpoint)

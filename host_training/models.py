@@ -1,7 +1,10 @@
 """The seed's two CNNs, layer by layer as in the original SeismicTorch README.
 
 Attribute names (``conv1``, ``bn1``, ``GELU1``, ...) are the seed's, so state dicts of
-the original repository load unchanged.
+the original repository load unchanged. Each class names its
+:class:`~edge_runtime.kinds.ModelKind` (``kind``), and :data:`MODELS` registers it under
+that kind's name: what the node, export, evaluation and quantization know about a model
+lives there, the torch layers here.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PHASE_CLASSES = ("P", "S", "noise")
-SOURCE_CLASSES = ("earthquake", "active_source")
+from edge_runtime.kinds import EARTHQUAKE_CNN, PHASE_CLASSES, SOURCE_CLASSES, SPECTROGRAM_CNN
+
+__all__ = ["EarthquakeCNN", "MODELS", "MODEL_CLASSES", "PHASE_CLASSES", "SOURCE_CLASSES", "SpectrogramCNN",
+           "build_model", "count_parameters"]
 
 
 class _SeedCNN(nn.Module):
@@ -34,6 +39,8 @@ class EarthquakeCNN(_SeedCNN):
     normalized to [-1, 1]. Output ``(N, 3)`` logits for :data:`PHASE_CLASSES`.
     Shapes: 80 -> conv 78 -> pool 26 -> 24 -> 8 -> 6 -> 2; 64 * 2 * 3 = 384 features.
     """
+
+    kind = EARTHQUAKE_CNN
 
     def __init__(self):
         super().__init__()
@@ -70,6 +77,8 @@ class SpectrogramCNN(_SeedCNN):
     them in ``fc1`` (32640 x 1280): about 168 MB as float32.
     """
 
+    kind = SPECTROGRAM_CNN
+
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 48, kernel_size=(3, 3), stride=(1, 1))
@@ -97,8 +106,9 @@ class SpectrogramCNN(_SeedCNN):
         self.fc3 = nn.Linear(64, 2)
 
 
-MODELS = {"EarthquakeCNN": EarthquakeCNN, "SpectrogramCNN": SpectrogramCNN}
-MODEL_CLASSES = {"EarthquakeCNN": PHASE_CLASSES, "SpectrogramCNN": SOURCE_CLASSES}
+# The host's registry: the torch class of each model kind, under the kind's name.
+MODELS = {cls.kind.name: cls for cls in (EarthquakeCNN, SpectrogramCNN)}
+MODEL_CLASSES = {name: cls.kind.classes for name, cls in MODELS.items()}
 
 
 def build_model(name: str, seed: int) -> nn.Module:

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.backends import load_backend
 from edge_runtime.preprocess import amplitude_ok, prepare_windows
 
 from .files import ModelFileError
-from .report import open_backend
 
 
 def _is_float_reference(backend) -> bool:
     meta = backend.metadata
     return meta.input_scheme == "float_maxabs" and not meta.extra.get("quantization") \
-        and type(backend).__name__ == "OnnxBackend"
+        and backend.runtime == "onnxruntime"
 
 
 def compare_models(reference, candidate, dataset, split: str = "test") -> dict:
@@ -46,7 +46,7 @@ def compare_models(reference, candidate, dataset, split: str = "test") -> dict:
         ``n``, ``agreement``, ``accuracy_reference``, ``accuracy_candidate``,
         ``accuracy_delta_pp`` and ``max_abs_logit_diff``.
     """
-    ref, cand = open_backend(reference), open_backend(candidate)
+    ref, cand = load_backend(reference), load_backend(candidate)
     if not _is_float_reference(ref):
         if _is_float_reference(cand):
             raise ModelFileError(f"models in the wrong order: {reference} is a variant and {candidate} "

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import ModelFileError, derived_metadata, load_onnx, save_onnx, with_metadata
+from edge_runtime.metadata import set_metadata
+
+from .files import ModelFileError, derived_metadata, load_onnx, save_onnx
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ def quantize_dynamic_model(src, dst, per_channel: bool = False) -> dict:
                          weight_type=QuantType.QInt8, per_channel=per_channel)
         quantized = onnx.load(str(out))
     info = {"step": "dynamic", "weights": "int8", "per_channel": per_channel, "layers": n}
-    dst = save_onnx(with_metadata(quantized, derived_metadata(meta, **info)), dst)
+    dst = save_onnx(set_metadata(quantized, derived_metadata(meta, **info)), dst)
     info.update(bytes_before=Path(src).stat().st_size, bytes_after=dst.stat().st_size)
     info["size_ratio"] = info["bytes_after"] / info["bytes_before"]
     log.info("wrote %s: %d -> %d bytes (%.1f %%)", dst, info["bytes_before"], info["bytes_after"],

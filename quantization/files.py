@@ -67,16 +67,6 @@ def load_onnx(path, expect_model: str | None = None, expect_scheme: str | None =
     return proto, meta
 
 
-def with_metadata(proto, metadata: ModelMetadata):
-    """Write ``metadata`` into ``proto`` (replacing any previous SeismicTorch entry)."""
-    for prop in list(proto.metadata_props):
-        if prop.key == METADATA_KEY:
-            proto.metadata_props.remove(prop)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, metadata.to_json()
-    return proto
-
-
 def derived_metadata(meta: ModelMetadata, **quantization) -> ModelMetadata:
     """Copy of ``meta`` whose ``extra['quantization']`` records what a step did."""
     extra = dict(meta.extra)

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.metadata import set_metadata
 from edge_runtime.preprocess import PreprocessConfig, prepare_windows, to_model_input
 
-from .files import derived_metadata, load_onnx, save_onnx, with_metadata
+from .files import derived_metadata, load_onnx, save_onnx
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def quantize_int16(src, dst) -> Path:
     out = int16_input_model(proto)
     new_meta = derived_metadata(meta, int16="Cast + 1/32767 folded into the first Conv")
     new_meta.input_scheme = "int16_maxabs"
-    dst = save_onnx(with_metadata(out, new_meta), dst)
+    dst = save_onnx(set_metadata(out, new_meta), dst)
     log.info("wrote %s (int16 input)", dst)
     return dst
 

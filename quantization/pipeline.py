@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from edge_runtime.kinds import get_kind
+
 log = logging.getLogger(__name__)
 
 
@@ -13,13 +15,14 @@ def build_variants(float_model, data, out, checkpoint=None, windows: int = 512, 
                    progress=print) -> list:
     """Write the node's candidate models of ``float_model`` into ``out``; their paths.
 
-    EarthquakeCNN: float (copied), int16 input, static int8 / A16W8 / A16W16 (QDQ, GELU
-    fused, Conv+Gemm), and with ``checkpoint`` LiteRT float and int8. SpectrogramCNN:
-    float and dynamic int8. Calibration windows come from the ``train`` split.
+    A kind that takes int16 windows (``ModelKind.int16_input``: EarthquakeCNN): float
+    (copied), int16 input, static int8 / A16W8 / A16W16 (QDQ, GELU fused, Conv+Gemm), and
+    with ``checkpoint`` LiteRT float and int8. Any other kind (SpectrogramCNN): float and
+    dynamic int8. Calibration windows come from the ``train`` split.
     """
     import shutil
 
-    from host_training.train import open_dataset
+    from host_training.datasets.splits import open_dataset
 
     from .dynamic import quantize_dynamic_model
     from .files import load_onnx
@@ -34,7 +37,7 @@ def build_variants(float_model, data, out, checkpoint=None, windows: int = 512, 
     if Path(float_model).resolve() != ref.resolve():
         shutil.copyfile(float_model, ref)
     paths = [ref]
-    if meta.model == "SpectrogramCNN":
+    if not get_kind(meta.model, str(float_model)).int16_input:
         progress("dynamic int8 (dense weights)")
         quantize_dynamic_model(ref, out / f"{stem}_dynamic.onnx")
         return paths + [out / f"{stem}_dynamic.onnx"]

@@ -19,7 +19,7 @@ split, fed exactly as the node feeds it:
 
 :func:`choose` names the fastest variant whose accuracy is within ``gate_pp`` percentage
 points of the reference and whose agreement is at least ``min_agreement``, and writes it
-to ``chosen_model.json``, which ``tools.bundle`` reads.
+to ``chosen_model.json``, which ``tools.deploy.bundle`` reads.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.preprocess import PreprocessConfig, amplitude_ok, prepare_windows
+from edge_runtime.backends import load_backend
+from edge_runtime.kinds import get_kind
+from edge_runtime.preprocess import prepare_windows, to_model_input
 
 from .files import atomic_path
 from .latency import interleaved_latency, summarize
@@ -42,15 +44,12 @@ log = logging.getLogger(__name__)
 CHOICE_FILE = "chosen_model.json"
 
 _MEMORY_CHILD = r"""
-import json, sys
+import importlib, json, sys
 import numpy as np
+from edge_runtime.backends import load_backend, runtime_for
+from edge_runtime.kinds import get_kind
 path, n_components, n_samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-if path.endswith(".tflite"):
-    import ai_edge_litert.interpreter  # noqa: F401  (the runtime's own memory is not the model's)
-    from edge_runtime.backend_litert import LiteRTBackend as Backend
-else:
-    import onnxruntime  # noqa: F401
-    from edge_runtime.backend import OnnxBackend as Backend
+importlib.import_module(runtime_for(path).package)  # the runtime's own memory is not the model's
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -61,83 +60,21 @@ windows = np.random.default_rng(0).integers(-32767, 32768, (20, n_components, n_
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")  # reset the peak (VmHWM) to the current resident size
 before = status("VmRSS")
-backend = Backend(path, threads=1)
-if backend.metadata.model == "EarthquakeCNN":
+backend = load_backend(path, threads=1)
+if get_kind(backend.metadata.model).stage == "window":
     for i in range(len(windows)):
         backend.predict(windows[i:i + 1])
-else:  # image models: the runtime on an input of the graph's shape
-    node = backend.session.get_inputs()[0]
-    shape = [1] + [d if isinstance(d, int) else 1 for d in node.shape[1:]]
+else:  # record models: the runtime on an input of the graph's shape
+    shape = [1] + [d if isinstance(d, int) else 1 for d in backend.inputs[0].shape[1:]]
     for _ in range(3):
-        backend.session.run(None, {node.name: np.zeros(shape, np.float32)})
+        backend.run(np.zeros(shape, np.float32))
 print(json.dumps({"before_kib": before, "after_kib": status("VmHWM")}))
 """
 
 
-def open_backend(path, threads: int = 1):
-    """The node's backend for a model file, chosen by extension."""
-    if Path(path).suffix.lower() == ".tflite":
-        from edge_runtime.backend_litert import LiteRTBackend
-
-        return LiteRTBackend(path, threads=threads)
-    from edge_runtime.backend import OnnxBackend
-
-    return OnnxBackend(path, threads=threads)
-
-
-def register_litert_evaluator() -> None:
-    """Let ``host_training.evaluate`` score ``.tflite`` files, unless it already does (its own
-    predictor opens them with ``edge_runtime.backend.load_backend``)."""
-    from host_training import evaluate
-
-    if ".tflite" not in evaluate.BACKENDS:
-        evaluate.register_backend(".tflite", LiteRTPredictor)
-
-
-class LiteRTPredictor:
-    """``host_training.evaluate`` predictor for ``.tflite`` files, run as the node runs them."""
-
-    kind = "litert"
-
-    def __init__(self, path):
-        from edge_runtime.backend_litert import LiteRTBackend
-
-        self.path = Path(path)
-        self.backend = LiteRTBackend(self.path)
-        meta = self.backend.metadata
-        self.model_name, self.classes = meta.model, list(meta.classes)
-        self.preprocess, self.input_scheme = dict(meta.preprocess), meta.input_scheme
-
-    def predict(self, part, folder):
-        from edge_runtime.preprocess import to_model_input
-
-        config = PreprocessConfig(**self.preprocess)
-        int16, peak = prepare_windows(part.waveforms, part.sampling_rate_hz, config)
-        keep = amplitude_ok(peak)
-        probs = self.backend.predict(int16[keep]) if keep.any() else np.zeros((0, len(self.classes)))
-        return probs, part.labels(self.classes)[keep], keep, to_model_input(int16[keep])
-
-
 def runtime_call(backend, window_int16):
     """A zero-argument call of the runtime alone (no numpy around it) on one prepared window."""
-    from edge_runtime.preprocess import to_model_input
-
-    if type(backend).__name__ == "LiteRTBackend":
-        interp, inp, out = backend.interpreter, backend._in, backend._out
-        x = to_model_input(window_int16, np.float32)
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            x = np.clip(np.round(x / scale) + zero, -128, 127).astype(inp["dtype"])
-
-        def call():
-            interp.set_tensor(inp["index"], x)
-            interp.invoke()
-            return interp.get_tensor(out["index"])
-
-        return call
-    session, name = backend.session, backend.metadata.input_name
-    feed = {name: to_model_input(window_int16, backend.input_dtype)}
-    return lambda: session.run(None, feed)
+    return backend.bind(to_model_input(window_int16, backend.input_dtype))
 
 
 def peak_memory_kib(path, n_components: int, n_samples: int) -> float | None:
@@ -158,7 +95,7 @@ def describe(backend) -> dict:
     """Backend name and quantization scheme of a loaded model."""
     meta = backend.metadata
     q = meta.extra.get("quantization") or {}
-    runtime = "litert" if type(backend).__name__ == "LiteRTBackend" else "onnxruntime"
+    runtime = backend.runtime
     scheme = q.get("scheme") or ("int16 input" if meta.input_scheme == "int16_maxabs" else "float")
     if q.get("step") == "dynamic":
         scheme = "dynamic int8 weights"
@@ -193,10 +130,8 @@ def quantization_report(models, data, out, split: str = "test", reference=None, 
     dict
         What ``report.json`` holds.
     """
-    from host_training.evaluate import load_predictor, score
-    from host_training.train import open_dataset, select_split
+    from host_training.datasets.splits import open_dataset, select_split
 
-    register_litert_evaluator()
     models = [Path(m) for m in models]
     if not models:
         raise ValueError("no model to report on")
@@ -206,43 +141,13 @@ def quantization_report(models, data, out, split: str = "test", reference=None, 
     if len({m.name for m in models}) != len(models):
         raise ValueError("two models share a file name; the report names variants by file name")
     part = select_split(open_dataset(data), data, split)
-    rows, probs_of, backends = [], {}, {}
-    for path in models:
-        predictor = load_predictor(path)
-        probs, y, keep, inputs = predictor.predict(part, data)
-        if len(y) == 0:
-            raise ValueError(f"{data}: no window of split {split!r} passes the amplitude limits")
-        metrics, _ = score(probs, y, predictor.classes)
-        backend = open_backend(path)
-        backends[path.name] = backend
-        probs_of[path.name] = probs
-        rows.append({"model": path.name, "path": str(path), **describe(backend),
-                     "model_name": backend.metadata.model, "bytes": path.stat().st_size,
-                     "n": metrics["n"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                     "f1": {c: v["f1"] for c, v in metrics["per_class"].items()}})
-    names = {r["model_name"] for r in rows}
-    if len(names) > 1:
-        raise ValueError(f"models of different architectures in one report: {sorted(names)}")
-    ref = probs_of[reference.name].argmax(1)
-    ref_row = next(r for r in rows if r["model"] == reference.name)
-    for r in rows:
-        r["agreement"] = float((probs_of[r["model"]].argmax(1) == ref).mean())
-        r["accuracy_delta_pp"] = 100 * (r["accuracy"] - ref_row["accuracy"])
-        r["size_ratio"] = r["bytes"] / ref_row["bytes"]
+    rows, probs_of, backends, inputs = _score_variants(models, part, data, split)
+    _compare_with_reference(rows, probs_of, reference.name)
     # Latency: one window at a time, the node's call, every variant interleaved.
     config = backends[reference.name].metadata.preprocess_config()
     int16, _ = prepare_windows(part.waveforms[:1], part.sampling_rate_hz, config)
     window = int16[:1]
-    if rows[0]["model_name"] == "EarthquakeCNN":
-        calls = {n: (lambda b=b: b.predict(window)) for n, b in backends.items()}
-        calls.update({("raw", n): runtime_call(b, window) for n, b in backends.items()})
-    else:  # record-level image models: the runtime on the model input of one record
-        image = np.ascontiguousarray(inputs[:1], dtype=np.float32)
-        calls = {}
-        for n, b in backends.items():
-            feed = {b.metadata.input_name: image}
-            calls[n] = calls[("raw", n)] = (lambda s=b.session, f=feed: s.run(None, f))
-    times = interleaved_latency(calls, rounds=rounds)
+    times = interleaved_latency(_latency_calls(backends, window, inputs), rounds=rounds)
     base = summarize(times[reference.name])["p50_us"]
     for r in rows:
         lat = summarize(times[r["model"]])
@@ -258,7 +163,74 @@ def quantization_report(models, data, out, split: str = "test", reference=None, 
                           "python": platform.python_version()},
               "latency": "p50/p99 of single-window backend.predict calls, interleaved, one thread",
               "variants": rows}
-    out = Path(out)
+    _write_report(report, Path(out))
+    return report
+
+
+def _score_variants(models, part, data, split):
+    """Each model's accuracy on ``part`` (``host_training.evaluate``) and its node backend.
+
+    Returns
+    -------
+    rows : list of dict
+        One report row per model (size, runtime, scheme, accuracy, F1).
+    probs_of : dict
+        File name -> ``(n, n_classes)`` probabilities.
+    backends : dict
+        File name -> the node's backend for the file, for timing.
+    inputs : numpy.ndarray
+        The last model's inputs (a record model is timed on the first).
+    """
+    from host_training.evaluate import load_predictor, score
+
+    rows, probs_of, backends = [], {}, {}
+    for path in models:
+        predictor = load_predictor(path)
+        probs, y, keep, inputs = predictor.predict(part, data)
+        if len(y) == 0:
+            raise ValueError(f"{data}: no window of split {split!r} passes the amplitude limits")
+        metrics, _ = score(probs, y, predictor.classes)
+        backend = load_backend(path)
+        backends[path.name] = backend
+        probs_of[path.name] = probs
+        rows.append({"model": path.name, "path": str(path), **describe(backend),
+                     "model_name": backend.metadata.model, "bytes": path.stat().st_size,
+                     "n": metrics["n"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                     "f1": {c: v["f1"] for c, v in metrics["per_class"].items()}})
+    names = {r["model_name"] for r in rows}
+    if len(names) > 1:
+        raise ValueError(f"models of different architectures in one report: {sorted(names)}")
+    return rows, probs_of, backends, inputs
+
+
+def _compare_with_reference(rows, probs_of, reference: str) -> None:
+    """Add agreement, accuracy difference (percentage points) and size ratio to each row."""
+    ref = probs_of[reference].argmax(1)
+    ref_row = next(r for r in rows if r["model"] == reference)
+    for r in rows:
+        r["agreement"] = float((probs_of[r["model"]].argmax(1) == ref).mean())
+        r["accuracy_delta_pp"] = 100 * (r["accuracy"] - ref_row["accuracy"])
+        r["size_ratio"] = r["bytes"] / ref_row["bytes"]
+
+
+def _latency_calls(backends: dict, window_int16, inputs) -> dict:
+    """Zero-argument calls to time: per file name the node's call, per ``("raw", name)`` the
+    runtime alone. A window model's node call is ``predict`` on one int16 window; a record
+    model's is the runtime on the model input of one record."""
+    first = next(iter(backends.values()))
+    if get_kind(first.metadata.model).stage == "window":
+        calls = {n: (lambda b=b: b.predict(window_int16)) for n, b in backends.items()}
+        calls.update({("raw", n): runtime_call(b, window_int16) for n, b in backends.items()})
+        return calls
+    image = np.ascontiguousarray(inputs[:1], dtype=np.float32)
+    calls = {}
+    for n, b in backends.items():
+        calls[n] = calls[("raw", n)] = b.bind(image)
+    return calls
+
+
+def _write_report(report: dict, out: Path) -> None:
+    """``report.json``, ``report.txt`` (:func:`format_table`) and ``report.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
@@ -266,7 +238,6 @@ def quantization_report(models, data, out, split: str = "test", reference=None, 
     with atomic_path(out / "report.txt") as tmp:
         tmp.write_text(table + "\n")
     plot_report(report, out / "report.png")
-    return report
 
 
 def format_table(report: dict) -> str:

@@ -64,9 +64,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.metadata import set_metadata
 from edge_runtime.preprocess import PreprocessConfig
 
-from .files import ModelFileError, derived_metadata, load_onnx, save_onnx, with_metadata
+from .files import ModelFileError, derived_metadata, load_onnx, save_onnx
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def quantize_static_model(src, dst, calibration: np.ndarray, scheme: str = "int8
             "fused_before": fuse, "op_types": list(op_types), "calibration": calibrate,
             "calibration_windows": int(len(x)), "symmetric": True,
             "activation_type": "int16" if scheme != "int8" else activation_type}
-    dst = save_onnx(with_metadata(proto, derived_metadata(meta, **info)), dst)
+    dst = save_onnx(set_metadata(proto, derived_metadata(meta, **info)), dst)
     info.update(bytes=dst.stat().st_size, ops=sorted({n.op_type for n in proto.graph.node}))
     log.info("wrote %s (%s, %d bytes)", dst, scheme, info["bytes"])
     return info

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.kinds import get_kind
 from edge_runtime.metadata import METADATA_KEY, ModelMetadata
 
 from .files import ModelFileError, atomic_path, derived_metadata, load_onnx
@@ -118,12 +119,10 @@ def convert_tflite(model, dst, metadata: ModelMetadata, calibration: np.ndarray 
             import litert_torch
     except ImportError:
         raise ModelFileError(f"litert-torch is not installed: {INSTALL_HINT}") from None
-    from host_training.export import INPUT_SHAPES
-
     if metadata.input_scheme != "float_maxabs":
         raise ModelFileError("the LiteRT models take float windows; give float_maxabs metadata")
     model = model.cpu().eval()
-    shape = INPUT_SHAPES[metadata.model]
+    shape = get_kind(metadata.model).input_shape
     if calibration is not None:
         calibration = np.ascontiguousarray(calibration, dtype=np.float32)
         if len(calibration) == 0:
@@ -176,7 +175,7 @@ def _signature(path) -> tuple:
 
 def run_tflite(path, x: np.ndarray) -> np.ndarray:
     """Float logits of a ``.tflite`` model on float inputs ``x``, one window at a time."""
-    from edge_runtime.backend_litert import LiteRTBackend
+    from edge_runtime.backends.litert import LiteRTBackend
 
     return LiteRTBackend(path, require_metadata=False).run(x)
 
@@ -191,7 +190,7 @@ def convert_checkpoint(checkpoint, dst, like, calibration: np.ndarray | None = N
     import onnxruntime as ort
     import torch
 
-    from host_training.train import load_checkpoint
+    from host_training.checkpoints import load_checkpoint
 
     _, meta = load_onnx(like, expect_scheme="float_maxabs")
     if meta.extra.get("quantization"):
@@ -199,9 +198,7 @@ def convert_checkpoint(checkpoint, dst, like, calibration: np.ndarray | None = N
     model, info = load_checkpoint(checkpoint)
     if info["model"] != meta.model:
         raise ModelFileError(f"{checkpoint}: a {info['model']} checkpoint but {like} is {meta.model}")
-    from host_training.export import INPUT_SHAPES
-
-    x = np.random.default_rng(0).uniform(-1, 1, (8,) + INPUT_SHAPES[meta.model]).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (8,) + get_kind(meta.model).input_shape).astype(np.float32)
     session = ort.InferenceSession(str(like), providers=["CPUExecutionProvider"])
     (onnx_logits,) = session.run(None, {meta.input_name: x})
     with torch.no_grad():

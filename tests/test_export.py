@@ -7,10 +7,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge_runtime.backend import OnnxBackend
+from edge_runtime.backends import OnnxBackend
 from edge_runtime.metadata import METADATA_KEY, ModelMetadata
+from host_training.checkpoints import load_checkpoint
+from host_training.datasets.splits import data_card_hash
 from host_training.evaluate import predict_torch
-from host_training.train import data_card_hash, load_checkpoint
 
 
 def test_metadata_holds_what_the_node_needs_plus_version_and_data_card(tiny_run):
@@ -28,7 +29,7 @@ def test_metadata_holds_what_the_node_needs_plus_version_and_data_card(tiny_run)
 
 
 def test_graph_names_dynamic_batch_opset_and_parity(tiny_run):
-    from host_training.data.dataset import WindowDataset
+    from host_training.datasets.window_dataset import WindowDataset
 
     proto = onnx.load(str(tiny_run["onnx"]))
     assert [i.name for i in proto.graph.input] == ["modelInput"]

@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge_runtime.backend import OnnxBackend
+from edge_runtime.backends import OnnxBackend
 from edge_runtime.metadata import METADATA_KEY, ModelMetadata
 from host_training.evaluate import predict_torch
 from quantization.int16 import dataset_agreement, int16_input_model

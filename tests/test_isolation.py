@@ -46,10 +46,10 @@ print("windows", pipe.counts["windows"])
 
 CHILD = BLOCK_IMPORTS + r"""import pkgutil, importlib, numpy as np
 import edge_runtime
-for mod in pkgutil.iter_modules(edge_runtime.__path__):
-    importlib.import_module("edge_runtime." + mod.name)
+for mod in pkgutil.walk_packages(edge_runtime.__path__, "edge_runtime."):
+    importlib.import_module(mod.name)
 
-from edge_runtime.backend import OnnxBackend
+from edge_runtime.backends import OnnxBackend
 from edge_runtime.protocol import FrameDecoder, encode_frame
 from edge_runtime.service import NodeConfig, Pipeline
 
@@ -68,7 +68,7 @@ def test_edge_runtime_runs_without_host_packages(tiny_model):
 
 def test_edge_runtime_source_imports_only_allowed_modules():
     stdlib = set(sys.stdlib_module_names)
-    for path in sorted((REPO / "edge_runtime").glob("*.py")):
+    for path in sorted((REPO / "edge_runtime").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         lazy = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
                 for n in ast.walk(f)}

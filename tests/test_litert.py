@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, python_env
 from test_isolation import BLOCK_IMPORTS, FEED_60_FRAMES
 
-from edge_runtime.backend import OnnxBackend, load_backend
+from edge_runtime.backends import OnnxBackend, load_backend
 from edge_runtime.preprocess import prepare_windows
 
 try:
@@ -22,7 +22,7 @@ except ImportError as exc:  # a missing runtime must fail the tests, not skip th
     raise ImportError(f"{exc}: install the LiteRT packages: .venv/bin/pip install -e '.[tflite,convert]'") \
         from None
 
-from edge_runtime.backend_litert import LiteRTBackend  # noqa: E402
+from edge_runtime.backends.litert import LiteRTBackend  # noqa: E402
 from quantization.__main__ import main  # noqa: E402
 from quantization.files import load_onnx  # noqa: E402
 from quantization.tflite import convert_checkpoint, convert_tflite  # noqa: E402
@@ -31,8 +31,9 @@ from quantization.tflite import convert_checkpoint, convert_tflite  # noqa: E402
 @pytest.fixture(scope="module")
 def tflite_models(tiny_model, tmp_path_factory):
     """Float .tflite from the torch model; int8 .tflite through the command line."""
+    from host_training.checkpoints import save_checkpoint
     from host_training.models import PHASE_CLASSES
-    from host_training.train import TrainConfig, save_checkpoint
+    from host_training.train import TrainConfig
 
     folder = tmp_path_factory.mktemp("tflite")
     _, meta = load_onnx(tiny_model["float"])
@@ -112,8 +113,9 @@ def test_litert_backend_refuses_what_it_cannot_run(tiny_model, tflite_models, tm
 
 
 def test_checkpoint_and_onnx_of_different_models_are_refused(tiny_model, tflite_models, tmp_path):
+    from host_training.checkpoints import save_checkpoint
     from host_training.models import PHASE_CLASSES, build_model
-    from host_training.train import TrainConfig, save_checkpoint
+    from host_training.train import TrainConfig
 
     other = save_checkpoint(tmp_path / "other.pt", build_model("EarthquakeCNN", seed=99), "EarthquakeCNN",
                             PHASE_CLASSES, {}, TrainConfig(epochs=1))
@@ -138,7 +140,7 @@ def test_report_covers_both_backends(tiny_model, tflite_models, tmp_path):
 
 
 NODE_CHILD = BLOCK_IMPORTS + r"""import numpy as np
-from edge_runtime.backend import load_backend
+from edge_runtime.backends import load_backend
 from edge_runtime.protocol import FrameDecoder, encode_frame
 from edge_runtime.service import NodeConfig, Pipeline
 

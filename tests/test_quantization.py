@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge_runtime.backend import OnnxBackend
+from edge_runtime.backends import OnnxBackend
 from quantization.__main__ import main
 from quantization.files import ModelFileError
 from quantization.int16 import quantize_int16

@@ -14,7 +14,7 @@ import pytest
 from edge_runtime.protocol import Frame
 from edge_runtime.second_stage import SecondStage, SourceClassifier
 from edge_runtime.spectrogram import SpectrogramConfig
-from host_training.data import synth
+from host_training.synthetic import parametric as synth
 
 T0 = 1_767_225_600_000_000  # 2026-01-01, microseconds
 CONFIG = SpectrogramConfig(record_s=20.0, pre_s=5.0)
@@ -187,9 +187,9 @@ def test_stream_ends_before_the_record_is_complete(source_model):
 
 def test_the_node_pipeline_feeds_the_second_stage(tiny_model, source_model):
     """The live Pipeline with the second stage attached: one event, classified."""
-    from edge_runtime.backend import OnnxBackend
+    from edge_runtime.backends import OnnxBackend
     from edge_runtime.service import ADXL355_COUNTS_PER_MPS2, NodeConfig, Pipeline
-    from tools.replay import to_counts
+    from tools.replay.sender import to_counts
 
     config = NodeConfig(port="unused", model=str(tiny_model["sim"]), source_model=str(source_model))
     pipe = Pipeline(OnnxBackend(tiny_model["sim"]), config)
@@ -232,9 +232,11 @@ def test_node_process_writes_the_source_class(tiny_model, source_model, tmp_path
     from obspy import UTCDateTime
 
     from edge_runtime.service import ADXL355_COUNTS_PER_MPS2
-    from host_training.data.sac import write_record
-    from tools.demo import wait_for_port
-    from tools.replay import Writer, open_pty, read_waveform_records, replay_records
+    from host_training.recordings.sac import write_record
+    from tools.replay.node import wait_for_port
+    from tools.replay.pty import open_pty
+    from tools.replay.records import read_waveform_records
+    from tools.replay.sender import Writer, replay_records
 
     rec = synth.earthquake(np.random.default_rng(8), duration_s=40.0, p_s=12.0, sp_s=3.0, pga_mps2=0.3)
     write_record(rec.data, 100.0, UTCDateTime(2026, 3, 1), tmp_path / "sac" / "quake", picks={"P": rec.p_s},
@@ -248,7 +250,9 @@ def test_node_process_writes_the_source_class(tiny_model, source_model, tmp_path
         replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2)
         output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
-    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    from event_schema import check_events
+
+    lines = check_events(tmp_path / "events.jsonl")  # source_class and its kin included
     events = [e for e in lines if e["type"] == "event"]
     assert len(events) == 1, lines
     assert events[0]["source_class"] in ("earthquake", "active_source"), events[0]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from event_schema import check_events
 
-from edge_runtime.backend import OnnxBackend
+from edge_runtime.backends import OnnxBackend
 from edge_runtime.detector import DetectorConfig
 from edge_runtime.event_record import with_iso_times
 from edge_runtime.protocol import Frame

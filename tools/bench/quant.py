@@ -56,13 +56,14 @@ def _seed_style_export(model, float_path: Path, dst: Path) -> Path:
     import onnx
     import torch
 
-    from quantization.files import load_onnx, with_metadata
+    from edge_runtime.metadata import set_metadata
+    from quantization.files import load_onnx
 
     _, meta = load_onnx(float_path)
     torch.onnx.export(model.eval(), (torch.zeros(1, 1, 80, 3),), str(dst), dynamo=False, opset_version=17,
                       input_names=[meta.input_name], output_names=["logits"],
                       dynamic_axes={meta.input_name: {0: "batch"}, "logits": {0: "batch"}})
-    onnx.save(with_metadata(onnx.load(str(dst)), meta), str(dst))
+    onnx.save(set_metadata(onnx.load(str(dst)), meta), str(dst))
     return dst
 
 

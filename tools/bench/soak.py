@@ -56,6 +56,7 @@ def soak_model(out: Path, seed: int = 1, allow_untrained: bool = False) -> tuple
         return untrained, "untrained bench model (short smoke run: recall not meaningful)"
     import torch
 
+    from edge_runtime.kinds import EARTHQUAKE_CNN
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
     from host_training.data.synth import synthetic_dataset
@@ -72,10 +73,10 @@ def soak_model(out: Path, seed: int = 1, allow_untrained: bool = False) -> tuple
     parts = {s: dataset.split(s) for s in ("train", "val")}
     x = {s: p.model_inputs()[0] for s, p in parts.items()}
     y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
-    model = build_model("EarthquakeCNN", seed=seed)
+    model = build_model(EARTHQUAKE_CNN.name, seed=seed)
     train(model, x["train"], y["train"], x["val"], y["val"],
           TrainConfig(epochs=6, batch_size=32, seed=seed), progress=False)
-    meta = ModelMetadata(model="EarthquakeCNN", classes=list(PHASE_CLASSES), components=["E", "N", "Z"],
+    meta = ModelMetadata(model=EARTHQUAKE_CNN.name, classes=list(PHASE_CLASSES), components=["E", "N", "Z"],
                          preprocess=PreprocessConfig().to_dict())
     export_onnx(model, folder / "model.onnx", meta)
     quantize_int16(folder / "model.onnx", folder / "model_int16.onnx")
@@ -87,7 +88,7 @@ class Node:
     """Decoder + pipeline of one simulated node, fed bytes."""
 
     def __init__(self, model: Path):
-        from edge_runtime.backend import OnnxBackend
+        from edge_runtime.backends import OnnxBackend
         from edge_runtime.protocol import FrameDecoder
         from edge_runtime.service import NodeConfig, Pipeline
 

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import SoftmaxPredict, check_io
-from .metadata import METADATA_KEY, ModelMetadata
-from .preprocess import to_model_input
+from ..metadata import METADATA_KEY, ModelMetadata
+from ..preprocess import to_model_input
+from .base import SoftmaxPredict, TensorInfo, check_graph
 
 log = logging.getLogger(__name__)
+
+RUNTIME = "litert"
 
 INSTALL_HINT = "install the LiteRT runtime: pip install ai-edge-litert (64-bit OS only)"
 
@@ -40,8 +42,15 @@ def read_tflite_metadata(data: bytes, key: str = METADATA_KEY) -> str | None:
     return None
 
 
+def _tensor_info(detail: dict) -> TensorInfo:
+    scale, zero = detail["quantization"]
+    quantized = detail["dtype"] != np.float32
+    return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name,
+                      float(scale) if quantized else 0.0, int(zero) if quantized else 0)
+
+
 class LiteRTBackend(SoftmaxPredict):
-    """Run an exported SeismicTorch ``.tflite`` model with LiteRT on the CPU.
+    """Run an exported SeismicTorch ``.tflite`` model with LiteRT on the CPU (:class:`Backend`).
 
     Parameters
     ----------
@@ -52,9 +61,13 @@ class LiteRTBackend(SoftmaxPredict):
     require_metadata : bool
         Refuse a file without SeismicTorch metadata (the node always does; conversion
         checks turn it off).
+    check : bool
+        Refuse a graph that disagrees with its metadata (see :class:`OnnxBackend`).
     """
 
-    def __init__(self, path, threads: int = 1, require_metadata: bool = True):
+    runtime = RUNTIME
+
+    def __init__(self, path, threads: int = 1, require_metadata: bool = True, check: bool = True):
         self.path = Path(path)
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -96,11 +109,10 @@ class LiteRTBackend(SoftmaxPredict):
         out_scale, out_zero = self._out["quantization"]
         self._out_scale = float(out_scale) if self._out["dtype"] != np.float32 else 0.0
         self._out_zero = float(out_zero)
-        if self.metadata is not None:
-            quantized = self._in["dtype"] != np.float32 and self._in["quantization"][0] > 0
-            dtype = "float32" if quantized else np.dtype(self._in["dtype"]).name
-            check_io(self.path, self.metadata, [int(d) for d in self._in["shape"]], dtype,
-                     [int(d) for d in self._out["shape"]])
+        self.inputs = (_tensor_info(self._in),)
+        self.outputs = tuple(_tensor_info(d) for d in self.interpreter.get_output_details())
+        if self.metadata is not None and check:
+            check_graph(self)
 
     @property
     def classes(self) -> list:
@@ -128,6 +140,22 @@ class LiteRTBackend(SoftmaxPredict):
         if self._out_scale:
             return (y.astype(np.float32) - self._out_zero) * self._out_scale
         return y
+
+    def bind(self, x: np.ndarray):
+        """The interpreter alone (set, invoke, get) on one model input ``x`` ``(1, ...)``,
+        quantized beforehand for an integer graph (see :class:`Backend`)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self._in_scale:
+            x = np.clip(np.round(x / self._in_scale) + self._in_zero, self._in_min, self._in_max)
+        x = x.astype(self._in_dtype)
+        interpreter, in_index, out_index = self.interpreter, self._in_index, self._out_index
+
+        def call():
+            interpreter.set_tensor(in_index, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(out_index)
+
+        return call
 
     def logits(self, windows_int16: np.ndarray) -> np.ndarray:
         """Float logits for ``(N, n_components, n_samples)`` int16 windows."""
