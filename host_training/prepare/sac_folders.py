@@ -52,6 +52,8 @@ from ..datasets.windowing import (
     resample,
     sta_lta,
 )
+from ..recordings.reader import read_records
+from ..recordings.record import RecordError
 from .runs import (
     Part,
     PrepareError,
@@ -128,9 +130,6 @@ def _event_id(record, picks: dict, bin_s: float) -> str:
 
 def process_folder(kind: str, folder: Path, part: Part, args) -> None:
     """Windows of every record in one station folder into ``part``."""
-    from ..recordings.reader import read_records
-    from ..recordings.record import RecordError
-
     try:
         records, skipped = read_records([folder], units=args.units, inventory=args.stationxml,
                                         events=args.quakeml,
@@ -139,76 +138,102 @@ def process_folder(kind: str, folder: Path, part: Part, args) -> None:
         raise PrepareError(str(exc)) from None
     for item, reason in skipped:
         part.skip(item, reason)
-    fs = args.sampling_rate
-    n = int(round(args.window_s * fs))
     for rec in records:
         item = f"{folder.name}/{rec.id}"
-        present = "".join(c if p else "-" for c, p in zip("ENZ", rec.present, strict=True))
-        if rec.n_components < args.min_components:
-            part.skip(item, f"{rec.n_components} component(s) ({present}), --min-components "
-                            f"{args.min_components}")
-            continue
-        repaired = [a for a in rec.actions if "resampled" in a or "trimmed" in a]
-        if repaired and not args.allow_repaired:
-            part.skip(item, f"components of different rate or length ({'; '.join(repaired)}); "
-                            "--allow-repaired keeps them")
-            continue
-        reason = check_trace(rec.data[np.asarray(rec.present)], rec.n_components)
+        reason = _unusable(rec, args)
         if reason:
             part.skip(item, reason)
             continue
-        acc = resample(rec.data, rec.sampling_rate_hz, fs)
-        rng = item_rng(args.seed, item)
+        _record_windows(kind, rec, item, part, args)
+
+
+def _present(rec) -> str:
+    """The recorded components as ``ENZ`` with ``-`` for a missing one."""
+    return "".join(c if p else "-" for c, p in zip("ENZ", rec.present, strict=True))
+
+
+def _unusable(rec, args) -> str | None:
+    """Why a record gives no windows (too few components, repaired, bad samples), else None."""
+    if rec.n_components < args.min_components:
+        return f"{rec.n_components} component(s) ({_present(rec)}), --min-components {args.min_components}"
+    repaired = [a for a in rec.actions if "resampled" in a or "trimmed" in a]
+    if repaired and not args.allow_repaired:
+        return (f"components of different rate or length ({'; '.join(repaired)}); "
+                "--allow-repaired keeps them")
+    return check_trace(rec.data[np.asarray(rec.present)], rec.n_components)
+
+
+def _event_windows(acc, cf, picks: dict, details: dict, args, rng):
+    """``(windows, picks, details, pick_source)`` of an event record (P from STA/LTA when it
+    has no pick), or a skip reason when it is too weak."""
+    fs = args.sampling_rate
+    pga_gal = float(cf.max()) / GAL_TO_MPS2
+    if pga_gal < args.min_pga_gal:
+        return f"composite PGA {pga_gal:.3g} gal < --min-pga-gal {args.min_pga_gal:g}"
+    if "P" in picks:
+        pick_source = pick_category(details["P"])
+    else:
+        picks = {"P": float(np.argmax(sta_lta(cf, fs, args.sta_s, args.lta_s)))}
+        details = {"P": f"classic STA/LTA {args.sta_s:g} s/{args.lta_s:g} s maximum"}
+        pick_source = "stalta"
+    return pick_windows(acc, fs, picks, args.window_s, args.max_shift_s, rng), picks, details, pick_source
+
+
+def _noise_record_windows(acc, cf, args, rng) -> tuple[list, int | None]:
+    """``(windows, start of the STA/LTA window)``: one window at the STA/LTA maximum (the
+    transient a trigger would fire on), the others at random."""
+    fs = args.sampling_rate
+    ratio = sta_lta(cf, fs, args.sta_s, args.lta_s)
+    windows, stalta_start = [], None
+    if args.noise_windows > 0:
+        window, start = cut_at(acc, float(np.argmax(ratio)), int(round(args.window_s * fs)))
+        if window is not None:
+            windows.append(("noise", window, start))
+            stalta_start = start
+        windows += noise_windows(acc, fs, args.window_s, args.noise_windows - len(windows), rng)
+    return windows, stalta_start
+
+
+def _record_windows(kind: str, rec, item: str, part: Part, args) -> None:
+    """The windows of one usable record into ``part`` (or a counted, named skip)."""
+    fs = args.sampling_rate
+    acc = resample(rec.data, rec.sampling_rate_hz, fs)
+    rng = item_rng(args.seed, item)
+    picks = {phase: (pick.time - rec.starttime) * fs for phase, pick in rec.picks.items()}
+    details = {phase: pick.source for phase, pick in rec.picks.items()}
+    cf = composite(acc)
+    pick_source, stalta_start = "", None
+    if kind == "earthquake":
+        found = _event_windows(acc, cf, picks, details, args, rng)
+        if isinstance(found, str):
+            part.skip(item, found)
+            return
+        windows, picks, details, pick_source = found
+    else:
         picks, details = {}, {}
-        for phase, pick in rec.picks.items():
-            picks[phase] = (pick.time - rec.starttime) * fs
-            details[phase] = pick.source
-        cf = composite(acc)
-        pick_source, stalta_start = "", None
-        if kind == "earthquake":
-            pga_gal = float(cf.max()) / GAL_TO_MPS2
-            if pga_gal < args.min_pga_gal:
-                part.skip(item, f"composite PGA {pga_gal:.3g} gal < --min-pga-gal {args.min_pga_gal:g}")
-                continue
-            if "P" in picks:
-                pick_source = pick_category(details["P"])
-            else:
-                picks = {"P": float(np.argmax(sta_lta(cf, fs, args.sta_s, args.lta_s)))}
-                details = {"P": f"classic STA/LTA {args.sta_s:g} s/{args.lta_s:g} s maximum"}
-                pick_source = "stalta"
-            windows = pick_windows(acc, fs, picks, args.window_s, args.max_shift_s, rng)
-        else:
-            picks, details = {}, {}
-            ratio = sta_lta(cf, fs, args.sta_s, args.lta_s)
-            windows = []
-            if args.noise_windows > 0:
-                window, start = cut_at(acc, float(np.argmax(ratio)), n)
-                if window is not None:
-                    windows.append(("noise", window, start))
-                    stalta_start = start
-                windows += noise_windows(acc, fs, args.window_s, args.noise_windows - len(windows), rng)
-        if not windows:
-            part.skip(item, "no window fits inside the record around its picks")
-            continue
-        source_id = _event_id(rec, picks, args.event_bin_s) if kind == "earthquake" else rec.id
-        common = {"split": hash_split(source_id, args.seed, args.fractions), "source_id": source_id,
-                  "station_code": rec.station,
-                  "source": "sac_events" if kind == "earthquake" else "sac_noise",
-                  "source_trace": rec.id, "trace_category": kind, "trace_response": rec.units,
-                  "components_present": present,
-                  "trace_channel": next((c[:2] for c in rec.channels if c), ""),
-                  "original_sampling_rate_hz": rec.sampling_rate_hz,
-                  "source_files": ";".join(Path(f).name for f in rec.files)}
-        for label, window, start in windows:
-            row = dict(common, label=label, trace_start_time=str(rec.starttime + start / fs),
-                       pick_source=pick_source if label != "noise" else
-                       ("stalta" if start == stalta_start else "random"),
-                       pick_detail=details.get(label, ""))
-            for phase, sample in picks.items():
-                row[f"trace_{phase.lower()}_arrival_sample"] = int(round(sample - start))
-            part.add(window, row)
-            part.count(f"windows_{label}")
-        part.count(f"records_{kind}")
+        windows, stalta_start = _noise_record_windows(acc, cf, args, rng)
+    if not windows:
+        part.skip(item, "no window fits inside the record around its picks")
+        return
+    source_id = _event_id(rec, picks, args.event_bin_s) if kind == "earthquake" else rec.id
+    common = {"split": hash_split(source_id, args.seed, args.fractions), "source_id": source_id,
+              "station_code": rec.station,
+              "source": "sac_events" if kind == "earthquake" else "sac_noise",
+              "source_trace": rec.id, "trace_category": kind, "trace_response": rec.units,
+              "components_present": _present(rec),
+              "trace_channel": next((c[:2] for c in rec.channels if c), ""),
+              "original_sampling_rate_hz": rec.sampling_rate_hz,
+              "source_files": ";".join(Path(f).name for f in rec.files)}
+    for label, window, start in windows:
+        row = dict(common, label=label, trace_start_time=str(rec.starttime + start / fs),
+                   pick_source=pick_source if label != "noise" else
+                   ("stalta" if start == stalta_start else "random"),
+                   pick_detail=details.get(label, ""))
+        for phase, sample in picks.items():
+            row[f"trace_{phase.lower()}_arrival_sample"] = int(round(sample - start))
+        part.add(window, row)
+        part.count(f"windows_{label}")
+    part.count(f"records_{kind}")
 
 
 def prepare_sac(args) -> int:

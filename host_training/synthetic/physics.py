@@ -7,13 +7,88 @@ resonance and by kappa; noise and sensors come from :mod:`.noise`. One or two co
 of many windows, of every class, are dead (zeros), self-noise only or copies: that is
 how real 1- and 2-component records replay, and what the parametric generator
 (:mod:`.parametric`) never showed. Every function takes a ``numpy.random.Generator``.
+
+The recipe
+----------
+:func:`physics_dataset`'s defaults follow the recipe the seed's STEAD windows were cut by
+(Clements 2023, ``SEED_NOTES.md``): epicentral distance < 100 km, a clear onset above the
+noise (the recipe's 40 dB as an option, 20 dB by default: see ``snr_min_db``), 2 s windows
+centred on the P and on the S arrival +/- up to 0.8 s, noise windows from noise records. Two
+more rules make the P and S labels mean one thing each, as the recipe intends: a P window
+never holds the S onset and an S window never holds the P onset (``min_sp_s``), and only
+windows at the arrivals are labelled (``coda_fraction`` 0). Each rule removes windows whose
+label the waveform cannot decide: with an S-P time shorter than the window, a P window
+shifted left and an S window shifted right are the same samples; an event below the noise
+has no onset to label; a window in the S coda has no onset and looks like a P coda.
+Measured with the seed's EarthquakeCNN on the unfiltered set (the old defaults,
+``snr_min_db=12, coda_fraction=0.3, max_distance_km=200, min_sp_s=0``): P windows holding
+the S onset were 55 % right against 83 % for the others, P windows at 200 km 59 %, coda
+windows 79 %. Old-style sets are still made with those settings.
+
+``snr_min_db``
+    A P or S window's filtered peak over the noise rms (live components, transients and the
+    digitizer's rounding counted as noise), in dB (``20 log10``), must reach this; weaker
+    events are made stronger (see ``raise_magnitude``) so that no label marks an invisible
+    phase. 20 dB (peak 10 x rms, where Gaussian noise peaks at 3-4 x rms in a window): an
+    onset any analyst sees. The first version used 12 dB (x 4: at the noise's own peaks).
+    The recipe's STEAD clean subset used 40 dB; a model trained only on that (102,000
+    windows, 16 epochs) scored 0.952 on its own test split against 0.927 at 20 dB, but
+    called 84-91 % of P windows below 20 dB noise, 121 of 208 real P windows noise (80 at
+    20 dB) and missed one real one-component record that the 20 dB model and the first
+    version detect: a node needs the weak events.
+``coda_fraction``
+    Fraction of events that give one more S-class window 1-10 s after S (sustained shaking
+    is not noise), when it stands out of the noise; these come on top of ``n_windows``
+    (column ``window``: onset, coda or noise). 0 by default: the recipe labels windows at
+    the arrivals only.
+``min_sp_s``
+    Smallest S-P time in s (bank nodes of shorter S-P are not drawn). Default
+    ``window_s / 2 + max_shift_s + 0.1`` (1.9 s): the S onset then always lies after the end
+    of every P window and the P onset before the start of every S window; the causal
+    high-pass of the node's preprocessing moves no energy ahead of an onset.
+``raise_magnitude``
+    How an event below ``snr_min_db`` is made visible. False (default): its amplitude is
+    scaled up (to 0-6 dB above the threshold), as for a closer or quieter station, so the
+    magnitude and with it the source spectrum (Brune corner 0.05-30 Hz) keep their drawn
+    distribution (M1-7 uniform). True (the first version): the magnitude is raised (up to
+    M7.5, then scaled); at 40 dB that left the median event at M6.8 and a model trained on
+    it called 70 % of M < 3 P windows noise.
+``s_contrast_min``
+    The S onset's peak must be this many times the P coda's peak before it, on the live
+    components (:func:`onset_contrast`); events that fail are drawn again. 2 (6 dB): an S
+    arrival an analyst would pick. Without it 42 % of vertical-only and 10 % of
+    single-horizontal S windows had no visible S onset.
+``p_contrast_min``
+    The first P onset must stand out of the noise before it, as an analyst's P pick of
+    weight > 0.75 (the recipe's ``p_weight``) does: in the P window as the node sees it
+    (noise + event, its filter chain, P at the centre), the peak over the first 0.5 s after
+    the P time must be this many times the peak over the 0.9 s before it, on the live
+    components (:func:`p_onset_contrast`); events that fail are drawn again, as for S. 2
+    (6 dB), the factor of the S rule: Gaussian noise peaks at 3-4 x its rms in a second, so
+    the first swing reaches 6-8 x the noise rms and leaves the noise band where an analyst
+    times it to a sample or two (an impulsive pick). The ``snr_min_db`` rule alone does not
+    ask this: a window's peak may be a later, larger P phase (at 50-80 km a weak refracted
+    first P before the direct one), and a weak first P followed by a larger arrival looks
+    like an S.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
+
+from .noise import (
+    TRANSIENT_KINDS,
+    ambient_noise,
+    draw_sensor,
+    modulate,
+    record_start,
+    record_with_sensor,
+    sensor_noise,
+    transient,
+)
 
 CHANNEL_SETS = {  # live components (indices into E, N, Z) and their probability given "dead"
     "EN": ((0, 1), 0.27), "EZ": ((0, 2), 0.09), "NZ": ((1, 2), 0.09),
@@ -188,21 +263,8 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
                     p_contrast_min: float = 2.0, progress: bool = False):
     """Labelled P / S / noise windows from the physics-based generator.
 
-    The defaults follow the recipe the seed's STEAD windows were cut by (Clements 2023,
-    ``SEED_NOTES.md``): epicentral distance < 100 km, a clear onset above the noise
-    (the recipe's 40 dB as an option, 20 dB by default: see ``snr_min_db``), 2 s windows
-    centred on the P and on the S arrival +/- up to 0.8 s, noise windows from noise records. Two
-    more rules make the P and S labels mean one thing each, as the recipe intends: a P
-    window never holds the S onset and an S window never holds the P onset (``min_sp_s``),
-    and only windows at the arrivals are labelled (``coda_fraction`` 0). Each rule removes
-    windows whose label the waveform cannot decide: with an S-P time shorter than the
-    window, a P window shifted left and an S window shifted right are the same samples;
-    an event below the noise has no onset to label; a window in the S coda has no
-    onset and looks like a P coda. Measured with the seed's EarthquakeCNN on the
-    unfiltered set (the old defaults, ``snr_min_db=12, coda_fraction=0.3,
-    max_distance_km=200, min_sp_s=0``): P windows holding the S onset were 55 % right
-    against 83 % for the others, P windows at 200 km 59 %, coda windows 79 %.
-    Old-style sets are still made with those settings.
+    The defaults follow the recipe the seed's STEAD windows were cut by; each rule and the
+    measurement behind its default is in the module docstring ("The recipe").
 
     Parameters
     ----------
@@ -210,10 +272,8 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
         About this many windows (P and S come in pairs from one event).
     seed : int
         Seed of everything random here (the bank has its own seed).
-    fs : float
-        Sampling rate of the windows in Hz.
-    window_s : float
-        Window length in s.
+    fs, window_s : float
+        Sampling rate of the windows in Hz; window length in s.
     max_shift_s : float
         P and S windows are centred on the arrival +/- up to this many s.
     bank : GreensBank, optional
@@ -223,56 +283,19 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
     transient_fraction : float
         Fraction of noise windows holding a non-seismic transient (hard negatives).
     snr_min_db : float
-        A P or S window's filtered peak over the noise rms (live components, transients
-        and the digitizer's rounding counted as noise), in dB (``20 log10``), must reach
-        this; weaker events are made stronger (see ``raise_magnitude``) so that no label
-        marks an invisible phase.
-        20 dB (peak 10 x rms, where Gaussian noise peaks at 3-4 x rms in a window): an
-        onset any analyst sees. The first version used 12 dB (x 4: at the noise's own
-        peaks). The recipe's STEAD clean subset used 40 dB; a model trained only on that
-        (102,000 windows, 16 epochs) scored 0.952 on its own test split against 0.927 at
-        20 dB, but called 84-91 % of P windows below 20 dB noise, 121 of 208 real P
-        windows noise (80 at 20 dB) and missed one real one-component record that the
-        20 dB model and the first version detect: a node needs the weak events.
+        Least filtered peak of a P or S window over the noise rms, dB (``20 log10``).
     coda_fraction : float
-        Fraction of events that give one more S-class window 1-10 s after S (sustained
-        shaking is not noise), when it stands out of the noise; these come on top of
-        ``n_windows`` (column ``window``: onset, coda or noise). 0 by default: the recipe
-        labels windows at the arrivals only.
+        Fraction of events that give one more S-class window 1-10 s after S.
     class_fractions : tuple of float
         Wanted fractions of P, S (onset), noise windows.
     max_distance_km : float
         Largest epicentral distance of an event (bank distances up to this), km.
     min_sp_s : float, optional
-        Smallest S-P time in s (bank nodes of shorter S-P are not drawn). Default
-        ``window_s / 2 + max_shift_s + 0.1`` (1.9 s): the S onset then always lies after
-        the end of every P window and the P onset before the start of every S window;
-        the causal high-pass of the node's preprocessing moves no energy ahead of an onset.
-        0 keeps every node.
+        Smallest S-P time in s; default ``window_s / 2 + max_shift_s + 0.1``; 0 keeps every node.
     raise_magnitude : bool
-        How an event below ``snr_min_db`` is made visible. False (default): its amplitude is
-        scaled up (to 0-6 dB above the threshold), as for a closer or quieter station, so
-        the magnitude and with it the source spectrum (Brune corner 0.05-30 Hz) keep their
-        drawn distribution (M1-7 uniform). True (the first version): the magnitude is raised
-        (up to M7.5, then scaled); at 40 dB that left the median event at M6.8 and a model
-        trained on it called 70 % of M < 3 P windows noise.
-    s_contrast_min : float
-        The S onset's peak must be this many times the P coda's peak before it, on the
-        live components (:func:`onset_contrast`); events that fail are drawn again. 2 (6 dB):
-        an S arrival an analyst would pick; 0 keeps every event. Without it 42 % of
-        vertical-only and 10 % of single-horizontal S windows had no visible S onset.
-    p_contrast_min : float
-        The first P onset must stand out of the noise before it, as an analyst's P pick of
-        weight > 0.75 (the recipe's ``p_weight``) does: in the P window as the node sees it
-        (noise + event, its filter chain, P at the centre), the peak over the first 0.5 s after
-        the P time must be this many times the peak over the 0.9 s before it, on the live
-        components (:func:`p_onset_contrast`); events that fail are drawn again, as for S.
-        2 (6 dB), the factor of the S rule: Gaussian noise peaks at 3-4 x its rms in a
-        second, so the first swing reaches 6-8 x the noise rms and leaves the noise band
-        where an analyst times it to a sample or two (an impulsive pick). The ``snr_min_db``
-        rule alone does not ask this: a window's peak may be a later, larger P phase (at
-        50-80 km a weak refracted first P before the direct one), and a weak first P followed
-        by a larger arrival looks like an S. 0 keeps every event.
+        Make a weak event visible by raising its magnitude (True) or scaling it (False).
+    s_contrast_min, p_contrast_min : float
+        Least S-onset-over-P-coda and first-P-over-noise peak ratios (0: no rule).
 
     Returns
     -------
@@ -286,131 +309,180 @@ def physics_dataset(n_windows: int = 100_000, seed: int = 0, fs: float = 100.0, 
 
     from ..datasets.window_dataset import WindowDataset, assign_splits
     from .greens import build_bank
-    from .noise import (
-        TRANSIENT_KINDS,
-        ambient_noise,
-        draw_sensor,
-        modulate,
-        record_start,
-        record_with_sensor,
-        sensor_noise,
-        transient,
-    )
 
     if n_windows < 3:
         raise ValueError(f"n_windows={n_windows}: at least 3 windows are needed")
     bank = bank if bank is not None else build_bank(progress=progress)
     min_sp_s = window_s / 2 + max_shift_s + 0.1 if min_sp_s is None else float(min_sp_s)
-    nodes = eligible_nodes(bank, max_distance_km, min_sp_s)
-    snr_min = 10.0 ** (snr_min_db / 20.0)
+    recipe = _Recipe(bank=bank, nodes=eligible_nodes(bank, max_distance_km, min_sp_s), fs=fs,
+                     window_s=window_s, n=int(round(window_s * fs)), max_shift_s=max_shift_s,
+                     snr_min=10.0 ** (snr_min_db / 20.0), s_contrast_min=s_contrast_min,
+                     p_contrast_min=p_contrast_min, raise_magnitude=raise_magnitude,
+                     coda_fraction=coda_fraction, dead_fraction=dead_fraction,
+                     transient_fraction=transient_fraction)
     rng = np.random.default_rng(seed)
-    n = int(round(window_s * fs))
     fp, fsw, fn = np.asarray(class_fractions, float) / np.sum(class_fractions)
     n_events = max(1, int(round(n_windows * max(fp, fsw))))
     n_noise = max(1, n_windows - 2 * n_events) if fp == fsw else max(1, int(round(n_windows * fn)))
     event_split = assign_splits(rng, n_events)
     noise_split = assign_splits(rng, n_noise)
-    waveforms = np.empty((n_events * 3 + n_noise, 3, n), dtype=np.float32)
+    waveforms = np.empty((n_events * 3 + n_noise, 3, recipe.n), dtype=np.float32)
     rows = []
-
-    def background(sensor):
-        x = ambient_noise(rng, 2 * n, fs)[:, :n]
-        return modulate(rng, x, fs) if rng.uniform() < 0.5 else x
-
-    def archive_start(data):  # a processed record starting inside the window (all classes)
-        return record_start(rng, data, fs) if rng.uniform() < 0.05 else data
-
-    def cut(sig, c):
-        start = int(round(c * fs)) - n // 2
-        return sig[:, start:start + n], start
-
     for e in tqdm(range(n_events), desc="synthetic earthquakes", disable=not progress):
-        sensor = draw_sensor(rng)
-        live, mode = _draw_channels(rng, dead_fraction)
-        # The S onset must stand out of the P coda on the live components, as an analyst's
-        # S pick of weight > 0.75 does (the recipe's clean subset); on a vertical-only
-        # record it often does not (SV is weak there): draw another event then. Checked
-        # before and after the magnitude is raised (the corner frequency moves with it).
-        for _ in range(MAX_EVENT_DRAWS):
-            node = tuple(int(v) for v in nodes[int(rng.integers(0, len(nodes)))])
-            ground, t_p, t_s, par = earthquake_ground_motion(rng, bank, fs, node=node)
-            if onset_contrast(ground, t_s, fs, live) < s_contrast_min:
-                continue
-            centres = {"P": t_p + rng.uniform(-max_shift_s, max_shift_s),
-                       "S": t_s + rng.uniform(-max_shift_s, max_shift_s)}
-            # A transient on top of a phase (10 %) is noise the phase must stand out of.
-            extras = {lab: str(rng.choice(TRANSIENT_KINDS)) if rng.uniform() < 0.1 else "" for lab in centres}
-            noise_w = {lab: background(sensor) + sensor_noise(rng, sensor, (3, n), fs) for lab in centres}
-            for lab, kind in extras.items():
-                if kind:
-                    noise_w[lab] = noise_w[lab] + transient(rng, kind, n, fs, rng.uniform(0, window_s))
-
-            # Both phases must stand out of the noise: scale the amplitude (a closer or quieter
-            # station in effect), or, as the first version did, raise the magnitude first.
-            lsb = 1.0 / sensor.counts_per_mps2
-
-            def phase_snr(ground, centres=centres, noise_w=noise_w, live=live, lsb=lsb):
-                return min(_snr(cut(ground, centres[lab])[0], noise_w[lab], fs, live, lsb) for lab in centres)
-
-            snr, tries = phase_snr(ground), 0
-            while raise_magnitude and snr < snr_min and par["magnitude"] < MAX_MAGNITUDE and tries < 4:
-                bump = (np.log10(snr_min / max(snr, 1e-6)) + rng.uniform(0.0, 0.5)) / 0.75
-                ground, t_p, t_s, par = earthquake_ground_motion(
-                    rng, bank, fs, min(par["magnitude"] + bump, MAX_MAGNITUDE), node=node, params=par)
-                snr, tries = phase_snr(ground), tries + 1
-            if snr < snr_min:
-                scale = snr_min / max(snr, 1e-12) * rng.uniform(1.0, 2.0)
-                ground = ground * scale
-                par["scaled"] = float(scale)
-                snr = phase_snr(ground)
-            p_contrast = p_onset_contrast(ground, t_p, noise_w["P"], fs, live, window_s)
-            if onset_contrast(ground, t_s, fs, live) >= s_contrast_min and p_contrast >= p_contrast_min:
-                break
-        else:
-            raise RuntimeError(f"no event of the bank has an S onset {s_contrast_min} times its P coda and a "
-                               f"first P {p_contrast_min} times the noise on components {live} in "
-                               f"{MAX_EVENT_DRAWS} draws; lower s_contrast_min or p_contrast_min")
-        # Sustained shaking after S (long strong motion of large events) is no noise:
-        # some events give one more S-class window in the coda, where it stands out.
-        coda_end = ground.shape[-1] / fs - 0.6 * window_s
-        if rng.uniform() < coda_fraction and coda_end > t_s + 1.5:
-            c = rng.uniform(t_s + 1.0, min(t_s + 10.0, coda_end))
-            noise_c = background(sensor) + sensor_noise(rng, sensor, (3, n), fs)
-            if _snr(cut(ground, c)[0], noise_c, fs, live, 1.0 / sensor.counts_per_mps2) >= snr_min:
-                centres["S coda"], noise_w["S coda"] = c, noise_c
-        contrast = onset_contrast(ground, t_s, fs, live)
-        for lab, centre in centres.items():
-            w, start = cut(ground, centre)
-            extra = extras.get(lab, "")
-            data, clipped = record_with_sensor(rng, w + noise_w[lab], fs, sensor, self_noise=False)
-            data = archive_start(apply_channels(rng, data, live, mode, sensor, fs))
-            waveforms[len(rows)] = data
-            rows.append(dict(label=lab[0], window="coda" if "coda" in lab else "onset",
-                             split=event_split[e], source="earthquake", record=f"eq{e:06d}",
-                             sp_s=round(t_s - t_p, 3), snr_db=round(20.0 * np.log10(max(snr, 1e-12)), 1),
-                             s_contrast=round(contrast, 2), p_contrast=round(p_contrast, 2),
-                             sensor=sensor.name, channels=live, dead_mode=mode, transient=extra,
-                             center_s=round(centre, 3), p_sample=_in_window(t_p, start, fs, n),
-                             s_sample=_in_window(t_s, start, fs, n), snr=round(snr, 2), clipped=clipped,
-                             magnitude=round(par["magnitude"], 2), distance_km=par["distance_km"],
-                             depth_km=par["depth_km"], velocity_model=par["model"],
-                             stress_drop_bar=round(par["stress_drop_bar"], 1)))
+        _event_windows(rng, recipe, f"eq{e:06d}", event_split[e], waveforms, rows)
     for r in tqdm(range(n_noise), desc="synthetic noise", disable=not progress):
-        sensor = draw_sensor(rng)
-        live, mode = _draw_channels(rng, dead_fraction)
-        ground = background(sensor)
-        kind = "ambient"
-        if rng.uniform() < transient_fraction:
-            kind = str(rng.choice(TRANSIENT_KINDS))
-            ground = ground + transient(rng, kind, n, fs, rng.uniform(-0.2, 1.2) * window_s)
-        data, clipped = record_with_sensor(rng, ground, fs, sensor)
-        data = archive_start(apply_channels(rng, data, live, mode, sensor, fs))
-        waveforms[len(rows)] = data
-        rows.append(dict(label="noise", window="noise", split=noise_split[r], source=kind,
-                         record=f"noise{r:06d}",
-                         sensor=sensor.name, channels=live, dead_mode=mode, p_sample=-1, s_sample=-1,
-                         transient=kind if kind != "ambient" else "", clipped=clipped))
+        _noise_window(rng, recipe, f"noise{r:06d}", noise_split[r], waveforms, rows)
     return WindowDataset(waveforms[: len(rows)].astype(np.float64), fs, rows)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """The settings of :func:`physics_dataset` its steps share (see there)."""
+
+    bank: object
+    nodes: np.ndarray  # eligible (model, depth, distance) indices
+    fs: float
+    window_s: float
+    n: int  # samples per window
+    max_shift_s: float
+    snr_min: float  # amplitude ratio
+    s_contrast_min: float
+    p_contrast_min: float
+    raise_magnitude: bool
+    coda_fraction: float
+    dead_fraction: float
+    transient_fraction: float
+
+
+def _background(rng: np.random.Generator, r: _Recipe) -> np.ndarray:
+    """Ambient ground noise of one window, amplitude-modulated half of the time."""
+    x = ambient_noise(rng, 2 * r.n, r.fs)[:, :r.n]
+    return modulate(rng, x, r.fs) if rng.uniform() < 0.5 else x
+
+
+def _archive_start(rng: np.random.Generator, data: np.ndarray, fs: float) -> np.ndarray:
+    """A processed record starting inside the window (5 % of the windows, all classes)."""
+    return record_start(rng, data, fs) if rng.uniform() < 0.05 else data
+
+
+def _cut(sig: np.ndarray, centre_s: float, r: _Recipe) -> tuple[np.ndarray, int]:
+    """The window of ``sig`` centred at ``centre_s`` and its first sample."""
+    start = int(round(centre_s * r.fs)) - r.n // 2
+    return sig[:, start:start + r.n], start
+
+
+def _phase_noise(rng: np.random.Generator, r: _Recipe, sensor, centres: dict) -> tuple[dict, dict]:
+    """``(transient kind or "", noise window)`` per phase: ground and sensor noise, and a
+    transient on top of a phase (10 %) that the phase must stand out of."""
+    extras = {lab: str(rng.choice(TRANSIENT_KINDS)) if rng.uniform() < 0.1 else "" for lab in centres}
+    noise_w = {lab: _background(rng, r) + sensor_noise(rng, sensor, (3, r.n), r.fs) for lab in centres}
+    for lab, kind in extras.items():
+        if kind:
+            noise_w[lab] = noise_w[lab] + transient(rng, kind, r.n, r.fs, rng.uniform(0, r.window_s))
+    return extras, noise_w
+
+
+def _made_visible(rng: np.random.Generator, r: _Recipe, event: tuple, node, centres: dict, noise_w: dict,
+                  live: str, sensor) -> tuple:
+    """The event scaled (a closer or quieter station in effect) or, as the first version did,
+    raised in magnitude first, until both phases stand ``snr_min`` out of their noise:
+    ``(ground, t_p, t_s, params, snr)``."""
+    ground, t_p, t_s, par = event
+    lsb = 1.0 / sensor.counts_per_mps2
+
+    def phase_snr(ground):
+        return min(_snr(_cut(ground, centres[lab], r)[0], noise_w[lab], r.fs, live, lsb) for lab in centres)
+
+    snr, tries = phase_snr(ground), 0
+    while r.raise_magnitude and snr < r.snr_min and par["magnitude"] < MAX_MAGNITUDE and tries < 4:
+        bump = (np.log10(r.snr_min / max(snr, 1e-6)) + rng.uniform(0.0, 0.5)) / 0.75
+        ground, t_p, t_s, par = earthquake_ground_motion(
+            rng, r.bank, r.fs, min(par["magnitude"] + bump, MAX_MAGNITUDE), node=node, params=par)
+        snr, tries = phase_snr(ground), tries + 1
+    if snr < r.snr_min:
+        scale = r.snr_min / max(snr, 1e-12) * rng.uniform(1.0, 2.0)
+        ground = ground * scale
+        par["scaled"] = float(scale)
+        snr = phase_snr(ground)
+    return ground, t_p, t_s, par, snr
+
+
+def _draw_event(rng: np.random.Generator, r: _Recipe, sensor, live: str) -> tuple:
+    """An event whose S onset stands out of the P coda and whose first P stands out of the
+    noise on the live components, as an analyst's picks of weight > 0.75 do (the recipe's clean
+    subset); on a vertical-only record S often does not (SV is weak there): another event is
+    drawn then. Checked before and after the amplitude is raised (the corner frequency moves
+    with the magnitude). Returns ``(ground, t_p, t_s, params, centres, extras, noise_w, snr,
+    p_contrast)``."""
+    for _ in range(MAX_EVENT_DRAWS):
+        node = tuple(int(v) for v in r.nodes[int(rng.integers(0, len(r.nodes)))])
+        ground, t_p, t_s, par = earthquake_ground_motion(rng, r.bank, r.fs, node=node)
+        if onset_contrast(ground, t_s, r.fs, live) < r.s_contrast_min:
+            continue
+        centres = {"P": t_p + rng.uniform(-r.max_shift_s, r.max_shift_s),
+                   "S": t_s + rng.uniform(-r.max_shift_s, r.max_shift_s)}
+        extras, noise_w = _phase_noise(rng, r, sensor, centres)
+        ground, t_p, t_s, par, snr = _made_visible(rng, r, (ground, t_p, t_s, par), node, centres, noise_w,
+                                                   live, sensor)
+        p_contrast = p_onset_contrast(ground, t_p, noise_w["P"], r.fs, live, r.window_s)
+        if onset_contrast(ground, t_s, r.fs, live) >= r.s_contrast_min and p_contrast >= r.p_contrast_min:
+            return ground, t_p, t_s, par, centres, extras, noise_w, snr, p_contrast
+    raise RuntimeError(f"no event of the bank has an S onset {r.s_contrast_min} times its P coda and a "
+                       f"first P {r.p_contrast_min} times the noise on components {live} in "
+                       f"{MAX_EVENT_DRAWS} draws; lower s_contrast_min or p_contrast_min")
+
+
+def _add_coda(rng: np.random.Generator, r: _Recipe, ground, t_s: float, sensor, live: str, centres: dict,
+              noise_w: dict) -> None:
+    """Sustained shaking after S (long strong motion of large events) is no noise: some events
+    give one more S-class window in the coda, where it stands out (added to ``centres``)."""
+    coda_end = ground.shape[-1] / r.fs - 0.6 * r.window_s
+    if rng.uniform() < r.coda_fraction and coda_end > t_s + 1.5:
+        c = rng.uniform(t_s + 1.0, min(t_s + 10.0, coda_end))
+        noise_c = _background(rng, r) + sensor_noise(rng, sensor, (3, r.n), r.fs)
+        if _snr(_cut(ground, c, r)[0], noise_c, r.fs, live, 1.0 / sensor.counts_per_mps2) >= r.snr_min:
+            centres["S coda"], noise_w["S coda"] = c, noise_c
+
+
+def _event_windows(rng: np.random.Generator, r: _Recipe, record: str, split: str, waveforms: np.ndarray,
+                   rows: list) -> None:
+    """The P, S (and S coda) windows of one earthquake into ``waveforms`` and ``rows``."""
+    sensor = draw_sensor(rng)
+    live, mode = _draw_channels(rng, r.dead_fraction)
+    ground, t_p, t_s, par, centres, extras, noise_w, snr, p_contrast = _draw_event(rng, r, sensor, live)
+    _add_coda(rng, r, ground, t_s, sensor, live, centres, noise_w)
+    contrast = onset_contrast(ground, t_s, r.fs, live)
+    for lab, centre in centres.items():
+        w, start = _cut(ground, centre, r)
+        data, clipped = record_with_sensor(rng, w + noise_w[lab], r.fs, sensor, self_noise=False)
+        waveforms[len(rows)] = _archive_start(rng, apply_channels(rng, data, live, mode, sensor, r.fs), r.fs)
+        rows.append(dict(label=lab[0], window="coda" if "coda" in lab else "onset",
+                         split=split, source="earthquake", record=record,
+                         sp_s=round(t_s - t_p, 3), snr_db=round(20.0 * np.log10(max(snr, 1e-12)), 1),
+                         s_contrast=round(contrast, 2), p_contrast=round(p_contrast, 2),
+                         sensor=sensor.name, channels=live, dead_mode=mode, transient=extras.get(lab, ""),
+                         center_s=round(centre, 3), p_sample=_in_window(t_p, start, r.fs, r.n),
+                         s_sample=_in_window(t_s, start, r.fs, r.n), snr=round(snr, 2), clipped=clipped,
+                         magnitude=round(par["magnitude"], 2), distance_km=par["distance_km"],
+                         depth_km=par["depth_km"], velocity_model=par["model"],
+                         stress_drop_bar=round(par["stress_drop_bar"], 1)))
+
+
+def _noise_window(rng: np.random.Generator, r: _Recipe, record: str, split: str, waveforms: np.ndarray,
+                  rows: list) -> None:
+    """One noise window (ambient, or holding a non-seismic transient) into ``waveforms`` and ``rows``."""
+    sensor = draw_sensor(rng)
+    live, mode = _draw_channels(rng, r.dead_fraction)
+    ground = _background(rng, r)
+    kind = "ambient"
+    if rng.uniform() < r.transient_fraction:
+        kind = str(rng.choice(TRANSIENT_KINDS))
+        ground = ground + transient(rng, kind, r.n, r.fs, rng.uniform(-0.2, 1.2) * r.window_s)
+    data, clipped = record_with_sensor(rng, ground, r.fs, sensor)
+    waveforms[len(rows)] = _archive_start(rng, apply_channels(rng, data, live, mode, sensor, r.fs), r.fs)
+    rows.append(dict(label="noise", window="noise", split=split, source=kind, record=record,
+                     sensor=sensor.name, channels=live, dead_mode=mode, p_sample=-1, s_sample=-1,
+                     transient=kind if kind != "ambient" else "", clipped=clipped))
 
 
 MAX_EVENT_DRAWS = 50
