@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+REORDER_FRAMES = 4  # edge_runtime.sequencing.StreamSequencer's window (its default)
+
 
 @dataclass
 class FaultConfig:
@@ -34,6 +36,16 @@ class FaultConfig:
         Samples lost per unplug, s of record time.
     drift_ppm : float
         The board's clock runs fast (> 0) or slow by this many parts per million.
+    swap : float
+        Send the frame after the next one (the node puts it back: ``frames_reordered``).
+    late : float
+        Send the frame after 6 later ones, past the node's 4-frame reorder window: its gap
+        is given up, then it comes (``frames_stale`` and ``frames_late``, not lost).
+    duplicate : float
+        Send the frame twice (``frames_duplicate``).
+
+    While a frame is held back, the frames after it are not damaged, and a session's frames
+    are held only once one has gone out intact, so the node's counts stay exact.
     """
 
     corrupt: float = 0.0
@@ -44,9 +56,12 @@ class FaultConfig:
     unplug: float = 0.0
     unplug_s: float = 2.0
     drift_ppm: float = 0.0
+    swap: float = 0.0
+    late: float = 0.0
+    duplicate: float = 0.0
 
     def __post_init__(self):
-        for name in ("corrupt", "drop", "truncate", "garbage", "unplug"):
+        for name in ("corrupt", "drop", "truncate", "garbage", "unplug", "swap", "late", "duplicate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"fault {name}={value!r} must be a probability in [0, 1]")
@@ -60,7 +75,8 @@ class FaultConfig:
 
     @property
     def any(self) -> bool:
-        return any((self.corrupt, self.drop, self.truncate, self.garbage, self.unplug, self.drift_ppm))
+        return any((self.corrupt, self.drop, self.truncate, self.garbage, self.unplug, self.drift_ppm,
+                    self.swap, self.late, self.duplicate))
 
 
 def parse_faults(text: str | None) -> FaultConfig:
@@ -95,8 +111,26 @@ class FaultInjector:
         self.config = config or FaultConfig()
         self.rng = np.random.default_rng(self.config.seed)
         self.counts = {"frames": 0, "corrupted": 0, "dropped": 0, "truncated": 0, "garbage": 0,
-                       "unplugged": 0}
+                       "unplugged": 0, "swapped": 0, "late": 0, "duplicated": 0}
+        # What the node saw of the held frames: put back in place, or after their gap was given up.
+        self.outcomes = {"reordered": 0, "late": 0, "duplicates": 0}
         self.damaged_sequences: list[int] = []
+        self.last_intact = True  # the last frame given to apply() goes out undamaged
+        self._held: list[list] = []  # [frame bytes, later frames to wait, later frames sent]
+        self._intact_seen = False  # in this board session (sequences from 0)
+
+    def _release(self, flush: bool = False) -> bytes:
+        out = b""
+        for held in list(self._held):
+            if flush or held[2] >= held[1]:
+                self.outcomes["late" if held[2] > REORDER_FRAMES else "reordered"] += 1
+                self._held.remove(held)
+                out += held[0]
+        return out
+
+    def flush(self) -> bytes:
+        """Frames still held back, to send before an unplug or at the end."""
+        return self._release(flush=True)
 
     def unplug_now(self) -> bool:
         """Draw whether the cable is pulled before the next frame (counted)."""
@@ -106,9 +140,11 @@ class FaultInjector:
         return False
 
     def apply(self, sequence: int, frame: bytes) -> bytes:
-        """The bytes to send for one frame (possibly empty)."""
+        """The bytes to send for one frame (possibly empty, possibly with frames held before)."""
         c, rng = self.config, self.rng
         self.counts["frames"] += 1
+        if sequence == 0:
+            self._intact_seen = False
         out = b""
         if c.garbage and rng.uniform() < c.garbage:
             junk = bytearray(rng.integers(0, 256, int(rng.integers(1, 65)), dtype=np.uint8).tobytes())
@@ -117,6 +153,20 @@ class FaultInjector:
                 junk[i:i + 2] = b"\xa5\x5a"
             out += bytes(junk)
             self.counts["garbage"] += 1
+        self.last_intact = False
+        if self._held:  # nothing damaged while a frame is held back
+            for held in self._held:
+                held[2] += 1
+            self.last_intact = True
+            return out + frame + self._release()
+        if self._intact_seen and (c.swap or c.late):
+            u = rng.uniform()
+            if u < c.swap + c.late:
+                kind = "swapped" if u < c.swap else "late"
+                self.counts[kind] += 1
+                self._held.append([frame, 1 if kind == "swapped" else REORDER_FRAMES + 2, 0])
+                self.last_intact = True
+                return out
         if c.drop and rng.uniform() < c.drop:
             self.counts["dropped"] += 1
             self.damaged_sequences.append(sequence)
@@ -132,4 +182,10 @@ class FaultInjector:
             frame = frame[: int(rng.integers(1, len(frame)))]
             self.counts["truncated"] += 1
             self.damaged_sequences.append(sequence)
+        else:
+            self.last_intact = self._intact_seen = True
+            if c.duplicate and rng.uniform() < c.duplicate:
+                self.counts["duplicated"] += 1
+                self.outcomes["duplicates"] += 1
+                frame += frame
         return out + frame

@@ -24,8 +24,14 @@ class Ledger:
         self.frames_unsent += frames_lost
         self.sessions.append(bytearray())
 
-    def expected(self) -> dict:
-        """Counters the node must report if it handled every frame correctly."""
+    def expected(self, outcomes: dict | None = None) -> dict:
+        """Counters the node must report if it handled every frame correctly.
+
+        ``outcomes``: :attr:`tools.replay.faults.FaultInjector.outcomes`, frames sent twice
+        (``duplicates``), held back and put back in place (``reordered``) or held past the
+        reorder window (``late``: counted stale and late, not lost).
+        """
+        outcomes = {"duplicates": 0, "reordered": 0, "late": 0, **(outcomes or {})}
         intact = sum(s.count(1) for s in self.sessions)
         lost = 0
         for s in self.sessions:
@@ -34,8 +40,11 @@ class Ledger:
             first, last = s.find(1), s.rfind(1)
             if first >= 0:
                 lost += s.count(0, first, last + 1)
-        return {"frames_sent": sum(len(s) for s in self.sessions), "frames_intact": intact,
-                "frames_lost": lost, "unplugs": self.unplugs, "frames_unsent": self.frames_unsent}
+        return {"frames_sent": sum(len(s) for s in self.sessions) + outcomes["duplicates"],
+                "frames_intact": intact + outcomes["duplicates"], "frames_lost": lost,
+                "unplugs": self.unplugs, "frames_unsent": self.frames_unsent,
+                "frames_duplicate": outcomes["duplicates"], "frames_reordered": outcomes["reordered"],
+                "frames_late": outcomes["late"]}
 
 
 def check_ledger(expected: dict, status: dict) -> list[dict]:
@@ -49,6 +58,13 @@ def check_ledger(expected: dict, status: dict) -> list[dict]:
               ("frames lost (sequence gaps) = damaged between intact frames", expected["frames_lost"],
                pipe.get("frames_lost")),
               ("board restarts seen = unplugs", expected["unplugs"], pipe.get("sequence_resets")),
+              ("frames sent twice = duplicates", expected.get("frames_duplicate", 0),
+               pipe.get("frames_duplicate")),
+              ("frames held back and put back = reordered", expected.get("frames_reordered", 0),
+               pipe.get("frames_reordered")),
+              ("frames held past the window = stale", expected.get("frames_late", 0),
+               pipe.get("frames_stale")),
+              ("frames held past the window = late", expected.get("frames_late", 0), pipe.get("frames_late")),
               ("port reopened >= unplugs", expected["unplugs"], status.get("reconnects"))]
     out = []
     for name, want, got in checks:

@@ -75,9 +75,10 @@ def _send(link, proc, config: ReplayTestConfig, faults: FaultInjector, ledger: L
     writer = Writer(link.pty, speed=config.speed, alive=lambda: proc.poll() is None)
     n = counts.shape[1]
     spf = config.samples_per_frame
-    i, seq = 0, 0
+    i, seq, t_us = 0, 0, start_us
     while i < n:
         if faults.unplug_now() and i > 0:
+            writer.send(faults.flush(), t_us)  # frames held back go before the cable
             lost = max(1, int(round(config.faults.unplug_s * rate_hz / spf)))
             # Frames already sent reach the node before the cable goes (a deterministic ledger);
             # the samples of the unplugged time are the ones lost.
@@ -95,10 +96,11 @@ def _send(link, proc, config: ReplayTestConfig, faults: FaultInjector, ledger: L
         t_us = start_us + int(round(i * 1e6 / rate_hz * (1.0 + config.faults.drift_ppm * 1e-6)))
         (_, _, frame), = count_frames(chunk, rate_hz, t_us, spf, seq)
         out = faults.apply(seq, frame)
-        ledger.sent(seq, out.endswith(frame))
+        ledger.sent(seq, faults.last_intact)
         writer.send(out, t_us)
         i += spf
         seq = (seq + 1) % 2**32
+    writer.send(faults.flush(), t_us)
     return writer.bytes_sent
 
 
@@ -144,7 +146,7 @@ def replay_record(record, config: ReplayTestConfig, workdir: Path, sensor, info:
         status = json.loads(status_path.read_text())
     except (OSError, ValueError):
         status = {}
-    expected = ledger.expected()
+    expected = ledger.expected(faults.outcomes)
     return {"record": record, "status": status, "exit_code": proc.returncode, "error": error,
             "wall_s": wall_s, "clipped": notes["clipped"], "missing": notes["missing"],
             "ledger": expected, "faults": dict(faults.counts),
