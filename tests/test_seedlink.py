@@ -404,3 +404,41 @@ def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+# ------------------------------------------------------------------ a real node serving its stream
+def test_node_serves_its_counts_over_seedlink(tiny_model, tmp_path):
+    """``[seedlink] listen`` on a node reading a pty: ObsPy reads back what the board sent."""
+    from _helpers import start_node, wait_frames, wait_ready, wait_status
+    from conftest import running, stop
+
+    from edge_runtime.protocol import encode_frame
+    from tools.replay.pty import open_pty
+    from tools.replay.sender import Writer
+
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nnetwork = "XX"\nstation = "ST01"\nlocation = ""\n'
+                      'channels = ["HNE", "HNN", "HNZ"]\n\n[seedlink]\nlisten = "127.0.0.1:0"\n')
+    counts = np.cumsum(np.random.default_rng(5).integers(-200, 200, size=(3000, 3)), axis=0).astype(np.int32)
+    pty = open_pty()
+    proc = start_node(tiny_model["sim"], pty.port, tmp_path, "--config", str(config))
+    with running(proc, pty):
+        wait_ready(tmp_path, proc)
+        status = wait_status(tmp_path / "status.json", proc, lambda s: "seedlink" in s,
+                             "open its SeedLink port")
+        host, port = status["seedlink"]["listen"].rsplit(":", 1)
+        assert host == "127.0.0.1"
+        writer = Writer(pty, speed=0)
+        for i, k in enumerate(range(0, len(counts), 10)):  # 30 s of 10-sample frames
+            writer.send(encode_frame(i, T0_US + k * 10_000, RATE_HZ, counts[k:k + 10]), 0)
+        wait_frames(tmp_path / "status.json", proc, 300)
+        t = UTCDateTime(T0_US / 1e6)
+        client = Client("127.0.0.1", int(port), timeout=20)
+        stream = client.get_waveforms("XX", "ST01", "", "HN?", t + 2, t + 20)
+        assert sorted(tr.stats.channel for tr in stream) == list(CHANNELS)
+        for trace in stream:
+            assert trace.stats.starttime == t + 2 and trace.stats.endtime == t + 20
+            check_trace(trace, counts)
+        output = stop(proc)
+    assert proc.returncode == 0, output
+    assert "seedlink: serving XX.ST01 on 127.0.0.1:" in output
