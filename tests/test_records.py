@@ -131,6 +131,65 @@ def test_orientation_codes_of_real_networks(tmp_path, rng):
     assert any("Q: orientation unknown, replayed as Z" in a for a in rec.actions)
 
 
+def test_one_orientation_rule_for_the_reader_and_the_bundle_check(tmp_path, rng):
+    """SEED 1/2 are the horizontals nearer north / east: the record reader and the off-device
+    check of a node bundle (tools/deploy/qemu.py) put HN1 in the N row and HN2 in the E row."""
+    from host_training.recordings.orientation import component_of_code
+    from tools.deploy.qemu import read_record
+
+    codes = {"HN1": "N", "HN2": "E", "HN3": "Z", "HNE": "E", "HNN": "N", "HNZ": "Z", "HLX": "E",
+             "HLY": "N", "EW": "E", "NS": "N", "UD": "Z", "EW2": "E", "NS1": "N", "UD2": "Z",
+             "Z": "Z", "U": "Z", "Q": None}
+    assert {c: component_of_code(c) for c in codes} == codes
+    t0 = UTCDateTime(2026, 1, 1)
+    files = []
+    for channel, level in (("HN1", 1.0), ("HN2", 2.0), ("HNZ", 3.0)):
+        files.append(tmp_path / f"XX.ORI..{channel}.SAC")
+        write_sac(trace(level + 0.01 * rng.normal(0, 1, 400), "ORI", channel, t0), files[-1], idep="iacc")
+    x, _, _ = read_record(files)
+    (rec,), skipped = read_records(files, units="m/s2")
+    assert skipped == [] and rec.channels == ("HN2", "HN1", "HNZ")
+    assert np.allclose(x.mean(axis=1), [2.0, 1.0, 3.0], atol=0.01)
+    assert np.allclose(rec.data.mean(axis=1), [2.0, 1.0, 3.0], atol=0.01)
+
+
+def test_a_new_format_is_one_module_and_one_registry_entry(tmp_path, monkeypatch):
+    """A format the reader has never seen, registered as one RecordingFormat, is read end to
+    end: its is/read pair, the units its header declares and the kind every file of it holds."""
+    from obspy import Stream, Trace
+
+    from host_training.recordings.formats import registry
+    from host_training.recordings.formats.base import UNITS_IN_HEADER, RecordingFormat
+
+    def is_toy(path):
+        return path.read_bytes()[:7] == b"TOYSEIS"
+
+    def read_toy(path):
+        lines = path.read_text().splitlines()
+        tr = Trace(np.array(lines[2:], dtype=np.float64))
+        tr.stats.update(dict(network="TY", station="TOY", channel=lines[1], sampling_rate=100.0,
+                             starttime=UTCDateTime(2026, 1, 1)))
+        tr.stats._format = "TOY"
+        return Stream([tr])
+
+    toy = RecordingFormat(name="TOY", label="toy text", is_format=is_toy, read=read_toy,
+                          units=UNITS_IN_HEADER, units_of=lambda tr: ("toy header", "gal"), kind="earthquake")
+    for channel in ("HNE", "HNN", "HNZ"):
+        (tmp_path / f"{channel}.toy").write_text("TOYSEIS\n" + channel + "\n" +
+                                                  "\n".join(str(50.0 * np.sin(i / 7.0)) for i in range(500)))
+    records, skipped = read_records([tmp_path])
+    assert records == [] and len(skipped) == 3  # not a format the reader knows
+    monkeypatch.setattr(registry, "FORMATS", (*registry.FORMATS, toy))
+    monkeypatch.setattr(registry, "_BY_NAME", {**registry._BY_NAME, "TOY": toy})
+    (rec,), skipped = read_records([tmp_path])
+    assert skipped == [] and rec.present == (True, True, True) and rec.kind == "earthquake"
+    assert rec.units == "gal (toy header)" and np.isclose(np.abs(rec.data).max(), 0.5, rtol=0.01)
+    assert "kind earthquake (TOY accelerogram)" in rec.actions
+    assert {f.name for f in registry.FORMATS} >= {"MSEED", "SAC", "KNET", "AT2", "CSMIP", "ESM", "COSMOS"}
+    assert all(f.kind == "earthquake" and f.units == UNITS_IN_HEADER for f in registry.FORMATS
+               if f.name in ("AT2", "CSMIP", "ESM", "COSMOS"))
+
+
 def test_taup_picks_from_quakeml_and_stationxml_or_sac_headers(tmp_path, rng):
     """No picks in the files: P and S from ak135 for the origin and the station coordinates."""
     from fixtures_records import inventory_for
