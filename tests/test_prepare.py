@@ -273,3 +273,27 @@ def test_chunked_seisbench_folder_and_cli_help(seisbench_folder, tmp_path, capsy
     with pytest.raises(SystemExit) as exc:
         host_main(["prepare", "merge", "--help"])
     assert exc.value.code == 0 and "--split-by" in capsys.readouterr().out
+
+
+def test_a_new_training_data_source_is_one_module_and_one_registry_entry(tmp_path, monkeypatch):
+    """The prepare parser and its dispatch both come from prepare.cli.READERS: a source
+    registered there gets its subcommand, its own options, the window options and its run."""
+    import types
+
+    from host_training.prepare import cli
+
+    toy = types.ModuleType("toy", "A toy source: windows from nowhere.\n\nMore text.")
+    toy.add_arguments = lambda p: p.add_argument("--depth-km", type=float, default=1.0)
+    seen = {}
+
+    def run(args):
+        seen.update(vars(args))
+        return 0
+
+    with pytest.raises(SystemExit):  # not a command before it is registered
+        main(["prepare", "toy", "--out", str(tmp_path / "o")])
+    monkeypatch.setattr(cli, "READERS", (*cli.READERS, cli.PrepareReader("toy", "a toy source", toy, run)))
+    assert main(["prepare", "toy", "--out", str(tmp_path / "o"), "--depth-km", "3", "--window-s", "4",
+                 "--no-progress"]) == 0
+    assert seen["source"] == "toy" and seen["depth_km"] == 3.0 and seen["window_s"] == 4.0
+    assert [r.name for r in cli.READERS[:4]] == ["stead", "seisbench", "sac", "merge"]
