@@ -127,7 +127,7 @@ def _positive(name, value):
 
 
 def _calibration(data, n, seed, split="train"):
-    from host_training.train import open_dataset
+    from host_training.datasets.splits import open_dataset
 
     from .static import calibration_windows
 
@@ -170,7 +170,7 @@ def run(args) -> None:
             x = _calibration(args.data, args.windows, args.seed)
         print(json.dumps(convert_checkpoint(args.checkpoint, args.dst, args.like, x)))
     elif args.command == "compare":
-        from host_training.train import open_dataset
+        from host_training.datasets.splits import open_dataset
 
         from .compare import compare_models
 
@@ -213,7 +213,8 @@ def main(argv=None) -> int:
     root_level = logging.root.level
     if not args.verbose:
         logging.root.setLevel(logging.ERROR)  # onnxruntime's quantizer logs its chatter to the root
-    from host_training.train import CheckpointError, DataError
+    from host_training.checkpoints import CheckpointError
+    from host_training.datasets.splits import DataError
 
     try:
         run(args)

@@ -20,9 +20,9 @@ def tiny_model(tmp_path_factory):
 
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
-    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.export import export_onnx
     from host_training.models import PHASE_CLASSES, build_model
+    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.train import TrainConfig, train
     from quantization.int16 import quantize_int16
     from quantization.simplify import simplify
@@ -54,8 +54,8 @@ def tiny_run(tmp_path_factory):
 
     import torch
 
-    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.export import export_checkpoint
+    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.train import TrainConfig, run_training
 
     torch.set_num_threads(2)

@@ -55,8 +55,9 @@ def test_int16_input_model_through_the_same_evaluator(tiny_run, tmp_path):
 def test_worst_misclassified_windows_are_plotted(tiny_run, tmp_path, capsys):
     """An untrained model makes mistakes: the worst ones come out as a figure and in metrics.json."""
     from edge_runtime.preprocess import PreprocessConfig
+    from host_training.checkpoints import save_checkpoint
     from host_training.models import PHASE_CLASSES, build_model
-    from host_training.train import TrainConfig, save_checkpoint
+    from host_training.train import TrainConfig
 
     ckpt = save_checkpoint(
         tmp_path / "untrained.pt",

@@ -273,10 +273,11 @@ def _demo_train(config: DemoConfig, dataset, prep, model_dir: Path, summary: dic
     """Step 2: EarthquakeCNN trained on CPU, its checkpoint and plots in ``model_dir``;
     ``(model, parts, x, report)`` (the splits, their inputs, the test report)."""
     from edge_runtime.kinds import EARTHQUAKE_CNN
+    from host_training.checkpoints import save_checkpoint
     from host_training.evaluate import classification_report, predict_torch
     from host_training.models import PHASE_CLASSES, build_model, count_parameters
     from host_training.plots import plot_confusion, plot_history
-    from host_training.train import TrainConfig, build_augment, save_checkpoint, train
+    from host_training.train import TrainConfig, build_augment, train
 
     t = _step(2, f"train EarthquakeCNN on CPU, {config.epochs} epochs")
     parts = {s: dataset.split(s) for s in ("train", "val", "test")}

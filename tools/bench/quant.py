@@ -27,10 +27,11 @@ def _trained_model(folder: Path, seed: int):
     from edge_runtime.kinds import EARTHQUAKE_CNN
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
-    from host_training.synthetic.parametric import synthetic_dataset
+    from host_training.checkpoints import save_checkpoint
     from host_training.export import export_onnx
     from host_training.models import PHASE_CLASSES, build_model
-    from host_training.train import TrainConfig, save_checkpoint, train
+    from host_training.synthetic.parametric import synthetic_dataset
+    from host_training.train import TrainConfig, train
 
     torch.set_num_threads(2)
     dataset = synthetic_dataset(300, seed=seed)

@@ -16,8 +16,8 @@ def write_records(folder: Path, rng, n_records: int = 3, duration_s: float = 60.
     """``n_records`` synthetic 3-component earthquakes as SAC; returns the seconds written."""
     from obspy import UTCDateTime
 
-    from host_training.synthetic import parametric as synth
     from host_training.recordings.sac import write_record
+    from host_training.synthetic import parametric as synth
 
     t = UTCDateTime(2026, 1, 1)
     for k in range(n_records):
