@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 
+from ..logs import LimitedLog
 from ..sink import Consumer
 from .miniseed import RecordInfo, RecordPacker, record_info, text_records
 from .ring import PacketRing
@@ -115,6 +116,7 @@ class SeedLinkServer:
         self.counts = {"clients_total": 0, "clients_refused": 0, "clients_dropped": 0,
                        "packets_sent": 0, "packets_overwritten": 0, "bad_commands": 0}
         self._clients: dict[int, _Client] = {}
+        self.faults = LimitedLog(log)  # a flood of refusals or drops must not fill the SD card
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
@@ -178,7 +180,8 @@ class SeedLinkServer:
             try:
                 self._turn()
             except Exception:  # a bug here must not end the server silently
-                log.exception("seedlink: server loop failed; going on")
+                self.faults(logging.ERROR, "seedlink-loop", "seedlink: server loop failed; going on",
+                            exc_info=True)
                 time.sleep(0.1)
 
     def _turn(self) -> None:
@@ -217,7 +220,8 @@ class SeedLinkServer:
             peer = f"{addr[0]}:{addr[1]}"
             if len(self._clients) >= self.max_clients:
                 self.counts["clients_refused"] += 1
-                log.warning("seedlink: refused %s: %d clients already", peer, len(self._clients))
+                self.faults(logging.WARNING, "seedlink-refused", "seedlink: refused %s: %d clients already",
+                            peer, len(self._clients))
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -287,7 +291,8 @@ class SeedLinkServer:
     def _drop(self, client: _Client, why: str | None) -> None:
         if why is not None:
             self.counts["clients_dropped"] += 1
-            log.warning("seedlink: dropped client %s: %s", client.peer, why)
+            self.faults(logging.WARNING, "seedlink-dropped", "seedlink: dropped client %s: %s", client.peer,
+                        why)
         self._clients.pop(client.sock.fileno(), None)
         try:
             self._selector.unregister(client.sock)
@@ -340,12 +345,12 @@ class SeedLinkServer:
         self.counts["packets_overwritten"] += n
         if not client.warned_behind:
             client.warned_behind = True
-            log.warning("seedlink: client %s fell behind the ring: %d packets overwritten before it read "
-                        "them (logged once per client)", client.peer, n)
+            self.faults(logging.WARNING, "seedlink-behind", "seedlink: client %s fell behind the ring: %d "
+                        "packets overwritten before it read them (once per client)", client.peer, n)
 
     def _info_packets(self, level: str) -> bytes:
-        xml = info_xml(level, SOFTWARE, self.organization, self.started_ns, self.stations,
-                       self.ring.snapshot())
+        packets = [] if level in ("ID", "CAPABILITIES") else self.ring.snapshot()  # keep-alives: ID
+        xml = info_xml(level, SOFTWARE, self.organization, self.started_ns, self.stations, packets)
         records = text_records(xml, "SL", "INFO", "", "INF", time.time_ns())
         return b"".join((b"SLINFO *" if i < len(records) - 1 else b"SLINFO  ") + r
                         for i, r in enumerate(records))
