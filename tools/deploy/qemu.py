@@ -55,7 +55,6 @@ ARM64_PACKAGES = [
     "libkeyutils1"]
 ARCH_INDEPENDENT = ["media-types"]
 WINDOW_S, STEP_S = 2.0, 0.25
-COMPONENTS = {"E": "E", "N": "N", "Z": "Z", "1": "E", "2": "N"}  # horizontals 1/2 taken as E/N
 
 CLASSIFY = """
 import sys, numpy as np
@@ -203,11 +202,15 @@ def node_root(sysroot: Path, dest: Path) -> Path:
 def read_record(files, inventory: str | None = None, scale: float = 1.0) -> tuple[np.ndarray, float, int]:
     """One record as ``(data (3, n) in m/s^2 E/N/Z, sampling rate Hz, start time us)``.
 
-    ``files`` are the record's component files (``1``/``2`` are taken as ``E``/``N``, a
-    missing component is zeros); with ``inventory`` the response is removed (counts -> m/s^2),
-    else the data are multiplied by ``scale`` (gal: 0.01).
+    ``files`` are the record's component files, each taken as E, N or Z by its channel code
+    as the record reader takes it
+    (:func:`host_training.recordings.orientation.component_of_code`: ``1``/``2`` are N/E);
+    a missing component is zeros. With ``inventory`` the response is removed (counts ->
+    m/s^2), else the data are multiplied by ``scale`` (gal: 0.01).
     """
     import obspy
+
+    from host_training.recordings.orientation import component_of_code
 
     st = obspy.Stream()
     for f in files:
@@ -217,7 +220,7 @@ def read_record(files, inventory: str | None = None, scale: float = 1.0) -> tupl
     if inventory:
         st.remove_response(inventory=obspy.read_inventory(inventory), output="ACC")
     st.merge(fill_value=0)
-    data = {COMPONENTS[t.stats.channel[-1]]: t for t in st if t.stats.channel[-1] in COMPONENTS}
+    data = {c: t for t in st if (c := component_of_code(t.stats.channel)) is not None}
     if not data:
         raise QemuError(f"{files[0]}: no E/N/Z/1/2 component")
     n = min(t.stats.npts for t in data.values())
