@@ -1,6 +1,5 @@
 """Protocol v2 (board id, status flags, time fix), text mode, and fuzzing of both decoders."""
 
-import json
 import struct
 
 import numpy as np
@@ -281,7 +280,9 @@ def test_node_process_v2_time_fix_into_events_and_other_board_rejected(tiny_mode
     status = status_of(tmp_path)
     p = status["pipeline"]
     assert p["frames_other_board"] == 2 and p["board_clipping"] == 1 and p["frames_lost"] == 0
-    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    from event_schema import check_events
+
+    events = check_events(tmp_path / "events.jsonl")
     closed = [e for e in events if e["type"] == "event"]
     assert len(closed) == 1 and all(e["time_fix"] == "gps" for e in events)
     assert abs(closed[0]["p_time_us"] - (T0 + P_S * 1e6)) < 0.5e6
