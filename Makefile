@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	  $(PYTHON) -m venv $(VENV); } || { \
 	  echo "cannot create $(VENV): install python3-venv (Debian/Ubuntu) and retry"; exit 1; }
 	-$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,host,dev,tflite,convert]'
+	$(PY) -m pip install --quiet -e '.[edge,host,dev,tflite,convert,network]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -90,7 +90,15 @@ $(ARDUINO_AVR_CORE):
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends arduino-core-avr || { \
 	  echo "cannot install arduino-core-avr: install it (apt-get install arduino-core-avr) and retry"; exit 1; }
 
-test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE)
+# tests/test_mqtt.py starts a real Mosquitto broker on 127.0.0.1 (the node's MQTT output, docs/mqtt.md).
+MOSQUITTO := /usr/sbin/mosquitto
+$(MOSQUITTO):
+	@echo "installing the Debian package mosquitto (tests/test_mqtt.py starts a real MQTT broker)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends mosquitto || { \
+	  echo "cannot install mosquitto: install it (apt-get install mosquitto) and retry"; exit 1; }
+
+test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE) $(MOSQUITTO)
 	$(PY) -m pytest -q
 
 # Node bundle and deploy (tools/deploy/bundle.py, tools/deploy/remote.py, deploy/install.py; docs/deploying.md).

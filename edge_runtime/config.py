@@ -29,6 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .detector import DetectorConfig
+from .network.mqtt import check_topic, parse_broker
 from .sensors import DEFAULT_SENSOR, SENSORS, get_sensor
 from .sources import SOURCES
 
@@ -68,6 +69,18 @@ def _text_checksum(v):
 
 def _port(v):
     return None if v.strip() else "must name a serial device"
+
+
+def _broker(v):
+    try:
+        parse_broker(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _qos(v):
+    return None if v in (0, 1, 2) else "must be 0, 1 or 2"
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,34 @@ SETTINGS: list[Setting] = [
     Setting("actions", "spool", str, "folder of the on-disk retry queue of actions"),
     Setting("actions", "retry_s", float, "first wait before retrying a failed action, s", _positive),
     Setting("actions", "retry_max_s", float, "longest wait between retries, s", _positive),
+    Setting("mqtt", "broker", str, "MQTT broker, mqtt://HOST:1883 or mqtts://HOST:8883 (TLS), that picks, "
+            "events and health go to (docs/mqtt.md); unset = off", _broker, optional=True,
+            attr="mqtt_broker"),
+    Setting("mqtt", "topic", str, "topic prefix; unset: seismictorch/NET.STA", check_topic, optional=True,
+            attr="mqtt_topic"),
+    Setting("mqtt", "client_id", str, "MQTT client id, unique on the broker; unset: seismictorch-NET.STA",
+            optional=True, attr="mqtt_client_id"),
+    Setting("mqtt", "username", str, "user name at the broker; unset: anonymous", optional=True,
+            attr="mqtt_username"),
+    Setting("mqtt", "password", str, "password at the broker (keep the config file unreadable to others)",
+            optional=True, attr="mqtt_password"),
+    Setting("mqtt", "ca", str, "mqtts: CA certificate (PEM) to trust; unset: the system's", optional=True,
+            attr="mqtt_ca"),
+    Setting("mqtt", "cert", str, "mqtts: the node's client certificate (PEM)", optional=True,
+            attr="mqtt_cert"),
+    Setting("mqtt", "key", str, "mqtts: the node's private key (PEM)", optional=True, attr="mqtt_key"),
+    Setting("mqtt", "qos", int, "QoS of picks, events and health: 1 (at least once) or 0, 2", _qos,
+            attr="mqtt_qos"),
+    Setting("mqtt", "health_interval_s", float, "period of health messages, s", _positive,
+            attr="mqtt_health_interval_s"),
+    Setting("mqtt", "keepalive_s", int, "MQTT keep-alive; the broker says offline about 1.5 times this after "
+            "the node vanishes, s", _positive, attr="mqtt_keepalive_s"),
+    Setting("mqtt", "reconnect_max_s", float, "longest wait between attempts to reach the broker, s",
+            _positive, attr="mqtt_reconnect_max_s"),
+    Setting("mqtt", "queue", str, "folder of the on-disk queue of messages the broker has not taken yet",
+            attr="mqtt_queue"),
+    Setting("mqtt", "queue_max", int, "messages the queue holds at most; beyond, the oldest is dropped",
+            _positive, attr="mqtt_queue_max"),
 ]
 # Flag names of earlier releases, still accepted.
 ALIASES = {"min_rate_hz": ("--min-rate",), "max_rate_hz": ("--max-rate",), "min_pga_mps2": ("--min-pga",)}
@@ -225,6 +266,20 @@ class NodeConfig:
     spool: str = "spool"
     retry_s: float = 5.0
     retry_max_s: float = 300.0
+    mqtt_broker: str | None = None
+    mqtt_topic: str | None = None
+    mqtt_client_id: str | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_ca: str | None = None
+    mqtt_cert: str | None = None
+    mqtt_key: str | None = None
+    mqtt_qos: int = 1
+    mqtt_health_interval_s: float = 10.0
+    mqtt_keepalive_s: int = 30
+    mqtt_reconnect_max_s: float = 60.0
+    mqtt_queue: str = "mqtt-queue"
+    mqtt_queue_max: int = 10000
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
     def __post_init__(self):
@@ -282,7 +337,17 @@ def validate(config: NodeConfig, source: str = "setting") -> NodeConfig:
                           f"{config.max_rate_hz}")
     if config.retry_s > config.retry_max_s:
         raise ConfigError(f"{source} retry_s = {config.retry_s} is above retry_max_s = {config.retry_max_s}")
+    _check_mqtt(config, source)
     return config
+
+
+def _check_mqtt(config: NodeConfig, source: str) -> None:
+    """[mqtt] keys that only make sense together."""
+    tls_files = [k for k in ("ca", "cert", "key") if getattr(config, f"mqtt_{k}") is not None]
+    if tls_files and not (config.mqtt_broker or "").strip().startswith("mqtts://"):
+        raise ConfigError(f"{source} [mqtt] {tls_files[0]}: TLS files need an mqtts:// broker")
+    if config.mqtt_password is not None and config.mqtt_username is None:
+        raise ConfigError(f"{source} [mqtt] password: set username too")
 
 
 def read_toml(path) -> dict:

@@ -31,11 +31,15 @@ class OutputContext:
         The model's window length, s.
     faults : LimitedLog
         The node's rate limiter.
+    status : callable, optional
+        The node's status (``Node.status``), to be called on the loop's thread only
+        (an output's ``tick``); None where no node runs.
     """
 
     components: tuple
     window_s: float
     faults: object
+    status: object = None
 
 
 def _snippets(config, ctx: OutputContext):
@@ -58,8 +62,16 @@ def _actions(config, ctx: OutputContext):
     return AlertActions(build_actions(config, ctx.faults))
 
 
+def _mqtt(config, ctx: OutputContext):
+    if not getattr(config, "mqtt_broker", None):
+        return None
+    from .network.mqtt import build_mqtt_output  # paho-mqtt (the network extra), only when asked for
+
+    return build_mqtt_output(config, ctx)  # a Queued consumer of its own (it sends health from tick)
+
+
 # Name -> factory(config, context) -> Consumer or None; built and called in this order.
-OUTPUTS = {"snippets": _snippets, "events": _event_file, "actions": _actions}
+OUTPUTS = {"snippets": _snippets, "events": _event_file, "actions": _actions, "mqtt": _mqtt}
 
 
 def build_sink(config, ctx: OutputContext, hold=None, count_error=None) -> EventSink:

@@ -340,7 +340,8 @@ class Node:
         read_timeout_s = min(config.read_timeout_s, self.notifier.ping_every_s())
         self.source = open_source(config, n_channels=len(meta.components), read_timeout_s=read_timeout_s,
                                   faults=self.faults)
-        context = OutputContext(tuple(meta.components), pipeline.prep.window_s, self.faults)
+        context = OutputContext(tuple(meta.components), pipeline.prep.window_s, self.faults,
+                                status=self.status)
         self.sink = build_sink(config, context, hold=hold, count_error=pipeline.count_error)
         if self.sink.wants_samples:
             pipeline.sample_listeners.append(self.sink.on_samples)

@@ -110,25 +110,37 @@ class Spool:
         """
         out = []
         for name in self._names():
-            path = self.folder / name
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-            except FileNotFoundError:
-                continue  # done() by someone else in the meantime
-            except (OSError, ValueError) as exc:
-                self.bad += 1
-                log.error("%s: unreadable spooled record (%s); moved to %s", path, exc,
-                          self.folder / "bad")
-                try:
-                    (self.folder / "bad").mkdir(exist_ok=True)
-                    os.replace(path, self.folder / "bad" / name)
-                except OSError:
-                    pass
-                continue
-            out.append((name[: -len(SUFFIX)], record))
+            record = self.get(name[: -len(SUFFIX)])
+            if record is not None:
+                out.append((name[: -len(SUFFIX)], record))
         return out
+
+    def ids(self) -> list[str]:
+        """Ids of the stored records, oldest first (nothing read: a long queue is cheap to list)."""
+        return [name[: -len(SUFFIX)] for name in self._names()]
+
+    def get(self, rid: str) -> dict | None:
+        """The record stored under ``rid``; None when it is gone (done) or unreadable.
+
+        An unreadable file is moved to ``folder/bad`` and counted in :attr:`bad`.
+        """
+        path = self.folder / (rid + SUFFIX)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            return None  # done() by someone else in the meantime
+        except (OSError, ValueError) as exc:
+            self.bad += 1
+            log.error("%s: unreadable spooled record (%s); moved to %s", path, exc, self.folder / "bad")
+            try:
+                (self.folder / "bad").mkdir(exist_ok=True)
+                os.replace(path, self.folder / "bad" / path.name)
+            except OSError:
+                pass
+            return None
+        return record
 
     def done(self, rid: str) -> None:
         """Remove a record once it has been delivered (no error if already gone)."""

@@ -13,10 +13,11 @@ from pathlib import Path
 from conftest import REPO, python_env
 
 ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "serial"}
-# Optional runtimes: imported only inside functions (lazily), never at module level.
-OPTIONAL_LAZY = {"ai_edge_litert"}
+# Optional runtimes and the network extra (paho-mqtt): imported only inside functions
+# (lazily), never at module level; blocked below, so the node imports without them.
+OPTIONAL_LAZY = {"ai_edge_litert", "paho"}
 BLOCKED = ["torch", "scipy", "obspy", "h5py", "matplotlib", "tqdm", "onnx", "onnxsim",
-           "host_training", "quantization", "tools", "ai_edge_litert"]
+           "host_training", "quantization", "tools", "ai_edge_litert", "paho"]
 
 # A child interpreter's first lines: every import of a name in argv[2] (comma-separated) fails.
 BLOCK_IMPORTS = r"""
