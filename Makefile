@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	  $(PYTHON) -m venv $(VENV); } || { \
 	  echo "cannot create $(VENV): install python3-venv (Debian/Ubuntu) and retry"; exit 1; }
 	-$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,host,dev,tflite,convert,network]'
+	$(PY) -m pip install --quiet -e '.[edge,host,dev,tflite,convert,network,scan]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line of the tools: ``python -m tools {demo,replay,replay-test,score,bundle,deploy,bench} ...``."""
+"""Command line of the tools: ``python -m tools {demo,replay,replay-test,score,scan,bundle,deploy,...}``."""
 
 from __future__ import annotations
 
@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     importlib.import_module("tools.deploy.remote").add_arguments(sub)
     importlib.import_module("tools.deploy.qemu").add_arguments(sub)
 
+    importlib.import_module("tools.scan.cli").add_arguments(sub)
+
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
     b.add_argument("--seed", type=int, default=0)
@@ -147,6 +149,7 @@ COMMANDS = {
     "rollback": ("tools.deploy.remote", "main_deploy"),
     "releases": ("tools.deploy.remote", "main_deploy"),
     "bench": ("tools.bench.suite", "main_bench"),
+    "scan": ("tools.scan.cli", "main_scan"),
 }
 
 

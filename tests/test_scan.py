@@ -1,0 +1,253 @@
+"""tools scan: the node's own decisions over an archive, in one process and on Dask.
+
+The scan must declare what replay-test's node processes declare on the same records
+(same events, picks within one sample, same classes and probabilities), resume, say what
+it skipped, and give the same catalogue on a Dask cluster of separate processes, one of
+them killed mid-run.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, python_env
+from fixtures_records import quake, trace, write_sac
+from obspy import Stream, UTCDateTime
+
+REALDATA = REPO.parent / "shared" / "realdata"
+FIXTURES = REPO / "tools" / "fixtures" / "records"
+
+
+def tools(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tools", *map(str, args)], cwd=REPO, env=python_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def node_events(lines) -> list:
+    out = [json.loads(line) for line in lines if line.strip()]
+    return sorted(out, key=lambda e: (e["station"], e["type"], e["start_us"]))
+
+
+def assert_same_decisions(scan_out: Path, replay_json: dict) -> None:
+    """Same events and triggers as the node processes wrote, and the same window classes."""
+    replayed = []
+    for row in replay_json["rows"]:
+        replayed += (Path(row["workdir"]) / "events.jsonl").read_text().splitlines()
+    ours = node_events((scan_out / "catalog.jsonl").read_text().splitlines())
+    theirs = node_events(replayed)
+    assert [(e["station"], e["type"], e["start_us"], e["end_us"], e["n_windows"]) for e in ours] == \
+        [(e["station"], e["type"], e["start_us"], e["end_us"], e["n_windows"]) for e in theirs]
+    rates = {r["record"].split(".")[1]: r["rate_hz"] for r in replay_json["rows"]}
+    for a, b in zip(ours, theirs, strict=True):
+        period_us = 1e6 / rates[a["station"]]
+        for pick in ("p_time_us", "s_time_us"):
+            assert (a[pick] is None) == (b[pick] is None), (a, b)
+            if a[pick] is not None:
+                assert abs(a[pick] - b[pick]) <= period_us, (pick, a, b)
+        for key in ("p_prob", "s_prob", "pga_mps2"):
+            assert abs(a[key] - b[key]) <= 1e-6, (key, a, b)
+        assert a["event_id"] == b["event_id"] if a["type"] == "event" else True
+    scan_rows = {r["record"]: r for r in json.loads((scan_out / "summary.json").read_text())["rows"]}
+    for row in replay_json["rows"]:
+        assert scan_rows[row["record"]]["window_classes"] == row["window_classes"], row["record"]
+
+
+@pytest.fixture(scope="module")
+def realdata_subset(tmp_path_factory):
+    """Four real records: 50, 100, 400 Hz SAC in gal and the 200 Hz Napa miniSEED in counts."""
+    if not REALDATA.is_dir():
+        pytest.skip("../shared/realdata is not here")
+    folder = tmp_path_factory.mktemp("realdata")
+    for name in ("F02", "F11", "F12"):
+        for comp in ("HN1", "HN2"):
+            shutil.copy(REALDATA / "fema_p695_farfield" / f"PR.{name}..{comp}.SAC", folder)
+    shutil.copytree(REALDATA / "napa_2014", folder / "napa_2014")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["fixtures", "realdata"])
+def test_scan_decides_as_replay_test_nodes(tiny_model, realdata_subset, tmp_path, which):
+    folder = FIXTURES if which == "fixtures" else realdata_subset
+    catalog = FIXTURES / "catalog.csv" if which == "fixtures" else REALDATA / "catalog.csv"
+    replay = tools("replay-test", folder, "--model", tiny_model["sim"], "--catalog", catalog,
+                   "--out", tmp_path / "replay", "--json", "--faults", "")
+    assert "Traceback" not in replay.stderr, replay.stderr[-3000:]
+    replayed = json.loads(replay.stdout)
+    scan = tools("scan", folder, "--model", tiny_model["sim"], "--catalog", catalog, "--out",
+                 tmp_path / "scan", "--json")
+    assert "Traceback" not in scan.stderr, scan.stderr[-3000:]
+    ours = json.loads(scan.stdout)
+    assert set(ours) == set(replayed) and set(replayed["summary"]) <= set(ours["summary"])
+    assert ours["summary"]["records"] == replayed["summary"]["records"] > 0
+    assert ours["summary"]["detected"] == replayed["summary"]["detected"]
+    assert_same_decisions(tmp_path / "scan", replayed)
+    for name in ("catalog.csv", "catalog.xml", "station_days.csv", "events_per_day.png"):
+        assert (tmp_path / "scan" / name).is_file(), name
+
+
+def test_frames_joined_only_where_the_windows_stay_the_same(tiny_model):
+    from edge_runtime.backends import load_backend
+    from edge_runtime.config import build_config
+    from edge_runtime.service import Pipeline
+    from tools.scan.frames import joinable, node_frames
+
+    assert joinable(100.0) and joinable(200.0) and joinable(40.0)
+    assert not joinable(128.0) and not joinable(100.0005)
+    rng = np.random.default_rng(3)
+    counts = np.round(rng.normal(0, 2000, (3, 6000))).astype(np.int32)
+    counts[:, 3000:3400] *= 200
+    config = build_config({}, {"port": "x", "model": str(tiny_model["sim"])})
+    runs = []
+    for batch_s in (0.0, 30.0):
+        pipeline = Pipeline(load_backend(str(tiny_model["sim"])), config)
+        windows = []
+        pipeline.window_listeners.append(windows.append)
+        frames = list(node_frames(counts, 100.0, 1_700_000_000_000_000, batch_s))
+        assert len(frames) == (600 if batch_s == 0 else 2)
+        for f in frames:
+            pipeline.on_frame(f)
+        pipeline.flush()
+        runs.append(windows)
+    assert [w.center_us for w in runs[0]] == [w.center_us for w in runs[1]]
+    p0 = np.array([list(w.probs.values()) for w in runs[0]])
+    p1 = np.array([list(w.probs.values()) for w in runs[1]])
+    assert np.abs(p0 - p1).max() <= 1e-6
+
+
+def _write_day(folder: Path, rng, station: str, day: UTCDateTime, seconds: float = 600.0, fs: float = 100.0,
+               quake_at_s=None):
+    """An SDS station-day of three miniSEED channels (float32, m/s^2: scan with ``--units m/s2``),
+    with one earthquake if asked."""
+    n = int(seconds * fs)
+    data = rng.normal(0, 0.002, (3, n))
+    if quake_at_s is not None:
+        q = quake(rng, 2000, fs, 3.0, pga=1.0)
+        i = int(quake_at_s * fs)
+        data[:, i:i + q.shape[1]] += q
+    stream = Stream()
+    for k, cha in enumerate(("HNE", "HNN", "HNZ")):
+        stream += trace(data[k].astype(np.float32), station, cha, day, fs=fs)
+    for tr in stream:
+        path = folder / str(day.year) / "XX" / station / f"{tr.stats.channel}.D" / \
+            f"XX.{station}..{tr.stats.channel}.D.{day.year}.{day.julday:03d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tr.write(str(path), format="MSEED", encoding="FLOAT32")
+
+
+def test_bad_input_one_line_each_and_resume(tiny_model, tmp_path):
+    rng = np.random.default_rng(11)
+    sds = tmp_path / "sds"
+    _write_day(sds, rng, "AAA", UTCDateTime(2026, 5, 1), seconds=120, quake_at_s=40)
+    _write_day(sds, rng, "BBB", UTCDateTime(2026, 5, 1), seconds=60)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "XX.BAD..HNZ.SAC").write_bytes(b"\x00\x01 not a SAC file" * 40)
+    q = quake(rng, 600, 100.0, 2.5)
+    write_sac(trace(q[2] * 100, "LOW", "HNZ", UTCDateTime(2026, 5, 2), fs=5.0), loose / "XX.LOW..HNZ.SAC",
+              idep="iacc")
+    # Two files of one channel that overlap by 2 s with different samples.
+    write_sac(trace(q[2] * 1e9, "OVL", "HNZ", UTCDateTime(2026, 5, 2)), loose / "a.SAC", idep="iacc")
+    write_sac(trace(q[1] * 1e9, "OVL", "HNZ", UTCDateTime(2026, 5, 2, 0, 0, 4)), loose / "b.SAC",
+              idep="iacc")
+    out = tmp_path / "out"
+    args = ("scan", sds, loose, tmp_path / "nowhere", "--model", tiny_model["sim"], "--out", out, "--json",
+            "--units", "m/s2")
+    first = tools(*args)
+    assert "Traceback" not in first.stderr, first.stderr[-3000:]
+    assert first.returncode == 1, first.stderr[-3000:]
+    result = json.loads(first.stdout)
+    skipped = {Path(w).name: why for w, why in result["skipped"]}
+    assert "no such file" in skipped["nowhere"]
+    assert any("BAD" in w for w in skipped)
+    assert any("LOW" in w and "5 Hz" in why for w, why in skipped.items()), skipped
+    assert any("overlap" in why.lower() for why in skipped.values()), skipped
+    err = [line for line in first.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(err) == len(result["skipped"]), first.stderr
+    s = result["summary"]
+    assert s["station_days_run"] == s["station_days"] >= 3 and s["station_days_failed"] == 0
+    assert {r["record"].split(".")[1] for r in result["rows"]} >= {"AAA", "BBB"}
+    again = tools(*args)
+    resumed = json.loads(again.stdout)["summary"]
+    assert resumed["station_days_run"] == 0 and resumed["station_days_resumed"] == s["station_days"]
+    assert resumed["events"] == s["events"] and resumed["triggers"] == s["triggers"]
+
+
+def test_unreachable_scheduler_is_one_line(tiny_model, tmp_path):
+    result = tools("scan", FIXTURES, "--model", tiny_model["sim"], "--out", tmp_path / "o",
+                   "--scheduler", "tcp://127.0.0.1:9", timeout=120)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --scheduler tcp://127.0.0.1:9: cannot connect"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _dask(*args, log: Path):
+    """``dask scheduler`` / ``dask worker`` as a process group of its own, importing this checkout."""
+    dask = Path(sys.executable).with_name("dask")
+    return subprocess.Popen([str(dask), *map(str, args)], cwd=REPO, env=python_env(), start_new_session=True,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def _kill(proc, sig=signal.SIGKILL) -> None:
+    import os
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_the_same_catalogue_and_a_killed_worker_loses_nothing(tiny_model, tmp_path):
+    rng = np.random.default_rng(21)
+    sds = tmp_path / "sds"
+    for k, station in enumerate(("AAA", "BBB", "CCC", "DDD")):
+        for d in (1, 2):
+            _write_day(sds, rng, station, UTCDateTime(2026, 6, d), seconds=1500.0,
+                       quake_at_s=300.0 + 100 * k if (k + d) % 2 else None)
+    single = tools("scan", sds, "--model", tiny_model["sim"], "--out", tmp_path / "single", "--json",
+                   "--units", "m/s2")
+    assert single.returncode == 0, single.stderr[-3000:]
+    expected = sorted((tmp_path / "single" / "catalog.jsonl").read_text().splitlines())
+    assert json.loads(single.stdout)["summary"]["station_days"] == 8
+
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                      "--scheduler-file", scheduler_file, log=tmp_path / "scheduler.log")
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        workers = [_dask("worker", "--scheduler-file", scheduler_file, "--nthreads", "1", "--nworkers", "1",
+                         "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "0",
+                         log=tmp_path / f"worker{i}.log") for i in range(2)]
+        out = tmp_path / "dask"
+        scan = subprocess.Popen([sys.executable, "-m", "tools", "scan", str(sds), "--model",
+                                 str(tiny_model["sim"]), "--out", str(out), "--scheduler", address, "--json",
+                                 "--units", "m/s2"],
+                                cwd=REPO, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        # Once the first station-day is back, one worker dies (SIGKILL: no goodbye to the scheduler).
+        deadline = time.monotonic() + 240
+        while not list(out.glob("days/*/*.json")) and time.monotonic() < deadline and scan.poll() is None:
+            time.sleep(0.1)
+        _kill(workers[0])
+        stdout, stderr = scan.communicate(timeout=300)
+        assert scan.returncode == 0, stderr[-3000:]
+        summary = json.loads(stdout)["summary"]
+        assert summary["station_days"] == summary["station_days_run"] == 8
+        assert summary["station_days_failed"] == 0
+        assert sorted((out / "catalog.jsonl").read_text().splitlines()) == expected
+        assert len(expected) >= 2  # the earthquakes were declared (trigger + event at least)
+    finally:
+        for proc in workers + [scheduler]:
+            _kill(proc)

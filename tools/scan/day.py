@@ -1,0 +1,289 @@
+"""One station-day through the node's own code: pipeline, detector, picker, event sink.
+
+For each record of the day (:func:`host_training.recordings.reader.read_records`, trimmed
+to the day), the same steps as replay-test (:mod:`tools.replay.replay_test`): the node's
+2000-2100 time window, its rate limits, the sensor's digitizing, then the frames the node
+would decode (:mod:`tools.scan.frames`) into a fresh :class:`edge_runtime.service.Pipeline`
+built from the node's own config defaults, its records handed to the node's own
+:class:`~edge_runtime.sink.EventSink` writing the node's event file. No pty, no node process;
+a record is one stream, as replay-test gives each record a fresh node (the reader splits a
+station's data at gaps longer than 10 s, where the node too would restart its windows and
+close its event).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.sensors import DEFAULT_SENSOR
+
+from .archive import StationDay
+from .frames import node_frames
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400.0
+TRACE_STEP_S = 10.0  # resolution of the day's trace kept for its plot, s
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """What every station-day of a scan shares (sent to each worker)."""
+
+    model: str
+    units: str | None = None
+    inventory: str | None = None
+    catalog: str | None = None
+    quakeml: str | None = None
+    sensor: str = DEFAULT_SENSOR
+    missing: str = "zeros"
+    time: str = "auto"
+    tolerance_s: float = 2.0
+    seed: int = 0
+    batch_s: float = 60.0
+
+    def __post_init__(self):
+        if self.missing not in ("zeros", "self-noise"):
+            raise ValueError(f"--missing {self.missing!r}: use zeros or self-noise")
+        if self.batch_s < 0:
+            raise ValueError(f"--batch-s {self.batch_s}: must be >= 0")
+
+    def fingerprint(self) -> str:
+        """What makes two runs' station-days interchangeable (the model's bytes included)."""
+        model_crc = zlib.crc32(Path(self.model).read_bytes())
+        return f"{zlib.crc32(json.dumps(asdict(self), sort_keys=True).encode()):08x}-{model_crc:08x}"
+
+
+@lru_cache(maxsize=4)
+def _backend(model: str):
+    """The node's backend for ``model``, one per process (a worker keeps it across station-days)."""
+    from edge_runtime.backends import load_backend
+
+    return load_backend(model, threads=1)
+
+
+def _node_config(settings: ScanSettings, station: str, events: Path, sensor):
+    """The node's config as replay-test starts it (its defaults; station and scale as flags)."""
+    from edge_runtime.config import build_config
+
+    return build_config({}, {"port": "scan", "model": settings.model, "station": station,
+                             "counts_per_mps2": sensor.counts_per_mps2, "events": str(events)})
+
+
+def _trim_to_day(record, day: StationDay):
+    """The part of ``record`` inside the station-day, or None."""
+    rate = record.sampling_rate_hz
+    start = record.starttime.timestamp
+    first = max(0, int(np.ceil((day.start_s - start) * rate - 1e-6)))
+    stop = min(record.data.shape[1], int(np.ceil((day.start_s + DAY_S - start) * rate - 1e-6)))
+    if stop - first <= 0:
+        return None
+    if first == 0 and stop == record.data.shape[1]:
+        return record
+    return replace(record, data=record.data[:, first:stop], starttime=record.starttime + first / rate,
+                   actions=record.actions + [f"trimmed to {day.day}"])
+
+
+def _records(day: StationDay, settings: ScanSettings, window_s: float):
+    """The day's records of its station, trimmed to the day; ``(records, skipped)``."""
+    from host_training.recordings.reader import read_records
+    from host_training.recordings.record import RecordError
+
+    try:
+        records, skipped = read_records([*day.files, *day.metadata], units=settings.units,
+                                        inventory=settings.inventory, events=settings.quakeml,
+                                        catalog=settings.catalog, min_duration_s=window_s, nan_gaps=True)
+    except RecordError as exc:
+        return [], [(day.key, str(exc))]
+    out = []
+    for record in records:
+        if ".".join(record.station.split(".")[:2]) != day.station:
+            continue
+        record = _trim_to_day(record, day)
+        if record is not None and record.duration_s >= window_s:
+            out.append(record)
+    return out, skipped
+
+
+def _day_trace(records, day: StationDay) -> list:
+    """Peak |acceleration| of every ``TRACE_STEP_S`` of the day (None where no data), m/s^2."""
+    n = int(DAY_S / TRACE_STEP_S)
+    peak = np.full(n, np.nan)
+    for r in records:
+        step = max(1, int(round(TRACE_STEP_S * r.sampling_rate_hz)))
+        first = int((r.starttime.timestamp - day.start_s) // TRACE_STEP_S)
+        m = r.data.shape[1] // step
+        if m == 0:
+            continue
+        blocks = np.abs(r.data[:, :m * step]).reshape(r.data.shape[0], m, step).max(axis=(0, 2))
+        lo, hi = max(0, first), min(n, first + m)
+        peak[lo:hi] = np.fmax(peak[lo:hi], blocks[lo - first:hi - first])
+    return [None if not np.isfinite(v) else round(float(v), 6) for v in peak]
+
+
+class _Sink:
+    """The node's event sink with its event file as the only output, for one station-day."""
+
+    def __init__(self, path: Path):
+        from edge_runtime.events import EventFile, JsonlWriter
+        from edge_runtime.logs import LimitedLog
+        from edge_runtime.sink import EventSink
+
+        self.errors = 0
+        writer = JsonlWriter(path, spools=[path.with_name(path.name + ".spool")])
+        writer.start()
+        self.sink = EventSink([EventFile(writer)], faults=LimitedLog(log), count_error=self._error)
+
+    def _error(self) -> None:
+        self.errors += 1
+
+    def emit(self, records: list) -> None:
+        self.sink.emit(records)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def run_record(record, settings: ScanSettings, sink: _Sink, events_path: Path, sensor, rng) -> dict:
+    """One record through a fresh node pipeline, as replay-test's node would take it.
+
+    Returns
+    -------
+    dict
+        The pipeline's counters and the events and triggers it declared (node records).
+    """
+    from edge_runtime.service import Pipeline
+    from tools.replay.records import digitize
+
+    counts, notes = digitize(record, sensor, settings.missing, rng)
+    station = record.station.split(".")[1] or "NODE"
+    pipeline = Pipeline(_backend(settings.model), _node_config(settings, station, events_path, sensor))
+    declared = []
+    start_us = int(round(record.starttime.timestamp * 1e6))
+    for frame in node_frames(counts, record.sampling_rate_hz, start_us, settings.batch_s):
+        try:
+            out = pipeline.on_frame(frame)
+        except Exception:  # as the node's loop: one bad frame must not end the stream
+            pipeline.count_error()
+            log.exception("%s: frame seq=%d: processing failed; skipped", record.id, frame.sequence)
+            continue
+        declared += out
+        sink.emit(out)
+    out = pipeline.flush()
+    declared += out
+    sink.emit(out)
+    return {"counters": pipeline.counters(), "declared": declared, "clipped": notes["clipped"],
+            "missing": notes["missing"]}
+
+
+def _row(record, shown, run: dict, events: list, triggers: list, settings: ScanSettings, info: dict,
+         shift_s: float, wall_s: float, workdir: str) -> tuple[dict, dict]:
+    """One record's row, with replay-test's keys, and its truth (as a dict)."""
+    from tools.replay.score import score_record, truth_of
+
+    truth = truth_of(shown)
+    row, _ = score_record(events, truth, settings.tolerance_s, triggers, info["window_s"])
+    status = run["counters"]
+    pipe = status["pipeline"]
+    row.update(
+        record=record.id, rate_hz=record.sampling_rate_hz, duration_s=round(record.duration_s, 2),
+        below_model_rate=bool(info["target_rate_hz"] and record.sampling_rate_hz < info["target_rate_hz"]),
+        components="".join(c if p else "-" for c, p in zip("ENZ", record.present, strict=True)),
+        missing_as=(settings.missing if run["missing"] else None), clipped=run["clipped"],
+        time_shift_s=shift_s, picks={k: p.source for k, p in record.picks.items()}, units=record.units,
+        actions=record.actions, node_exit=0, error=None, frames_sent=pipe["frames_in"],
+        frames_decoded=pipe["frames_in"], frames_accepted=pipe["frames"],
+        dropped={"crc": 0, "header": 0, "rejected": status["frames_rejected_by"],
+                 "duplicate": pipe["frames_duplicate"], "lost": pipe["frames_lost"]},
+        window_classes=status["window_classes"], windows=pipe["windows"], faults={}, ledger=[],
+        wall_s=round(wall_s, 3), workdir=workdir, triggers=len(triggers), gaps=status["gaps"],
+        gaps_filled=status["gaps_filled"], windows_dead=pipe["windows_dead"])
+    return row, asdict(truth)
+
+
+def _station_day_stats(day: StationDay, rows: list, truths: list, trace: list, notes: list,
+                       wall_s: float) -> dict:
+    """Per station-day figures: windows per class, triggers, events, gaps, clipped samples,
+    and the triggers and events on data marked as noise (false alarms)."""
+    classes: dict[str, int] = {}
+    for r in rows:
+        for k, v in (r["window_classes"] or {}).items():
+            classes[k] = classes.get(k, 0) + v
+    noise = [(r, t) for r, t in zip(rows, truths, strict=True) if t["kind"] == "noise"]
+    covered = sum(r["duration_s"] for r in rows)
+    merged = sum(1 for r in rows for a in r["actions"] if "gap" in a.lower())
+    return {"station": day.station, "day": day.day, "records": len(rows), "covered_s": round(covered, 2),
+            "rates_hz": sorted({r["rate_hz"] for r in rows}), "windows": sum(r["windows"] for r in rows),
+            "window_classes": classes, "windows_dead": sum(r["windows_dead"] for r in rows),
+            "triggers": sum(r["triggers"] for r in rows), "events": sum(r["events"] for r in rows),
+            # records of the day after the first start after a gap the reader would not bridge
+            "gaps": max(0, len(rows) - 1) + merged + sum(r["gaps"] for r in rows),
+            "clipped_samples": sum(r["clipped"] for r in rows),
+            "noise_s": round(sum(r["duration_s"] for r, _ in noise), 2),
+            "noise_triggers": sum(r["triggers"] for r, _ in noise),
+            "noise_events": sum(r["events"] for r, _ in noise),
+            "notes": notes, "wall_s": round(wall_s, 3), "trace_step_s": TRACE_STEP_S, "trace": trace}
+
+
+def scan_station_day(day: StationDay, settings: ScanSettings) -> dict:
+    """Run one station-day through the node's code; everything it produced, as plain data.
+
+    The result travels back to the caller (a Dask worker may be another machine), so it
+    holds the node's event lines themselves, not a path to them.
+
+    Returns
+    -------
+    dict
+        ``key``, ``station``, ``day``, ``lines`` (the node's event file, one JSON record per
+        line), ``rows`` (replay-test's row per record), ``truths``, ``stats``, ``skipped``
+        ((where, why) list) and ``notes``.
+    """
+    from edge_runtime.sensors import get_sensor
+    from tools.replay.records import check_rate, fit_rate, model_info, time_shift_s
+
+    started = time.monotonic()
+    info = model_info(settings.model)
+    sensor = get_sensor(settings.sensor)
+    records, skipped = _records(day, settings, info["window_s"])
+    rows, truths, notes = [], [], []
+    rates = sorted({r.sampling_rate_hz for r in records})
+    if len(rates) > 1:
+        notes.append(f"{day.key}: sampling rate changes during the day ({', '.join(f'{r:g}' for r in rates)} "
+                     "Hz); each record runs at its own rate")
+    with tempfile.TemporaryDirectory(prefix="scan.") as tmp:
+        events_path = Path(tmp) / "events.jsonl"
+        sink = _Sink(events_path)
+        for record in records:
+            try:
+                record = fit_rate(record, info)
+                check_rate(record, info)
+            except ValueError as exc:
+                skipped.append((", ".join(Path(f).name for f in record.files) or record.id,
+                                f"{record.id}: {exc}"))
+                continue
+            shift = time_shift_s(record, settings.time)
+            shown = record.shifted(shift) if shift else record
+            rng = np.random.default_rng(settings.seed + zlib.crc32(record.id.encode()))
+            t0 = time.monotonic()
+            run = run_record(shown, settings, sink, events_path, sensor, rng)
+            events = [e for e in run["declared"] if e["type"] == "event"]
+            triggers = [e for e in run["declared"] if e["type"] == "trigger"]
+            row, truth = _row(record, shown, run, events, triggers, settings, info, shift,
+                              time.monotonic() - t0, day.key)
+            rows.append(row)
+            truths.append(truth)
+        sink.close()
+        lines = events_path.read_text().splitlines() if events_path.exists() else []
+    wall_s = time.monotonic() - started
+    stats = _station_day_stats(day, rows, truths, _day_trace(records, day), notes, wall_s)
+    return {"key": day.key, "station": day.station, "day": day.day, "lines": lines, "rows": rows,
+            "truths": truths, "stats": stats, "skipped": [list(s) for s in skipped], "notes": notes}
