@@ -4,15 +4,20 @@ The same synthetic day (background, earthquakes every ~15 min) is encoded as 10-
 frames at 100 Hz and fed, in the same process and in lockstep, to two nodes' decoder +
 frame sequencer + window chain + model + detector (``edge_runtime.service.Pipeline``):
 one clean, one through faults — 1 % of frames with a flipped bit, adjacent frames swapped,
-stale duplicates, unplugs that lose a few seconds of bytes cut mid-frame, and board
-restarts (sequence back to 0). It runs in-process rather than through a pty: a pty at this
-volume (864,000 frames) would measure the kernel, not the node, and take hours.
+frames 6 frames late (after their gap was given up), stale duplicates, frames the node
+refuses (an impossible count), unplugs that lose a few seconds of bytes cut mid-frame, and
+board restarts (sequence back to 0) whose first two frames arrive swapped, as do the
+day's first two. It runs in-process rather than through a pty: a pty at this volume
+(864,000 frames) would measure the kernel, not the node, and take hours.
 
 Checks (reported, and ``ok`` in the result):
 
-- accounting: frames sent = delivered + lost + duplicates + stale, exactly, and the node's
-  ``frames_lost`` equals the frames the faults destroyed, ``frames_duplicate`` the
-  duplicates sent, ``frames_reordered`` the swaps, ``sequence_resets`` the restarts;
+- accounting: frames sent = delivered + lost + duplicates + stale + rejected, exactly, and
+  the node's ``frames_lost`` equals the frames the faults destroyed (late frames are taken
+  back out), ``frames_duplicate`` + ``frames_stale`` the stale copies and late frames sent,
+  ``frames_late`` the late frames, ``frames_rejected`` the refused ones,
+  ``frames_reordered`` the swaps (at the start and after restarts too),
+  ``sequence_resets`` the restarts;
 - recall of the faulty run equals the clean run's, false events are no more;
 - RSS flat: resident memory sampled every simulated hour.
 
@@ -59,9 +64,9 @@ def soak_model(out: Path, seed: int = 1, allow_untrained: bool = False) -> tuple
     from edge_runtime.kinds import EARTHQUAKE_CNN
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
-    from host_training.data.synth import synthetic_dataset
     from host_training.export import export_onnx
     from host_training.models import PHASE_CLASSES, build_model
+    from host_training.synthetic.parametric import synthetic_dataset
     from host_training.train import TrainConfig, train
     from quantization.int16 import quantize_int16
     from quantization.simplify import simplify
@@ -110,7 +115,7 @@ class Node:
 def day_segments(rng, hours: float):
     """Yield ``(t0_us, counts (n, 3) int32, p_times_us)`` 10-minute segments of the day."""
     from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
-    from host_training.data import synth
+    from host_training.synthetic import parametric as synth
 
     cpm = get_sensor(DEFAULT_SENSOR).counts_per_mps2
     n_seg = int(round(hours * 3600 / SEGMENT_S))
@@ -145,81 +150,125 @@ def score(events: list[dict], p_times: list[int], tolerance_s: float = 3.0) -> d
             "events": len(closed), "false_events": false}
 
 
+FAULTS = ("corrupted", "unplug_lost", "swapped", "late", "duplicates", "rejected", "restarts",
+          "restart_swaps", "unplugs")
+
+
+def segment_wire(frames: list[bytes], fault_rng, rates: dict, sent: dict, unplug: bool,
+                 restart: bool, refused) -> list[bytes]:
+    """What one segment's frames become on a faulty line; ``sent`` counts each fault.
+
+    Faults sit on a grid, so no two touch the same frames and the counts stay exact:
+    a bit flip, an adjacent swap, a frame 6 frames late (after its gap was given up), a
+    stale copy of a frame 5-20 back (one that reached the node), frame ``i`` with an
+    impossible count (``refused(i)``: the node refuses it), an unplug that loses 50
+    frames cut mid-frame.
+    A restart (``restart``) swaps the new stream's first two frames.
+    """
+    n, wire, i, destroyed = len(frames), [], 0, set()
+    unplug_at = int(fault_rng.integers(100, n - 700)) if unplug else -1
+    if restart or sent["frames"] == 0:  # a stream's first two frames swapped
+        wire, i = [frames[1], frames[0]], 2
+        sent["restart_swaps" if restart else "swapped"] += 1
+        sent["frames"] += 2
+    edges = np.cumsum([rates[k] for k in ("corrupt", "swap", "late", "duplicate", "reject")])
+    while i < n:
+        if 0 <= unplug_at <= i and i + 60 < n:  # unplugged mid-frame for 5 s: bytes lost
+            wire.append(frames[i][:int(fault_rng.integers(1, len(frames[i]) - 1))])
+            sent["unplug_lost"] += 50
+            sent["unplugs"] += 1
+            destroyed.update(range(i, i + 50))
+            step, unplug_at = 50, -1
+        else:
+            fault = int(np.searchsorted(edges, fault_rng.uniform(), side="right")) if i + 8 < n else 5
+            if fault == 0 and i:
+                b = bytearray(frames[i])
+                b[int(fault_rng.integers(0, len(b)))] ^= 1 << int(fault_rng.integers(0, 8))
+                wire += [bytes(b), frames[i + 1]]
+                sent["corrupted"] += 1
+                destroyed.add(i)
+                step = 2
+            elif fault == 1:
+                wire += [frames[i + 1], frames[i], frames[i + 2]]
+                sent["swapped"] += 1
+                step = 3
+            elif fault == 2:
+                wire += frames[i + 1:i + 7] + [frames[i]]
+                sent["late"] += 1
+                step = 7
+            elif fault == 3 and i >= 20 and (j := i - int(fault_rng.integers(5, 20))) not in destroyed:
+                wire += [frames[i], frames[j]]
+                sent["duplicates"] += 1
+                sent["frames"] += 1
+                step = 1
+            elif fault == 4 and i:
+                wire += [refused(i), frames[i + 1]]
+                sent["rejected"] += 1
+                step = 2
+            else:
+                wire.append(frames[i])
+                step = 1
+        sent["frames"] += step
+        i += step
+    return wire
+
+
+def accounting_checks(sent: dict, pf: dict, pc: dict) -> dict:
+    """Every frame sent accounted for, exactly, and each fault counted where it belongs."""
+    destroyed = sent["corrupted"] + sent["unplug_lost"]
+    return {
+        "sent = delivered + lost + duplicate + stale + rejected":
+            sent["frames"] == pf["frames"] + pf["frames_lost"] + pf["frames_duplicate"] + pf["frames_stale"]
+            + pf["frames_rejected"],
+        "lost = destroyed by faults": pf["frames_lost"] == destroyed,
+        "stale copies and late frames counted":
+            pf["frames_duplicate"] + pf["frames_stale"] == sent["duplicates"] + sent["late"],
+        "late frames counted": pf["frames_late"] == sent["late"],
+        "rejected counted": pf["frames_rejected"] == sent["rejected"],
+        "swaps put back (at start and after restarts too)":
+            pf["frames_reordered"] == sent["swapped"] + sent["restart_swaps"],
+        "restarts counted": pf["sequence_resets"] == sent["restarts"],
+        "clean run lost nothing": pc["frames_lost"] == 0 and pc["frames"] == sent["unique"],
+    }
+
+
 def bench_soak(out="runs/bench", seed: int = 0, hours: float = 24.0, corrupt: float = 0.01,
-               swap: float = 0.002, duplicate: float = 0.001, unplug_every_h: float = 3.0,
-               restarts: int = 2, progress: bool = True) -> dict:
+               swap: float = 0.002, late: float = 0.001, duplicate: float = 0.001, reject: float = 0.0005,
+               unplug_every_h: float = 3.0, restarts: int = 2, progress: bool = True) -> dict:
     """Run the soak; return the figures (see the module docstring)."""
     from edge_runtime.protocol import encode_frame
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    fault_rng = np.random.default_rng(seed + 1)
+    rng, fault_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    rates = {"corrupt": corrupt, "swap": swap, "late": late, "duplicate": duplicate, "reject": reject}
     model, model_note = soak_model(out, allow_untrained=hours < 1)
     clean, faulty = Node(model), Node(model)
     n_seg = int(round(hours * 3600 / SEGMENT_S))
-    unplug_segments = set(range(2, n_seg, max(1, int(round(unplug_every_h * 3600 / SEGMENT_S)))))
-    quiet_segments = [k for k in range(n_seg) if k % 3 == 2 and k not in unplug_segments]
-    restart_segments = set(quiet_segments[len(quiet_segments) // (restarts + 1)::
-                                          max(1, len(quiet_segments) // (restarts + 1))][:restarts])
-    sent = {"frames": 0, "unique": 0, "corrupted": 0, "unplug_lost": 0, "swapped": 0, "duplicates": 0,
-            "restarts": 0, "unplugs": 0}
-    p_all: list[int] = []
-    rss = []
-    seq = 0
-    clean_s = faulty_s = 0.0
+    unplugs = set(range(2, n_seg, max(1, int(round(unplug_every_h * 3600 / SEGMENT_S)))))
+    quiet = [k for k in range(n_seg) if k % 3 == 2 and k not in unplugs]
+    restart_at = set(quiet[len(quiet) // (restarts + 1)::max(1, len(quiet) // (restarts + 1))][:restarts])
+    sent = dict.fromkeys(("frames", "unique", *FAULTS), 0)
+    p_all, rss, seq, clean_s, faulty_s = [], [], 0, 0.0, 0.0
     started = time.monotonic()
     for k, (t0, counts, p_times) in enumerate(day_segments(rng, hours)):
         p_all += p_times
         n_frames = counts.shape[0] // FRAME
-        if k in restart_segments:  # a clean power cycle of the board: the counter restarts
+        if k in restart_at:  # a clean power cycle of the board: the counter restarts
             seq = 0
             sent["restarts"] += 1
         frames = [encode_frame(seq + i, t0 + i * 100_000, RATE, counts[i * FRAME:(i + 1) * FRAME])
                   for i in range(n_frames)]
+        impossible = np.full((FRAME, 3), -2**31, np.int32)  # INT32_MIN for a NaN: the node refuses it
+
+        def refused(i, first=seq, t0=t0, impossible=impossible):
+            return encode_frame(first + i, t0 + i * 100_000, RATE, impossible)
         seq += n_frames
         sent["unique"] += n_frames
         t = time.perf_counter()
         clean.feed(b"".join(frames))
         clean_s += time.perf_counter() - t
-        # Faults, on a grid so no two touch the same frames (their counts stay exact).
-        wire = []
-        i = 0
-        unplug_at = int(fault_rng.integers(100, n_frames - 700)) if k in unplug_segments else -1
-        while i < n_frames:
-            if 0 <= unplug_at <= i and i + 60 < n_frames:  # unplugged mid-frame for 5 s: bytes lost
-                lost = 50
-                cut = int(fault_rng.integers(1, len(frames[i]) - 1))
-                wire.append(frames[i][:cut])
-                sent["unplug_lost"] += lost
-                sent["unplugs"] += 1
-                sent["frames"] += lost
-                i += lost
-                unplug_at = -1
-                continue
-            u = fault_rng.uniform()
-            if i + 2 < n_frames and i != 0 and u < corrupt:
-                b = bytearray(frames[i])
-                j = int(fault_rng.integers(0, len(b)))
-                b[j] ^= 1 << int(fault_rng.integers(0, 8))
-                wire += [bytes(b), frames[i + 1]]
-                sent["corrupted"] += 1
-                sent["frames"] += 2
-                i += 2
-            elif i + 2 < n_frames and u < corrupt + swap:
-                wire += [frames[i + 1], frames[i], frames[i + 2]]
-                sent["swapped"] += 1
-                sent["frames"] += 3
-                i += 3
-            elif i >= 20 and i + 1 < n_frames and u < corrupt + swap + duplicate:
-                wire += [frames[i], frames[i - int(fault_rng.integers(5, 20))]]  # a stale copy
-                sent["duplicates"] += 1
-                sent["frames"] += 2
-                i += 1
-            else:
-                wire.append(frames[i])
-                sent["frames"] += 1
-                i += 1
+        wire = segment_wire(frames, fault_rng, rates, sent, k in unplugs, k in restart_at, refused)
         t = time.perf_counter()
         faulty.feed(b"".join(wire))
         faulty_s += time.perf_counter() - t
@@ -230,28 +279,19 @@ def bench_soak(out="runs/bench", seed: int = 0, hours: float = 24.0, corrupt: fl
                       f"{time.monotonic() - started:.0f} s, RSS {rss[-1]} MiB", flush=True)
     clean.finish()
     faulty.finish()
+    return _report(out, hours, model, model_note, sent, clean, faulty, p_all, rss, clean_s, faulty_s,
+                   started)
+
+
+def _report(out, hours, model, model_note, sent, clean, faulty, p_all, rss, clean_s, faulty_s,
+            started) -> dict:
     pc, pf = clean.pipeline.counts, faulty.pipeline.counts
-    destroyed = sent["corrupted"] + sent["unplug_lost"]
-    delivered = pf["frames"]
-    accounting = {
-        "sent_frames": sent["frames"], "sent_unique": sent["unique"],
-        "delivered": delivered, "frames_lost": pf["frames_lost"],
-        "frames_duplicate": pf["frames_duplicate"], "frames_stale": pf["frames_stale"],
-        "frames_rejected": pf["frames_rejected"],
-        "frames_reordered": pf["frames_reordered"], "sequence_resets": pf["sequence_resets"],
-        "destroyed_by_faults": destroyed,
-        "decoder": faulty.decoder.stats.to_dict(), "decoder_pending_bytes": faulty.decoder.pending,
-    }
-    checks = {
-        "sent = delivered + lost + duplicate + stale + rejected":
-            sent["frames"] == delivered + pf["frames_lost"] + pf["frames_duplicate"] + pf["frames_stale"]
-            + pf["frames_rejected"],
-        "lost = destroyed by faults": pf["frames_lost"] == destroyed,
-        "duplicates counted": pf["frames_duplicate"] + pf["frames_stale"] == sent["duplicates"],
-        "swaps put back": pf["frames_reordered"] == sent["swapped"],
-        "restarts counted": pf["sequence_resets"] == sent["restarts"],
-        "clean run lost nothing": pc["frames_lost"] == 0 and pc["frames"] == sent["unique"],
-    }
+    accounting = {k: pf[k] for k in ("frames_lost", "frames_duplicate", "frames_stale", "frames_late",
+                                     "frames_rejected", "frames_reordered", "sequence_resets")}
+    accounting.update(sent_frames=sent["frames"], sent_unique=sent["unique"], delivered=pf["frames"],
+                      destroyed_by_faults=sent["corrupted"] + sent["unplug_lost"],
+                      decoder=faulty.decoder.stats.to_dict(), decoder_pending_bytes=faulty.decoder.pending)
+    checks = accounting_checks(sent, pf, pc)
     sc, sf = score(clean.events, p_all), score(faulty.events, p_all)
     checks["recall unchanged"] = sf["detected"] == sc["detected"]
     checks["false events not more"] = sf["false_events"] <= sc["false_events"]
@@ -259,7 +299,8 @@ def bench_soak(out="runs/bench", seed: int = 0, hours: float = 24.0, corrupt: fl
     rss_growth = (warm[-1] - warm[0]) if warm else 0.0
     checks["RSS flat (< 5 MiB growth after the first hour)"] = rss_growth < 5.0
     result = {
-        "name": f"soak: {hours:g} h of 100 Hz x 3 frames, 1 % corrupt + reorder + duplicates + unplugs",
+        "name": f"soak: {hours:g} h of 100 Hz x 3 frames, 1 % corrupt + reorder + late + duplicates + "
+                "rejected + unplugs + restarts",
         "baseline": "clean stream, same decoder + pipeline", "baseline_s": clean_s,
         "candidate": "faulty stream", "candidate_s": faulty_s, "speedup": clean_s / faulty_s,
         "simulated_hours": hours, "model": str(model), "model_note": model_note,
