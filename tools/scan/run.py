@@ -35,6 +35,21 @@ def day_path(out: Path, day: StationDay) -> Path:
     return out / "days" / day.station / f"{day.day}.json"
 
 
+def day_fingerprint(day: StationDay, settings_fingerprint: str) -> str:
+    """The settings' and model's fingerprint and the day's files (paths, sizes, modification times):
+    a station-day is done only for the same settings on the same files."""
+    import zlib
+
+    files = []
+    for path in (*day.files, *day.metadata):
+        try:
+            st = os.stat(path)
+            files.append((path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            files.append((path, None, None))
+    return f"{settings_fingerprint}-{zlib.crc32(json.dumps(files).encode()):08x}"
+
+
 def _done(out: Path, day: StationDay, fingerprint: str) -> dict | None:
     """The station-day's result from an earlier run with the same settings, or None."""
     try:
@@ -147,8 +162,9 @@ def run_scan(sources, settings: ScanSettings, out, *, scheduler: str | None = No
     if not days:
         raise ScanError("no station-day to scan in " + ", ".join(map(str, sources)) + " (reasons above)"
                         if skipped else "no waveform file in " + ", ".join(map(str, sources)))
-    fingerprint = settings.fingerprint()
-    results = {d.key: r for d in days if (r := _done(out, d, fingerprint)) is not None}
+    base = settings.fingerprint()
+    fingerprints = {d.key: day_fingerprint(d, base) for d in days}
+    results = {d.key: r for d in days if (r := _done(out, d, fingerprints[d.key])) is not None}
     todo = [d for d in days if d.key not in results]
     (out / "config.json").write_text(json.dumps({**asdict(settings), "sources": list(map(str, sources)),
                                                  "scheduler": scheduler, "workers": workers}, indent=2))
@@ -158,7 +174,7 @@ def run_scan(sources, settings: ScanSettings, out, *, scheduler: str | None = No
     with tqdm(total=len(days), initial=len(results), desc="scan", unit="station-day",
               disable=not progress) as bar:
         for day, result in runner:
-            _write_day(out, day, result, fingerprint)
+            _write_day(out, day, result, fingerprints[day.key])
             if "failed" in result:
                 printer(f"{day.key}: failed ({result['failed']}); it will be run again by the next scan")
             results[day.key] = result
