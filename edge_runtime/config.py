@@ -29,6 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .detector import DetectorConfig
+from .network.miniseed import check_code
 from .network.mqtt import check_topic, parse_broker
 from .sensors import DEFAULT_SENSOR, SENSORS, get_sensor
 from .sources import SOURCES
@@ -71,6 +72,18 @@ def _port(v):
     return None if v.strip() else "must name a serial device"
 
 
+def _seed_code(kind: str):
+    """A check of a SEED code of ``kind`` (network, station, location, channel)."""
+    def check(v):
+        try:
+            for code in (v if isinstance(v, list) else [v]):
+                check_code(kind, code)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return check
+
+
 def _broker(v):
     try:
         parse_broker(v)
@@ -81,6 +94,10 @@ def _broker(v):
 
 def _qos(v):
     return None if v in (0, 1, 2) else "must be 0, 1 or 2"
+
+
+def _between(low: float, high: float):
+    return lambda v: None if low <= v <= high else f"must be between {low:g} and {high:g}"
 
 
 @dataclass(frozen=True)
@@ -105,7 +122,7 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.key.replace("_", "-")
+        return "--" + self.name.replace("_", "-")  # [archive] path: --archive, not --path
 
     @property
     def default(self):
@@ -125,7 +142,20 @@ SETTINGS: list[Setting] = [
     Setting("node", "source", str, "where samples come from: 'serial' (a board on a serial port)", _source),
     Setting("node", "port", str, "serial device of the board; prefer a /dev/serial/by-id/... path", _port),
     Setting("node", "model", str, "ONNX model with SeismicTorch metadata"),
-    Setting("node", "station", str, "station code written into events and snippets"),
+    Setting("node", "station", str, "station code (SEED: 1-5 letters or digits) written into events, "
+            "snippets, miniSEED records and the StationXML", _seed_code("station")),
+    Setting("node", "network", str, "SEED network code (1-2 letters or digits; XX: unregistered, for tests "
+            "and trials) of the miniSEED records and the StationXML", _seed_code("network")),
+    Setting("node", "location", str, "SEED location code: blank (\"\") or 2 letters or digits",
+            _seed_code("location")),
+    Setting("node", "channels", list, "SEED channel code of each of the board's components, in the model's "
+            "component order (HN: accelerometer sampled at 80-250 Hz)", _seed_code("channel")),
+    Setting("node", "latitude", float, "station latitude, degrees north (WGS84), for the StationXML",
+            _between(-90.0, 90.0), optional=True),
+    Setting("node", "longitude", float, "station longitude, degrees east (WGS84), for the StationXML",
+            _between(-180.0, 180.0), optional=True),
+    Setting("node", "elevation_m", float, "station elevation above sea level, m, for the StationXML",
+            _between(-12000.0, 9000.0), optional=True),
     Setting("node", "sensor", str, "accelerometer part and range (scale, range, self-noise)", _sensor),
     Setting("node", "counts_per_mps2", float, "ADC counts per m/s^2; overrides the sensor's datasheet scale",
             _positive, optional=True),
@@ -167,6 +197,15 @@ SETTINGS: list[Setting] = [
     Setting("output", "snippet_pre_s", float, "seconds kept before an event's first window", _non_negative),
     Setting("output", "snippet_post_s", float, "seconds kept after its last triggering window",
             _non_negative),
+    Setting("output", "stationxml", str, "StationXML of the node (station identity, sensitivity in counts "
+            "per m/s^2), written at start; unset: NET.STA.xml in the archive folder when [archive] is on",
+            optional=True),
+    Setting("archive", "path", str, "root of an SDS archive of the raw counts as miniSEED (512-byte "
+            "Steim-2 records, one file per channel and day, docs/archive.md); unset = off",
+            optional=True, attr="archive"),
+    Setting("archive", "quota_mb", float, "largest size of the archive, MB (10^6 bytes): the oldest days "
+            "are deleted beyond it (the current day is kept); unset = no quota", _positive, optional=True,
+            attr="archive_quota_mb"),
     Setting("detector", "trigger_prob", float, "minimum 1 - p(noise) of a triggering window", _probability),
     Setting("detector", "min_pga_mps2", float,
             "minimum peak filtered acceleration of a triggering window, m/s^2", _non_negative),
@@ -238,6 +277,15 @@ class NodeConfig:
     events: str = "events.jsonl"
     status: str | None = None
     station: str = "NODE"
+    network: str = "XX"
+    location: str = ""
+    channels: list = field(default_factory=lambda: ["HNE", "HNN", "HNZ"])
+    latitude: float | None = None
+    longitude: float | None = None
+    elevation_m: float | None = None
+    stationxml: str | None = None
+    archive: str | None = None
+    archive_quota_mb: float | None = None
     sensor: str = DEFAULT_SENSOR
     baudrate: int = 921600
     board_id: int | None = None
@@ -408,7 +456,7 @@ def build_config(file_values: dict, overrides: dict, source: str = "setting") ->
 
 def add_arguments(parser) -> None:
     """One flag per setting (``--step-s``...), default ``None`` so a flag given wins over the file."""
-    for section in ("node", "output", "detector", "actions"):
+    for section in dict.fromkeys(s.section for s in SETTINGS):
         group = parser.add_argument_group(f"[{section}] settings (flags override the config file)")
         for s in SETTINGS:
             if s.section != section:

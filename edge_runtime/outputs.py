@@ -70,8 +70,23 @@ def _mqtt(config, ctx: OutputContext):
     return build_mqtt_output(config, ctx)  # a Queued consumer of its own (it sends health from tick)
 
 
+def _stationxml(config, ctx: OutputContext):
+    from .network.stationxml import build_stationxml_output  # standard library only
+
+    return build_stationxml_output(config, ctx.components)
+
+
+def _archive(config, ctx: OutputContext):
+    if not getattr(config, "archive", None):
+        return None
+    from .network.archive import build_archive_output  # pymseed (the network extra), only when asked for
+
+    return build_archive_output(config, ctx.components)  # a Queued consumer: a slow disk never waits
+
+
 # Name -> factory(config, context) -> Consumer or None; built and called in this order.
-OUTPUTS = {"snippets": _snippets, "events": _event_file, "actions": _actions, "mqtt": _mqtt}
+OUTPUTS = {"snippets": _snippets, "events": _event_file, "actions": _actions, "mqtt": _mqtt,
+           "stationxml": _stationxml, "archive": _archive}
 
 
 def build_sink(config, ctx: OutputContext, hold=None, count_error=None) -> EventSink:
