@@ -249,3 +249,12 @@ def test_dask_cluster_gives_the_same_catalogue_and_a_killed_worker_loses_nothing
     finally:
         for proc in workers + [scheduler]:
             _kill(proc)
+
+
+def test_scan_benchmark_is_registered():
+    import importlib
+
+    from tools.bench.suite import BENCHES
+
+    assert "scan" in BENCHES
+    assert callable(importlib.import_module("tools.bench.scan").bench_scan)

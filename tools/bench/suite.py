@@ -54,6 +54,12 @@ def _bench_soak(out, rng, seed, soak_hours):
     return [bench_soak(out, seed=seed, hours=soak_hours)]
 
 
+def _bench_scan(out, rng, seed, soak_hours):  # details in <out>/scan/scan_bench.json
+    from .scan import bench_scan
+
+    return bench_scan(out, rng, quick=soak_hours < 1)
+
+
 def _bench_window_path(out, rng, seed, soak_hours):
     from .window_path import run
 
@@ -73,6 +79,7 @@ BENCHES = {
     "protocol": _bench_protocol,
     "soak": _bench_soak,
     "window_path": _bench_window_path,
+    "scan": _bench_scan,
 }
 
 
