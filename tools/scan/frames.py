@@ -43,7 +43,9 @@ def node_frames(counts: np.ndarray, sampling_rate_hz: float, start_us: int, batc
     Parameters
     ----------
     counts : numpy.ndarray
-        int32, ``(n_components, n_samples)`` ADC counts (as digitized for replay-test).
+        int32, ``(n_components, n_samples)`` ADC counts as the sensor digitizes them for
+        replay-test (:func:`tools.replay.records.digitize`): clipped to its range, so the
+        node refuses no frame, and a joined frame is refused no more than its parts.
     sampling_rate_hz : float
         The record's rate, Hz.
     start_us : int
