@@ -71,7 +71,9 @@ def _mqtt(config, ctx: OutputContext):
 
 
 def _stationxml(config, ctx: OutputContext):
-    from .network.stationxml import build_stationxml_output  # standard library only
+    if not (getattr(config, "stationxml", None) or getattr(config, "archive", None)):
+        return None
+    from .network.stationxml import build_stationxml_output  # xml.etree, only when asked for
 
     return build_stationxml_output(config, ctx.components)
 

@@ -234,6 +234,39 @@ def test_a_disk_that_refuses_writes_is_logged_once_and_retried(tmp_path, caplog)
     assert read_back(tmp_path) == expected(fed)
 
 
+def test_a_hung_disk_never_delays_the_loop(tmp_path):
+    """Behind its Queued worker, an archive whose write blocks (a FIFO nobody reads, as a hung
+    SD card) costs the loop only a queue put per frame; frames beyond the queue are counted."""
+    import threading
+    import time
+
+    from edge_runtime.sink import Queued
+
+    rng = np.random.default_rng(9)
+    a = archive(tmp_path)
+    hung = tmp_path / "2026/XX/ST01/HNE.D/XX.ST01..HNE.D.2026.001"
+    hung.parent.mkdir(parents=True)
+    os.mkfifo(hung)
+    queued = Queued(a, maxsize=50, close_timeout_s=60.0)  # at the end, time to drain on a loaded machine
+    counts = noise_counts(rng, 3000)
+    slowest_s = 0.0
+    for i in range(0, 3000, 10):  # 300 frames; the worker blocks at its first record
+        t = time.perf_counter()
+        queued.on_samples(MIDNIGHT_US + i * PERIOD_US, RATE_HZ, counts[i:i + 10] / a.counts_per_mps2)
+        slowest_s = max(slowest_s, time.perf_counter() - t)
+    assert slowest_s < 0.05
+    deadline = time.monotonic() + 30
+    while queued.counters()["archive_dropped"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queued.counters()["archive_dropped"] > 0  # counted, never waited for
+    drained = []
+    reader = threading.Thread(target=lambda: drained.append(hung.read_bytes()))
+    reader.start()  # the disk comes back
+    queued.close()
+    reader.join(30)
+    assert drained and len(drained[0]) % 512 == 0 and len(drained[0]) > 0
+
+
 def _mount_tmpfs(folder: Path, size: str) -> bool:
     folder.mkdir()
     if os.geteuid() != 0:
