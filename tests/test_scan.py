@@ -220,10 +220,12 @@ def test_dask_cluster_gives_the_same_catalogue_and_a_killed_worker_loses_nothing
                       "--scheduler-file", scheduler_file, log=tmp_path / "scheduler.log")
     workers = []
     try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
+        address, deadline = None, time.monotonic() + 60
+        while address is None and time.monotonic() < deadline:  # the file may be read half-written
+            try:
+                address = json.loads(scheduler_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.2)
         assert address.startswith("tcp://127.0.0.1:")
         workers = [_dask("worker", "--scheduler-file", scheduler_file, "--nthreads", "1", "--nworkers", "1",
                          "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "0",
