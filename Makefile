@@ -98,7 +98,15 @@ $(MOSQUITTO):
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends mosquitto || { \
 	  echo "cannot install mosquitto: install it (apt-get install mosquitto) and retry"; exit 1; }
 
-test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE) $(MOSQUITTO)
+# tests/test_web.py loads the node's status page in headless Chromium through its WebDriver.
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
+	@echo "installing the Debian packages chromium and chromium-driver (tests/test_web.py drives a headless browser)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver || { \
+	  echo "cannot install chromium: install it (apt-get install chromium chromium-driver) and retry"; exit 1; }
+
+test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE) $(MOSQUITTO) $(CHROMEDRIVER)
 	$(PY) -m pytest -q
 
 # Node bundle and deploy (tools/deploy/bundle.py, tools/deploy/remote.py, deploy/install.py; docs/deploying.md).

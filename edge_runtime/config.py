@@ -72,6 +72,12 @@ def _port(v):
     return None if v.strip() else "must name a serial device"
 
 
+def _listen(v):
+    host, sep, port = v.rpartition(":")
+    ok = sep and host.strip("[]") and port.isdigit() and int(port) <= 65535
+    return None if ok else "must be host:port, like \"127.0.0.1:18000\" (port 0: any free one)"
+
+
 def _seed_code(kind: str):
     """A check of a SEED code of ``kind`` (network, station, location, channel)."""
     def check(v):
@@ -252,6 +258,17 @@ SETTINGS: list[Setting] = [
             attr="mqtt_queue"),
     Setting("mqtt", "queue_max", int, "messages the queue holds at most; beyond, the oldest is dropped",
             _positive, attr="mqtt_queue_max"),
+    Setting("web", "listen", str,
+            "serve the live status page on host:port (docs/web.md); unset = off. 127.0.0.1 serves this "
+            "machine only (reach it through ssh -L)", _listen, optional=True, attr="web_listen"),
+    Setting("web", "trace_s", float, "time of trace the page shows, s", _positive, attr="web_trace_s"),
+    Setting("web", "points_per_s", float, "trace bins per second (each the min and max of its samples); "
+            "trace_s x points_per_s at most 72000", _positive, attr="web_points_per_s"),
+    Setting("web", "windows", int, "classified windows whose class probabilities the page keeps", _positive,
+            attr="web_windows"),
+    Setting("web", "events", int, "recent events the page keeps", _positive, attr="web_events"),
+    Setting("web", "max_clients", int, "HTTP connections at once (a browser opens a few); one more is "
+            "answered 503", _positive, attr="web_max_clients"),
 ]
 # Flag names of earlier releases, still accepted.
 ALIASES = {"min_rate_hz": ("--min-rate",), "max_rate_hz": ("--max-rate",), "min_pga_mps2": ("--min-pga",)}
@@ -328,6 +345,12 @@ class NodeConfig:
     mqtt_reconnect_max_s: float = 60.0
     mqtt_queue: str = "mqtt-queue"
     mqtt_queue_max: int = 10000
+    web_listen: str | None = None
+    web_trace_s: float = 300.0
+    web_points_per_s: float = 10.0
+    web_windows: int = 1200
+    web_events: int = 50
+    web_max_clients: int = 16
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
     def __post_init__(self):

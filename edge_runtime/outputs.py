@@ -86,9 +86,17 @@ def _archive(config, ctx: OutputContext):
     return build_archive_output(config, ctx.components)  # a Queued consumer: a slow disk never waits
 
 
+def _web(config, ctx: OutputContext):
+    if not getattr(config, "web_listen", None):
+        return None
+    from .network.web import build_web_output  # standard library: its HTTP server only when asked for
+
+    return build_web_output(config, ctx)  # appends under a lock; the server reads copies on its threads
+
+
 # Name -> factory(config, context) -> Consumer or None; built and called in this order.
 OUTPUTS = {"snippets": _snippets, "events": _event_file, "actions": _actions, "mqtt": _mqtt,
-           "stationxml": _stationxml, "archive": _archive}
+           "stationxml": _stationxml, "archive": _archive, "web": _web}
 
 
 def build_sink(config, ctx: OutputContext, hold=None, count_error=None) -> EventSink:
