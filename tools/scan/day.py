@@ -259,10 +259,12 @@ def scan_station_day(day: StationDay, settings: ScanSettings) -> dict:
     if len(rates) > 1:
         notes.append(f"{day.key}: sampling rate changes during the day ({', '.join(f'{r:g}' for r in rates)} "
                      "Hz); each record runs at its own rate")
+    trace = _day_trace(records, day)
     with tempfile.TemporaryDirectory(prefix="scan.") as tmp:
         events_path = Path(tmp) / "events.jsonl"
         sink = _Sink(events_path)
-        for record in records:
+        while records:
+            record = records.pop(0)  # its samples are let go once it has run
             try:
                 record = fit_rate(record, info)
                 check_rate(record, info)
@@ -284,6 +286,6 @@ def scan_station_day(day: StationDay, settings: ScanSettings) -> dict:
         sink.close()
         lines = events_path.read_text().splitlines() if events_path.exists() else []
     wall_s = time.monotonic() - started
-    stats = _station_day_stats(day, rows, truths, _day_trace(records, day), notes, wall_s)
+    stats = _station_day_stats(day, rows, truths, trace, notes, wall_s)
     return {"key": day.key, "station": day.station, "day": day.day, "lines": lines, "rows": rows,
             "truths": truths, "stats": stats, "skipped": [list(s) for s in skipped], "notes": notes}
