@@ -75,7 +75,7 @@ def read_sizes(frame_bytes: int) -> dict[str, int]:
     return {"one frame": frame_bytes, "4 KiB": 4096, "backlog": SerialSource.MAX_READ_BYTES}
 
 
-def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 1.0) -> list[dict]:
+def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 0.5) -> list[dict]:
     """Decode 10 x 3 frames (v1 and v2) at each read size; decoder and plain loop in the same run."""
     from .common import time_per_call
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--frames", type=int, default=20000, help="frames per stream")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds each timing runs at least")
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds each timing runs at least")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.min_time <= 0:
