@@ -40,6 +40,7 @@ from .runs import (
     REPORT,
     PrepareError,
     PrepareRun,
+    check_fractions,
     copy_windows,
 )
 
@@ -263,8 +264,7 @@ def prepare_merge(args) -> int:
 
     if args.balance not in ("undersample", "none"):
         raise PrepareError(f"--balance must be undersample or none, got {args.balance}")
-    if min(args.fractions) < 0 or sum(args.fractions) <= 0:
-        raise PrepareError(f"--fractions must be >= 0 with a positive sum, got {args.fractions}")
+    check_fractions(args.fractions)
     if args.max_per_class is not None and args.max_per_class <= 0:
         raise PrepareError(f"--max-per-class must be > 0, got {args.max_per_class}")
     inputs, rows_by_input, reports, skipped = [], [], [], []

@@ -30,6 +30,7 @@ REPORT = "prepare_report.json"
 PART_REPORT = "part_report.json"
 # Arguments that do not change the result: left out of the resume check.
 CONFIG_IGNORED = ("overwrite", "verbose", "progress")
+NAMED_REASONS = 3  # skipped items named in the error of a run without windows
 
 
 class PrepareError(Exception):
@@ -143,13 +144,21 @@ class PrepareRun:
             raise
         self.new_windows += writer.n_windows
 
-    def finish(self, extra: dict | None = None, files: dict | None = None) -> dict:
+    def finish(self, extra: dict | None = None, files: dict | None = None, inputs: str = "") -> dict:
         """Assemble every part into ``out`` and write ``prepare_report.json``; returns it.
 
         ``files`` (name -> text, or a function of the report returning that) are written
-        into the output before it is renamed.
+        into the output before it is renamed. ``inputs`` names what was read (``3 files``)
+        in the error of a run that found no window.
+
+        Raises
+        ------
+        PrepareError
+            When no part holds a window: nothing is written and the unfinished run is
+            removed, so the corrected command starts afresh.
         """
         keys = self.done_parts()
+        self._check_windows(keys, inputs)
         counts, skipped, n_in = {}, [], 0
         writer = WindowWriter(self.out, self.sampling_rate_hz, self.n_samples,
                               data_format=self.data_format)
@@ -186,6 +195,19 @@ class PrepareRun:
 
     def report(self) -> dict:
         return json.loads((self.out / REPORT).read_text())
+
+    def _check_windows(self, keys: list, inputs: str) -> None:
+        """A one-line :class:`PrepareError` naming the first reasons when no part has a window."""
+        reports = [json.loads((self.parts_dir / key / PART_REPORT).read_text()) for key in keys]
+        if any(rep["windows"] for rep in reports):
+            return
+        shutil.rmtree(self.work, ignore_errors=True)
+        skipped = [s for rep in reports for s in rep["skipped"]]
+        first = "; ".join(f"{Path(s['item']).name}: {' '.join(str(s['reason']).split())}"
+                          for s in skipped[:NAMED_REASONS])
+        more = f"; {len(skipped) - NAMED_REASONS} more" if len(skipped) > NAMED_REASONS else ""
+        raise PrepareError(f"no windows from {inputs or f'{len(keys)} parts'}: "
+                           f"{first or 'nothing was skipped, nothing was read'}{more}")
 
 
 def copy_windows(folder, writer: WindowWriter, rows_filter=None) -> int:
@@ -312,5 +334,14 @@ def validate_window_args(args) -> None:
             raise PrepareError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.max_shift_s < 0 or args.noise_windows < 0:
         raise PrepareError("--max-shift-s and --noise-windows must be >= 0")
-    if min(args.fractions) < 0 or sum(args.fractions) <= 0:
-        raise PrepareError(f"--fractions must be >= 0 with a positive sum, got {args.fractions}")
+    check_fractions(args.fractions)
+
+
+def check_fractions(fractions) -> None:
+    """Train, val and test fractions: each >= 0, summing to 1 (within 1e-6); PrepareError otherwise."""
+    given = " ".join(f"{f:g}" for f in fractions)
+    if min(fractions) < 0:
+        raise PrepareError(f"--fractions {given}: each must be >= 0")
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise PrepareError(f"--fractions {given} sum to {sum(fractions):g}; train, val and test must "
+                           "sum to 1 (e.g. 0.7 0.15 0.15)")

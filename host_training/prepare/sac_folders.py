@@ -236,6 +236,13 @@ def _record_windows(kind: str, rec, item: str, part: Part, args) -> None:
     part.count(f"records_{kind}")
 
 
+def _files_in(folders) -> str:
+    """``3 files in 2 folders``: what a run read, for the error of a run without windows."""
+    n = sum(1 for _, folder in folders for f in folder.iterdir()
+            if f.is_file() and not f.name.startswith("."))
+    return f"{n} file{'s' * (n != 1)} in {len(folders)} folder{'s' * (len(folders) != 1)}"
+
+
 def prepare_sac(args) -> int:
     """``prepare sac``: see the module docstring."""
     from tqdm import tqdm
@@ -260,7 +267,7 @@ def prepare_sac(args) -> int:
     for i, (kind, folder) in enumerate(tqdm(folders, desc="sac", unit="folder", disable=not args.progress)):
         run.run_part(f"{i:05d}_{kind}_{re.sub(r'[^A-Za-z0-9_.-]', '_', folder.name)}",
                      lambda part, kind=kind, folder=folder: process_folder(kind, folder, part, args))
-    report = run.finish()
+    report = run.finish(inputs=_files_in(folders))
     print_summary(report, args.out)
     return 0
 
