@@ -153,10 +153,25 @@ COMMANDS = {
 }
 
 
+# Commands that need only the edge extra (the others read records or train: the host extra too).
+EDGE_COMMANDS = ("bundle", "deploy", "rollback", "releases")
+
+
 def main(argv=None) -> int:
+    from edge_runtime.extras import missing_extra
+
+    missing = missing_extra("seismictorch-tools", ("edge",))  # the parser reads edge_runtime's tables
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    missing = args.command not in EDGE_COMMANDS and missing_extra(f"seismictorch-tools {args.command}",
+                                                                  ("host", "edge"))
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     # Each command's module is imported only when it runs: `tools bundle` needs no torch.
     module, function = COMMANDS[args.command]
     return getattr(importlib.import_module(module), function)(args)

@@ -44,6 +44,9 @@ from tools.replay.sender import Writer, replay_records
 from .bundle import cache_folder
 
 REPO = Path(__file__).resolve().parents[2]
+# The default record: the Napa 2014 record of ../shared/realdata beside the repository.
+DEFAULT_RECORD = REPO.parent / "shared" / "realdata" / "napa_2014" / "*.mseed"
+DEFAULT_INVENTORY = DEFAULT_RECORD.with_name("CE.68150.xml")
 QEMU = "qemu-aarch64-static"
 QEMU_HINT = ("install Debian's qemu-user-static (apt-get install qemu-user-static; `make test` "
              "installs it)")
@@ -403,10 +406,12 @@ def add_arguments(sub) -> None:
                    help="cache of the arm64 sysroot (default $SEISMICTORCH_CACHE or ~/.cache/seismictorch)")
     q.add_argument("--qemu", default=None,
                    help="qemu-user emulator for aarch64 (default qemu-aarch64-static on PATH)")
-    q.add_argument("--record", default="/work/shared/realdata/napa_2014/*.mseed",
-                   help="real record (glob of its component files) whose windows are classified")
-    q.add_argument("--inventory", default="/work/shared/realdata/napa_2014/CE.68150.xml",
-                   help="StationXML for a record in counts (empty: the record is in m/s^2)")
+    q.add_argument("--record", default=None,
+                   help="real record (glob of its component files) whose windows are classified "
+                        f"(default: {DEFAULT_RECORD}, beside the repository, when it exists)")
+    q.add_argument("--inventory", default=None,
+                   help="StationXML for a record in counts (default: none, the record is in m/s^2; "
+                        f"with the default record, {DEFAULT_INVENTORY.name} beside it)")
     q.add_argument("--scale", type=float, default=1.0, help="factor to m/s^2 when there is no inventory")
     q.add_argument("--step-s", type=float, default=STEP_S, help="window step, s (windows are 2 s)")
 
@@ -414,6 +419,13 @@ def add_arguments(sub) -> None:
 def main_qemu(args) -> int:
     import glob
 
+    if args.record is None:  # ../shared/realdata beside the repository, when there is one
+        if not glob.glob(str(DEFAULT_RECORD)):
+            print(f"error: --record: give a real record (glob of its component files); the default "
+                  f"{DEFAULT_RECORD} does not exist", file=sys.stderr)
+            return 2
+        args.record = str(DEFAULT_RECORD)
+        args.inventory = str(DEFAULT_INVENTORY) if args.inventory is None else args.inventory
     files = sorted(glob.glob(args.record))
     if not files:
         print(f"error: --record {args.record}: no such files", file=sys.stderr)
