@@ -189,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="conv: keep the convolutional blocks fixed, train the dense layers",
     )
-    f.add_argument("--split", default="test", help="split scored before and after")
+    f.add_argument("--split", default="test", help="split scored before and after (dev is val)")
+    f.add_argument("--allow-missing-classes", action="store_true",
+                   help="finetune on a set without windows of some class (warned: the model learns never "
+                        "to call it); default: refuse")
     _add_training_options(
         f,
         TrainConfig(
@@ -208,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--model", required=True, help=".pt checkpoint or .onnx model")
     ev.add_argument("--data", required=True, help="dataset folder")
-    ev.add_argument("--split", default="test", help="train, val, test, or all (every window)")
+    ev.add_argument("--split", default="test", help="train, val (or dev), test, or all (every window)")
     ev.add_argument(
         "--out", default=None, help="output folder (default: <model>_eval_<split> beside the model)"
     )
@@ -260,6 +263,12 @@ def _config_from(args, **fixed):
 
 
 def main(argv=None) -> int:
+    from edge_runtime.extras import missing_extra
+
+    missing = missing_extra("seismictorch-host", ("host", "edge"))  # before torch is imported
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -395,18 +404,35 @@ def _train_or_finetune(args) -> int:
                 split=args.split,
                 resume=args.resume,
                 progress=not args.no_progress,
+                allow_missing_classes=args.allow_missing_classes,
             )
-            b, a = summary["before"], summary["after"]
-            print(
-                f"{args.split} accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}, "
-                f"macro F1 {b['macro_f1']:.4f} -> {a['macro_f1']:.4f} on {summary['n']} windows"
-                + (f" ({len(summary['frozen'])} frozen tensors)" if summary["frozen"] else "")
-                + f" -> {args.out}"
-            )
+            _print_finetune(summary, args.out)
     finally:
         if joined:
             dist.destroy_process_group()
     return 0
+
+
+def _print_finetune(summary: dict, out) -> None:
+    """The local split and the base model's test split, before -> after; a missing class loudly."""
+    if summary["missing_classes"]:
+        names = ", ".join(repr(c) for c in summary["missing_classes"])
+        print(f"WARNING: finetuned without {names} windows (--allow-missing-classes): the model learns "
+              "never to call them; compare the original test split below", file=sys.stderr)
+    b, a = summary["before"], summary["after"]
+    print(
+        f"{summary['split']} accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}, "
+        f"macro F1 {b['macro_f1']:.4f} -> {a['macro_f1']:.4f} on {summary['n']} windows"
+        + (f" ({len(summary['frozen'])} frozen tensors)" if summary["frozen"] else "")
+        + f" -> {out}"
+    )
+    original = summary["original"]
+    if "error" in original:
+        print(f"original test split ({original['data']}): not scored: {original['error']}")
+        return
+    b, a = original["before"], original["after"]
+    print(f"original test split ({original['data']}): accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}, "
+          f"macro F1 {b['macro_f1']:.4f} -> {a['macro_f1']:.4f} on {original['n']} windows")
 
 
 if __name__ == "__main__":

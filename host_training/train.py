@@ -40,7 +40,7 @@ from .checkpoints import (
     save_atomic,
     save_checkpoint,
 )
-from .datasets.splits import data_card_hash, open_dataset, select_split, split_inputs
+from .datasets.splits import DataError, data_card_hash, open_dataset, select_split, split_inputs, split_name
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ BALANCING = ("none", "weights", "sampler")
 FREEZE = ("none", "conv")
 class ChanceLevelError(RuntimeError):
     """Validation accuracy stayed near chance."""
+
+
+class RunFolderError(ValueError):
+    """An ``--out`` that holds another run, or a checkpoint of another run's model or data."""
 
 
 @dataclass
@@ -372,8 +376,9 @@ def _prepare_fit(model, config: TrainConfig, device, rank: int, world: int, y_tr
     return fit, frozen
 
 
-def _start_state(fit: _Fit, ckpt_dir, resume: bool) -> tuple[dict, int]:
-    """``(state, first epoch)``: fresh, or restored from the newest epoch checkpoint."""
+def _start_state(fit: _Fit, ckpt_dir, resume: bool, info: dict) -> tuple[dict, int]:
+    """``(state, first epoch)``: fresh, or restored from the newest epoch checkpoint (which must
+    be one of this run: same model kind, data and settings)."""
     state = dict(history=[], best_loss=float("inf"), best_epoch=0, best_state=cpu_state(fit.model),
                  bad_epochs=0)
     if not resume:
@@ -382,6 +387,7 @@ def _start_state(fit: _Fit, ckpt_dir, resume: bool) -> tuple[dict, int]:
     if last is None:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint to resume from")
     ckpt = read_checkpoint(last)
+    _check_checkpoint_of_run(last, ckpt, info, fit.config)
     fit.model.load_state_dict(ckpt["state_dict"])
     fit.optimizer.load_state_dict(ckpt["optimizer"])
     fit.scheduler.load_state_dict(ckpt["scheduler"])
@@ -397,6 +403,34 @@ def _start_state(fit: _Fit, ckpt_dir, resume: bool) -> tuple[dict, int]:
     if state["bad_epochs"] >= fit.config.patience > 0:
         return state, fit.config.epochs + 1  # it had already stopped early
     return state, ckpt["epoch"] + 1
+
+
+# Settings that do not change a run's result: a run may resume with other values.
+_PLACE_SETTINGS = ("threads", "device")
+
+
+def _settings(config: dict) -> dict:
+    return {k: v for k, v in plain(config or {}).items() if k not in _PLACE_SETTINGS}
+
+
+def _check_checkpoint_of_run(path: Path, ckpt: dict, info: dict, config: TrainConfig) -> None:
+    """A :class:`RunFolderError` when the epoch checkpoint ``path`` is of another model kind,
+    other data (its data card hash; the data folder when neither has a card) or other settings."""
+    hint = "resume with that run's data and settings, or train into a new --out"
+    if info.get("model") and ckpt.get("model") != info["model"]:
+        raise RunFolderError(f"{path}: a checkpoint of {ckpt.get('model')}, this run trains {info['model']}; "
+                             f"{hint}")
+    theirs, ours = ckpt.get("data_card_sha256"), info.get("data_card_sha256")
+    if "data" in info and theirs != ours:
+        raise RunFolderError(f"{path}: trained on {ckpt.get('data')} ({_card_text(theirs)}), this run's "
+                             f"data {info.get('data')} has {_card_text(ours)}; {hint}")
+    if "data" in info and theirs is None and ckpt.get("data") != info.get("data"):
+        raise RunFolderError(f"{path}: trained on {ckpt.get('data')}, this run's data is {info['data']}; "
+                             f"{hint}")
+    saved, wanted = _settings(ckpt.get("train_config")), _settings(config.to_dict())
+    changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if saved and changed:
+        raise RunFolderError(f"{path}: trained with other settings ({', '.join(changed)}); {hint}")
 
 
 def _train_epoch(fit: _Fit, xt, y_train, epoch: int, augment) -> tuple[float, int, int, float]:
@@ -576,7 +610,7 @@ def train(
     fit, frozen, y_train, y_val = _begin(model, config, x_train, y_train, x_val, y_val, n_classes)
     ckpt_dir = Path(out) / "checkpoints" if out is not None else None
     info = dict(info or {})
-    state, start = _start_state(fit, ckpt_dir, resume)
+    state, start = _start_state(fit, ckpt_dir, resume, info)
     xt = torch.as_tensor(x_train)
     bar = tqdm(range(start, config.epochs + 1), desc="training", disable=not progress or fit.rank != 0,
                initial=start - 1, total=config.epochs)
@@ -659,6 +693,46 @@ def _resumed_config(config_path: Path, config: TrainConfig) -> TrainConfig:
     return TrainConfig.from_dict(saved["train"])
 
 
+def _run_identity(record: dict) -> dict:
+    """What makes two ``config.json`` records the same run (not where or how fast it ran)."""
+    ident = {k: record.get(k) for k in ("model", "data", "data_card_sha256", "checkpoint")}
+    return dict(ident, command=record.get("command", "train"), train=_settings(record.get("train")))
+
+
+def _card_text(card: str | None) -> str:
+    return f"data card {card[:12]}" if card else "no data card"
+
+
+def _check_out(out: Path, record: dict, resume: bool) -> None:
+    """A one-line :class:`RunFolderError` when ``out`` holds another run.
+
+    Without ``resume`` any difference in command, model kind, data (card hash and folder),
+    base checkpoint or settings refuses; with ``resume`` the settings are the saved run's
+    anyway, and the rest must match.
+    """
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    try:
+        old = _run_identity(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        raise RunFolderError(f"{path}: not a run's config.json; choose a new --out") from None
+    new = _run_identity(record)
+    if old["data_card_sha256"] and old["data_card_sha256"] == new["data_card_sha256"]:
+        old["data"] = new["data"]  # the same data, moved: the card says so
+    keys = ("command", "model", "data_card_sha256", "data", "checkpoint") + (() if resume else ("train",))
+    changed = [k for k in keys if old[k] != new[k]]
+    if not changed:
+        return
+    if resume:
+        raise RunFolderError(
+            f"{out}: --resume continues the run there ({old['command']} {old['model']} on {old['data']}, "
+            f"{_card_text(old['data_card_sha256'])}); this command differs in {', '.join(changed)}: "
+            "give that run's data and model, or train into a new --out")
+    raise RunFolderError(f"{out}: holds another run ({', '.join(changed)} differ); choose a new --out, "
+                         "or --resume to continue that run")
+
+
 def _check_chance(result: dict, out: Path, n_classes: int, allow_chance: bool) -> None:
     if not result["chance"]["near_chance"]:
         return
@@ -713,6 +787,7 @@ def run_training(
     record = dict(model=model_name, data=str(Path(data).resolve()), data_card_sha256=card,
                   train=config.to_dict(), preprocess=prep, world_size=world, torch=torch.__version__,
                   windows={s: len(v) for s, v in ys.items()}, dropped_outside_amplitude_limits=dropped)
+    _check_out(out, record, resume)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "config.json", record)
@@ -738,6 +813,57 @@ def run_training(
     return summary
 
 
+def _missing_classes(y_train, classes: list, data, model_name: str, allow: bool) -> list:
+    """The classes without a training window; a one-line DataError unless ``allow`` (then a warning)."""
+    present = set(np.unique(np.asarray(y_train)).tolist())
+    missing = [c for i, c in enumerate(classes) if i not in present]
+    if not missing:
+        return []
+    names = ", ".join(repr(c) for c in missing)
+    if not allow:
+        raise DataError(f"{Path(data) / 'metadata.csv'}: the train split has no {names} windows; finetuning "
+                        f"on it teaches {model_name} never to call them; add such windows, or pass "
+                        "--allow-missing-classes")
+    log.warning("finetuning without %s windows: the model will learn never to call them", names)
+    return missing
+
+
+def _original_test(ckpt: dict, model_name: str, prep: dict):
+    """``(folder, x, y)`` of the test split the base model was trained with, or ``(folder, error)``.
+
+    The base checkpoint names its data folder and data card; a folder that is gone, whose card
+    changed, or that has no test split is reported, not scored.
+    """
+    extra = ckpt.get("extra") or {}
+    folder, card = extra.get("data") or ckpt.get("data"), extra.get("data_card_sha256")
+    if not folder:
+        return None, "the base checkpoint does not say where its data was"
+    if not Path(folder).is_dir():
+        return folder, f"{folder}: not found"
+    if card and data_card_hash(folder) != card:
+        return folder, f"{folder}: its data card changed since the base model was trained"
+    try:
+        _, xs, ys, _ = _inputs(folder, ("test",), model_name, prep)
+    except DataError as exc:
+        return folder, str(exc).splitlines()[0]
+    return folder, xs["test"], ys["test"]
+
+
+def _original_summary(original: tuple, before: dict | None, model, classes) -> dict:
+    """The summary's ``original``: the base data's test split scored before and after, or why not."""
+    if before is None:
+        return dict(data=original[0], split="test", error=original[1])
+    return dict(data=original[0], split="test", n=len(original[2]), before=before,
+                after=_scores(model, *original[1:], classes))
+
+
+def _scores(model, x, y, classes) -> dict:
+    from .evaluate import evaluate_arrays
+
+    metrics = evaluate_arrays(model, x, y, classes)
+    return {k: metrics[k] for k in _SCORES}
+
+
 def run_finetune(
     checkpoint,
     data,
@@ -746,36 +872,45 @@ def run_finetune(
     split: str = "test",
     resume: bool = False,
     progress: bool = True,
+    allow_missing_classes: bool = False,
 ) -> dict:
     """``python -m host_training finetune``: the original's local-data step, measured.
 
     The pretrained model is scored on ``split`` before and after training on the local
     ``train`` split (selection and early stopping on ``val``), so the two figures are on the
-    same windows. Writes ``before/`` and ``after/`` evaluations, ``best.pt`` and
-    ``finetune_summary.json`` into ``out``.
+    same windows; and on the test split of the data the base model was trained on (named in
+    its checkpoint), so a finetune that forgets is seen. A local set without windows of a
+    class is refused unless ``allow_missing_classes``. Writes ``before/`` and ``after/``
+    evaluations, ``best.pt`` and ``finetune_summary.json`` into ``out``.
     """
     from .evaluate import evaluate_arrays
 
-    out = Path(out)
+    out, split = Path(out), split_name(split)
     rank, _ = distributed()
     model, ckpt = load_checkpoint(checkpoint)
     model_name, classes, prep = ckpt["model"], list(ckpt["classes"]), ckpt.get("preprocess") or {}
     _, xs, ys, _ = _inputs(data, dict.fromkeys(("train", "val", split)), model_name, prep)
+    missing = _missing_classes(ys["train"], classes, data, model_name, allow_missing_classes)
     card = data_card_hash(data)
     info = dict(model=model_name, classes=classes, preprocess=prep, data=str(Path(data).resolve()),
                 data_card_sha256=card, finetuned_from=str(checkpoint))
+    record = dict(command="finetune", checkpoint=str(Path(checkpoint).resolve()), model=model_name,
+                  data=info["data"], data_card_sha256=card, split=split, train=config.to_dict(),
+                  preprocess=prep)
+    _check_out(out, record, resume)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", dict(command="finetune", checkpoint=str(Path(checkpoint).resolve()),
-                                              model=model_name, data=info["data"], data_card_sha256=card,
-                                              split=split, train=config.to_dict(), preprocess=prep))
+        _write_json(out / "config.json", record)
+    original = _original_test(ckpt, model_name, prep)
+    original_before = _scores(model, *original[1:], classes) if len(original) == 3 else None
     before = evaluate_arrays(model, xs[split], ys[split], classes, out=out / "before" if rank == 0 else None)
     result = _fit(model, xs, ys, config, out, resume, progress, info, len(classes))
     after = evaluate_arrays(model, xs[split], ys[split], classes, out=out / "after" if rank == 0 else None)
     summary = dict(split=split, n=len(ys[split]), frozen=result["frozen"], best_epoch=result["best_epoch"],
-                   stopped_early=result["stopped_early"],
+                   stopped_early=result["stopped_early"], missing_classes=missing,
                    throughput_windows_per_s=result["throughput_windows_per_s"],
-                   before={k: before[k] for k in _SCORES}, after={k: after[k] for k in _SCORES})
+                   before={k: before[k] for k in _SCORES}, after={k: after[k] for k in _SCORES},
+                   original=_original_summary(original, original_before, model, classes))
     if rank == 0:
         spectrogram = (ckpt.get("extra") or {}).get("spectrogram")
         extra = dict(data=info["data"], data_card_sha256=card, finetuned_from=str(checkpoint),

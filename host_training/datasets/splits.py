@@ -18,7 +18,7 @@ from edge_runtime.kinds import get_kind
 from edge_runtime.preprocess import PreprocessConfig
 
 from .record_dataset import RecordDataset
-from .window_dataset import SPLITS, WindowDataset
+from .window_dataset import FROM_SEISBENCH_SPLIT, SPLITS, WindowDataset
 
 
 class DataError(ValueError):
@@ -56,14 +56,22 @@ def open_dataset(folder):
         raise DataError(msg if str(folder) in msg else f"{folder}: {msg}") from None
 
 
+def split_name(split: str) -> str:
+    """The split's name here: SeisBench's ``dev`` is ``val``; other names unchanged."""
+    return FROM_SEISBENCH_SPLIT.get(split, split)
+
+
 def select_split(dataset, folder, split: str):
-    """One split of ``dataset`` (``all``: every window, e.g. real records prepared as a whole);
-    a one-line :class:`DataError` for a typo or an empty split."""
+    """One split of ``dataset`` (``all``: every window, e.g. real records prepared as a whole;
+    ``dev``, SeisBench's name, is ``val``); a one-line :class:`DataError` for a typo or an
+    empty split."""
     choices = (*SPLITS, "all")
+    split = split_name(split)
     if split not in choices:
-        close = difflib.get_close_matches(split, choices, n=1)
+        close = difflib.get_close_matches(split, (*choices, "dev"), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"{folder}: no split {split!r}{hint}; expected one of {', '.join(choices)}")
+        raise DataError(f"{folder}: no split {split!r}{hint}; expected one of {', '.join(choices)} "
+                        "(dev is val)")
     part = dataset if split == "all" else dataset.split(split)
     if len(part) == 0:
         present = sorted({str(s) for s in dataset.column("split")}) if len(dataset) else []
