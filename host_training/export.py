@@ -78,6 +78,14 @@ def _with_selftest(model, metadata: ModelMetadata) -> ModelMetadata:
     return with_selftest(metadata, window, 100.0, probs, reference="torch")
 
 
+def output_file(path) -> Path:
+    """``path`` as a Path; a one-line ValueError when it is a folder rather than the file to write."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give the .onnx file to write (e.g. {path / 'model.onnx'})")
+    return path
+
+
 def export_onnx(
     model, path, metadata: ModelMetadata, opset: int = DEFAULT_OPSET, check_inputs=None, atol: float = 1e-5
 ) -> dict:
@@ -111,7 +119,7 @@ def export_onnx(
 
     from .evaluate import predict_torch
 
-    path = Path(path)
+    path = output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     kind = get_kind(metadata.model)
@@ -164,6 +172,7 @@ def export_checkpoint(
     from .datasets.splits import data_card_hash
 
     checkpoint = Path(checkpoint)
+    output_file(out)  # before loading: a folder is not an output file
     model, info = load_checkpoint(checkpoint)
     extra = info.get("extra") or {}
     card = info.get("data_card_sha256") or extra.get("data_card_sha256")

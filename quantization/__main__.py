@@ -135,6 +135,10 @@ def _calibration(data, n, seed, split="train"):
 
 
 def run(args) -> None:
+    if getattr(args, "dst", None):
+        from .files import check_output_file
+
+        check_output_file(args.dst)  # before any work: a folder is not an output file
     if args.command == "int16":
         from .int16 import quantize_int16
 
@@ -207,6 +211,12 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
+    from edge_runtime.extras import missing_extra
+
+    missing = missing_extra("seismictorch-quant", ("host", "edge"))  # onnx, onnxruntime, torch
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -81,7 +81,7 @@ def atomic_path(dst, suffix: str | None = None):
     The temporary file lives in the destination folder so the final ``os.replace`` is an
     atomic rename on the same file system; on any exception it is removed.
     """
-    dst = Path(dst)
+    dst = check_output_file(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=suffix or dst.suffix or ".tmp",
                                dir=dst.parent)
@@ -95,6 +95,14 @@ def atomic_path(dst, suffix: str | None = None):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def check_output_file(dst) -> Path:
+    """``dst`` as a Path; a one-line :class:`ModelFileError` when it is a folder, not a file name."""
+    dst = Path(dst)
+    if dst.is_dir():
+        raise ModelFileError(f"{dst}: is a folder; give the file to write (e.g. {dst / 'model.onnx'})")
+    return dst
 
 
 def check_loads(path) -> None:

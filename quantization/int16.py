@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.kinds import KINDS, get_kind
 from edge_runtime.metadata import set_metadata
 from edge_runtime.preprocess import PreprocessConfig, prepare_windows, to_model_input
 
-from .files import derived_metadata, load_onnx, save_onnx
+from .files import ModelFileError, derived_metadata, load_onnx, save_onnx
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,11 @@ def quantize_int16(src, dst) -> Path:
     when the rewrite succeeded.
     """
     proto, meta = load_onnx(src, expect_scheme="float_maxabs")
+    kind = get_kind(meta.model, str(src))
+    if not kind.int16_input:
+        takes = ", ".join(k.name for k in KINDS.values() if k.int16_input)
+        raise ModelFileError(f"{src}: a {kind.name} model does not take the node's int16 windows; "
+                             f"int16 input applies to {takes} (quantization dynamic suits {kind.name})")
     out = int16_input_model(proto)
     new_meta = derived_metadata(meta, int16="Cast + 1/32767 folded into the first Conv")
     new_meta.input_scheme = "int16_maxabs"
