@@ -23,6 +23,15 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 
+from .extras import missing_extra  # noqa: E402
+
+# Before numpy: `pip install .` without the edge extra gets one line, not a traceback (the
+# console script imports this module before it calls main()).
+_MISSING = missing_extra("seismictorch-node", ("edge",))
+if _MISSING:
+    print(_MISSING, file=sys.stderr)
+    sys.exit(2)
+
 from .config import ConfigError, add_arguments, build_config, read_toml  # noqa: E402
 
 

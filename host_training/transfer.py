@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+# ../shared/realdata beside the repository: the default --realdata when it exists.
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 COMPONENT_SETS = ("ENZ", "EN", "EZ", "NZ", "E", "N", "Z")
 NOISE_MARGIN_S = 0.5
@@ -245,11 +246,19 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", required=True, help="ONNX model exported with its node metadata")
-    parser.add_argument("--realdata", default=str(DEFAULT_REALDATA), help="folder of real recordings")
+    parser.add_argument("--realdata", default=None,
+                        help=f"folder of real recordings (default: ../shared/realdata beside the repository, "
+                             f"{DEFAULT_REALDATA}, when it exists)")
     parser.add_argument("--data", default=None,
                         help="synthetic dataset folder: its test split is reported too")
     parser.add_argument("--out", default=None, help="JSON file of the results (default: next to the model)")
     args = parser.parse_args(argv)
+    if args.realdata is None and not DEFAULT_REALDATA.is_dir():
+        print(f"error: --realdata: give a folder of real recordings (SAC, miniSEED, ...); the default "
+              f"{DEFAULT_REALDATA} (../shared/realdata beside the repository) does not exist",
+              file=sys.stderr)
+        return 2
+    args.realdata = args.realdata or str(DEFAULT_REALDATA)
     for path, what in ((args.model, "model"), (args.realdata, "realdata")):
         if not Path(path).exists():
             print(f"error: {path}: no such {what}", file=sys.stderr)
