@@ -32,6 +32,9 @@ $(STAMP): pyproject.toml
 	  echo "cannot create $(VENV): install python3-venv (Debian/Ubuntu) and retry"; exit 1; }
 	-$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[edge,host,dev,tflite,convert,network,scan]'
+	# The network centre's associator (docs/network-center.md). PyOcto declares numpy<2 on Python
+	# 3.11 but runs on numpy 2, which the host extra's onnx needs: installed without its pins.
+	$(PY) -m pip install --quiet --no-deps 'pyocto>=0.2' 'pyproj>=3.6'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

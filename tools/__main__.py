@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     importlib.import_module("tools.deploy.qemu").add_arguments(sub)
 
     importlib.import_module("tools.scan.cli").add_arguments(sub)
+    importlib.import_module("tools.network_test.cli").add_arguments(sub)
 
     b = sub.add_parser("bench", help="benchmarks against same-run baselines (make bench)")
     b.add_argument("--out", default="runs/bench", help="output folder (default %(default)s)")
@@ -150,6 +151,7 @@ COMMANDS = {
     "releases": ("tools.deploy.remote", "main_deploy"),
     "bench": ("tools.bench.suite", "main_bench"),
     "scan": ("tools.scan.cli", "main_scan"),
+    "network-test": ("tools.network_test.cli", "main_network_test"),
 }
 
 

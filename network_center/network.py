@@ -1,0 +1,316 @@
+"""The centre's state: picks kept once, associated into events that are declared and updated.
+
+:class:`Network` takes the nodes' messages (:meth:`Network.message`) and, on a sliding
+window of data time, associates the picks (:meth:`Network.associate`):
+
+* a pick is kept once per ``(station, pick_id)``: a redelivered copy (the node re-sent its
+  queue after a broker restart) or an older revision is counted and dropped; a higher
+  revision replaces the pick (its onset moved);
+* each pick is weighed by its node's clock (``time_fix`` of the pick): ``gps``, ``ntp``
+  and ``node`` count fully; ``free``/``unknown`` are left out of association and location
+  (``time_fix_policy = "exclude"``) or kept with weight ``downweight`` in the location;
+* the window is ``window_s`` of data time ending at the newest well-timed pick, so picks
+  arriving out of order or late (a node's queue sent after an outage) are associated when
+  they come; a pick older than that when it arrives is counted ``picks_too_late``;
+* every association run finds the window's events again; an event sharing picks with a
+  known one (or with its origin within ``MATCH_S`` and ``MATCH_KM``) is that event, so an
+  event is declared once and then updated (``version`` + 1) when more stations report or
+  a pick moved; a run that sees fewer picks of it (the window cut it) changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+
+from .associate import Associator
+from .locate import locate
+from .magnitude import network_magnitude
+from .stations import Stations, clock_weight, station_code
+
+log = logging.getLogger(__name__)
+
+MATCH_S = 4.0  # origins closer in time than this ...
+MATCH_KM = 25.0  # ... and in space than this are one event
+KEEP_EVENTS = 500
+
+
+def _iso(t_s: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t_s, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Network:
+    """Stations, picks and events of one network (see the module notes).
+
+    Parameters
+    ----------
+    config : CenterConfig
+    clock : callable
+        Wall clock, s (for station health ages).
+    """
+
+    def __init__(self, config, clock=time.time):
+        self.config = config
+        self.clock = clock
+        self.stations = Stations()
+        self.picks: dict[tuple, dict] = {}
+        self.events: list[dict] = []
+        self.associator = Associator(config)
+        self.head_s: float | None = None  # newest well-timed pick, data time
+        self.dirty = False
+        self.last_run_s = 0.0
+        self.counters = dict(
+            messages=0,
+            picks=0,
+            picks_duplicate=0,
+            picks_revised=0,
+            picks_bad_clock=0,
+            picks_too_late=0,
+            picks_unlocated=0,
+            bad_messages=0,
+            events=0,
+            updates=0,
+            association_runs=0,
+            association_s=0.0,
+        )
+        if config.stationxml:
+            self.stations.from_stationxml(config.stationxml)
+
+    # ------------------------------------------------------------------ messages
+    def message(self, topic: str, payload: bytes) -> None:
+        """One MQTT message from a node (``<prefix>/pick``, ``/health``, ``/status``, others ignored)."""
+        self.counters["messages"] += 1
+        kind = topic.rsplit("/", 1)[-1]
+        if kind == "status":
+            prefix = topic.rsplit("/", 1)[0]
+            code = prefix.rsplit("/", 1)[-1]
+            self.stations.get(code).status = payload.decode(errors="replace")[:16]
+            return
+        if kind not in ("pick", "health"):
+            return
+        try:
+            body = json.loads(payload)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.counters["bad_messages"] += 1
+            return
+        if kind == "health":
+            self.stations.from_health(body, self.clock())
+        else:
+            self.pick(body)
+
+    def pick(self, pick: dict) -> bool:
+        """Keep one pick message; False when it was a duplicate, an old revision or unusable."""
+        try:
+            key = (station_code(pick), str(pick["pick_id"]))
+            revision = int(pick.get("revision", 1))
+            time_s = int(pick["time_us"]) / 1e6
+            phase = str(pick["phase"]).upper()[:1]
+        except (KeyError, TypeError, ValueError):
+            self.counters["bad_messages"] += 1
+            return False
+        old = self.picks.get(key)
+        if old is not None and old["revision"] >= revision:
+            self.counters["picks_duplicate"] += 1
+            return False
+        self.counters["picks_revised" if old is not None else "picks"] += 1
+        weight = clock_weight(pick.get("time_fix"), self.config.time_fix_policy, self.config.downweight)
+        if weight < 1:
+            self.counters["picks_bad_clock"] += 1
+        if weight > 0 and self.head_s is not None and time_s < self.head_s - self.config.window_s:
+            self.counters["picks_too_late"] += 1
+        self.picks[key] = {
+            **pick,
+            "station": key[0],
+            "phase": phase,
+            "time_s": time_s,
+            "revision": revision,
+            "weight": weight,
+            "key": key,
+        }
+        sta = self.stations.get(key[0])
+        sta.picks += 1
+        if weight >= 1:
+            self.head_s = time_s if self.head_s is None else max(self.head_s, time_s)
+        self.dirty = True
+        return True
+
+    # ------------------------------------------------------------------ association
+    def due(self, now_s: float) -> bool:
+        return self.dirty and now_s - self.last_run_s >= self.config.associate_every_s
+
+    def associate(self, now_s: float | None = None) -> list[dict]:
+        """Run the associator over the window; the events declared or updated (new versions)."""
+        now_s = self.clock() if now_s is None else now_s
+        self.last_run_s = now_s
+        self.dirty = False
+        if self.head_s is None:
+            return []
+        self._forget(self.head_s - 2 * self.config.window_s)
+        stations = {
+            s.code: (*self.stations.xy_km(s.latitude, s.longitude), s.elevation_m)
+            for s in self.stations.located()
+        }
+        window = [
+            p
+            for p in self.picks.values()
+            if p["weight"] > 0
+            and p["station"] in stations
+            and p["time_s"] >= self.head_s - self.config.window_s
+        ]
+        window.sort(key=lambda p: p["time_s"])
+        window = self._dense(window, stations)
+        started = time.perf_counter()
+        found = self.associator.run(stations, window)
+        self.counters["association_runs"] += 1
+        changed = []
+        for octo, indices in found:
+            picks = [window[i] for i in indices]
+            if len({p["station"] for p in picks}) < self.config.min_stations:
+                continue
+            event = self._event(octo, picks, stations)
+            if event is not None:
+                changed.append(public(event))
+        self.counters["association_s"] += time.perf_counter() - started
+        return changed
+
+    def _dense(self, window: list[dict], stations: dict) -> list[dict]:
+        """The picks of ``window`` (sorted by time) in a run of ``min_stations`` stations within
+        the time the slowest S needs across the network (at most 150 km): only these can make an
+        event, so PyOcto is not run over lone false triggers."""
+        if len(window) < self.config.min_picks:
+            return []
+        xy = np.array([v[:2] for v in stations.values()], float)
+        span_s = min(float(np.hypot(*np.ptp(xy, axis=0))), 150.0) / min(r[2] for r in self.config.layers)
+        span_s += 2 * self.config.tolerance_s
+        times = np.array([p["time_s"] for p in window])
+        ends = np.searchsorted(times, times + span_s, side="right")
+        keep = np.zeros(len(window), bool)
+        for i, end in enumerate(ends):
+            if (
+                not keep[i:end].all()
+                and len({p["station"] for p in window[i:end]}) >= self.config.min_stations
+            ):
+                keep[i:end] = True
+        return [p for p, k in zip(window, keep, strict=True) if k]
+
+    def _forget(self, before_s: float) -> None:
+        for key in [k for k, p in self.picks.items() if p["time_s"] < before_s]:
+            del self.picks[key]
+        del self.events[:-KEEP_EVENTS]
+
+    def _match(self, keys: set, x_km: float, y_km: float, t_s: float) -> dict | None:
+        best, overlap = None, 0
+        for ev in self.events:
+            shared = len(keys & ev["_keys"])
+            if shared > overlap:
+                best, overlap = ev, shared
+        if best is not None:
+            return best
+        for ev in self.events:
+            if abs(ev["_t"] - t_s) < MATCH_S and np.hypot(ev["_x"] - x_km, ev["_y"] - y_km) < MATCH_KM:
+                return ev
+        return None
+
+    def _event(self, octo: dict, picks: list[dict], stations: dict) -> dict | None:
+        """Locate, size and declare or update one associated event; None when nothing changed."""
+        loc = self._locate(octo, picks, stations)
+        keys = {p["key"] for p in picks}
+        known = self._match(keys, loc.x_km, loc.y_km, loc.time_s)
+        signature = sorted((p["key"], p["revision"]) for p in picks)
+        if known is not None:
+            if len(keys) < len(known["_keys"]) or signature == known["_signature"]:
+                return None
+        event = self._describe(loc, picks, stations, known)
+        event.update(
+            _keys={p["key"] for p in picks}, _signature=signature, _t=loc.time_s, _x=loc.x_km, _y=loc.y_km
+        )
+        if known is None:
+            self.events.append(event)
+            self.counters["events"] += 1
+        else:
+            known.clear()
+            known.update(event)
+            event = known
+            self.counters["updates"] += 1
+        return event
+
+    def _locate(self, octo: dict, picks: list[dict], stations: dict):
+        xy = np.array([stations[p["station"]][:2] for p in picks], float)
+        return locate(
+            self.associator.travel,
+            np.array([p["phase"] for p in picks]),
+            xy,
+            np.array([p["time_s"] for p in picks]),
+            np.array([p["weight"] for p in picks]),
+            (octo["x"], octo["y"], octo["z"], octo["time"]),
+            self.config.max_depth_km,
+            self.config.pick_sigma_s,
+        )
+
+    def _describe(self, loc, picks: list[dict], stations: dict, known: dict | None) -> dict:
+        """The event message: hypocentre, uncertainties, magnitude and the picks it rests on."""
+        lat, lon = self.stations.lat_lon(loc.x_km, loc.y_km)
+        xy = np.array([stations[p["station"]][:2] for p in picks], float)
+        hypo_km = np.hypot(np.hypot(xy[:, 0] - loc.x_km, xy[:, 1] - loc.y_km), loc.depth_km)
+        p_only = [i for i, p in enumerate(picks) if p["phase"] == "P"]
+        mag, mag_sigma, n_mag = network_magnitude(
+            [picks[i].get("pd_m") for i in p_only],
+            hypo_km[p_only],
+            self.config.magnitude_relation,
+            [picks[i]["weight"] for i in p_only],
+        )
+        ready_s = max(p["time_s"] + float(p.get("amplitude_window_s") or 0.0) for p in picks)
+        event_id = (
+            known["event_id"]
+            if known
+            else "nc" + _iso(loc.time_s)[:23].replace("-", "").replace(":", "").replace(".", "")
+        )
+        return {
+            "type": "network_event",
+            "event_id": event_id,
+            "version": (known["version"] + 1) if known else 1,
+            "origin_time_us": int(round(loc.time_s * 1e6)),
+            "origin_time": _iso(loc.time_s),
+            "origin_time_uncertainty_s": round(loc.sigma_time_s, 3),
+            "latitude": round(lat, 5),
+            "longitude": round(lon, 5),
+            "depth_km": round(loc.depth_km, 2),
+            "horizontal_uncertainty_km": round(float(np.hypot(loc.sigma_x_km, loc.sigma_y_km)), 2),
+            "depth_uncertainty_km": round(loc.sigma_depth_km, 2),
+            "rms_s": round(loc.rms_s, 3),
+            "magnitude": mag,
+            "magnitude_uncertainty": mag_sigma,
+            "magnitude_type": "Mpd",
+            "magnitude_method": self.config.magnitude_relation,
+            "magnitude_stations": n_mag,
+            "n_stations": len({p["station"] for p in picks}),
+            "n_picks": len(picks),
+            "picks_complete_us": int(round(ready_s * 1e6)),
+            "picks": [
+                {
+                    "station": p["station"],
+                    "pick_id": p["pick_id"],
+                    "revision": p["revision"],
+                    "phase": p["phase"],
+                    "time_us": int(round(p["time_s"] * 1e6)),
+                    "weight": p["weight"],
+                    "residual_s": round(float(r), 3),
+                    "distance_km": round(float(d), 2),
+                    "pd_m": p.get("pd_m"),
+                    "pa_mps2": p.get("pa_mps2"),
+                }
+                for p, r, d in zip(picks, loc.residuals_s, hypo_km, strict=False)
+            ],
+        }
+
+
+def public(event: dict) -> dict:
+    """The event without the centre's private keys (those starting with ``_``)."""
+    return {k: v for k, v in event.items() if not k.startswith("_")}

@@ -1,0 +1,1 @@
+"""``python -m tools network-test``: a synthetic seismic network replayed into real nodes and scored."""
