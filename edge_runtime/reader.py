@@ -13,6 +13,10 @@ Two things a node left alone for months needs from its serial port:
   one. A ``/dev/serial/by-id/...`` path names the board itself (vendor, product, serial
   number), so a replugged board is accepted there and nowhere else: use one
   (docs/node.md). The board-id lock of protocol v2 frames is the other half.
+
+A port path that is a regular file or a folder is a mistake in the configuration and is
+refused when the source is made (:func:`port_problem`); a path that does not exist (yet)
+is a board not plugged in: it is waited for, said once, and opened when it appears.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import stat
 import time
 
 from .logs import LimitedLog
@@ -27,6 +32,23 @@ from .logs import LimitedLog
 log = logging.getLogger(__name__)
 
 BY_ID = "/dev/serial/by-id/"
+
+
+def port_problem(path: str) -> str | None:
+    """Why ``path`` can never be a serial port as it stands (None if it may be one).
+
+    A regular file or a folder: a typo or a wrong setting, not a board that will appear
+    (a path that does not exist may be one). A dangling link counts as not there.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return f"{path} is a regular file, not a serial device"
+    if stat.S_ISDIR(mode):
+        return f"{path} is a folder, not a serial device"
+    return None
 
 
 def device_identity(st: os.stat_result) -> tuple:
@@ -63,6 +85,11 @@ class SerialSource:
         The path names the board itself (a udev ``SYMLINK+=`` rule keyed on its serial
         number): accept a new device behind it after a reconnect. Implied for
         ``/dev/serial/by-id/`` paths.
+
+    Raises
+    ------
+    ValueError
+        ``port`` is a regular file or a folder (:func:`port_problem`).
     """
 
     BURST_BYTES = 4096
@@ -71,6 +98,9 @@ class SerialSource:
     def __init__(self, port: str, baudrate: int = 921600, read_timeout_s: float = 0.1,
                  retry_s: float = 0.5, max_retry_s: float = 10.0, faults: LimitedLog | None = None,
                  trust_name: bool = False):
+        problem = port_problem(port)
+        if problem:
+            raise ValueError(f"port {problem}")
         self.port = port
         self.baudrate = baudrate
         self.read_timeout_s = read_timeout_s
@@ -78,6 +108,8 @@ class SerialSource:
         self.max_retry_s = max_retry_s
         self.reconnects = 0
         self.refused = 0  # reopen attempts that found another device behind the path
+        self.waits = 0  # open attempts that found no device at the path (a board not plugged in)
+        self._waiting = False  # the current absence was logged
         self.identity: tuple | None = None
         self.trust_name = trust_name or os.path.abspath(port).startswith(BY_ID)
         self.faults = faults or LimitedLog(log)
@@ -100,10 +132,14 @@ class SerialSource:
         if time.monotonic() < self._next_try:
             time.sleep(max(0.0, min(self.read_timeout_s, self._next_try - time.monotonic())))
             return False
+        if not os.path.exists(self.port):
+            self._absent()
+            return False
         try:
             port = serial.Serial(self.port, self.baudrate, timeout=self.read_timeout_s, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
-            self.faults(logging.ERROR, "port", "serial port %s: cannot open (%s); retrying", self.port, exc)
+            self.faults(logging.ERROR, "port", "serial port %s: cannot open (%s); retrying", self.port,
+                        port_problem(self.port) or exc)
             self._backoff()
             return False
         try:
@@ -123,11 +159,22 @@ class SerialSource:
         self.identity = identity
         self._serial = port
         self._wait_s = self.retry_s
+        self._waiting = False
         if self.faults.failing("port") or self.reconnects:
             self.faults.recovered("port", "serial port %s open", self.port)
         else:
             log.info("serial port %s open", self.port)
         return True
+
+    def _absent(self) -> None:
+        """No device at the path: a board not plugged in (yet). Said once per absence, counted
+        in ``waits``; the retries go on with the back-off."""
+        self.waits += 1
+        if not self._waiting:
+            self._waiting = True
+            self.faults(logging.WARNING, "port", "serial port %s: cannot open (not there); retrying until "
+                        "it appears", self.port)
+        self._backoff()
 
     def read(self) -> bytes:
         """Bytes of the next burst: up to ``read_timeout_s`` for the first, then ``read_timeout_s`` more.

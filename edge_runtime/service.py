@@ -310,6 +310,7 @@ class Node:
         self.source = None
         self.sink = None
         self.last_bytes: float | None = None  # monotonic time input last arrived
+        self.first_turn: float | None = None  # monotonic time the loop first read its source
         self.last_frame = self.started  # monotonic time a frame was last accepted
         self.next_status = self.started
         self.next_trim = self.started + TRIM_EVERY_S
@@ -360,10 +361,13 @@ class Node:
         """One turn: read, decode, window, classify, detect, hand events to the sink; timers.
 
         Returns within about ``read_timeout_s``. False when the node should stop (no input
-        for ``idle_exit_s``).
+        for ``idle_exit_s``, counted from the first turn when none ever came: a port that
+        never appears ends a replay too).
         """
         batch = self.source.read()
         now = time.monotonic()
+        if self.first_turn is None:
+            self.first_turn = now
         self.notifier.watchdog()
         if batch.heard:
             self.last_bytes = now
@@ -380,7 +384,8 @@ class Node:
             self.sink.emit(pipeline.flush())
         self._timers(now)
         idle_exit_s = self.config.idle_exit_s
-        if idle_exit_s is not None and self.last_bytes is not None and now - self.last_bytes > idle_exit_s:
+        quiet_since = self.first_turn if self.last_bytes is None else self.last_bytes
+        if idle_exit_s is not None and now - quiet_since > idle_exit_s:
             log.info("no bytes for %.1f s: exiting", idle_exit_s)
             return False
         return True
@@ -478,7 +483,8 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
 
 
 def _make_folders(config: NodeConfig) -> None:
-    """Create the folders of every output; a folder that cannot be made is refused at start."""
+    """Create the folders of every output; a folder that cannot be made, or a folder where
+    the status file goes, is refused at start (the event file checks its own target)."""
     for what, path in (("events", config.events), ("status", config.status)):
         if path:
             folder = Path(path).parent
@@ -487,6 +493,8 @@ def _make_folders(config: NodeConfig) -> None:
             except OSError as exc:
                 why = target_problem(Path(path)) or exc.strerror or exc  # "X is a regular file, not a folder"
                 raise ValueError(f"{what} folder {folder}: cannot create ({why})") from None
+    if config.status and Path(config.status).is_dir():
+        raise ValueError(f"status {config.status}: {target_problem(Path(config.status))}")
     if config.snippets:
         try:
             Path(config.snippets).mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,11 @@ last triggering window is written as one SAC file per component (:func:`write_sa
 numpy only, little-endian, header version 6) that ObsPy, SAC and SeisBench read. Picks
 go into the header (``a`` = P, ``t0`` = S, relative to the reference time, which is the
 first sample), so a seismologist opens the file and sees what the node saw.
+
+A component that carried nothing over the whole snippet (every sample the same: absent
+from a two-component board or record, or a dead channel; a live accelerometer's own noise
+spans several counts) is left out and named in the event (``components_missing``): a
+flat line written as data would read as a quiet, working sensor.
 """
 
 from __future__ import annotations
@@ -102,6 +107,25 @@ def write_sac(path, data, sampling_rate_hz: float, start_us: int, station: str =
     return path
 
 
+def flat_components(data: np.ndarray) -> np.ndarray:
+    """Components that carried no signal: every sample of the row the same.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(n_components, n)`` samples (counts or m/s^2).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_components,)`` bool.
+    """
+    data = np.asarray(data)
+    if not data.shape[-1]:
+        return np.ones(len(data), dtype=bool)
+    return (data == data[:, :1]).all(axis=1)
+
+
 def _put(chars: bytearray, name: str, text: str) -> None:
     offset, size = _K[name]
     raw = text.encode("ascii", "replace")[:size]
@@ -176,8 +200,9 @@ class SnippetWriter(Consumer):
 
     Keeps the recent samples (:class:`SnippetRecorder`); when an event closes, writes the
     stretch from ``pre_s`` before its first window (or its P pick, if earlier) to
-    ``post_s`` after its last triggering window, one SAC file per component, and adds
-    ``snippet`` (files, start, rate, samples filled) to the event before it is written.
+    ``post_s`` after its last triggering window, one SAC file per component that carried
+    a signal (:func:`flat_components`), and adds ``snippet`` (files, start, rate, samples
+    filled, the components left out) to the event before it is written.
 
     Parameters
     ----------
@@ -229,8 +254,9 @@ class SnippetWriter(Consumer):
             return
         if cut is None:
             return
+        missing = flat_components(cut[2])
         try:
-            paths = self._write(cut, event)
+            paths = self._write(cut, event, live=~missing)
         except OSError as exc:
             self.faults(logging.ERROR, "disk", "%s: cannot write event snippet (%s)", self.folder,
                         exc.strerror or exc)
@@ -240,8 +266,12 @@ class SnippetWriter(Consumer):
         t0_us, rate, _, n_filled = cut
         event["snippet"] = {"files": paths, "start_us": t0_us, "sampling_rate_hz": rate,
                             "samples_filled": n_filled}
+        if missing.any():
+            event["snippet"]["components_missing"] = [c for c, m in zip(self.components, missing,
+                                                                        strict=False) if m]
 
-    def _write(self, cut, event: dict) -> list[str]:
+    def _write(self, cut, event: dict, live) -> list[str]:
+        """One SAC file per component where ``live`` (bool per component); their paths."""
         t0_us, rate, data, _ = cut
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0_us / 1e6))
         picks = {"P": event.get("p_time_us"), "S": event.get("s_time_us")}
@@ -254,7 +284,9 @@ class SnippetWriter(Consumer):
             n += 1
             name = f"{self.station}.{stamp}.{(t0_us // 1000) % 1000:03d}-{n}"
         paths = []
-        for comp, trace in zip(self.components, data, strict=False):
+        for comp, trace, keep in zip(self.components, data, live, strict=False):
+            if not keep:
+                continue
             path = self.folder / f"{name}.HN{comp}.SAC"
             write_sac(path, trace, rate, t0_us, station=self.station, channel=f"HN{comp}",
                       event=stamp, picks_us=picks)

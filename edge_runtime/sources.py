@@ -94,7 +94,8 @@ class SerialFrames:
 
     def counters(self) -> dict:
         return {"decoder": self.decoder.stats.to_dict(), "port_open": self.port.is_open,
-                "reconnects": self.port.reconnects, "port_refused": self.port.refused}
+                "reconnects": self.port.reconnects, "port_refused": self.port.refused,
+                "port_waits": self.port.waits}
 
     def close(self) -> None:
         self.port.close()
