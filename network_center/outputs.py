@@ -26,7 +26,6 @@ def quakeml(event: dict, path) -> Path:
     """Write ``event`` (a network-event message) as QuakeML to ``path``."""
     from obspy import UTCDateTime
     from obspy.core.event import (
-        Arrival,
         Catalog,
         Comment,
         CreationInfo,
@@ -34,10 +33,8 @@ def quakeml(event: dict, path) -> Path:
         Magnitude,
         Origin,
         OriginQuality,
-        Pick,
         QuantityError,
         ResourceIdentifier,
-        WaveformStreamID,
     )
 
     prefix = f"smi:seismictorch/{event['event_id']}"
@@ -58,26 +55,7 @@ def quakeml(event: dict, path) -> Path:
             standard_error=event["rms_s"],
         ),
     )
-    picks = []
-    for p in event["picks"]:
-        net, _, sta = p["station"].partition(".")
-        pick = Pick(
-            resource_id=ResourceIdentifier(f"{prefix}/pick/{p['station']}/{p['pick_id']}/{p['revision']}"),
-            time=UTCDateTime(p["time_us"] / 1e6),
-            phase_hint=p["phase"],
-            evaluation_mode="automatic",
-            waveform_id=WaveformStreamID(network_code=net, station_code=sta),
-        )
-        picks.append(pick)
-        origin.arrivals.append(
-            Arrival(
-                pick_id=pick.resource_id,
-                phase=p["phase"],
-                time_residual=p["residual_s"],
-                distance=p["distance_km"] / 111.195,
-                time_weight=p["weight"],
-            )
-        )
+    picks = _picks(event, prefix, origin)
     ev = Event(
         resource_id=ResourceIdentifier(prefix),
         picks=picks,
@@ -106,6 +84,34 @@ def quakeml(event: dict, path) -> Path:
     Catalog([ev]).write(str(tmp), format="QUAKEML")
     tmp.replace(path)
     return path
+
+
+def _picks(event: dict, prefix: str, origin) -> list:
+    """The event's picks as ObsPy picks, each with its arrival added to ``origin``."""
+    from obspy import UTCDateTime
+    from obspy.core.event import Arrival, Pick, ResourceIdentifier, WaveformStreamID
+
+    picks = []
+    for p in event["picks"]:
+        net, _, sta = p["station"].partition(".")
+        pick = Pick(
+            resource_id=ResourceIdentifier(f"{prefix}/pick/{p['station']}/{p['pick_id']}/{p['revision']}"),
+            time=UTCDateTime(p["time_us"] / 1e6),
+            phase_hint=p["phase"],
+            evaluation_mode="automatic",
+            waveform_id=WaveformStreamID(network_code=net, station_code=sta),
+        )
+        picks.append(pick)
+        origin.arrivals.append(
+            Arrival(
+                pick_id=pick.resource_id,
+                phase=p["phase"],
+                time_residual=p["residual_s"],
+                distance=p["distance_km"] / 111.195,
+                time_weight=p["weight"],
+            )
+        )
+    return picks
 
 
 class Alerts:

@@ -60,6 +60,12 @@ def _bench_scan(out, rng, seed, soak_hours):  # details in <out>/scan/scan_bench
     return bench_scan(out, rng, quick=soak_hours < 1)
 
 
+def _bench_network_center(out, rng, seed, soak_hours):  # 1,000 nodes; quick: 200
+    from .network_center import bench_network_center
+
+    return [bench_network_center(rng, n_nodes=200 if soak_hours < 1 else 1000)]
+
+
 def _bench_window_path(out, rng, seed, soak_hours):
     from .window_path import run
 
@@ -80,6 +86,7 @@ BENCHES = {
     "soak": _bench_soak,
     "window_path": _bench_window_path,
     "scan": _bench_scan,
+    "network_center": _bench_network_center,
 }
 
 

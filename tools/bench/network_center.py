@@ -1,0 +1,145 @@
+"""The network centre against 1,000 simulated nodes: picks per second, event latency, memory.
+
+Stations on a 15 km grid (1,000 of them, about 470 km across) send their health, then
+picks at a background rate (false triggers, ``background_per_node_h`` per node and hour)
+over ``background_s`` of data time, then an M4 earthquake in the middle seen by every
+station within 150 km (a P and an S pick each). The messages go through the centre's own
+entry (:meth:`network_center.network.Network.message`, the JSON payloads as MQTT delivers
+them) with an association run every 0.5 s of data time, as the running centre does;
+only the broker's socket is left out. Measured: picks per second of wall time through
+the whole run (what the centre sustains), the wall time from the arrival of the pick that
+completes the earthquake's ``min_p_picks`` to the event's declaration, and the resident
+memory grown. Baseline: the same messages only parsed (``json.loads``), the floor of any centre.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+T0_S = 1_767_225_600.0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _messages(rng, n_nodes: int, background_s: float, per_node_h: float, config):
+    from network_center.velocity import first_arrival_s
+
+    side = int(np.ceil(np.sqrt(n_nodes)))
+    xy = np.array([(15.0 * (i % side), 15.0 * (i // side)) for i in range(n_nodes)])
+    xy -= xy.mean(axis=0)
+    k = np.pi / 180 * 6371.0
+    lat, lon = 46.0 + xy[:, 1] / k, 7.0 + xy[:, 0] / (k * np.cos(np.radians(46.0)))
+    health = [
+        (
+            f"seismictorch/XX.N{i:04d}/health",
+            json.dumps(
+                {
+                    "network": "XX",
+                    "station": f"N{i:04d}",
+                    "latitude": lat[i],
+                    "longitude": lon[i],
+                    "time_fix": "gps",
+                }
+            ).encode(),
+        )
+        for i in range(n_nodes)
+    ]
+    picks = []
+    n_bg = rng.poisson(n_nodes * per_node_h * background_s / 3600.0)
+    for j in range(n_bg):
+        i = int(rng.integers(n_nodes))
+        picks.append((T0_S + rng.uniform(0, background_s), i, f"bg{j}", "P"))
+    origin = T0_S + background_s + 5.0
+    d = np.hypot(xy[:, 0], xy[:, 1])
+    for i in np.flatnonzero(d <= 150.0):
+        for phase in "PS":
+            t = origin + first_arrival_s(config.layers, phase, [d[i]], 10.0)[0] + rng.normal(0, 0.05)
+            picks.append((t, int(i), "eq", phase))
+    picks.sort()
+    out = []
+    for t, i, tag, phase in picks:
+        body = {
+            "type": "pick",
+            "network": "XX",
+            "station": f"N{i:04d}",
+            "pick_id": f"N{i:04d}-{tag}-{phase}",
+            "revision": 1,
+            "phase": phase,
+            "time_us": int(t * 1e6),
+            "time_fix": "gps",
+            "pd_m": 1e-5,
+            "amplitude_window_s": 3.0,
+        }
+        out.append((t, tag, phase, (f"seismictorch/XX.N{i:04d}/pick", json.dumps(body).encode())))
+    return health, out
+
+
+def bench_network_center(
+    rng, out=None, n_nodes: int = 1000, background_s: float = 600.0, per_node_h: float = 6.0
+) -> dict:
+    """One run (see the module notes); a result dict of the bench suite with the centre's figures."""
+    import tempfile
+
+    from network_center.config import build_config
+    from network_center.network import Network
+
+    folder = tempfile.mkdtemp(prefix="bench-center-")
+    config = build_config(
+        {
+            "velocity": {
+                "layers": [[0.0, 5.5, 3.2], [4.0, 6.1, 3.5], [25.0, 6.8, 3.9], [35.0, 8.0, 4.5]],
+                "table_dir": folder,
+            }
+        }
+    )
+    health, picks = _messages(rng, n_nodes, background_s, per_node_h, config)
+    started = time.perf_counter()
+    for _, _, _, (_topic, payload) in picks:
+        json.loads(payload)
+    baseline_s = (time.perf_counter() - started) / len(picks)
+    rss0 = _rss_mb()
+    net = Network(config)
+    for m in health:
+        net.message(*m)
+    eq_p, latency_s, next_run = 0, None, picks[0][0]
+    started = time.perf_counter()
+    for t, tag, phase, message in picks:
+        net.message(*message)
+        eq_p += tag == "eq" and phase == "P"
+        needed = eq_p == config.min_p_picks and tag == "eq" and phase == "P" and latency_s is None
+        if t >= next_run or needed:
+            before = time.perf_counter()
+            declared = [e for e in net.associate(now_s=t) if e["n_stations"] >= config.min_stations]
+            if needed or (latency_s is None and eq_p >= config.min_p_picks and declared):
+                latency_s = time.perf_counter() - before if declared else None
+            next_run = t + 0.5
+    net.associate(now_s=picks[-1][0] + 1)
+    wall_s = time.perf_counter() - started
+    n_picks = len(picks)
+    return {
+        "name": f"network centre, {n_nodes} nodes, {n_picks} picks ({background_s:.0f} s background + quake)",
+        "baseline": "json.loads of each pick",
+        "baseline_s": baseline_s,
+        "candidate": "Network.message + association every 0.5 s of data time",
+        "candidate_s": wall_s / n_picks,
+        "speedup": baseline_s / (wall_s / n_picks),
+        "picks_per_s": round(n_picks / wall_s, 1),
+        "data_picks_per_s": round(n_picks / (picks[-1][0] - picks[0][0]), 2),
+        "event_latency_s": None if latency_s is None else round(latency_s, 3),
+        "events": net.counters["events"],
+        "association_runs": net.counters["association_runs"],
+        "rss_growth_mb": round(_rss_mb() - rss0, 1),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(bench_network_center(np.random.default_rng(0)), indent=2))
