@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,6 +118,76 @@ def test_frames_joined_only_where_the_windows_stay_the_same(tiny_model):
     p0 = np.array([list(w.probs.values()) for w in runs[0]])
     p1 = np.array([list(w.probs.values()) for w in runs[1]])
     assert np.abs(p0 - p1).max() <= 1e-6
+
+
+def _run_both_ways(model, record, monkeypatch, piece_s):
+    """``run_record`` on the batched windows (pieces of ``piece_s``) and on the node's frames."""
+    from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
+    from tools.scan import day as scan_day
+    from tools.scan import stream
+
+    sensor = get_sensor(DEFAULT_SENSOR)
+    settings = scan_day.ScanSettings(model=str(model))
+    runs = {}
+    for how in ("windows", "frames"):
+        with monkeypatch.context() as m:
+            m.setattr(scan_day, "PIECE_S", piece_s)
+            if how == "frames":
+                m.setattr(stream, "continuous", lambda *args: False)
+            with tempfile.TemporaryDirectory() as tmp:
+                events = Path(tmp) / "events.jsonl"
+                sink = scan_day._Sink(events)
+                rng = np.random.default_rng(0)
+                runs[how] = scan_day.run_record(record, settings, sink, events, sensor, rng)
+                sink.close()
+    return runs["windows"], runs["frames"]
+
+
+@pytest.mark.parametrize("rate_hz", [100.0, 200.0, 50.0])
+def test_batched_windows_decide_as_the_node_frame_by_frame(tiny_model, monkeypatch, rate_hz):
+    """Windows cut as a strided view, classified in batches, the detector fed only where it
+    can decide: the same triggers, events, picks, probabilities and counters as the node's
+    Pipeline fed frame by frame, with the record run in pieces that cut through events."""
+    from host_training.recordings.record import Record
+
+    rng = np.random.default_rng(7)
+    seconds = 900.0
+    n = int(seconds * rate_hz)
+    data = rng.normal(0, 2e-3, (3, n))
+    for k, at_s in enumerate((40.0, 52.0, 300.0, 303.0, 610.0, 895.0 - 20.0)):
+        q = quake(rng, int(30 * rate_hz), rate_hz, 3.0, pga=(0.05, 1.0, 0.3)[k % 3])
+        i = int(at_s * rate_hz)
+        data[:, i:i + q.shape[1]] += q[:, :n - i]
+    data[:, int(700 * rate_hz):int(704 * rate_hz)] = 0.0  # a dead stretch: windows not classified
+    record = Record(id="XX.CHK..HN", station="XX.CHK..HN", starttime=UTCDateTime(2026, 3, 1, 0, 0, 0.37),
+                    sampling_rate_hz=rate_hz, data=data, present=(True, True, True),
+                    channels=("HNE", "HNN", "HNZ"))
+    ours, node = _run_both_ways(tiny_model["sim"], record, monkeypatch, piece_s=301.3)
+    events = [e for e in node["declared"] if e["type"] == "event"]
+    assert len(events) >= 2, node["declared"]
+    assert ours["declared"] == node["declared"]
+    assert ours["counters"]["window_classes"] == node["counters"]["window_classes"]
+    for key in ("windows", "windows_dead", "triggers", "events", "samples_clipped", "windows_implausible"):
+        assert ours["counters"]["pipeline"][key] == node["counters"]["pipeline"][key], key
+    assert ours["counters"]["pipeline"]["windows_dead"] > 0
+    assert ours["clipped"] == node["clipped"] and ours["missing"] == node["missing"]
+
+
+def test_streams_the_node_would_break_run_as_frames(tiny_model):
+    """Only a record the node takes as one unbroken stream is cut as a strided view."""
+    from edge_runtime.backends import load_backend
+    from edge_runtime.config import build_config
+    from edge_runtime.service import Pipeline
+    from tools.scan.stream import continuous
+
+    pipeline = Pipeline(load_backend(str(tiny_model["sim"])), build_config({}, {"port": "x", "model":
+                                                                                str(tiny_model["sim"])}))
+    t0 = 1_700_000_000_000_000
+    assert continuous((3, 10_000), t0, 100.0, pipeline)
+    assert not continuous((3, 10_000), t0, 128.0, pipeline)  # 7812.5 us: frame times re-anchor
+    assert not continuous((2, 10_000), t0, 100.0, pipeline)  # the node refuses every frame
+    assert not continuous((3, 10_000), 900_000_000_000_000, 100.0, pipeline)  # before 2000
+    assert not continuous((3, 10_000), t0, 2000.0, pipeline)  # above the node's rate
 
 
 def _write_day(folder: Path, rng, station: str, day: UTCDateTime, seconds: float = 600.0, fs: float = 100.0,

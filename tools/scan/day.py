@@ -71,6 +71,14 @@ def _backend(model: str):
     return load_backend(model, threads=1)
 
 
+@lru_cache(maxsize=4)
+def _model_info(model: str) -> dict:
+    """The model's window length, filter and classes, read once per process (not per station-day)."""
+    from tools.replay.records import model_info
+
+    return model_info(model)
+
+
 def _node_config(settings: ScanSettings, station: str, events: Path, sensor):
     """The node's config as replay-test starts it (its defaults; station and scale as flags)."""
     from edge_runtime.config import build_config
@@ -153,8 +161,68 @@ class _Sink:
         self.sink.close()
 
 
+PIECE_S = 3600.0  # samples digitized and run at a time, s: bounds the scan's own arrays
+
+
+def _digitized_pieces(record, sensor, missing: str, rng, piece_s: float | None = None):
+    """The record's counts as the sensor digitizes them (:func:`tools.replay.records.digitize`),
+    ``piece_s`` at a time: ``(counts (C, m) int32, n_clipped)`` per piece. Rounding and
+    clipping are per sample, so the pieces are the whole record's counts; a missing
+    component drawn as self-noise is drawn for the whole record at once, in digitize's order."""
+    from tools.replay.records import digitize
+
+    absent = [i for i, present in enumerate(record.present) if not present]
+    if absent and missing == "self-noise":
+        counts, notes = digitize(record, sensor, missing, rng)
+        yield counts, notes["clipped"]
+        return
+    step = max(1, int((piece_s or PIECE_S) * record.sampling_rate_hz))
+    n_comp, n = record.data.shape
+    for first in range(0, n, step):
+        stop = min(n, first + step)
+        counts = np.empty((n_comp, stop - first), dtype=np.int32)
+        clipped = 0
+        for i in range(n_comp):
+            counts[i], k = sensor.digitize(record.data[i, first:stop])
+            clipped += k
+        yield counts, clipped
+
+
+def _run_continuous(record, pipeline, sensor, settings: ScanSettings, sink, rng) -> tuple[list, int]:
+    """A record the node takes as one unbroken stream, in pieces (:class:`.stream.ChunkedStream`)."""
+    from edge_runtime.protocol import Frame
+    from edge_runtime.sequencing import check_counts
+
+    from .frames import REPLAY_SAMPLES_PER_FRAME
+    from .stream import ChunkedStream
+
+    start_us = int(round(record.starttime.timestamp * 1e6))
+    stream = ChunkedStream(pipeline, record.sampling_rate_hz, start_us)
+    # The time fix the frames would carry into the events (replay-test's frames say none).
+    pipeline.time_fix = Frame(0, start_us, record.sampling_rate_hz,
+                              np.zeros((1, pipeline.n_components), dtype=np.int32)).time_fix
+    declared, clipped = [], 0
+    scale = pipeline.config.counts_per_mps2
+    for counts, k in _digitized_pieces(record, sensor, settings.missing, rng):
+        clipped += k
+        pipeline.counts["samples_clipped"] += check_counts(counts, pipeline.sensor)[1]
+        out = stream.push(counts / scale)  # the node's samples: counts / counts_per_mps2, float64
+        declared += out
+        sink.emit(out)
+    # The frames replay-test's sender would have sent, all delivered in order.
+    frames = -(-record.data.shape[1] // REPLAY_SAMPLES_PER_FRAME)
+    for key in ("frames_in", "frames", "frames_delivered"):
+        pipeline.counts[key] = frames
+    return declared, clipped
+
+
 def run_record(record, settings: ScanSettings, sink: _Sink, events_path: Path, sensor, rng) -> dict:
     """One record through a fresh node pipeline, as replay-test's node would take it.
+
+    A record the node takes as one unbroken stream (:func:`.stream.continuous`) runs as
+    batches of windows cut from its samples; any other (a sample period that is not a whole
+    number of microseconds, time stamps outside 2000-2100, a rate the node refuses) as the
+    frames replay-test sends (:mod:`.frames`) through :meth:`Pipeline.on_frame`.
 
     Returns
     -------
@@ -164,9 +232,25 @@ def run_record(record, settings: ScanSettings, sink: _Sink, events_path: Path, s
     from edge_runtime.service import Pipeline
     from tools.replay.records import digitize
 
-    counts, notes = digitize(record, sensor, settings.missing, rng)
+    from .stream import continuous
+
     station = record.station.split(".")[1] or "NODE"
     pipeline = Pipeline(_backend(settings.model), _node_config(settings, station, events_path, sensor))
+    start_us = int(round(record.starttime.timestamp * 1e6))
+    missing = "".join("ENZ"[i] for i, present in enumerate(record.present) if not present)
+    if settings.batch_s > 0 and continuous(record.data.shape, start_us, record.sampling_rate_hz, pipeline):
+        declared, clipped = _run_continuous(record, pipeline, sensor, settings, sink, rng)
+    else:
+        counts, notes = digitize(record, sensor, settings.missing, rng)
+        declared, clipped = _run_frames(counts, record, pipeline, settings, sink), notes["clipped"]
+    out = pipeline.flush()
+    declared += out
+    sink.emit(out)
+    return {"counters": pipeline.counters(), "declared": declared, "clipped": clipped, "missing": missing}
+
+
+def _run_frames(counts, record, pipeline, settings: ScanSettings, sink) -> list:
+    """The record as replay-test's frames through :meth:`Pipeline.on_frame`; events declared."""
     declared = []
     start_us = int(round(record.starttime.timestamp * 1e6))
     for frame in node_frames(counts, record.sampling_rate_hz, start_us, settings.batch_s):
@@ -178,11 +262,7 @@ def run_record(record, settings: ScanSettings, sink: _Sink, events_path: Path, s
             continue
         declared += out
         sink.emit(out)
-    out = pipeline.flush()
-    declared += out
-    sink.emit(out)
-    return {"counters": pipeline.counters(), "declared": declared, "clipped": notes["clipped"],
-            "missing": notes["missing"]}
+    return declared
 
 
 def _row(record, shown, run: dict, events: list, triggers: list, settings: ScanSettings, info: dict,
@@ -248,10 +328,10 @@ def scan_station_day(day: StationDay, settings: ScanSettings) -> dict:
         ((where, why) list) and ``notes``.
     """
     from edge_runtime.sensors import get_sensor
-    from tools.replay.records import check_rate, fit_rate, model_info, time_shift_s
+    from tools.replay.records import check_rate, fit_rate, time_shift_s
 
     started = time.monotonic()
-    info = model_info(settings.model)
+    info = _model_info(settings.model)
     sensor = get_sensor(settings.sensor)
     records, skipped = _records(day, settings, info["window_s"])
     rows, truths, notes = [], [], []

@@ -1,0 +1,168 @@
+"""One continuous record through the node's decisions, a chunk of windows at a time.
+
+The node (:class:`edge_runtime.service.Pipeline`) cuts a window out of its ring buffer
+whenever one is complete, classifies the windows of a frame in one call and hands each to
+its detector. On a record the node takes as one unbroken stream (every frame accepted, no
+hole, no clock step: see :func:`continuous`), the windows are known in advance: window ``j``
+holds samples ``[j * n_step, j * n_step + n_window)`` and starts at ``start_us + start *
+period_us``. :class:`ChunkedStream` cuts them as a strided view of the samples (the ring's
+own values: counts / counts_per_mps2, float64), classifies a batch with the node's own
+:meth:`Pipeline.classify` (same window chain, same model call, same numbers: the chain is one
+stacked matmul per window whichever the batch) and its own ``_plausible``, and feeds the
+node's own :class:`~edge_runtime.detector.EventDetector` only where it can decide anything:
+
+While no event is open and no triggering window is pending, a window that does not trigger
+changes nothing in the detector but its look-back (``recent``: the windows of the last
+``lookback_s`` since the last reset). Such windows are skipped; before the next triggering
+window the look-back is rebuilt exactly as the skipped updates would have left it, and from
+there every window goes to the detector until it is idle again. Events come out with the
+same times, picks and probabilities as the node's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from edge_runtime.detector import Scored
+from edge_runtime.ring import window_samples
+
+BATCH_WINDOWS = 256  # windows per model call: ORT's cost per window is lowest near this batch
+LOOKBACK_KEEP = 200  # the detector's look-back bound (EventDetector.recent's maxlen)
+
+
+def continuous(counts_shape, start_us: int, rate_hz: float, pipeline) -> bool:
+    """Whether the node takes this record as one unbroken stream of windows.
+
+    Every frame must pass the node's checks (channels, 2000-2100 time stamps, rate limits;
+    digitized counts are never beyond the sensor's word) and the frames' time stamps must
+    continue each other exactly, which they do when a sample period is a whole number of
+    microseconds (:func:`tools.scan.frames.joinable`).
+    """
+    from edge_runtime.service import EARLIEST_US, LATEST_US
+
+    from .frames import joinable
+
+    n_channels, n = counts_shape
+    config = pipeline.config
+    end_us = start_us + int(round(n * 1e6 / rate_hz))
+    return (n_channels == pipeline.n_components and joinable(rate_hz)
+            and EARLIEST_US <= start_us and end_us <= LATEST_US
+            and config.min_rate_hz <= rate_hz <= config.max_rate_hz)
+
+
+class ChunkedStream:
+    """The node's windows, classes and events of one continuous record, fed in chunks.
+
+    Parameters
+    ----------
+    pipeline : edge_runtime.service.Pipeline
+        A fresh node pipeline: its window chain, backend, detector and counters are used.
+    rate_hz : float
+        Sampling rate of the record (a whole-microsecond period), Hz.
+    start_us : int
+        Time of the record's first sample, UTC microseconds.
+    """
+
+    def __init__(self, pipeline, rate_hz: float, start_us: int):
+        self.pipeline = pipeline
+        self.rate_hz = rate_hz
+        self.start_us = start_us
+        self.period_us = int(round(1e6 / rate_hz))
+        self.n_window, self.n_step = window_samples(pipeline.prep.window_s, pipeline.config.step_s, rate_hz)
+        # As Window.center_us computes it: start + 0.5 * n * 1e6 / rate, truncated.
+        self.half_us = 0.5 * self.n_window * 1e6 / rate_hz
+        self.tail = None  # (C, k) samples after the last window start not yet cut, m/s^2
+        self.tail_index = 0  # absolute index of tail's first sample
+        self.next_start = 0  # absolute index of the next window's first sample
+        det = pipeline.detector
+        self.lookback_us = det.config.lookback_s * 1e6
+        self.context = None  # (centers, probs, peaks, raw) of up to 200 windows before the batch
+        pipeline.windows.rate_hz = rate_hz  # what counters() and the node report
+
+    def push(self, samples_mps2: np.ndarray) -> list[dict]:
+        """Add ``(C, m)`` samples (float64 m/s^2) continuing the record; return events declared."""
+        if self.tail is not None:
+            samples_mps2 = np.concatenate([self.tail, samples_mps2], axis=1)
+        base = self.tail_index
+        n_have = samples_mps2.shape[1]
+        last_start = base + n_have - self.n_window  # the last start whose window is complete
+        out = []
+        if last_start >= self.next_start:
+            starts = np.arange(self.next_start, last_start + 1, self.n_step)
+            view = np.lib.stride_tricks.sliding_window_view(samples_mps2, self.n_window, axis=1)
+            for i in range(0, len(starts), BATCH_WINDOWS):
+                part = starts[i:i + BATCH_WINDOWS]
+                # (N, C, n_window) contiguous, as the node stacks its windows
+                raw = np.ascontiguousarray(view[:, part - base].transpose(1, 0, 2))
+                out += self._classify(raw, part)
+            self.next_start = int(starts[-1]) + self.n_step
+        keep_from = min(self.next_start, base + n_have)
+        self.tail = samples_mps2[:, keep_from - base:].copy()
+        self.tail_index = keep_from
+        return out
+
+    def _classify(self, raw: np.ndarray, starts: np.ndarray) -> list[dict]:
+        """One batch of windows through the node's classify, counters and detector."""
+        p = self.pipeline
+        probs, peak, live = p.classify(raw, self.rate_hz)
+        probs, peak = p._plausible(probs, peak)
+        by_class = np.bincount(np.argmax(probs[live], axis=1), minlength=len(p.classes))
+        for name, k in zip(p.classes, by_class.tolist(), strict=True):
+            p.window_classes[name] += k
+        p.counts["windows"] += int(live.sum())
+        p.counts["windows_dead"] += int((~live).sum())
+        window_start_us = self.start_us + starts * self.period_us
+        centers = (window_start_us.astype(np.float64) + self.half_us).astype(np.int64)
+        return self._detect(centers, probs, peak, raw)
+
+    def _detect(self, centers, probs, peak, raw) -> list[dict]:
+        """Feed the detector every window it can decide on; skip the idle, quiet ones."""
+        p = self.pipeline
+        det = p.detector
+        c = det.config
+        phase = 1.0 - probs[:, p.noise_index]
+        hits = np.flatnonzero((phase >= c.trigger_prob) & (peak >= c.min_pga_mps2))
+        n_ctx = 0 if self.context is None else len(self.context[0])
+        if self.context is not None:
+            centers_all = np.concatenate([self.context[0], centers])
+            probs_all = np.concatenate([self.context[1], probs])
+            peak_all = np.concatenate([self.context[2], peak])
+        else:
+            centers_all, probs_all, peak_all = centers, probs, peak
+        out = []
+        i, n = 0, len(centers)
+        while i < n:
+            if det.open is None and not det.pending:
+                after = hits[hits >= i]
+                if not len(after):
+                    break
+                i = int(after[0])
+                det.recent = deque((self._scored(k, centers_all, probs_all, peak_all, raw, n_ctx)
+                                    for k in self._lookback(i + n_ctx, centers_all)), maxlen=LOOKBACK_KEEP)
+            out += p._count(det.update(self._scored(i + n_ctx, centers_all, probs_all, peak_all, raw, n_ctx)))
+            i += 1
+        self._keep_context(centers_all, probs_all, peak_all, raw, n_ctx)
+        return out
+
+    def _lookback(self, k: int, centers_all) -> range:
+        """Indices of the windows the detector's look-back holds after window ``k - 1`` went by idle."""
+        if k == 0:
+            return range(0)
+        first = int(np.searchsorted(centers_all[:k], centers_all[k - 1] - self.lookback_us, side="left"))
+        return range(max(first, k - LOOKBACK_KEEP), k)
+
+    def _scored(self, k: int, centers_all, probs_all, peak_all, raw, n_ctx: int) -> Scored:
+        data = self.context[3][k] if k < n_ctx else raw[k - n_ctx]
+        probs = dict(zip(self.pipeline.classes, probs_all[k].tolist(), strict=True))
+        return Scored(int(centers_all[k]), probs, float(peak_all[k]), data, self.rate_hz)
+
+    def _keep_context(self, centers_all, probs_all, peak_all, raw, n_ctx: int) -> None:
+        """The windows the next batch's first window may look back to (copies: a batch's
+        samples are let go)."""
+        k = len(centers_all)
+        first = self._lookback(k, centers_all).start if k else 0
+        raws = [self.context[3][j] if j < n_ctx else raw[j - n_ctx] for j in range(first, k)]
+        self.context = (centers_all[first:].copy(), probs_all[first:].copy(), peak_all[first:].copy(),
+                        np.array(raws).reshape((len(raws),) + raw.shape[1:]))
