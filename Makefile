@@ -43,13 +43,15 @@ demo: $(STAMP)
 	$(PY) -m tools demo --out runs/demo
 
 # Shipped real-shaped fixtures (tools/fixtures/records: 1/2/3 components, 4 ms offset, a gap,
-# counts + StationXML, a 1995 record, lower-case names) unless RECORDS is given.
+# counts + StationXML, a 1995 record, lower-case names; in git, .gitignore lets them in) unless
+# RECORDS is given. Regenerate them with: python tests/fixtures_records.py tools/fixtures/records
 RECORDS   ?= tools/fixtures/records
 CATALOG   ?= $(if $(filter tools/fixtures/records,$(RECORDS)),tools/fixtures/records/catalog.csv,)
 MODEL     ?= runs/demo/model/earthquake_cnn_int16_sim.onnx
+REPLAY_OUT ?= runs/replay
 replay: $(STAMP)
 	@test -f $(MODEL) || $(PY) -m tools demo --out runs/demo
-	$(PY) -m tools replay-test $(RECORDS) --model $(MODEL) --out runs/replay \
+	$(PY) -m tools replay-test $(RECORDS) --model $(MODEL) --out $(REPLAY_OUT) \
 	  $(if $(CATALOG),--catalog $(CATALOG)) $(if $(INVENTORY),--inventory $(INVENTORY)) \
 	  $(if $(UNITS),--units $(UNITS))
 

@@ -9,8 +9,6 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge_runtime.sensors import DEFAULT_SENSOR
-
     parser = argparse.ArgumentParser(
         prog="python -m tools",
         description="SeismicTorch tools: the end-to-end demo, the serial-replay simulator, "
@@ -39,63 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=12)
     d.add_argument("--speed", type=float, default=20.0, help="replay speed, x real time (0: max)")
 
-    r = sub.add_parser("replay", help="send SAC/miniSEED records as serial frames",
-                       description="Replay recorded 3-component acceleration (m/s^2) as protocol "
-                                   "frames to a serial port, or to a new pty whose name is printed.")
-    r.add_argument("files", nargs="+", help="waveform files, globs or folders (1-3 components per record)")
-    target = r.add_mutually_exclusive_group(required=True)
-    target.add_argument("--port", help="serial device to write to (pyserial)")
-    target.add_argument("--pty", action="store_true",
-                        help="create a pty behind a private link (runs/replay_pty/tty) and print the "
-                             "link for the node; the pty stays open until Enter after the replay")
-    r.add_argument("--units", help="units of the records (counts, gal, m/s2, g, ...) when the files "
-                                   "do not say")
-    r.add_argument("--time", default="auto",
-                   help="keep, auto (move records outside 2000-2100 by whole 50-year steps, as "
-                        "`score --time auto` expects) or an ISO UTC start (default %(default)s)")
-    r.add_argument("--speed", type=float, default=1.0, help="x real time; 0 sends as fast as read")
-    r.add_argument("--sensor", default=DEFAULT_SENSOR,
-                   help="sensor model whose counts are sent: scale, range (clipped samples are "
-                        "counted), bits (edge_runtime/sensors.py; default %(default)s)")
-    r.add_argument("--counts-per-mps2", type=float, default=None,
-                   help="override the sensor's sensitivity, counts per m/s^2")
-    r.add_argument("--samples-per-frame", type=int, default=10)
-    r.add_argument("--corrupt", type=float, default=0.0, help="per-frame bit-flip probability")
-    r.add_argument("--drop", type=float, default=0.0, help="per-frame loss probability")
-    r.add_argument("--truncate", type=float, default=0.0, help="per-frame truncation probability")
-    r.add_argument("--garbage", type=float, default=0.0, help="per-frame line-noise probability")
-    r.add_argument("--fault-seed", type=int, default=0)
-
-    t = sub.add_parser(
-        "replay-test", help="replay real recordings into a fresh node each and score it (make replay)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="For each record in RECORDS (files, globs or folders of anything ObsPy reads; "
-                    "StationXML/QuakeML found there are used), replay it through a real pty into a "
-                    "fresh `python -m edge_runtime run`, wait for the node to exit, score its events "
-                    "and counters. Prints a table; writes OUT/summary.json and OUT/summary.png. "
-                    "Exit status 1 if any file or record was skipped or a node failed.")
-    t.add_argument("records", nargs="+", help="waveform files, globs or folders")
-    t.add_argument("--model", required=True, help="ONNX model with SeismicTorch metadata")
-    t.add_argument("--catalog", help="CSV: files (glob relative to the CSV), kind, p_time, s_time, units")
-    t.add_argument("--inventory", help="StationXML: responses (counts) and coordinates (TauP)")
-    t.add_argument("--quakeml", help="QuakeML with event origins (TauP picks)")
-    t.add_argument("--units", help="units of every record: counts, gal, m/s2, g, cm/s, m/s ... "
-                                   "(default: catalog, SAC idep, StationXML response)")
-    t.add_argument("--time", default="auto",
-                   help="keep, now, auto (move records outside 2000-2100 by whole 50-year steps) "
-                        "or an ISO UTC start")
-    t.add_argument("--sensor", default=DEFAULT_SENSOR, help="sensor model that digitizes the replay")
-    t.add_argument("--missing", default="zeros", choices=["zeros", "self-noise"],
-                   help="what a missing component carries")
-    t.add_argument("--speed", type=float, default=0.0, help="x real time; 0: as fast as the node reads")
-    t.add_argument("--faults", default="",
-                   help="e.g. corrupt=0.001,drop=0.001,truncate=0.001,garbage=0.01,unplug=0.001,"
-                        "unplug_s=2,drift_ppm=50,seed=1")
-    t.add_argument("--tolerance-s", type=float, default=2.0, help="P/S match tolerance, s")
-    t.add_argument("--idle-exit-s", type=float, default=2.0, help="node exits after this silence, s")
-    t.add_argument("--seed", type=int, default=0, help="seed of self-noise draws")
-    t.add_argument("--out", default="runs/replay_test", help="output folder")
-    t.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
+    importlib.import_module("tools.replay.cli").add_arguments(sub)
 
     u = sub.add_parser("bundle", help="the node's offline install bundle (make bundle)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,

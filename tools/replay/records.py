@@ -54,10 +54,29 @@ def time_shift_s(record, mode: str, now_s: float | None = None) -> float:
 
 
 def model_info(model_path) -> dict:
-    """Window length and filter of a model, from its metadata (no session kept)."""
-    from edge_runtime.backends import OnnxBackend
+    """Window length and filter of a window model, from its metadata (no session kept).
 
-    backend = OnnxBackend(str(model_path))
+    Raises
+    ------
+    ValueError
+        One line when the file is no model the node opens, or a model of the second stage
+        (a record classifier such as SpectrogramCNN, which the node runs as
+        ``--source-model``): the node refuses it as ``--model``
+        (:mod:`edge_runtime.kinds` says which kinds are the first stage).
+    """
+    from edge_runtime.backends import OnnxBackend
+    from edge_runtime.kinds import get_kind, kinds_of_stage
+
+    try:
+        backend = OnnxBackend(str(model_path))
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"--model {model_path}: the node cannot open it ({exc})") from None
+    kind = get_kind(backend.metadata.model, f"--model {model_path}")
+    if kind.stage != "window":
+        window = ", ".join(k.name for k in kinds_of_stage("window"))
+        raise ValueError(f"--model {model_path}: a {kind.name} classifies the records of declared events "
+                         f"(the node's second stage, its --source-model); the node's --model is a window "
+                         f"model ({window})")
     prep = backend.metadata.preprocess_config()
     return {"window_s": float(prep.window_s), "highpass_hz": float(prep.highpass_hz),
             "target_rate_hz": float(getattr(prep, "target_rate_hz", 0.0) or 0.0),
@@ -155,12 +174,14 @@ def digitize(record, sensor, missing: str, rng, chunk: int = DIGITIZE_CHUNK) -> 
     return counts, {"clipped": clipped, "missing": "".join("ENZ"[i] for i in absent)}
 
 
-def read_waveform_records(paths, units: str | None = None, time_mode: str = "keep"):
+def read_waveform_records(paths, units: str | None = None, time_mode: str = "keep", catalog=None,
+                          inventory=None):
     """Records ``(data_mps2, rate_hz, start_us)`` from waveform files, in time order.
 
     A thin wrapper of :func:`host_training.recordings.reader.read_records` (see there for
     grouping, components, units and picks); files or records it refuses are logged with
-    their one-line reason and left out. Missing components are zeros. ``time_mode`` moves
+    their one-line reason and left out (``catalog`` and ``inventory`` as there: units, picks,
+    responses). Missing components are zeros. ``time_mode`` moves
     each record as :func:`time_shift_s` does (``auto``: records outside
     the node's 2000-2100 window by whole 50-year steps, as ``tools score`` expects).
     Rates above the node's 1000 Hz are decimated (:func:`fit_rate`); a
@@ -168,7 +189,8 @@ def read_waveform_records(paths, units: str | None = None, time_mode: str = "kee
     """
     from host_training.recordings.reader import read_records
 
-    records, skipped = read_records([str(p) for p in paths], units=units, nan_gaps=True)
+    records, skipped = read_records([str(p) for p in paths], units=units, catalog=catalog,
+                                    inventory=inventory, nan_gaps=True)
     for where, why in skipped:
         log.error("%s: %s; skipped", where, why)
     out = []

@@ -136,8 +136,12 @@ class Writer:
 
 
 def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_frame: int = 10,
-                   faults: FaultInjector | None = None, progress: bool = False, sensor=None) -> dict:
+                   faults: FaultInjector | None = None, progress: bool = False, sensor=None,
+                   drift_ppm: float = 0.0) -> dict:
     """Send records one after the other; each is ``(data_mps2, rate_hz, start_us)``.
+
+    ``drift_ppm`` makes the simulated board's clock run fast (> 0) or slow, parts per
+    million (:func:`count_frames`); frames the faults hold back go out at each record's end.
 
     With ``sensor`` (an :class:`edge_runtime.sensors.SensorModel`) the samples are
     digitized as that part would (its scale; clipped to its range and counted in
@@ -162,8 +166,9 @@ def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_
             clipped += n_clipped
         else:
             counts = to_counts(data, counts_per_mps2)
+        t_us = start_us
         for seq, t_us, frame in count_frames(counts, rate, start_us, samples_per_frame,
-                                             first_sequence=next_seq):
+                                             first_sequence=next_seq, drift_ppm=drift_ppm):
             first = (seq - next_seq) * samples_per_frame if seq >= next_seq else 0
             if not finite[first:first + samples_per_frame].all():
                 # A board that failed to read a sample sends nothing: no NaN goes out as counts.
@@ -175,6 +180,8 @@ def replay_records(records, writer: Writer, counts_per_mps2: float, samples_per_
             writer.send(frame, t_us)
             frames += 1
             bar.update(samples_per_frame)
+        if faults is not None:
+            writer.send(faults.flush(), t_us)
         next_seq += (np.asarray(data).shape[1] + samples_per_frame - 1) // samples_per_frame
     bar.close()
     if clipped:
