@@ -15,6 +15,7 @@ help:
 	@echo "              RECORDS=path CATALOG=csv INVENTORY=xml UNITS=u MODEL=onnx to use your own"
 	@echo "make bundle - node install bundle dist/seismictorch-node-<version>-<arch>.tar.gz;"
 	@echo "              CHOSEN=chosen_model.json (or MODEL=file) PLATFORM=manylinux_2_17_aarch64|host PYVER=3.11"
+	@echo "              VERSION=name (default: commit + model + content hashes) DIST=folder"
 	@echo "make deploy - HOST=user@node (ssh) or DEPLOY_ROOT=/mnt/rootfs (SD card); BUNDLE=file (default newest)"
 	@echo "make rollback / make releases - HOST=... or DEPLOY_ROOT=..."
 	@echo "make test   - run the test suite"
@@ -118,16 +119,19 @@ test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE)
 CHOSEN   ?=
 PLATFORM ?= manylinux_2_17_aarch64
 PYVER    ?= 3.11
-BUNDLE   ?= $(shell ls -t dist/seismictorch-node-*.tar.gz 2>/dev/null | head -1)
+VERSION  ?=
+DIST     ?= dist
+BUNDLE   ?= $(shell ls -t $(DIST)/seismictorch-node-*.tar.gz 2>/dev/null | head -1)
 NODE_AT   = $(if $(HOST),--host $(HOST),$(if $(DEPLOY_ROOT),--root $(DEPLOY_ROOT),))
 bundle: $(STAMP)
 	@test -n "$(CHOSEN)" || test -f $(MODEL) || $(PY) -m tools demo --out runs/demo
 	$(PY) -m tools bundle $(if $(CHOSEN),--chosen $(CHOSEN),--model $(MODEL)) --platform $(PLATFORM) \
-	  --python-version $(PYVER) $(if $(filter host,$(PLATFORM)),--wheels-from-env) --out dist
+	  --python-version $(PYVER) $(if $(filter host,$(PLATFORM)),--wheels-from-env) --out $(DIST) \
+	  $(if $(VERSION),--version $(VERSION))
 
 deploy: $(STAMP)
 	@test -n "$(NODE_AT)" || { echo "make deploy: give HOST=user@node or DEPLOY_ROOT=/mnt/rootfs"; exit 2; }
-	@test -n "$(BUNDLE)" || { echo "make deploy: no bundle in dist/: run make bundle first"; exit 2; }
+	@test -n "$(BUNDLE)" || { echo "make deploy: no bundle in $(DIST)/: run make bundle first"; exit 2; }
 	$(PY) -m tools deploy $(BUNDLE) $(NODE_AT)
 
 rollback releases: $(STAMP)

@@ -14,8 +14,11 @@ Layout under ROOT (``/``, or the mounted root file system of an SD card)::
     var/lib/seismictorch/                  events, snippets, spool: never touched
 
 Order of an install: every file of the bundle is hashed against MANIFEST.sha256 in a
-scratch folder (a corrupted bundle is refused before anything under ROOT changes), the
-release is built (venv from the bundle's wheels, ``pip install --no-index``), ``python -m
+scratch folder (a corrupted bundle is refused before anything under ROOT changes), a ROOT
+other than ``/`` must be a node's root file system (Debian-like, with the bundle's
+``usr/bin/python3.X``), the release is built (on the node: venv from the bundle's wheels,
+``pip install --no-index``; into a root: the wheels unpacked for the root's own Python; an
+installed release's venv of the same wheels is reused by hard links), ``python -m
 edge_runtime check`` runs the self-test window, ``current`` is switched (symlink to a
 temporary name, then ``os.replace``), the unit is installed and enabled, the service is
 restarted and must report ready; a failed self-test leaves ``current`` as it was, a
@@ -184,33 +187,31 @@ def strip_venv(venv: Path) -> int:
     return freed
 
 
-def build_venv(release: Path, info: dict, python: str, node: Node, keep_wheels: bool = False,
-               strip: bool = True) -> str:
-    """Create ``release/venv`` from the bundle's wheels; reuse an identical one by hard links."""
-    wheels = sorted(p.name for p in (release / "wheels").glob("*.whl"))
-    # The wheels' hashes (from the verified manifest) and the interpreter name the venv.
+def venv_key(release: Path, python: str) -> str:
+    """What a release's venv is made of: its wheels' hashes (from the verified manifest) and
+    the interpreter it runs on. Two releases with one key have byte-identical venvs."""
     listed = [line for line in (release / MANIFEST).read_text().splitlines() if "  wheels/" in line]
-    key = hashlib.sha256("\n".join(sorted(listed) + [python]).encode()).hexdigest()
-    venv = release / "venv"
+    return hashlib.sha256("\n".join(sorted(listed) + [python]).encode()).hexdigest()
+
+
+def reuse_venv(release: Path, key: str, node: Node) -> str | None:
+    """Hard-link the venv of an installed release with the same key into ``release``; the
+    name of that release, or None when there is none (a first install, new wheels)."""
     for other in reversed(node.installed()):
-        if other == release.name:
-            continue
         previous = node.releases / other
-        if (previous / "venv.key").is_file() and (previous / "venv.key").read_text().strip() == key:
+        if other == release.name or not (previous / "venv.key").is_file():
+            continue
+        if (previous / "venv.key").read_text().strip() == key:
             # Same wheels, same Python: the packages are byte-identical, link them.
-            shutil.copytree(previous / "venv", venv, symlinks=True, copy_function=os.link)
-            how = f"reused from {other} (same wheels)"
-            break
-    else:
-        run([python, "-m", "venv", str(venv)], "python3 -m venv")
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
-               "--disable-pip-version-check", "--find-links", str(release / "wheels")]
-        run(pip + info["requirements"], "pip install from the bundle's wheels")
-        how = f"built from {len(wheels)} wheels"
-        if strip:
-            how += f", {strip_venv(venv) / 1e6:.0f} MB the node never imports removed"
+            shutil.copytree(previous / "venv", release / "venv", symlinks=True, copy_function=os.link)
+            return other
+    return None
+
+
+def finish_venv(release: Path, key: str, keep_wheels: bool = False) -> None:
+    """Point the venv at the release's app folder and record its key; drop the wheels."""
+    site = next((release / "venv" / "lib").glob("python3*/site-packages"))
     # The node package lives in app/, found through a path file relative to site-packages.
-    site = next((venv / "lib").glob("python3*/site-packages"))
     pth = site / "seismictorch-node.pth"
     if pth.exists():
         pth.unlink()  # a hard link shared with the other release: replace, never write through
@@ -218,6 +219,26 @@ def build_venv(release: Path, info: dict, python: str, node: Node, keep_wheels: 
     (release / "venv.key").write_text(key + "\n")
     if not keep_wheels:  # installed now; the venv is what runs (saves their size on the SD card)
         shutil.rmtree(release / "wheels")
+
+
+def build_venv(release: Path, info: dict, python: str, node: Node, keep_wheels: bool = False,
+               strip: bool = True) -> str:
+    """Create ``release/venv`` from the bundle's wheels; reuse an identical one by hard links."""
+    key = venv_key(release, python)
+    other = reuse_venv(release, key, node)
+    if other:
+        how = f"reused from {other} (same wheels)"
+    else:
+        venv = release / "venv"
+        run([python, "-m", "venv", str(venv)], "python3 -m venv")
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
+               "--disable-pip-version-check", "--find-links", str(release / "wheels")]
+        run(pip + info["requirements"], "pip install from the bundle's wheels")
+        wheels = list((release / "wheels").glob("*.whl"))
+        how = f"built from {len(wheels)} wheels"
+        if strip:
+            how += f", {strip_venv(venv) / 1e6:.0f} MB the node never imports removed"
+    finish_venv(release, key, keep_wheels)
     return how
 
 
@@ -229,26 +250,90 @@ def run(cmd, what: str, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-def foreign_target(node: Node, info: dict, name: str, qemu: str | None = None) -> dict | None:
-    """None for a bundle of this machine's kind; for another, what installs it into a root.
+def os_release(node: Node) -> dict:
+    """``etc/os-release`` (or ``usr/lib/os-release``) of the root as ``{KEY: value}``; {} if none.
 
-    A root file system of another architecture (an aarch64 node's SD card on an x86-64
-    workstation) gets its venv unpacked from the wheels, pointing at the root's own Python,
-    and the self-test runs that Python under qemu-user (Debian: qemu-user-static).
+    Links are followed inside the root (an absolute link names a path of the root, not of
+    this machine).
     """
-    arch = info.get("target", {}).get("arch")
-    if not arch or arch == platform.machine():
+    for name in ("/etc/os-release", "/usr/lib/os-release"):
+        path = node.path(name)
+        for _ in range(8):
+            if not path.is_symlink():
+                break
+            target = os.readlink(path)
+            path = node.path(target) if target.startswith("/") else path.parent / target
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+        return {k.strip(): v.strip().strip('"') for k, v in pairs}
+    return {}
+
+
+def check_root(node: Node, info: dict) -> None:
+    """Refuse, before anything is written, a ``--root`` that is no node's root file system.
+
+    A node's root holds the bundle's Python (``usr/bin/python3.X``) and is Debian-like
+    (Raspberry Pi OS, Debian, Ubuntu: ``etc/debian_version``, or ``etc/os-release`` naming
+    debian in ID or ID_LIKE). An empty, unmounted or misspelt folder is none of these.
+    """
+    if node.root == Path("/"):
+        return
+    py = info.get("target", {}).get("python", "3")
+    where = f"--root {node.root}"
+    if not node.root.is_dir():
+        raise InstallError(f"{where}: no such folder (is the SD card's root partition mounted there?); "
+                           "nothing changed")
+    if not os.path.lexists(node.path(f"/usr/bin/python{py}")):
+        raise InstallError(f"{node.root} has no usr/bin/python{py}, the Python the bundle is built for: is "
+                           "it the node's root file system (the SD card's root partition, mounted)? "
+                           "nothing changed")
+    release = os_release(node)
+    family = {release.get("ID", "")} | set(release.get("ID_LIKE", "").split())
+    if not (node.path("/etc/debian_version").is_file() or family & {"debian", "raspbian", "ubuntu"}):
+        raise InstallError(f"{where}: not a Debian-like root file system (no etc/debian_version, "
+                           f"etc/os-release ID {release.get('ID') or '(none)'}): the node runs Raspberry Pi "
+                           "OS or Debian; nothing changed")
+
+
+def python_version(python: str) -> str | None:
+    """``major.minor`` of an interpreter of this machine; None when it does not run."""
+    try:
+        proc = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
         return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def root_target(node: Node, info: dict, name: str, qemu: str | None = None,
+                python: str = sys.executable) -> dict | None:
+    """None for an install on the running node (``--root /``); for a root file system, how
+    its release is made.
+
+    The venv is unpacked from the wheels with ``bin/python`` pointing at the root's own
+    ``/usr/bin/python3.X`` (never at a Python of this machine), and the self-test runs
+    on this machine: the root's Python under qemu-user for another architecture (an aarch64
+    SD card on an x86-64 workstation; Debian: qemu-user-static), this machine's ``python``
+    of the same version otherwise.
+    """
+    arch = info.get("target", {}).get("arch") or platform.machine()
     py = info.get("target", {}).get("python", "3")
     if node.root == Path("/"):
-        raise InstallError(f"{name} is for {arch}, this machine is {platform.machine()}: install it on the "
-                           f"node (make deploy HOST=...) or build a bundle for {platform.machine()}; "
-                           "nothing changed")
-    python = next((p for p in (node.path(f"/usr/bin/python{py}"), node.path("/usr/bin/python3"))
-                   if os.path.lexists(p)), None)
-    if python is None:
-        raise InstallError(f"{node.root} has no usr/bin/python{py}: is it the node's root file system? "
-                           "nothing changed")
+        if arch != platform.machine():
+            raise InstallError(f"{name} is for {arch}, this machine is {platform.machine()}: install it on "
+                               f"the node (make deploy HOST=...) or build a bundle for {platform.machine()}; "
+                               "nothing changed")
+        return None
+    node_python = node.path(f"/usr/bin/python{py}")
+    target = {"arch": arch, "qemu": None, "root": str(node.root), "node_python": f"/usr/bin/python{py}"}
+    if arch == platform.machine():
+        if python_version(python) != py:
+            raise InstallError(f"--python {python}: not a Python {py} of this machine, which the self-test "
+                               f"of a Python {py} bundle needs; nothing changed")
+        return dict(target, python=python)
     if qemu:  # a given emulator, e.g. a newer qemu-user unpacked from Debian backports
         if shutil.which(qemu) is None:
             raise InstallError(f"--qemu {qemu}: no such executable; nothing changed")
@@ -258,61 +343,74 @@ def foreign_target(node: Node, info: dict, name: str, qemu: str | None = None) -
     if qemu is None:
         raise InstallError(f"{name} is for {arch}: its self-test needs qemu-{arch}-static here "
                            "(apt-get install qemu-user-static); nothing changed")
-    real = node.path(os.readlink(python)) if python.is_symlink() and os.readlink(python).startswith("/") \
-        else python.resolve()
-    return {"arch": arch, "qemu": qemu, "root": str(node.root), "python": str(real),
-            "node_python": f"/usr/bin/python{py}"}
+    link = os.readlink(node_python) if node_python.is_symlink() else None
+    real = node.path(link) if link and link.startswith("/") else node_python.resolve()
+    return dict(target, qemu=qemu, python=str(real))
 
 
-def unpack_venv(release: Path, info: dict, cross: dict, strip: bool = True) -> str:
-    """A venv for another architecture: the wheels unpacked into site-packages (what pip does
-    for these wheels), ``bin/python`` pointing at the node's own interpreter."""
-    import zipfile
-
+def unpack_venv(release: Path, info: dict, target: dict, node: Node, strip: bool = True) -> str:
+    """A venv for a root file system: the wheels unpacked into site-packages (what pip does
+    for these wheels), ``bin/python`` pointing at the root's own interpreter; an installed
+    release's identical venv is reused by hard links."""
+    key = venv_key(release, f"{target['arch']}:{target['node_python']}")
+    tested = f"; self-test under {Path(target['qemu']).name}" if target["qemu"] else \
+        f"; self-test with this machine's {target['python']}"
+    other = reuse_venv(release, key, node)
+    if other:
+        finish_venv(release, key)
+        return f"reused from {other} (same wheels){tested}"
     py = info["target"]["python"]
     venv = release / "venv"
     site = venv / "lib" / f"python{py}" / "site-packages"
     site.mkdir(parents=True)
     (venv / "bin").mkdir()
     for name in ("python", "python3", f"python{py}"):
-        os.symlink(cross["node_python"], venv / "bin" / name)
+        os.symlink(target["node_python"], venv / "bin" / name)
     os.symlink("lib", venv / "lib64")
     (venv / "pyvenv.cfg").write_text(
         f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {py}\n")
     wheels = sorted((release / "wheels").glob("*.whl"))
     for wheel in wheels:
-        with zipfile.ZipFile(wheel) as zf:
-            for member in zf.namelist():
-                if member.startswith("/") or ".." in member.split("/"):
-                    raise InstallError(f"{wheel.name}: refused member {member!r}")
-            zf.extractall(site)
-        for data in site.glob("*.data"):  # purelib/platlib go to site-packages; scripts are not needed
-            for kind in ("purelib", "platlib"):
-                if (data / kind).is_dir():
-                    shutil.copytree(data / kind, site, dirs_exist_ok=True)
-            shutil.rmtree(data)
+        unpack_wheel(wheel, site)
     for dist_info in site.glob("*.dist-info"):
         (dist_info / "INSTALLER").write_text("seismictorch-install\n")
-    (site / "seismictorch-node.pth").write_text(os.path.relpath(release / "app", site) + "\n")
-    shutil.rmtree(release / "wheels")
-    how = f"unpacked from {len(wheels)} {cross['arch']} wheels for the root's {cross['node_python']}"
+    how = f"unpacked from {len(wheels)} {target['arch']} wheels for the root's {target['node_python']}"
     if strip:
         how += f", {strip_venv(venv) / 1e6:.0f} MB the node never imports removed"
-    return how + f"; self-test under {Path(cross['qemu']).name}"
+    finish_venv(release, key)
+    return how + tested
 
 
-def selftest(release: Path, info: dict, config: Path, cross: dict | None = None) -> tuple[bool, list[str]]:
+def unpack_wheel(wheel: Path, site: Path) -> None:
+    """Unpack one wheel into ``site`` (purelib/platlib data folders merged, scripts left out)."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        for member in zf.namelist():
+            if member.startswith("/") or ".." in member.split("/"):
+                raise InstallError(f"{wheel.name}: refused member {member!r}")
+        zf.extractall(site)
+    for data in site.glob("*.data"):  # purelib/platlib go to site-packages; scripts are not needed
+        for kind in ("purelib", "platlib"):
+            if (data / kind).is_dir():
+                shutil.copytree(data / kind, site, dirs_exist_ok=True)
+        shutil.rmtree(data)
+
+
+def selftest(release: Path, info: dict, config: Path, target: dict | None = None) -> tuple[bool, list[str]]:
     """``python -m edge_runtime check`` of the release's model, isolated from any PYTHONPATH.
 
-    For another architecture the root's own Python runs under qemu-user, on the release's
-    site-packages and app folder.
+    For a root file system (``target``) the Python of :func:`root_target` runs it on the
+    release's site-packages and app folder: the root's own under qemu-user for another
+    architecture, this machine's of the same version otherwise.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    if cross:
+    if target:
         site = next((release / "venv" / "lib").glob("python3*/site-packages"))
         env["PYTHONPATH"] = f"{site}:{release / 'app'}"
-        cmd = [cross["qemu"], "-L", cross["root"], cross["python"], "-m", "edge_runtime", "check",
-               str(release / info["model"]["file"])]
+        python = [target["qemu"], "-L", target["root"], target["python"]] if target["qemu"] \
+            else [target["python"], "-s"]
+        cmd = [*python, "-m", "edge_runtime", "check", str(release / info["model"]["file"])]
     else:
         cmd = [str(release / "venv" / "bin" / "python"), "-I", "-m", "edge_runtime", "check",
                str(release / info["model"]["file"])]
@@ -431,6 +529,15 @@ def stop_hook_service(node: Node) -> None:
 
 
 # --------------------------------------------------------------------------- commands
+def same_content(a: Path, b: Path) -> bool:
+    """Whether two manifests list the same files, ``bundle.json`` aside (it holds the build
+    time): a rebuild of the same code, model, config and wheels is the same release."""
+    def files(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if not line.endswith("  bundle.json")]
+
+    return files(a) == files(b)
+
+
 def cmd_install(args) -> int:
     t0 = time.monotonic()
     node = Node(Path(args.root).resolve())
@@ -439,7 +546,8 @@ def cmd_install(args) -> int:
         top = unpack_verified(bundle, Path(scratch))
         info = json.loads((top / "bundle.json").read_text())
         version = info["version"]
-        cross = foreign_target(node, info, bundle.name, args.qemu)
+        check_root(node, info)  # before anything under the root is written
+        target = root_target(node, info, bundle.name, args.qemu, args.python)
         say(f"ok   {bundle.name}: {len(info['wheels'])} wheels, model {info['model']['file']}: "
             f"every file matches {MANIFEST}")
         node.releases.mkdir(parents=True, exist_ok=True)
@@ -450,7 +558,7 @@ def cmd_install(args) -> int:
                 raise InstallError(f"another install is running on {node.base}") from None
             release = node.releases / version
             if (release / ".complete").is_file():
-                if (release / MANIFEST).read_bytes() != (top / MANIFEST).read_bytes():
+                if not same_content(release / MANIFEST, top / MANIFEST):
                     raise InstallError(f"release {version} is installed with different content; build the "
                                        "bundle with a new --version")
                 if node.current_version() == version:
@@ -458,48 +566,62 @@ def cmd_install(args) -> int:
                     return 0
                 say(f"ok   {version} is already installed; making it current again")
             else:
-                if release.exists():
-                    shutil.rmtree(release)  # a half-built release of an interrupted install
-                partial = node.releases / f".{version}.partial"
-                shutil.rmtree(partial, ignore_errors=True)
-                shutil.move(str(top), str(partial))
-                t = time.monotonic()
-                if cross:
-                    how = unpack_venv(partial, info, cross, not args.no_strip)
-                else:
-                    how = build_venv(partial, info, args.python, node, args.keep_wheels, not args.no_strip)
-                say(f"ok   venv {how} in {time.monotonic() - t:.1f} s")
-                config = node.path("/etc/seismictorch/node.toml")
-                ok, lines = selftest(partial, info, config if config.is_file()
-                                     else partial / "config" / "node.toml", cross)
-                for line in lines:
-                    say(f"     {line}")
-                if not ok:
-                    shutil.rmtree(partial, ignore_errors=True)
-                    kept = node.current_version()
-                    raise InstallError(f"self-test of {version} failed; release removed, current stays at "
-                                       f"{kept or '(none)'}")
-                (partial / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
-                os.replace(partial, release)
-            previous = node.current_version()
-            node.switch(version)
-            install_files(node, release)
-            say(f"ok   current -> releases/{version}" + (f" (was {previous})" if previous else ""))
-            ready, how = restart_service(node, args)
-            say(f"{'ok  ' if ready else 'FAIL'} {how}")
-            if not ready:
-                if previous and previous != version:
-                    node.switch(previous)
-                    again, how2 = restart_service(node, args)
-                    raise InstallError(f"{version} did not become ready; rolled back to {previous} ({how2})")
-                raise InstallError(f"{version} did not become ready and there is no previous release")
-            removed = prune(node, args.keep)
-            if removed:
-                say(f"ok   removed old releases: {', '.join(removed)} (keeping {args.keep})")
+                build_release(node, top, info, target, args)
+            activate(node, version, args)
             venv_mb = tree_bytes(release / "venv") / 1e6
             say(f"done {version} installed in {time.monotonic() - t0:.1f} s; release "
                 f"{tree_bytes(release) / 1e6:.0f} MB on disk (venv {venv_mb:.0f} MB)")
     return 0
+
+
+def build_release(node: Node, top: Path, info: dict, target: dict | None, args) -> None:
+    """The verified bundle ``top`` as ``releases/<version>``: venv, self-test, then renamed
+    into place; a failed self-test removes it and leaves ``current`` as it was."""
+    version = info["version"]
+    release = node.releases / version
+    if release.exists():
+        shutil.rmtree(release)  # a half-built release of an interrupted install
+    partial = node.releases / f".{version}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.move(str(top), str(partial))
+    t = time.monotonic()
+    if target:
+        how = unpack_venv(partial, info, target, node, not args.no_strip)
+    else:
+        how = build_venv(partial, info, args.python, node, args.keep_wheels, not args.no_strip)
+    say(f"ok   venv {how} in {time.monotonic() - t:.1f} s")
+    config = node.path("/etc/seismictorch/node.toml")
+    ok, lines = selftest(partial, info, config if config.is_file() else partial / "config" / "node.toml",
+                         target)
+    for line in lines:
+        say(f"     {line}")
+    if not ok:
+        shutil.rmtree(partial, ignore_errors=True)
+        kept = node.current_version()
+        raise InstallError(f"self-test of {version} failed; release removed, current stays at "
+                           f"{kept or '(none)'}")
+    (partial / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    os.replace(partial, release)
+
+
+def activate(node: Node, version: str, args) -> None:
+    """Switch ``current`` to an installed release, install its unit and files, restart the
+    service; back to the previous release when it does not become ready. Old releases pruned."""
+    previous = node.current_version()
+    node.switch(version)
+    install_files(node, node.releases / version)
+    say(f"ok   current -> releases/{version}" + (f" (was {previous})" if previous else ""))
+    ready, how = restart_service(node, args)
+    say(f"{'ok  ' if ready else 'FAIL'} {how}")
+    if not ready:
+        if previous and previous != version:
+            node.switch(previous)
+            again, how2 = restart_service(node, args)
+            raise InstallError(f"{version} did not become ready; rolled back to {previous} ({how2})")
+        raise InstallError(f"{version} did not become ready and there is no previous release")
+    removed = prune(node, args.keep)
+    if removed:
+        say(f"ok   removed old releases: {', '.join(removed)} (keeping {args.keep})")
 
 
 def prune(node: Node, keep: int) -> list[str]:
@@ -521,9 +643,17 @@ def prune(node: Node, keep: int) -> list[str]:
     return removed
 
 
+def existing_node(root: str) -> Node:
+    """The node under ``root``; InstallError when that folder does not exist (a typo)."""
+    node = Node(Path(root).resolve())
+    if not node.root.is_dir():
+        raise InstallError(f"--root {root}: no such folder (is the SD card's root partition mounted there?)")
+    return node
+
+
 def cmd_rollback(args) -> int:
     t0 = time.monotonic()
-    node = Node(Path(args.root).resolve())
+    node = existing_node(args.root)
     current = node.current_version()
     installed = set(node.installed())
     history = [v for v in node.state().get("history", []) if v in installed and v != current]
@@ -547,7 +677,7 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_list(args) -> int:
-    node = Node(Path(args.root).resolve())
+    node = existing_node(args.root)
     current = node.current_version()
     releases = node.installed()
     if not releases:

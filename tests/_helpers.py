@@ -1,7 +1,8 @@
 """Helpers several test modules share (fixtures are in conftest.py).
 
-* node bundles built for this machine from wheels repacked from this Python
-  (tests/test_bundle.py, tests/test_deploy.py);
+* node bundles built for this machine from wheels repacked from this Python, and a
+  folder that passes for a node's root file system to install them into
+  (tests/test_bundle.py, tests/test_deploy.py, tests/test_workflow_flash.py);
 * a real node process on a real pty: start it, wait for its status to say something
   (its port open, frames decoded), read its status, feed it frames until it goes idle
   (tests/test_reliability.py, tests/test_protocol_v2.py, tests/test_serial.py,
@@ -45,6 +46,25 @@ def host_bundles(folder: Path, models: dict, dists) -> dict[str, dict]:
                                   python_version=HOST_PY, version=version, wheelhouse=wheels,
                                   compresslevel=1)
             for version, model in models.items()}
+
+
+def debian_root(root: Path, python_version: str = HOST_PY) -> Path:
+    """A folder that passes for a node's root file system (``deploy/install.py --root``).
+
+    Debian's ``usr/lib/os-release`` (``etc/os-release`` links to it) and
+    ``etc/debian_version``, and ``usr/bin/python3.X`` as an absolute link, as Debian has
+    it: in the node's root it names the root's own Python; run here, it is this machine's
+    Debian Python, so the installed release runs on this machine.
+    """
+    (root / "usr" / "lib").mkdir(parents=True, exist_ok=True)
+    (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "usr/lib/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n'
+                                             'VERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
+    os.symlink("../usr/lib/os-release", root / "etc/os-release")
+    (root / "etc/debian_version").write_text("12.11\n")
+    os.symlink(f"/usr/bin/python{python_version}", root / f"usr/bin/python{python_version}")
+    return root
 
 
 # ------------------------------------------------------------ node process

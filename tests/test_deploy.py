@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import host_bundles
+from _helpers import debian_root, host_bundles
 from conftest import python_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_unknown_host_key_refused(sshd, bundles, tmp_path):
 @pytest.mark.slow
 def test_deploy_upgrade_rollback_locally_and_over_ssh(bundles, sshd, tmp_path):
     node_py = _node_python()
-    root = tmp_path / "rootfs"
+    root = debian_root(tmp_path / "rootfs")  # an SD card's root file system, as install.py checks it
     lib = root / "var/lib/seismictorch"
     conf = root / "etc/seismictorch/node.toml"
     conf.parent.mkdir(parents=True)

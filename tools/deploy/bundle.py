@@ -10,8 +10,9 @@ what a field node runs::
     systemd/...                unit (paths pointing at /opt/seismictorch/current), tmpfiles,
                                sysusers entry, udev rule example
     install.py                 runs ON the node with python3's standard library only
-    bundle.json                version, git commit, target, model hashes, data-card hash,
-                               the self-test window's expected output, sizes
+    bundle.json                version (commit + model + content hashes: a retrained model is a
+                               new release without a commit), git commit, target, model hashes,
+                               data-card hash, the self-test window's expected output, sizes
     MANIFEST.sha256            sha256 of every other file (``sha256sum -c`` format)
 
 The node needs no network: ``install.py`` builds the virtual environment from ``wheels/``
@@ -254,8 +255,35 @@ def _installed_closure(requirements) -> list:
     return dists
 
 
+def source_date_epoch() -> int:
+    """``$SOURCE_DATE_EPOCH`` (reproducible builds), else 1980-01-01, the earliest a zip holds:
+    the time stamped on every member of a repacked wheel."""
+    import os
+
+    try:
+        return max(int(os.environ.get("SOURCE_DATE_EPOCH", "")), ZIP_EPOCH)
+    except ValueError:
+        return ZIP_EPOCH
+
+
+ZIP_EPOCH = 315_532_800  # 1980-01-01T00:00:00Z
+
+
+def _zip_member(arcname: str, mode: int, date_time: tuple) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(arcname, date_time=date_time)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = (0o100755 if mode & 0o111 else 0o100644) << 16
+    info.create_system = 3  # unix: the mode above is read
+    return info
+
+
 def repack_wheel(dist, out: Path) -> Path:
-    """Write an installed distribution back into a wheel (the files of its RECORD)."""
+    """Write an installed distribution back into a wheel (the files of its RECORD).
+
+    Reproducible: members in sorted order, each stamped :func:`source_date_epoch` with mode
+    644 or 755, so the same installed files give a byte-identical wheel every time and a
+    node reuses the venv of an upgrade whose dependencies did not change.
+    """
     wheel_text = dist.read_text("WHEEL") or ""
     tags = [line.split(":", 1)[1].strip() for line in wheel_text.splitlines() if line.startswith("Tag:")]
     if not tags:
@@ -264,28 +292,28 @@ def repack_wheel(dist, out: Path) -> Path:
     name = re.sub(r"[-.]+", "_", dist.metadata["Name"])
     path = out / f"{name}-{dist.version}-{'.'.join(pys)}-{'.'.join(abis)}-{'.'.join(plats)}.whl"
     root = Path(dist.locate_file(""))
-    rows, record_name = [], None
+    stamp = time.gmtime(source_date_epoch())[:6]
+    members = sorted({str(f) for f in dist.files or []})
+    record_name = next((m for m in members if m.endswith(".dist-info/RECORD")), None)
+    if record_name is None:
+        raise BundleError(f"{dist.metadata['Name']}: no RECORD; cannot repack")
+    rows = []
     # Deflated (fast level) like a PyPI wheel: the bundle and its copy to the node stay small.
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for f in dist.files or []:
-            arcname = str(f)
+        for arcname in members:
             if arcname.startswith("..") or "__pycache__" in arcname or arcname.endswith(".pyc"):
                 continue  # console scripts and byte code: pip makes its own
-            if arcname.endswith(".dist-info/RECORD"):
-                record_name = arcname
+            if arcname == record_name or arcname.rsplit("/", 1)[-1] in ("INSTALLER", "REQUESTED",
+                                                                         "direct_url.json"):
                 continue
-            if arcname.rsplit("/", 1)[-1] in ("INSTALLER", "REQUESTED", "direct_url.json"):
-                continue
-            data = (root / f).read_bytes()
-            zf.writestr(arcname, data)
+            data = (root / arcname).read_bytes()
+            zf.writestr(_zip_member(arcname, (root / arcname).stat().st_mode, stamp), data, compresslevel=1)
             digest = hashlib.sha256(data).digest()
             rows.append((arcname, "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode(),
                          str(len(data))))
-        if record_name is None:
-            raise BundleError(f"{dist.metadata['Name']}: no RECORD; cannot repack")
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows + [(record_name, "", "")])
-        zf.writestr(record_name, buf.getvalue())
+        zf.writestr(_zip_member(record_name, 0o644, stamp), buf.getvalue(), compresslevel=1)
     return path
 
 
@@ -322,7 +350,7 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
     platform_tag, python_version : str
         Target wheels (default Raspberry Pi OS 64-bit: ``manylinux_2_17_aarch64``, ``3.11``).
     version : str, optional
-        Release name (default ``<project version>+g<commit>``).
+        Release name (default :func:`default_version`: commit, model and bundle hashes).
     wheels_from_env : bool
         Repack this Python's installed wheels (target must be this machine's platform).
     wheelhouse : str or Path, optional
@@ -331,9 +359,7 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
     t0 = time.perf_counter()
     arch = _check_target(platform_tag, python_version)
     model_path, fallbacks, choice = resolve_choice(chosen, model)
-    commit, dirty = git_commit()
-    version = version or f"{project_version()}+g{commit[:8]}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+_-]*", version):
+    if version is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+_-]*", version):
         raise BundleError(f"--version {version!r}: use letters, digits and . + _ -")
     reqs = _requirements(requirements, model_path)
     if wheels_from_env:
@@ -342,17 +368,18 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
             raise BundleError(f"--wheels-from-env builds for this machine only ({host_platform.machine()}, "
                               f"Python {here}); target is {arch}, Python {python_version}")
     config = Path(config) if config else REPO / "deploy" / "node.toml"
-    if not config.is_file():
-        raise BundleError(f"--config {config}: no such file")
-
-    name = f"seismictorch-node-{version}-{arch}"
+    check_node_config(config, f"model/{model_path.name}")
+    commit, dirty = git_commit()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".bundle-") as tmp:
-        top = Path(tmp) / name
+        top = Path(tmp) / "staged"
         (top / "wheels").mkdir(parents=True)
         models = _stage(top, model_path, fallbacks, config)
         _add_wheels(top / "wheels", platform_tag, python_version, reqs, wheelhouse, wheels_from_env)
+        version = version or default_version(commit, dirty, models[0]["sha256"], top)
+        name = f"seismictorch-node-{version}-{arch}"
+        top = top.rename(Path(tmp) / name)
         wheels = sorted(p.name for p in (top / "wheels").glob("*.whl"))
         info = {
             "name": name, "version": version, "git_commit": commit, "git_dirty": dirty,
@@ -374,6 +401,36 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
         target = _pack(top, info, out, compresslevel)
     info.update(path=str(target), bytes=target.stat().st_size, seconds=time.perf_counter() - t0)
     return info
+
+
+def default_version(commit: str, dirty: bool, model_sha256: str, staged: Path) -> str:
+    """``<project version>+g<commit>.m<model>.b<bundle>[-dirty]``: the release name follows the
+    code and the model.
+
+    ``g``: the first 8 hex of the commit; ``m``: of the chosen model's sha256; ``b``: of
+    every file staged (code, models, config, wheels, installer), so a retrained model or an
+    edited config gets a new version without a commit, and a rebuild of the same inputs the
+    same one; ``-dirty`` when edge_runtime/ or deploy/ differ from the commit.
+    """
+    files = sorted(p for p in staged.rglob("*") if p.is_file())
+    content = hashlib.sha256("".join(f"{sha256_file(p)}  {p.relative_to(staged).as_posix()}\n"
+                                     for p in files).encode()).hexdigest()
+    return (f"{project_version()}+g{commit[:8]}.m{model_sha256[:8]}.b{content[:8]}"
+            f"{'-dirty' if dirty else ''}")
+
+
+def check_node_config(config: Path, model_file: str) -> None:
+    """Read ``config`` as the node will (``edge_runtime.config``; the unit passes the model
+    as ``--model``): BundleError, one line naming the file, section and key, before the build."""
+    from edge_runtime.config import ConfigError, build_config, read_toml
+
+    if not config.is_file():
+        raise BundleError(f"--config {config}: no such file")
+    try:
+        build_config(read_toml(config), {"model": f"{INSTALL_ROOT}/current/{model_file}"},
+                     source=str(config))
+    except ConfigError as exc:
+        raise BundleError(f"--config {exc}") from None
 
 
 def _check_target(platform_tag: str, python_version: str) -> str:
@@ -495,7 +552,9 @@ def add_arguments(p) -> None:
                    help="target wheel platform (Raspberry Pi OS 64-bit: manylinux_2_17_aarch64; "
                         "'host' = this machine)")
     p.add_argument("--python-version", default=DEFAULT_PYTHON, help="target Python (major.minor)")
-    p.add_argument("--version", default=None, help="release name (default <project version>+g<commit>)")
+    p.add_argument("--version", default=None,
+                   help="release name (default <project version>+g<commit>.m<model sha256>.b<bundle "
+                        "content sha256>, -dirty for uncommitted edge_runtime/ or deploy/)")
     p.add_argument("--config", default=None, help="node.toml to ship (default deploy/node.toml)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--wheels-from-env", action="store_true",

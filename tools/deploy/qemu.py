@@ -55,7 +55,8 @@ ARM64_PACKAGES = [
     "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libsqlite3-0", "libncursesw6", "libtinfo6",
     "libreadline8", "libuuid1", "libgcc-s1", "libstdc++6", "libcrypt1", "libdb5.3", "libnsl2",
     "libtirpc3", "libgssapi-krb5-2", "libkrb5-3", "libk5crypto3", "libcom-err2", "libkrb5support0",
-    "libkeyutils1"]
+    "libkeyutils1",
+    "base-files"]  # etc/os-release, etc/debian_version: install.py refuses a root without them
 ARCH_INDEPENDENT = ["media-types"]
 WINDOW_S, STEP_S = 2.0, 0.25
 

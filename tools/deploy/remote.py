@@ -134,8 +134,8 @@ def deploy(args) -> int:
                 rc = ssh.run(" ".join(shlex.quote(c) for c in cmd)).returncode
             finally:
                 ssh.run(f"rm -rf {remote}", capture=True)
-    print(f"{args.command} {'finished' if rc == 0 else 'FAILED'} in {time.perf_counter() - t0:.1f} s",
-          file=sys.stderr if rc else sys.stdout)
+    # stdout either way: the installer's one-line reason stays the only line on stderr
+    print(f"{args.command} {'finished' if rc == 0 else 'FAILED'} in {time.perf_counter() - t0:.1f} s")
     return rc
 
 
