@@ -140,13 +140,41 @@ class Setting:
         return None if f.default_factory is MISSING else f.default_factory()
 
 
+def _shake_channels(v):
+    from .shake_udp import check_channels
+
+    try:
+        check_channels(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _streams(v):
+    from .network.seedlink_client import parse_streams
+
+    try:
+        parse_streams(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# The sensor of a source whose part is known when [node] sensor is left at its default:
+# a Raspberry Shake's accelerometer; a SeedLink server is most often a Shake (port 18000).
+SOURCE_SENSORS = {"shake-udp": "rs4d-2g", "seedlink": "rs4d-2g"}
+
+
 def _source(v):
     return None if v in SOURCES else f"unknown source; known: {', '.join(SOURCES)}"
 
 
 SETTINGS: list[Setting] = [
-    Setting("node", "source", str, "where samples come from: 'serial' (a board on a serial port)", _source),
-    Setting("node", "port", str, "serial device of the board; prefer a /dev/serial/by-id/... path", _port),
+    Setting("node", "source", str, "where samples come from: 'serial' (a board on a serial port), "
+            "'shake-udp' (a Raspberry Shake's UDP datacast, [shake_udp]) or 'seedlink' (any SeedLink "
+            "server, [seedlink_client]); docs/sources.md", _source),
+    Setting("node", "port", str, "serial device of the board; prefer a /dev/serial/by-id/... path "
+            "(source 'serial' only)", _port, optional=True),
     Setting("node", "model", str, "ONNX model with SeismicTorch metadata"),
     Setting("node", "station", str, "station code (SEED: 1-5 letters or digits) written into events, "
             "snippets, miniSEED records and the StationXML", _seed_code("station")),
@@ -267,6 +295,25 @@ SETTINGS: list[Setting] = [
     Setting("web", "windows", int, "classified windows whose class probabilities the page keeps", _positive,
             attr="web_windows"),
     Setting("web", "events", int, "recent events the page keeps", _positive, attr="web_events"),
+    Setting("shake_udp", "listen", str, "host:port the Shake's UDP datacast is sent to (its web page: "
+            "Settings, Data, UDP); 0.0.0.0 takes it from the network", _listen, attr="shake_listen"),
+    Setting("shake_udp", "channels", list, "the Shake's accelerometer channels, in the model's component "
+            "order (RS4D: ENE, ENN, ENZ); geophone channels (EH?, SH?: velocity) are refused",
+            _shake_channels, attr="shake_channels"),
+    Setting("shake_udp", "reorder_s", float, "how long a missing packet is awaited before its frame is "
+            "given up, s", _positive, attr="shake_reorder_s"),
+    Setting("seedlink_client", "server", str, "SeedLink server, host:port (a Shake: its address:18000)",
+            _listen, optional=True, attr="seedlink_server"),
+    Setting("seedlink_client", "streams", list, "NET_STA:SELECTORS of the one station read, like "
+            "\"AM_R1234:EN?\" or \"CE_68150:HN?\"; one channel per component", _streams, optional=True,
+            attr="seedlink_streams"),
+    Setting("seedlink_client", "timeout_s", float, "no data this long: the connection is dropped and made "
+            "again, s", _positive, attr="seedlink_timeout_s"),
+    Setting("seedlink_client", "reconnect_max_s", float, "longest wait between attempts to reach the "
+            "server, s", _positive, attr="seedlink_reconnect_max_s"),
+    Setting("seedlink_client", "state", str, "file keeping the last sequence number and time read, so a "
+            "restarted node resumes where it stopped; unset: resume within a run only", optional=True,
+            attr="seedlink_state"),
     Setting("web", "max_clients", int, "HTTP connections at once (a browser opens a few); one more is "
             "answered 503", _positive, attr="web_max_clients"),
 ]
@@ -288,8 +335,8 @@ class NodeConfig:
     (1000 Hz: a 2000 x 2000 matrix, 32 MB).
     """
 
-    port: str
-    model: str
+    port: str | None = None
+    model: str | None = None
     source: str = "serial"
     events: str = "events.jsonl"
     status: str | None = None
@@ -351,10 +398,20 @@ class NodeConfig:
     web_windows: int = 1200
     web_events: int = 50
     web_max_clients: int = 16
+    shake_listen: str = "127.0.0.1:8888"
+    shake_channels: list = field(default_factory=lambda: ["ENE", "ENN", "ENZ"])
+    shake_reorder_s: float = 1.0
+    seedlink_server: str | None = None
+    seedlink_streams: list | None = None
+    seedlink_timeout_s: float = 30.0
+    seedlink_reconnect_max_s: float = 30.0
+    seedlink_state: str | None = None
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
     def __post_init__(self):
         _check_value(BY_KEY[("node", "sensor")], self.sensor, "setting sensor")
+        if self.source in SOURCE_SENSORS and self.sensor == DEFAULT_SENSOR:
+            self.sensor = SOURCE_SENSORS[self.source]  # the board's part is not what a Shake carries
         if self.counts_per_mps2 is None:
             self.counts_per_mps2 = get_sensor(self.sensor).counts_per_mps2
         validate(self)
@@ -400,7 +457,7 @@ def validate(config: NodeConfig, source: str = "setting") -> NodeConfig:
     """Check every field of ``config`` against :data:`SETTINGS`; raise :class:`ConfigError`."""
     for s in SETTINGS:
         value = getattr(config.detector, s.key) if s.section == "detector" else getattr(config, s.name)
-        if s.key in ("port", "model") and value is None:
+        if (s.key == "model" or (s.key == "port" and config.source == "serial")) and value is None:
             raise ConfigError(f"{source} {s.key}: required (in the config file or as {s.flag})")
         _check_value(s, value, f"{source} {s.key}")
     if config.min_rate_hz > config.max_rate_hz:
@@ -409,6 +466,8 @@ def validate(config: NodeConfig, source: str = "setting") -> NodeConfig:
     if config.retry_s > config.retry_max_s:
         raise ConfigError(f"{source} retry_s = {config.retry_s} is above retry_max_s = {config.retry_max_s}")
     _check_mqtt(config, source)
+    if config.source == "seedlink" and not (config.seedlink_server and config.seedlink_streams):
+        raise ConfigError(f"{source} source = 'seedlink': set [seedlink_client] server and streams")
     return config
 
 
@@ -466,7 +525,7 @@ def build_config(file_values: dict, overrides: dict, source: str = "setting") ->
             setting = next(s for s in SETTINGS if s.name == key)
             values[key] = _check_value(setting, value, f"{setting.flag}")
     detector = {k: values.pop(k) for k in list(values) if k in DETECTOR_KEYS}
-    for key in ("port", "model"):
+    for key in ("port", "model") if values.get("source", "serial") == "serial" else ("model",):
         if values.get(key) is None:
             raise ConfigError(f"{key}: required (set [node] {key} in the config file or pass --{key})")
     try:

@@ -14,7 +14,14 @@ ADXL355   2, 4, 8     20    256000 / range  22.5                Analog Devices R
 ADXL345   2, 4, 8, 16 13    256 (full res)  290                 Analog Devices Rev. G
 LIS3DH    2, 4, 8, 16 12    1000 / (g/2)    220                 ST DocID17530 (HR mode)
 MPU-6050  2, 4, 8, 16 16    16384 / (g/2)   400                 InvenSense PS-MPU-6000A
+RS4D      2           24    384500 x g      (not published)     Raspberry Shake (EN? channels)
 ========  ==========  ====  ==============  =================  =======================
+
+``rs4d-2g`` is the accelerometer of a Raspberry Shake 4D as its datacast or SeedLink
+server delivers it: 384,500 counts per m/s^2, the nominal sensitivity Raspberry Shake
+publishes for the EN? channels (a unit's own response is served by Raspberry Shake's
+FDSN web service; set ``[node] counts_per_mps2`` where it differs). Its self-noise is not
+published, so it cannot be drawn as a generator's part.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ class SensorModel:
         """RMS self-noise over the band 0 to Nyquist, m/s^2."""
         if sampling_rate_hz <= 0:
             raise ValueError(f"sampling_rate_hz must be > 0, got {sampling_rate_hz}")
+        if not np.isfinite(self.noise_ug_rthz):
+            raise ValueError(f"{self.name}: no self-noise figure is published for this part")
         return self.noise_ug_rthz * 1e-6 * G_MPS2 * np.sqrt(sampling_rate_hz / 2.0)
 
     def digitize(self, data_mps2: np.ndarray) -> tuple[np.ndarray, int]:
@@ -119,6 +128,7 @@ SENSORS: dict[str, SensorModel] = {
     **_family("adxl345", (2, 4, 8, 16), 13, lambda r: 256.0, 290.0, 3200.0),
     **_family("lis3dh", (2, 4, 8, 16), 12, lambda r: 1000.0 * 2 / r, 220.0, 1344.0),
     **_family("mpu6050", (2, 4, 8, 16), 16, lambda r: 16384.0 * 2 / r, 400.0, 1000.0),
+    "rs4d-2g": SensorModel("rs4d-2g", 2.0, 24, 384500.0 * G_MPS2, float("nan"), 100.0),
 }
 DEFAULT_SENSOR = "adxl355-2g"
 

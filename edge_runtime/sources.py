@@ -9,6 +9,12 @@ counters and the times, so a source whose input has no frame counter numbers its
 from their times (one frame length apart), and a restart of its input is a jump of
 that number. The station code of the node (``[node] station``) names what is recorded.
 
+Beyond a board on a serial port, the node reads a Raspberry Shake's UDP datacast
+(``shake-udp``, :mod:`edge_runtime.shake_udp`) and any SeedLink server (``seedlink``,
+:mod:`edge_runtime.network.seedlink_client`); both deliver each channel apart, and
+:class:`~edge_runtime.alignment.ChannelAligner` makes them frames like a board's
+(docs/sources.md).
+
 A source is a small class with ``read()`` (block up to the read timeout, return a
 :class:`Batch`), ``where`` (what it reads, for log lines), ``counters()`` (its entries in
 the status file) and ``close()``, plus one entry in :data:`SOURCES`. The config refuses a
@@ -101,8 +107,21 @@ class SerialFrames:
         self.port.close()
 
 
-# Source name ([node] source) -> class taking (config, n_channels, read_timeout_s, faults).
-SOURCES = {"serial": SerialFrames}
+def _shake_udp(config, n_channels: int, read_timeout_s: float, faults: LimitedLog) -> Source:
+    from .shake_udp import ShakeUDP
+
+    return ShakeUDP(config, n_channels=n_channels, read_timeout_s=read_timeout_s, faults=faults)
+
+
+def _seedlink(config, n_channels: int, read_timeout_s: float, faults: LimitedLog) -> Source:
+    from .network.seedlink_client import SeedLinkFrames
+
+    return SeedLinkFrames(config, n_channels=n_channels, read_timeout_s=read_timeout_s, faults=faults)
+
+
+# Source name ([node] source) -> class or factory taking (config, n_channels, read_timeout_s,
+# faults); the inputs beyond the serial port are imported only when chosen.
+SOURCES = {"serial": SerialFrames, "shake-udp": _shake_udp, "seedlink": _seedlink}
 
 
 def open_source(config, n_channels: int, read_timeout_s: float, faults: LimitedLog) -> Source:

@@ -96,14 +96,15 @@ def test_unknown_source_is_one_config_line(tmp_path):
     with pytest.raises(ConfigError, match=r"source = 'shake': unknown source; known: serial"):
         NodeConfig(port="unused", model="m.onnx", source="shake")
     path = tmp_path / "node.toml"
-    path.write_text('[node]\nsource = "seedlink"\nport = "/dev/ttyX"\nmodel = "m.onnx"\n')
-    with pytest.raises(ConfigError, match=r"node.toml: \[node\] source = 'seedlink': unknown source"):
+    path.write_text('[node]\nsource = "slink"\nport = "/dev/ttyX"\nmodel = "m.onnx"\n')
+    with pytest.raises(ConfigError, match=r"node.toml: \[node\] source = 'slink': unknown source"):
         build_config(read_toml(path), {})
     cmd = [sys.executable, "-m", "edge_runtime", "run", "--source", "udp", "--port", "/dev/null",
            "--model", "m.onnx"]
     result = subprocess.run(cmd, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == ["error: --source = 'udp': unknown source; known: serial"]
+    assert result.stderr.strip().splitlines() == ["error: --source = 'udp': unknown source; known: serial, "
+                                                   "shake-udp, seedlink"]
 
 
 def test_open_source_refuses_a_name_the_registry_lacks():

@@ -37,7 +37,8 @@ ORIENTATION_DEG = {"E": (90.0, 0.0), "N": (0.0, 0.0), "Z": (0.0, -90.0)}
 #: Frequency at which the sensitivity is given, Hz (the response is flat).
 SENSITIVITY_FREQUENCY_HZ = 1.0
 
-_MANUFACTURERS = {"adxl": "Analog Devices", "lis3dh": "STMicroelectronics", "mpu6050": "InvenSense"}
+_MANUFACTURERS = {"adxl": "Analog Devices", "lis3dh": "STMicroelectronics", "mpu6050": "InvenSense",
+                  "rs4d": "Raspberry Shake"}
 
 US_PER_DAY = 86_400_000_000
 
