@@ -132,7 +132,11 @@ def _day_trace(records, day: StationDay) -> list:
         m = r.data.shape[1] // step
         if m == 0:
             continue
-        blocks = np.abs(r.data[:, :m * step]).reshape(r.data.shape[0], m, step).max(axis=(0, 2))
+        blocks = np.empty(m)
+        per = max(1, int(PIECE_S / TRACE_STEP_S))  # blocks at a time: no copy of the whole day
+        for b in range(0, m, per):
+            part = r.data[:, b * step:min(m, b + per) * step]
+            blocks[b:b + per] = np.abs(part).reshape(r.data.shape[0], -1, step).max(axis=(0, 2))
         lo, hi = max(0, first), min(n, first + m)
         peak[lo:hi] = np.fmax(peak[lo:hi], blocks[lo - first:hi - first])
     return [None if not np.isfinite(v) else round(float(v), 6) for v in peak]
