@@ -129,7 +129,7 @@ class SeedLinkReader(threading.Thread):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self.join(self.timeout_s + 5)
+        self.join(2.0)  # a connect under way may take timeout_s: the thread is a daemon, not awaited
 
     def run(self) -> None:
         wait_s = 1.0
