@@ -72,6 +72,12 @@ def _bench_window_path(out, rng, seed, soak_hours):
     return run(out, rng, quick=soak_hours < 1)
 
 
+def _bench_outputs(out, rng, seed, soak_hours):  # details in <out>/outputs/outputs.json
+    from .outputs import run
+
+    return run(out, rng, quick=soak_hours < 1)
+
+
 # name -> fn(out, rng, seed, soak_hours) -> list of result dicts, in the order they run.
 BENCHES = {
     "preprocess": lambda out, rng, seed, soak_hours: [bench_preprocess(rng)],
@@ -86,6 +92,7 @@ BENCHES = {
     "soak": _bench_soak,
     "window_path": _bench_window_path,
     "scan": _bench_scan,
+    "outputs": _bench_outputs,
     "network_center": _bench_network_center,
 }
 
