@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MATCH_S = 4.0  # origins closer in time than this ...
 MATCH_KM = 25.0  # ... and in space than this are one event
 KEEP_EVENTS = 500
+MAX_PAIR_KM = 100.0  # stations farther apart than this are not checked against each other before PyOcto
 
 
 def _iso(t_s: float) -> str:
@@ -181,23 +182,36 @@ class Network:
         return changed
 
     def _dense(self, window: list[dict], stations: dict) -> list[dict]:
-        """The picks of ``window`` (sorted by time) in a run of ``min_stations`` stations within
-        the time the slowest S needs across the network (at most 150 km): only these can make an
-        event, so PyOcto is not run over lone false triggers."""
+        """The picks of ``window`` (sorted by time) that could make an event: only those go to PyOcto.
+
+        Two P onsets of one earthquake at stations ``d`` km apart differ by at most ``d / vp``
+        (the wave front crosses no faster): a P pick counts when ``min_p_picks`` P picks
+        (itself included) on distinct stations within ``MAX_PAIR_KM`` are that close in time to
+        it; then every pick of those stations from its time to the slowest S across the pair
+        is kept. Lone false triggers never reach the associator.
+        """
         if len(window) < self.config.min_picks:
             return []
-        xy = np.array([v[:2] for v in stations.values()], float)
-        span_s = min(float(np.hypot(*np.ptp(xy, axis=0))), 150.0) / min(r[2] for r in self.config.layers)
-        span_s += 2 * self.config.tolerance_s
+        vp = min(r[1] for r in self.config.layers)
+        vs = min(r[2] for r in self.config.layers)
+        slack = 2 * self.config.tolerance_s
         times = np.array([p["time_s"] for p in window])
-        ends = np.searchsorted(times, times + span_s, side="right")
+        xy = np.array([stations[p["station"]][:2] for p in window], float)
+        is_p = np.array([p["phase"] == "P" for p in window])
+        codes = np.array([p["station"] for p in window])
         keep = np.zeros(len(window), bool)
-        for i, end in enumerate(ends):
-            if (
-                not keep[i:end].all()
-                and len({p["station"] for p in window[i:end]}) >= self.config.min_stations
-            ):
-                keep[i:end] = True
+        need = max(self.config.min_p_picks, 2)
+        for i in np.flatnonzero(is_p):
+            lo, hi = np.searchsorted(
+                times, [times[i] - MAX_PAIR_KM / vp - slack, times[i] + MAX_PAIR_KM / vs + slack]
+            )
+            d = np.hypot(*(xy[lo:hi] - xy[i]).T)
+            near = (d <= MAX_PAIR_KM) & (np.abs(times[lo:hi] - times[i]) <= d / vp + slack) & is_p[lo:hi]
+            if len(set(codes[lo:hi][near])) < need:
+                continue
+            mates = set(codes[lo:hi][near])
+            late = times[lo:hi] <= times[i] + d / vs + MAX_PAIR_KM / vs + slack
+            keep[lo:hi] |= np.isin(codes[lo:hi], list(mates)) & late
         return [p for p, k in zip(window, keep, strict=True) if k]
 
     def _forget(self, before_s: float) -> None:
