@@ -238,14 +238,36 @@ def _crc16_table() -> np.ndarray:
 
 
 _CRC16_TABLE = _crc16_table()
+_CRC16_BY_POSITION: dict = {}
+
+
+def _crc16_by_position(n_bytes: int) -> tuple[np.ndarray, np.ndarray, np.uint16]:
+    """CRC-16/CCITT-FALSE is affine in its input: the CRC of ``n_bytes`` bytes is the CRC of
+    as many zero bytes XOR one table entry per byte, chosen by its position and value.
+
+    Returns the ``(n_bytes, 256)`` uint16 table flattened, each position's offset into it
+    and the CRC of the zero bytes.
+    """
+    entry = _CRC16_BY_POSITION.get(n_bytes)
+    if entry is None:
+        table = np.empty((n_bytes, 256), dtype=np.uint16)
+        crc = _CRC16_TABLE.copy()  # each byte value last, from 0
+        for i in range(n_bytes - 1, -1, -1):
+            table[i] = crc
+            crc = (crc << 8) ^ _CRC16_TABLE[crc >> 8]  # one more zero byte after it
+        offsets = np.arange(n_bytes, dtype=np.intp) * 256
+        entry = _CRC16_BY_POSITION[n_bytes] = (table.ravel(), offsets, np.uint16(header_crc(bytes(n_bytes))))
+    return entry
 
 
 def header_crcs(headers: np.ndarray) -> np.ndarray:
-    """CRC-16/CCITT-FALSE of each row of a ``(n, k)`` uint8 array, vectorized over rows."""
-    crc = np.full(headers.shape[0], 0xFFFF, dtype=np.uint16)
-    for j in range(headers.shape[1]):
-        crc = (crc << 8) ^ _CRC16_TABLE[(crc >> 8) ^ headers[:, j]]
-    return crc
+    """CRC-16/CCITT-FALSE of each row of a ``(n, k)`` uint8 array, vectorized over rows.
+
+    One table look-up per byte and one XOR reduction per row (the CRC's linearity), so a
+    run of a few frames costs a few array operations, not one per header byte.
+    """
+    table, offsets, zeros = _crc16_by_position(headers.shape[1])
+    return np.bitwise_xor.reduce(table[headers + offsets], axis=1) ^ zeros
 
 
 def frame_dtype(version: int, n_samples: int, n_channels: int) -> np.dtype:
@@ -258,25 +280,123 @@ def frame_dtype(version: int, n_samples: int, n_channels: int) -> np.dtype:
                             ("crc32", "<u4")])
 
 
-_DTYPES: dict = {}
-
-
-def _dtype(version: int, n_samples: int, n_channels: int) -> np.dtype:
-    key = (version, n_samples, n_channels)
-    dt = _DTYPES.get(key)
-    if dt is None:
-        if len(_DTYPES) > 64:
-            _DTYPES.clear()
-        dt = _DTYPES[key] = frame_dtype(version, n_samples, n_channels)
-    return dt
-
-
 def frame_size(version: int, n_samples: int, n_channels: int) -> int:
     """Bytes of a whole binary frame."""
     return HEADER_SIZES[version] + 4 * n_samples * n_channels + CRC.size
 
 
 MAX_FRAME_SIZE = frame_size(VERSION_2, MAX_SAMPLES, MAX_CHANNELS)
+# Bytes 18 to the header CRC: the rate, and in v2 the board id, flags, time fix and
+# reserved bytes. A board keeps them from frame to frame; sequence and time change.
+_FIXED_OFFSET = 18
+_FLAGS_UNKNOWN = np.uint32(0xFF & ~FLAGS_KNOWN)
+_TIME_FIX_NAMES = tuple(TIME_FIX[code] for code in range(len(TIME_FIX)))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One frame shape: its sizes and the dtypes that view a run of such frames in place.
+
+    ``heads`` has the frame's size as itemsize and only the fields the checks and
+    :class:`Frame` read (the samples stay bytes until a frame is accepted), some of them
+    twice: ``lead`` (bytes 0-5: sync, version, n_channels, n_samples) and ``fixed``
+    (bytes 18 to the header CRC) as uint8 rows, v2's ``status`` (bytes 26-29: flags |
+    time_fix << 8 | reserved << 16) as one ``'<u4'``. ``lead_bytes`` is this shape's lead.
+    """
+
+    version: int
+    n_samples: int
+    n_channels: int
+    size: int
+    header_size: int
+    records: np.dtype
+    heads: np.dtype
+    lead_bytes: np.ndarray
+
+
+_LAYOUTS: dict = {}
+
+
+def _layout(version: int, n_samples: int, n_channels: int) -> _Layout:
+    key = (version, n_samples, n_channels)
+    lay = _LAYOUTS.get(key)
+    if lay is None:
+        if len(_LAYOUTS) > 64:
+            _LAYOUTS.clear()
+        size, hsize = frame_size(*key), HEADER_SIZES[version]
+        fields = {"lead": (("u1", 6), 0), "sequence": ("<u4", 6), "timestamp_us": ("<i8", 10),
+                  "rate_mhz": ("<u4", 18), "fixed": (("u1", hsize - 2 - _FIXED_OFFSET), _FIXED_OFFSET),
+                  "header_crc": ("<u2", hsize - 2), "crc32": ("<u4", size - 4)}
+        if version == VERSION_2:
+            fields.update(board_id=("<u4", 22), flags=("u1", 26), time_fix=("u1", 27),
+                          status=("<u4", 26))
+        heads = np.dtype({"names": list(fields), "formats": [f for f, _ in fields.values()],
+                          "offsets": [o for _, o in fields.values()], "itemsize": size})
+        lead = np.frombuffer(SYNC + struct.pack("<BBH", version, n_channels, n_samples), np.uint8)
+        lay = _LAYOUTS[key] = _Layout(version, n_samples, n_channels, size, hsize,
+                                      frame_dtype(*key), heads, lead)
+    return lay
+
+
+def _run_checks(buf, pos: int, lay: _Layout, heads: np.ndarray, uniform: bool) -> int:
+    """How many frames of a run (``heads``: its frames of one shape at ``pos``, viewed in
+    place) pass every check in a row from the first: both CRCs and the field bounds.
+
+    The CRC-32s are one C call per frame over row views; the header CRCs, the rate bounds
+    and v2's status byte are array expressions over the run. A ``uniform`` run (every
+    frame's fixed fields equal the first's, which passed :meth:`FrameDecoder._header`)
+    needs no field bounds.
+    """
+    k, size = len(heads), lay.size
+    rows = np.ndarray((k, size - 6), np.uint8, buf, pos + 2, (size, 1))  # bytes 2..end-4
+    ok = np.fromiter(map(zlib.crc32, rows), np.uint32, k) == heads["crc32"]
+    ok &= header_crcs(rows[:, :lay.header_size - 4]) == heads["header_crc"]
+    del rows
+    if not uniform:
+        ok &= heads["rate_mhz"] - np.uint32(MIN_RATE_MHZ) <= np.uint32(MAX_RATE_MHZ - MIN_RATE_MHZ)
+        if lay.version == VERSION_2:
+            status = heads["status"]  # flags' unknown bits none, time_fix <= 2, reserved 0
+            ok &= ((status & _FLAGS_UNKNOWN) | (status >> np.uint32(8))) <= np.uint32(2)
+    good = int(ok.argmin())  # the first False, or 0 when none is
+    return good if not ok[good] else k
+
+
+def _frames_at(buf, pos: int, good: int, lay: _Layout, heads, head, uniform: bool) -> list[Frame]:
+    """:class:`Frame` objects of the ``good`` accepted frames at ``pos``: one copy of the
+    samples for them all, fields as lists, one object per frame and no other per-frame work.
+
+    ``heads`` views the run (None for a lone frame); ``head`` holds the first frame's
+    fields unpacked, which a ``uniform`` run's frames share but for sequence and time.
+    """
+    hsize, n_s, n_c = lay.header_size, lay.n_samples, lay.n_channels
+    _v, _c, _s, seq, ts, rate_mhz, board_id, flags, time_fix = head
+    if heads is None:
+        samples = np.ndarray((n_s, n_c), "<i4", buf, pos + hsize).astype(np.int32)
+        if lay.version == VERSION_2:
+            return [Frame(seq, ts, rate_mhz / 1000.0, samples, VERSION_2, board_id, flags,
+                          _TIME_FIX_NAMES[time_fix])]
+        return [Frame(seq, ts, rate_mhz / 1000.0, samples)]
+    # one copy, native byte order, owning its memory; a frame's samples are views of it
+    samples = np.ndarray((good, n_s, n_c), "<i4", buf, pos + hsize, (lay.size, 4 * n_c, 4)).astype(np.int32)
+    h = heads[:good]
+    seq, ts = h["sequence"].tolist(), h["timestamp_us"].tolist()
+    if uniform:
+        rate, board_id, flags = repeat(rate_mhz / 1000.0), repeat(board_id), repeat(flags)
+        time_fix = repeat(_TIME_FIX_NAMES[time_fix])
+    else:
+        rate = (h["rate_mhz"] / 1000.0).tolist()
+        if lay.version == VERSION_2:
+            board_id, flags = h["board_id"].tolist(), h["flags"].tolist()
+            time_fix = map(_TIME_FIX_NAMES.__getitem__, h["time_fix"].tolist())
+    if lay.version == VERSION_2:
+        return list(map(Frame, seq, ts, rate, samples, repeat(VERSION_2), board_id, flags, time_fix))
+    return list(map(Frame, seq, ts, rate, samples))
+
+
+def _batch_at(buf, pos: int, good: int, lay: _Layout, heads, head, uniform: bool) -> list:
+    """The ``good`` accepted frames at ``pos`` as one :class:`FrameBatch`."""
+    # A copy of the bytes, viewed: a structured array's own copy() goes field by field.
+    return [FrameBatch(np.frombuffer(buf[pos:pos + good * lay.size], dtype=lay.records), lay.version)]
 
 
 @dataclass
@@ -372,28 +492,26 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the frames completed by them (possibly none)."""
-        out: list[Frame] = []
-        for batch in self.feed_batches(data):
-            out += batch.frames()
-        return out
+        self.stats.bytes_in += len(data)
+        self._buf += data
+        return self._parse(False, _frames_at)
 
     def flush(self) -> list[Frame]:
         """The line went quiet: release a frame held back only because the bytes after it
         (needed to rule out that it borrowed them) have not come."""
-        out: list[Frame] = []
-        for batch in self._parse(final=True):
-            out += batch.frames()
-        return out
+        return self._parse(True, _frames_at)
 
     def feed_batches(self, data: bytes) -> list[FrameBatch]:
         """Like :meth:`feed`, but frames come as :class:`FrameBatch` arrays (fast path)."""
         self.stats.bytes_in += len(data)
         self._buf += data
-        return self._parse(final=False)
+        return self._parse(False, _batch_at)
 
     # ---------------------------------------------------------------- parsing
     def _header(self, buf, pos: int):
-        """Header at ``pos``: ``_INCOMPLETE``, a problem string, or its fields."""
+        """Header at ``pos``: ``_INCOMPLETE``, a problem string, or its fields
+        ``(version, n_channels, n_samples, sequence, timestamp_us, rate_mhz, board_id,
+        flags, time_fix)``."""
         if len(buf) - pos < 3:
             return _INCOMPLETE
         version = buf[pos + 2]
@@ -407,9 +525,9 @@ class FrameDecoder:
             fields = (f[1], f[2], f[3], f[4], f[5], f[6], None, 0, 0, 0, f[7])
         else:
             fields = HEADER_V2.unpack_from(buf, pos)[1:]
-        (version, n_channels, n_samples, _seq, _ts, rate_mhz, _board, flags, time_fix,
+        (version, n_channels, n_samples, seq, ts, rate_mhz, board, flags, time_fix,
          reserved, crc16) = fields
-        if header_crc(bytes(buf[pos + 2:pos + hsize - 2])) != crc16:
+        if header_crc(buf[pos + 2:pos + hsize - 2]) != crc16:
             return "header CRC"
         if not 1 <= n_channels <= MAX_CHANNELS:
             return f"n_channels {n_channels}"
@@ -419,7 +537,7 @@ class FrameDecoder:
             return f"rate_mhz {rate_mhz}"
         if version == VERSION_2 and (flags & ~FLAGS_KNOWN or time_fix not in TIME_FIX or reserved):
             return f"v2 flags {flags:#x} time_fix {time_fix} reserved {reserved}"
-        return version, n_channels, n_samples
+        return version, n_channels, n_samples, seq, ts, rate_mhz, board, flags, time_fix
 
     def _whole_frame_at(self, buf, pos: int) -> bool:
         """A complete, valid frame starts at ``pos``."""
@@ -462,69 +580,41 @@ class FrameDecoder:
                 return True
         return None if undecided and not final else False
 
-    def _run(self, buf, pos: int, version: int, n_channels: int, n_samples: int):
-        """Check the run of frames of one shape starting at ``pos`` (a valid header).
+    def _run(self, buf, pos: int, lay: _Layout):
+        """The run of frames of one shape starting at ``pos`` (a valid header).
 
-        Returns ``(k, good, records)``: frames of this shape in a row, how many of them
-        from the first are valid, and a copy of those records. The buffer views are
-        released on return, so the caller may resize the buffer.
-
-        Field checks are numpy expressions over the whole run; the two CRCs are one C
-        call per frame mapped over memoryview slices (no Python-level loop body), the
-        header CRC vectorised over rows instead when the run is long (a backlog), where
-        its 20-odd column steps cost less than a call per frame.
+        Returns ``(good, heads, uniform)``: how many of its frames from the first are
+        valid, the run viewed in place (``None`` for a lone frame), and whether the run's
+        frames all share the first one's fixed fields. A view made with ``np.ndarray``
+        does not pin the bytearray: it is used only before :meth:`_parse` resizes it.
         """
-        size = frame_size(version, n_samples, n_channels)
+        size = lay.size
         k = (len(buf) - pos) // size
-        dtype = _dtype(version, n_samples, n_channels)
-        if k == 1:  # one frame, its header checked by _header: only the CRC-32 is left
-            with memoryview(buf) as view:
-                crc = zlib.crc32(view[pos + 2:pos + size - 4])
-            good = int(crc == CRC.unpack_from(buf, pos + size - 4)[0])
-            return 1, good, np.frombuffer(buf[pos:pos + good * size], dtype=dtype)
-        rec = np.frombuffer(buf, dtype=dtype, count=k, offset=pos)
         if k > 1:
-            # sync, version, n_channels, n_samples: the first 6 bytes equal the first frame's
-            lead = np.ndarray((k,), "<u4", buf, pos, (size,))
-            shape = np.ndarray((k,), "<u2", buf, pos + 4, (size,))
-            same = (lead == lead[0]) & (shape == shape[0])
-            if not same.all():
-                k = int(np.argmin(same))
-                rec = rec[:k]
-            del lead, shape
-        hsize = HEADER_SIZES[version]
-        end = pos + k * size
-        starts = range(pos + 2, end, size)
-        view = memoryview(buf)
-        try:  # the slices and maps are consumed and freed inside, so the view can be released
-            if k >= 256:
-                raw = np.frombuffer(buf, dtype=np.uint8, count=k * size, offset=pos).reshape(k, size)
-                ok = header_crcs(raw[:, 2:hsize - 2]) == rec["header_crc"]
-                del raw
-            else:
-                heads = map(view.__getitem__, map(slice, starts, range(pos + hsize - 2, end, size)))
-                ok = np.fromiter(map(binascii.crc_hqx, heads, repeat(0xFFFF)), np.uint16, k) == \
-                    rec["header_crc"]
-                del heads
-            bodies = map(view.__getitem__, map(slice, starts, range(pos + size - 4, end, size)))
-            ok &= np.fromiter(map(zlib.crc32, bodies), np.uint32, k) == rec["crc32"]
-            del bodies
-        finally:
-            view.release()
-        rate = rec["rate_mhz"]
-        ok &= (rate >= MIN_RATE_MHZ) & (rate <= MAX_RATE_MHZ)
-        if version == VERSION_2:
-            ok &= ((rec["flags"] & np.uint8(0xFF & ~FLAGS_KNOWN)) == 0) & (rec["time_fix"] <= 2) & \
-                (rec["reserved"] == 0)
-        good = k if ok.all() else int(np.argmin(ok))
-        del rec, rate
-        # A copy of the bytes, viewed: a structured array's own copy() goes field by field.
-        return k, good, np.frombuffer(buf[pos:pos + good * size], dtype=dtype)
+            heads = np.ndarray((k,), lay.heads, buf, pos)
+            lead, fixed = heads["lead"], heads["fixed"]
+            if not (np.count_nonzero(lead != lay.lead_bytes) or np.count_nonzero(fixed != fixed[0])):
+                return _run_checks(buf, pos, lay, heads, True), heads, True
+            # sync, version, n_channels, n_samples: the run ends where they change
+            same = (lead == lay.lead_bytes).all(axis=1)
+            del lead, fixed
+            first_other = int(same.argmin())
+            if not same[first_other]:
+                k = first_other
+            if k > 1:
+                heads = heads[:k]
+                return _run_checks(buf, pos, lay, heads, False), heads, False
+            del heads
+        # one frame, its header checked by _header: only the CRC-32 is left
+        with memoryview(buf) as view:
+            crc = zlib.crc32(view[pos + 2:pos + size - 4])
+        return int(crc == CRC.unpack_from(buf, pos + size - 4)[0]), None, True
 
-    def _parse(self, final: bool) -> list[FrameBatch]:
+    def _parse(self, final: bool, emit) -> list:
+        """Decode what the buffer holds; ``emit`` turns accepted frames into the output."""
         buf = self._buf
         stats = self.stats
-        batches: list[FrameBatch] = []
+        out: list = []
         pos = 0
         n = len(buf)
         while True:
@@ -542,59 +632,59 @@ class FrameDecoder:
             if head is _INCOMPLETE:
                 break
             if not isinstance(head, tuple):
-                stats.header_errors += 1
-                self._error("header", f"serial frame header rejected ({head}); resyncing")
-                stats.bytes_discarded += 1
+                self._resync("header", f"serial frame header rejected ({head}); resyncing")
                 pos += 1
                 continue
-            version, n_channels, n_samples = head
-            size = frame_size(version, n_samples, n_channels)
+            lay = _layout(head[0], head[2], head[1])
+            size = lay.size
             if n - pos < size:
                 if self._proved_wrong(buf, pos):
-                    stats.header_errors += 1
                     stats.length_errors += 1
-                    self._error("length", f"serial frame header claims {size} bytes but a whole "
-                                          "frame follows inside them; resyncing")
-                    stats.bytes_discarded += 1
+                    self._resync("length", f"serial frame header claims {size} bytes but a whole "
+                                           "frame follows inside them; resyncing")
                     pos += 1
                     continue
                 break
-            k, good, rec = self._run(buf, pos, version, n_channels, n_samples)
+            good, heads, uniform = self._run(buf, pos, lay)
             if not good:
                 # The first frame of the run fails its CRC: drop one byte, resync (the
                 # frame's bytes may hold the start of the next frame).
                 stats.crc_errors += 1
-                seq = struct.unpack_from("<I", buf, pos + 6)[0]
-                self._error("crc", f"serial frame seq={seq} failed CRC; dropped, resyncing")
-                stats.bytes_discarded += 1
+                self._resync("crc", f"serial frame seq={head[3]} failed CRC; dropped, resyncing",
+                             header=False)
                 pos += 1
                 continue
-            hold = refused = False
-            if good == k:  # the last frame of the run: does it end inside the next one?
-                borrow = self._borrows(buf, pos + good * size, final)
-                if borrow is None:
-                    hold, good = True, good - 1  # wait for the bytes that tell
-                elif borrow:
-                    refused, good = True, good - 1
+            # The last good frame: does it end inside the next one? (When a frame of the
+            # run failed, the next starts with a sync exactly there: no.)
+            borrow = self._borrows(buf, pos + good * size, final)
+            if borrow is not False:
+                good -= 1  # refused, or held for the bytes that tell
             if good:
-                batches.append(FrameBatch(rec[:good], version))
+                out += emit(buf, pos, good, lay, heads, head, uniform)
                 stats.frames += good
                 self.bytes_accepted += good * size
                 pos += good * size
-            if refused:
+            heads = None  # no view of the buffer outlives this run
+            if borrow:
                 stats.overlaps += 1
-                self._error("overlap", "serial frame ends inside the next frame (cut short, it "
-                                       "borrowed the next frame's first bytes); dropped")
-                stats.bytes_discarded += 1
+                self._resync("overlap", "serial frame ends inside the next frame (cut short, it "
+                                        "borrowed the next frame's first bytes); dropped", header=False)
                 pos += 1
-            elif hold:
+            elif borrow is None:
                 break
         if pos:
             del buf[:pos]
         if len(buf) > self._max_buffer:  # cannot happen with the bounds above; belt and braces
             stats.bytes_discarded += len(buf)
             buf.clear()
-        return batches
+        return out
+
+    def _resync(self, kind: str, message: str, header: bool = True) -> None:
+        """Count a rejected header or frame and its one dropped byte."""
+        if header:
+            self.stats.header_errors += 1
+        self.stats.bytes_discarded += 1
+        self._error(kind, message)
 
 
 # ---------------------------------------------------------------------- text

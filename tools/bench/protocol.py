@@ -11,17 +11,22 @@ same run, for:
   checks);
 - ``FrameDecoder.feed_batches`` (arrays), every check the protocol asks (sync, header CRC,
   bounds, CRC-32, borrowed-byte check);
-- ``FrameDecoder.feed`` (a :class:`~edge_runtime.protocol.Frame` per frame, what the node
-  takes).
+- ``FrameDecoder.feed`` (a :class:`~edge_runtime.protocol.Frame` per frame): what the node
+  calls (``edge_runtime.sources.SerialFrames.read``).
 
-Ratios are baseline time / decoder time (> 1: the decoder is faster).
-``python -m tools.bench.protocol`` runs it alone.
+The three are timed in turn, repeat by repeat, so that each repeat sees the same load, and
+the best repeat of each counts. ``--clock cpu`` times the process's CPU time instead of
+the wall clock: on a machine others load, it moves less with their work. Ratios are
+baseline time / decoder time (> 1: the decoder is faster); the 1-minute load average is
+printed with them. ``python -m tools.bench.protocol`` runs it alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -75,19 +80,48 @@ def read_sizes(frame_bytes: int) -> dict[str, int]:
     return {"one frame": frame_bytes, "4 KiB": 4096, "backlog": SerialSource.MAX_READ_BYTES}
 
 
-def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 0.5) -> list[dict]:
-    """Decode 10 x 3 frames (v1 and v2) at each read size; decoder and plain loop in the same run."""
-    from .common import time_per_call
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
+
+def time_in_turn(fns: dict, min_time_s: float, repeat: int = 5, clock: str = "wall") -> dict:
+    """Best-of-``repeat`` seconds per call of each function, the functions timed in turn
+    within each repeat (so that a change of load falls on all of them), each repeat
+    running every function for at least ``min_time_s / repeat``."""
+    now = CLOCKS[clock]
+    calls = {}
+    for name, fn in fns.items():
+        fn()  # warm caches
+        n = 1
+        while True:
+            t = now()
+            for _ in range(n):
+                fn()
+            if now() - t > min_time_s / repeat:
+                break
+            n *= 2
+        calls[name] = n
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = now()
+            for _ in range(calls[name]):
+                fn()
+            best[name] = min(best[name], (now() - t) / calls[name])
+    return best
+
+
+def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 0.5, clock: str = "wall") -> list[dict]:
+    """Decode 10 x 3 frames (v1 and v2) at each read size; decoder and plain loop in the same run."""
     results = []
     for version in (1, 2):
         stream, size = _stream(rng, n_frames, version)
         for label, read_bytes in read_sizes(size).items():
             reads = [stream[i:i + read_bytes] for i in range(0, len(stream), read_bytes)]
             assert _baseline(reads, size) == _decode(reads, False) == _decode(reads, True) == n_frames
-            base = time_per_call(lambda: _baseline(reads, size), min_time_s)  # noqa: B023
-            batch = time_per_call(lambda: _decode(reads, False), min_time_s)  # noqa: B023
-            objs = time_per_call(lambda: _decode(reads, True), min_time_s)  # noqa: B023
+            t = time_in_turn({"base": lambda: _baseline(reads, size),  # noqa: B023
+                              "batch": lambda: _decode(reads, False),  # noqa: B023
+                              "feed": lambda: _decode(reads, True)}, min_time_s, clock=clock)  # noqa: B023
+            base, batch, objs = t["base"], t["batch"], t["feed"]
             results.append({
                 "name": f"decode v{version} 10 x 3 frames, reads of {label} ({read_bytes} B)",
                 "version": version, "read": label, "read_bytes": read_bytes, "frames": n_frames,
@@ -96,6 +130,7 @@ def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 0.5) -> list[
                 "candidate_s": batch, "speedup": base / batch,
                 "frames_per_s": n_frames / batch, "baseline_frames_per_s": n_frames / base,
                 "feed_s": objs, "feed_frames_per_s": n_frames / objs, "feed_vs_baseline": base / objs,
+                "clock": clock, "load_avg_1min": os.getloadavg()[0],
             })
     return results
 
@@ -107,12 +142,16 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=20000, help="frames per stream")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds each timing runs at least")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall clock, or this process's CPU time (less moved by others' load)")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.min_time <= 0:
         parser.error("--frames must be >= 1 and --min-time > 0")
+    results = bench_protocol(np.random.default_rng(args.seed), args.frames, args.min_time, args.clock)
+    print(f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs")
     print(f"{'':4} {'read':10} {'plain loop':>12} {'feed_batches':>14} {'ratio':>7} "
           f"{'feed':>12} {'ratio':>7}")
-    for r in bench_protocol(np.random.default_rng(args.seed), args.frames, args.min_time):
+    for r in results:
         print(f"v{r['version']:<3} {r['read']:10} {r['baseline_frames_per_s'] / 1e6:8.3f} M/s "
               f"{r['frames_per_s'] / 1e6:10.3f} M/s {r['speedup']:6.2f}x "
               f"{r['feed_frames_per_s'] / 1e6:8.3f} M/s {r['feed_vs_baseline']:6.2f}x")
