@@ -33,6 +33,7 @@ import socket
 import time
 
 from .alignment import ChannelAligner, component_of_channel, is_accelerometer
+from .batch import Batch
 from .logs import LimitedLog
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,6 @@ class ShakeUDP:
     def read(self):
         """Datagrams that came within the read timeout, as frames (a
         :class:`~edge_runtime.sources.Batch`)."""
-        from .sources import Batch
 
         ready, _, _ = select.select([self.sock], [], [], self.read_timeout_s)
         now_s = time.monotonic()

@@ -23,30 +23,12 @@ name not in the registry in one line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
+from .batch import Batch
 from .logs import LimitedLog
 from .protocol import FrameDecoder, TextDecoder
 from .reader import SerialSource
-
-
-@dataclass
-class Batch:
-    """What one read of a source gave.
-
-    Attributes
-    ----------
-    frames : list of Frame
-        Decoded frames, in arrival order (the sequencer puts them in order).
-    heard : bool
-        Input arrived (even if no whole frame yet): the line is alive. The node exits
-        after ``idle_exit_s`` without it, and releases frames held for a missing one
-        after a quiet second.
-    """
-
-    frames: list = field(default_factory=list)
-    heard: bool = False
 
 
 class Source(Protocol):

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from ..alignment import ChannelAligner, component_of_channel, is_accelerometer
+from ..batch import Batch
 from ..logs import LimitedLog
 from .slproto import parse_selector
 
@@ -319,7 +320,6 @@ class SeedLinkFrames:
 
     def read(self):
         """Records that came within the read timeout, as frames (see :class:`~edge_runtime.sources.Batch`)."""
-        from ..sources import Batch
 
         try:
             items = [self.reader.records.get(timeout=self.read_timeout_s)]
