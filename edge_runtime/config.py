@@ -286,6 +286,16 @@ SETTINGS: list[Setting] = [
             attr="mqtt_queue"),
     Setting("mqtt", "queue_max", int, "messages the queue holds at most; beyond, the oldest is dropped",
             _positive, attr="mqtt_queue_max"),
+    Setting("seedlink", "listen", str,
+            "serve the raw counts over SeedLink 3.1 on host:port (docs/seedlink.md); unset = off. "
+            "127.0.0.1 serves this machine only", _listen, optional=True, attr="seedlink_listen"),
+    Setting("seedlink", "ring_records", int, "512-byte records the SeedLink ring keeps (8192: 4 MB)",
+            _positive, attr="seedlink_ring_records"),
+    Setting("seedlink", "max_clients", int, "SeedLink connections at once", _positive,
+            attr="seedlink_max_clients"),
+    Setting("seedlink", "client_timeout_s", float,
+            "a SeedLink client that reads nothing this long while data waits (or sends no command "
+            "before its stream starts) is dropped, s", _positive, attr="seedlink_client_timeout_s"),
     Setting("web", "listen", str,
             "serve the live status page on host:port (docs/web.md); unset = off. 127.0.0.1 serves this "
             "machine only (reach it through ssh -L)", _listen, optional=True, attr="web_listen"),
@@ -392,6 +402,10 @@ class NodeConfig:
     mqtt_reconnect_max_s: float = 60.0
     mqtt_queue: str = "mqtt-queue"
     mqtt_queue_max: int = 10000
+    seedlink_listen: str | None = None
+    seedlink_ring_records: int = 8192
+    seedlink_max_clients: int = 64
+    seedlink_client_timeout_s: float = 30.0
     web_listen: str | None = None
     web_trace_s: float = 300.0
     web_points_per_s: float = 10.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .actions import AlertActions, build_actions
 from .events import EventFile, JsonlWriter
-from .sink import EventSink
+from .sink import EventSink, Queued
 from .snippets import SnippetWriter
 
 
@@ -62,6 +62,14 @@ def _actions(config, ctx: OutputContext):
     return AlertActions(build_actions(config, ctx.faults))
 
 
+def _seedlink(config, ctx: OutputContext):
+    if not getattr(config, "seedlink_listen", None):
+        return None
+    from .network.seedlink import build_seedlink_output  # the network extra, only when asked for
+
+    return Queued(build_seedlink_output(config, ctx.components))
+
+
 def _mqtt(config, ctx: OutputContext):
     if not getattr(config, "mqtt_broker", None):
         return None
@@ -95,8 +103,8 @@ def _web(config, ctx: OutputContext):
 
 
 # Name -> factory(config, context) -> Consumer or None; built and called in this order.
-OUTPUTS = {"snippets": _snippets, "events": _event_file, "actions": _actions, "mqtt": _mqtt,
-           "stationxml": _stationxml, "archive": _archive, "web": _web}
+OUTPUTS = {"snippets": _snippets, "events": _event_file, "actions": _actions, "seedlink": _seedlink,
+           "mqtt": _mqtt, "stationxml": _stationxml, "archive": _archive, "web": _web}
 
 
 def build_sink(config, ctx: OutputContext, hold=None, count_error=None) -> EventSink:

@@ -136,12 +136,12 @@ class SlidingWindows:
 
     def _reset(self, rate_hz: float, n_channels: int) -> None:
         self.rate_hz = rate_hz
-        n_window = int(round(self.window_s * rate_hz))
+        n_window, n_step = window_samples(self.window_s, self.step_s, rate_hz)
         if self.ring is None or self.ring.n_channels != n_channels or self.ring.capacity < 4 * n_window:
             self.ring = RingBuffer(max(4 * n_window, 1024), n_channels)
         self.ring.clear()
         self.n_window = n_window
-        self.n_step = max(1, int(round(self.step_s * rate_hz)))
+        self.n_step = n_step
         self.next_end = n_window
 
     def counters(self) -> dict:
@@ -259,3 +259,33 @@ class SlidingWindows:
                 windows.append(Window(data, start_us, rate))
                 self.next_end += self.n_step
         return windows
+
+
+def window_samples(window_s: float, step_s: float, rate_hz: float) -> tuple[int, int]:
+    """Samples in a window and between window starts at ``rate_hz`` Hz, as the node rounds them."""
+    return int(round(window_s * rate_hz)), max(1, int(round(step_s * rate_hz)))
+
+
+def cut_windows(data: np.ndarray, rate_hz: float, window_s: float, step_s: float):
+    """The windows :class:`SlidingWindows` cuts from one continuous record, all at once.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(n_channels, n_samples)`` record.
+    rate_hz : float
+        Sampling rate, Hz.
+    window_s, step_s : float
+        Window length and time between window starts, s.
+
+    Returns
+    -------
+    windows : numpy.ndarray
+        ``(N, n_channels, n_window)``, ``data``'s dtype: the first starts at sample 0, the
+        last is the last that fits whole (none when the record is shorter than a window).
+    starts : numpy.ndarray
+        ``(N,)`` int, first sample of each window.
+    """
+    n_window, n_step = window_samples(window_s, step_s, rate_hz)
+    starts = np.arange(0, data.shape[-1] - n_window + 1, n_step)
+    return np.transpose(data[:, starts[:, None] + np.arange(n_window)[None]], (1, 0, 2)), starts

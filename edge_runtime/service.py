@@ -69,8 +69,9 @@ class Pipeline:
     times; nothing a frame carries can raise out of :meth:`on_frame`'s checks.
 
     Every accepted frame's samples go to ``sample_listeners`` (callables ``(t0_us,
-    rate_hz, samples_mps2)``) and every classified window to ``window_listeners``
-    (callables ``(Scored)``): the node hands both to its event sink.
+    rate_hz, samples_mps2)``), their raw ADC counts to ``count_listeners`` (``(t0_us,
+    rate_hz, counts)``) and every classified window to ``window_listeners`` (callables
+    ``(Scored)``): the node hands them to its event sink.
     """
 
     def __init__(self, backend: Backend, config: NodeConfig):
@@ -109,6 +110,7 @@ class Pipeline:
         self.model_info = {"model": meta.model, "model_version": getattr(meta, "model_version", "") or
                            meta.version, "model_file": Path(config.model).name}
         self.sample_listeners: list = []
+        self.count_listeners: list = []  # (t0_us, rate_hz, counts): the frame's raw ADC counts
         self.window_listeners: list = []
         self._second_stage = None
 
@@ -195,6 +197,8 @@ class Pipeline:
         self.time_fix = getattr(frame, "time_fix", None)
         for listener in self.sample_listeners:
             listener(frame.timestamp_us, frame.sampling_rate_hz, samples)
+        for listener in self.count_listeners:
+            listener(frame.timestamp_us, frame.sampling_rate_hz, frame.samples)
         windows = self.windows.push(samples, frame.timestamp_us, frame.sampling_rate_hz,
                                     lost_frames=delivery.lost_frames, restart=delivery.restart)
         out = []
@@ -346,6 +350,8 @@ class Node:
         self.sink = build_sink(config, context, hold=hold, count_error=pipeline.count_error)
         if self.sink.wants_samples:
             pipeline.sample_listeners.append(self.sink.on_samples)
+        if self.sink.wants_counts:
+            pipeline.count_listeners.append(self.sink.on_counts)
         if self.sink.wants_windows:
             pipeline.window_listeners.append(self.sink.on_window)
 

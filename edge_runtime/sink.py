@@ -45,6 +45,10 @@ class Consumer:
     def on_samples(self, t0_us: int, rate_hz: float, samples_mps2: np.ndarray) -> None:
         """One accepted frame, in time order: ``(n, n_components)`` m/s^2 from ``t0_us`` (UTC us)."""
 
+    def on_counts(self, t0_us: int, rate_hz: float, counts: np.ndarray) -> None:
+        """The same frame as the board sent it: ``(n, n_components)`` int32 ADC counts, the raw
+        data of miniSEED outputs (SeedLink, archive); m/s^2 = counts / ``[node] counts_per_mps2``."""
+
     def on_window(self, window) -> None:
         """One classified window (:class:`~edge_runtime.detector.Scored`)."""
 
@@ -111,6 +115,9 @@ class Queued(Consumer):
     def on_samples(self, t0_us: int, rate_hz: float, samples_mps2: np.ndarray) -> None:
         self._put("on_samples", t0_us, rate_hz, samples_mps2)
 
+    def on_counts(self, t0_us: int, rate_hz: float, counts: np.ndarray) -> None:
+        self._put("on_counts", t0_us, rate_hz, counts)
+
     def on_window(self, window) -> None:
         self._put("on_window", window)
 
@@ -170,12 +177,18 @@ class EventSink:
         self.faults = faults or LimitedLog(log)
         self.count_error = count_error or (lambda: None)
         self._sample_consumers = [c for c in self.consumers if _overrides(c, "on_samples")]
+        self._count_consumers = [c for c in self.consumers if _overrides(c, "on_counts")]
         self._window_consumers = [c for c in self.consumers if _overrides(c, "on_window")]
 
     @property
     def wants_samples(self) -> bool:
         """Whether anything reads the samples (else the loop need not hand them over)."""
         return self.hold is not None or bool(self._sample_consumers)
+
+    @property
+    def wants_counts(self) -> bool:
+        """Whether anything reads the raw counts (miniSEED outputs)."""
+        return bool(self._count_consumers)
 
     @property
     def wants_windows(self) -> bool:
@@ -186,6 +199,10 @@ class EventSink:
             consumer.on_samples(t0_us, rate_hz, samples_mps2)
         if self.hold is not None:  # a deque append; the record is classified on its own thread
             self.hold.add(t0_us, rate_hz, samples_mps2)
+
+    def on_counts(self, t0_us: int, rate_hz: float, counts: np.ndarray) -> None:
+        for consumer in self._count_consumers:
+            consumer.on_counts(t0_us, rate_hz, counts)
 
     def on_window(self, window) -> None:
         for consumer in self._window_consumers:

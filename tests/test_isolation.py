@@ -13,11 +13,11 @@ from pathlib import Path
 from conftest import REPO, python_env
 
 ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "serial"}
-# Optional runtimes and the network extra (paho-mqtt): imported only inside functions
+# Optional runtimes and the network extra (paho-mqtt, pymseed): imported only inside functions
 # (lazily), never at module level; blocked below, so the node imports without them.
-OPTIONAL_LAZY = {"ai_edge_litert", "paho"}
+OPTIONAL_LAZY = {"ai_edge_litert", "paho", "pymseed"}
 BLOCKED = ["torch", "scipy", "obspy", "h5py", "matplotlib", "tqdm", "onnx", "onnxsim",
-           "host_training", "quantization", "tools", "ai_edge_litert", "paho"]
+           "host_training", "quantization", "tools", "ai_edge_litert", "paho", "pymseed"]
 
 # A child interpreter's first lines: every import of a name in argv[2] (comma-separated) fails.
 BLOCK_IMPORTS = r"""
@@ -93,3 +93,26 @@ def test_edge_extra_lists_only_the_edge_packages():
     extras = tomllib.loads(Path(REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = sorted(d.split(">")[0].split("=")[0].split("<")[0].strip() for d in extras["edge"])
     assert names == ["numpy", "onnxruntime", "pyserial"]
+
+
+# The SeedLink output without the network extra: not imported unless configured, then one line.
+SEEDLINK_CHILD = BLOCK_IMPORTS + r"""import sys
+from edge_runtime.config import NodeConfig
+from edge_runtime.logs import LimitedLog
+from edge_runtime.outputs import OutputContext, build_sink
+
+ctx = OutputContext(("E", "N", "Z"), 2.0, LimitedLog(None))
+sink = build_sink(NodeConfig(port="unused", model="unused"), ctx)
+assert "edge_runtime.network.seedlink" not in sys.modules, "imported though not configured"
+try:
+    build_sink(NodeConfig(port="unused", model="unused", seedlink_listen="127.0.0.1:0"), ctx)
+except ValueError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_seedlink_output_is_imported_only_when_configured(tmp_path):
+    result = subprocess.run([sys.executable, "-c", SEEDLINK_CHILD, "", ",".join(BLOCKED)],
+                            capture_output=True, text=True, env=python_env(), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "refused: miniSEED outputs need the network extra" in result.stdout

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.protocol import Frame
-from edge_runtime.ring import RingBuffer, SlidingWindows
+from edge_runtime.ring import RingBuffer, SlidingWindows, cut_windows
 from edge_runtime.sequencing import StreamSequencer
 
 
@@ -56,6 +56,19 @@ def test_windows_are_contiguous_slices_with_times():
         np.testing.assert_array_equal(w.data, data[start:start + 200].T)
         assert w.start_us == 5_000_000 + int(start * 1e4)
         assert w.center_us == w.start_us + 1_000_000
+
+
+@pytest.mark.parametrize("fs, window_s, step_s, n", [(100.0, 2.0, 0.25, 1000), (200.0, 2.0, 0.29, 1234),
+                                                    (50.0, 1.5, 1.0, 74), (100.0, 2.0, 0.25, 199)])
+def test_cut_windows_is_the_node_cut_of_a_continuous_record(fs, window_s, step_s, n):
+    """The offline cut (host transfer check, qemu bundle check) gives the node's windows."""
+    data = np.random.default_rng(1).standard_normal((3, n))
+    live = feed(SlidingWindows(window_s, step_s), data.T.copy(), fs)
+    windows, starts = cut_windows(data, fs, window_s, step_s)
+    assert windows.shape[0] == len(live) == len(starts)
+    for w, node, start in zip(windows, live, starts, strict=True):
+        np.testing.assert_array_equal(w, node.data)
+        assert node.start_us == int(round(start * 1e6 / fs))
 
 
 def test_one_big_push_equals_many_small_ones():
