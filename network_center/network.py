@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MATCH_S = 4.0  # origins closer in time than this ...
 MATCH_KM = 25.0  # ... and in space than this are one event
 KEEP_EVENTS = 500
+NEAREST_FACTOR = 2  # see Network._nearest_agree
 MAX_PAIR_KM = 100.0  # stations farther apart than this are not checked against each other before PyOcto
 
 
@@ -75,6 +76,7 @@ class Network:
             picks_unlocated=0,
             bad_messages=0,
             events=0,
+            events_rejected=0,
             updates=0,
             association_runs=0,
             association_s=0.0,
@@ -235,6 +237,9 @@ class Network:
     def _event(self, octo: dict, picks: list[dict], stations: dict) -> dict | None:
         """Locate, size and declare or update one associated event; None when nothing changed."""
         loc = self._locate(octo, picks, stations)
+        if not self._nearest_agree(loc, picks, stations):
+            self.counters["events_rejected"] += 1
+            return None
         keys = {p["key"] for p in picks}
         known = self._match(keys, loc.x_km, loc.y_km, loc.time_s)
         signature = sorted((p["key"], p["revision"]) for p in picks)
@@ -254,6 +259,16 @@ class Network:
             event = known
             self.counters["updates"] += 1
         return event
+
+    def _nearest_agree(self, loc, picks: list[dict], stations: dict) -> bool:
+        """Whether ``min_stations`` of the ``NEAREST_FACTOR * min_stations`` stations nearest the
+        epicentre are among the event's: an earthquake reaches the nearest stations first and
+        strongest, while four false triggers far apart can always be fitted by some hypocentre."""
+        codes = list(stations)
+        xy = np.array([stations[c][:2] for c in codes], float)
+        order = np.argsort(np.hypot(xy[:, 0] - loc.x_km, xy[:, 1] - loc.y_km))
+        nearest = {codes[i] for i in order[: NEAREST_FACTOR * self.config.min_stations]}
+        return len(nearest & {p["station"] for p in picks}) >= self.config.min_stations
 
     def _locate(self, octo: dict, picks: list[dict], stations: dict):
         xy = np.array([stations[p["station"]][:2] for p in picks], float)
