@@ -338,7 +338,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
 def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PLATFORM,
                  python_version=DEFAULT_PYTHON, version=None, config=None, wheels_from_env=False,
-                 wheelhouse=None, requirements=None, compresslevel=6) -> dict:
+                 wheelhouse=None, requirements=None, compresslevel=6, network=False) -> dict:
     """Build the bundle; return its ``bundle.json`` plus ``path``, ``bytes`` and ``seconds``.
 
     Parameters
@@ -355,6 +355,10 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
         Repack this Python's installed wheels (target must be this machine's platform).
     wheelhouse : str or Path, optional
         Folder of ready wheels to use as they are (no download).
+    network : bool
+        Ship the ``network`` extra's wheels even when the shipped config turns no output on
+        that needs them (a node keeps its own config across upgrades); see
+        :func:`network_requirements`.
     """
     t0 = time.perf_counter()
     arch = _check_target(platform_tag, python_version)
@@ -368,7 +372,8 @@ def build_bundle(out="dist", *, chosen=None, model=None, platform_tag=DEFAULT_PL
             raise BundleError(f"--wheels-from-env builds for this machine only ({host_platform.machine()}, "
                               f"Python {here}); target is {arch}, Python {python_version}")
     config = Path(config) if config else REPO / "deploy" / "node.toml"
-    check_node_config(config, f"model/{model_path.name}")
+    node_config = check_node_config(config, f"model/{model_path.name}")
+    reqs += [spec for spec in network_requirements(node_config, network) if spec not in reqs]
     commit, dirty = git_commit()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -419,18 +424,34 @@ def default_version(commit: str, dirty: bool, model_sha256: str, staged: Path) -
             f"{'-dirty' if dirty else ''}")
 
 
-def check_node_config(config: Path, model_file: str) -> None:
+def check_node_config(config: Path, model_file: str):
     """Read ``config`` as the node will (``edge_runtime.config``; the unit passes the model
-    as ``--model``): BundleError, one line naming the file, section and key, before the build."""
+    as ``--model``): its NodeConfig, or BundleError, one line naming the file, section and
+    key, before the build."""
     from edge_runtime.config import ConfigError, build_config, read_toml
 
     if not config.is_file():
         raise BundleError(f"--config {config}: no such file")
     try:
-        build_config(read_toml(config), {"model": f"{INSTALL_ROOT}/current/{model_file}"},
-                     source=str(config))
+        return build_config(read_toml(config), {"model": f"{INSTALL_ROOT}/current/{model_file}"},
+                            source=str(config))
     except ConfigError as exc:
         raise BundleError(f"--config {exc}") from None
+
+
+# NodeConfig attributes whose output imports the `network` extra (pymseed, paho-mqtt); the
+# status page ([web]) and the StationXML need only the standard library.
+NETWORK_OUTPUTS = {"archive": "[archive] path", "seedlink_listen": "[seedlink] listen",
+                   "mqtt_broker": "[mqtt] broker"}
+
+
+def network_requirements(node_config, always: bool = False) -> list[str]:
+    """The ``network`` extra's pins when ``node_config`` turns on an output that imports it
+    (:data:`NETWORK_OUTPUTS`) or ``always``; else none (a node without them imports numpy,
+    onnxruntime and pyserial only)."""
+    if always or any(getattr(node_config, attr, None) for attr in NETWORK_OUTPUTS):
+        return extra_requirements("network")
+    return []
 
 
 def _check_target(platform_tag: str, python_version: str) -> str:
@@ -563,6 +584,10 @@ def add_arguments(p) -> None:
     p.add_argument("--require", action="append", default=[], metavar="SPEC",
                    help="pip requirement replacing the default of that package, e.g. "
                         f"'onnxruntime>=1.17' (default {', '.join(REQUIREMENTS)})")
+    p.add_argument("--network", action="store_true",
+                   help="ship the network extra's wheels (pymseed, paho-mqtt) even when --config turns "
+                        "on no [archive], [seedlink] or [mqtt]: for nodes whose own config does "
+                        "(install.py keeps a node's config)")
 
 
 def main_bundle(args) -> int:
@@ -574,7 +599,7 @@ def main_bundle(args) -> int:
         info = build_bundle(args.out, chosen=args.chosen, model=args.model, platform_tag=platform_tag,
                             python_version=python_version, version=args.version, config=args.config,
                             wheels_from_env=args.wheels_from_env, wheelhouse=args.wheelhouse,
-                            requirements=args.require)
+                            requirements=args.require, network=args.network)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

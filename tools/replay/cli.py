@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .faults import FaultConfig, FaultInjector, parse_faults
+from .node_config import node_config_args
 from .pty import PtyLink
 from .records import model_info, read_waveform_records
 from .replay_test import ReplayTestConfig, format_report, run_replay_test
@@ -92,6 +93,10 @@ def add_arguments(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="seed of self-noise draws")
     t.add_argument("--out", default="runs/replay_test", help="output folder")
     t.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
+    t.add_argument("--node-config", metavar="FILE",
+                   help="node TOML each record's node also reads (outputs: [archive], [seedlink], [mqtt], "
+                        "[web] ...); the replay keeps its port, model, events, status, idle exit, scale "
+                        "and station (docs/network.md)")
 
 
 def _files_exist(args, flags) -> None:
@@ -242,11 +247,16 @@ def main_replay_test(args) -> int:
         _files_exist(args, ("--model", "--catalog", "--inventory", "--quakeml"))
         faults = parse_faults(args.faults)
         model_info(args.model)  # a window model, or one line saying what it is
+        node_args = []
+        if args.node_config is not None:
+            node_args, note = node_config_args(args.node_config, args.model)
+            if note:
+                print(note, file=sys.stderr)
         config = ReplayTestConfig(model=args.model, out=args.out, sensor=args.sensor,
                                   missing=args.missing, time=args.time, speed=args.speed,
                                   samples_per_frame=args.samples_per_frame,
                                   tolerance_s=args.tolerance_s, idle_exit_s=args.idle_exit_s,
-                                  seed=args.seed, faults=faults)
+                                  seed=args.seed, faults=faults, node_args=node_args)
         from edge_runtime.sensors import get_sensor
 
         get_sensor(args.sensor)
