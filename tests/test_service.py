@@ -60,7 +60,7 @@ def test_long_outage_is_counted_as_lost_frames_not_a_restart(tiny_model):
     pipe.on_frame(frame(0, 0))
     missing = 2**17  # 3.6 h of 10-sample frames at 100 Hz
     pipe.on_frame(frame(missing + 1, (missing + 1) * 100_000))
-    pipe.drain()  # the last slots of the gap are held for the reorder window (4 frames) until the line is quiet
+    pipe.drain()  # the gap's last slots are held for the reorder window (4 frames) until the line is quiet
     assert pipe.counts["frames_lost"] == missing and pipe.counts["sequence_resets"] == 0
 
 

@@ -16,6 +16,7 @@ def tiny_model(folder: Path, seed: int = 1) -> Path:
         return path
     import torch
 
+    from edge_runtime.kinds import EARTHQUAKE_CNN
     from edge_runtime.metadata import ModelMetadata
     from edge_runtime.preprocess import PreprocessConfig
     from host_training.export import export_onnx
@@ -32,7 +33,7 @@ def tiny_model(folder: Path, seed: int = 1) -> Path:
     parts = {s: dataset.split(s) for s in ("train", "val", "test")}
     x = {s: p.model_inputs()[0] for s, p in parts.items()}
     y = {s: p.labels(PHASE_CLASSES) for s, p in parts.items()}
-    model = build_model("EarthquakeCNN", seed=seed)
+    model = build_model(EARTHQUAKE_CNN.name, seed=seed)
     train(
         model,
         x["train"],
@@ -43,7 +44,7 @@ def tiny_model(folder: Path, seed: int = 1) -> Path:
         progress=False,
     )
     meta = ModelMetadata(
-        model="EarthquakeCNN",
+        model=EARTHQUAKE_CNN.name,
         classes=list(PHASE_CLASSES),
         components=["E", "N", "Z"],
         preprocess=PreprocessConfig().to_dict(),
