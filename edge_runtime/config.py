@@ -503,14 +503,7 @@ def read_toml(path) -> dict:
         One line naming the file, section, key and what is wrong.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = load_toml_file(path)
     sections = sorted({s.section for s in SETTINGS})
     out = {}
     for section, table in raw.items():
@@ -568,3 +561,17 @@ def add_arguments(parser) -> None:
             else:
                 kwargs.update(type=s.type)
             group.add_argument(s.flag, *ALIASES.get(s.key, ()), **kwargs)
+
+
+def load_toml_file(path) -> dict:
+    """The tables of a TOML file; :class:`ConfigError` (one line naming the file) when it is
+    missing, unreadable or not TOML. The node's config and the network centre's read through it."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None

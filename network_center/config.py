@@ -7,10 +7,11 @@ prints before exiting with status 2.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from edge_runtime.config import ConfigError as NodeConfigError
+from edge_runtime.config import load_toml_file
 from edge_runtime.network.mqtt import parse_broker
 
 TIME_FIX_GOOD = ("gps", "ntp", "node")
@@ -200,13 +201,9 @@ def read_config(path) -> CenterConfig:
     """Read and check ``center.toml``; :class:`ConfigError` (one line) when it cannot be used."""
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not TOML ({exc})") from None
+        values = load_toml_file(path)
+    except NodeConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return build_config(values, str(path))
 
 
