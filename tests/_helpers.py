@@ -172,3 +172,18 @@ def open_when_read(fifo: Path, proc, what: str, timeout_s: float = 90.0) -> int:
         if time.monotonic() > deadline:
             raise AssertionError(f"the node did not read its {what} within {timeout_s:.0f} s")
         time.sleep(0.01)
+
+
+def read_until(proc, text: str, timeout_s: float = 60.0) -> str:
+    """``proc``'s output up to and including the first line holding ``text`` (``tools replay``
+    waits for Enter after it prints its prompts)."""
+    seen, deadline = "", time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"no {text!r} in the output of `tools replay`: {seen}")
+

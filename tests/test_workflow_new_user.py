@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import HOST_PY, debian_root
+from _helpers import HOST_PY, debian_root, read_until
 from conftest import python_env
 from obspy import Trace, UTCDateTime
 from obspy.io.sac import SACTrace
@@ -105,19 +105,6 @@ class User:
         return result
 
 
-def read_until(proc, text: str, timeout_s: float = 120.0) -> str:
-    """``proc``'s output up to and including the first line holding ``text``."""
-    seen, deadline = "", time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError(f"no {text!r} in the output of `tools replay`: {seen}")
-
-
 def status_of(path: Path) -> dict:
     try:
         return json.loads(path.read_text() or "{}")
@@ -135,7 +122,7 @@ def replay_by_hand(home: Path, records: str, model: str, node_python: str, timin
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = None
     try:
-        shown = read_until(replay, "press Enter")
+        shown = read_until(replay, "press Enter", timeout_s=120)
         line = next(x.strip() for x in shown.splitlines() if "-m edge_runtime run" in x)
         argv = shlex.split(line)
         assert argv[:4] == ["python", "-m", "edge_runtime", "run"] and "--events" in argv, line

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import read_until
 from conftest import REPO, python_env
 
 FIXTURES = REPO / "tools" / "fixtures" / "records"
@@ -138,17 +139,6 @@ def test_replay_and_replay_test_name_the_same_things_alike():
 
 
 # ------------------------------------------------------------------ replay by hand, then score
-def _read_until(proc, text: str, timeout_s: float = 60.0) -> str:
-    seen = ""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError(f"no {text!r} in the output of `tools replay`: {seen}")
 
 
 @pytest.mark.slow
@@ -164,7 +154,7 @@ def test_replay_by_hand_then_score_finds_the_node_events(tiny_model, tmp_path):
                               stderr=subprocess.STDOUT, text=True)
     node = None
     try:
-        shown = _read_until(replay, "press Enter")
+        shown = read_until(replay, "press Enter")
         node_line = next(line.strip() for line in shown.splitlines() if "-m edge_runtime run" in line)
         argv = shlex.split(node_line)
         assert argv[:4] == ["python", "-m", "edge_runtime", "run"] and "--events" in argv, node_line
@@ -179,7 +169,7 @@ def test_replay_by_hand_then_score_finds_the_node_events(tiny_model, tmp_path):
             time.sleep(0.1)
         replay.stdin.write("\n")
         replay.stdin.flush()
-        done = _read_until(replay, "press Enter once", timeout_s=120)
+        done = read_until(replay, "press Enter once", timeout_s=120)
         sent = json.loads(next(line for line in done.splitlines() if line.startswith("{")))
         deadline = time.monotonic() + 60
         while json.loads(status.read_text() or "{}").get("decoder", {}).get("frames", 0) < sent["frames"]:
