@@ -27,7 +27,8 @@ from typing import Protocol
 
 from .batch import Batch
 from .logs import LimitedLog
-from .protocol import FrameDecoder, TextDecoder
+from .protocol import FrameDecoder
+from .protocol_text import TextDecoder
 from .reader import SerialSource
 
 
@@ -46,7 +47,7 @@ class Source(Protocol):
 class SerialFrames:
     """A board on a serial port: bytes (:class:`~edge_runtime.reader.SerialSource`) decoded
     into frames (:class:`~edge_runtime.protocol.FrameDecoder` for the framed binary
-    protocol, :class:`~edge_runtime.protocol.TextDecoder` for one CSV line per sample).
+    protocol, :class:`~edge_runtime.protocol_text.TextDecoder` for one CSV line per sample).
 
     Parameters
     ----------

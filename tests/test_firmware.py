@@ -21,11 +21,10 @@ import pytest
 from edge_runtime.protocol import (
     TIME_FIX,
     FrameDecoder,
-    TextDecoder,
     encode_frame_v2,
-    encode_text_lines,
     frame_size,
 )
+from edge_runtime.protocol_text import TextDecoder, encode_text_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"

@@ -14,13 +14,12 @@ from edge_runtime.protocol import (
     MAX_FRAME_SIZE,
     SYNC,
     FrameDecoder,
-    TextDecoder,
     encode_frame,
     encode_frame_v2,
-    encode_text_lines,
     frame_size,
     header_crc,
 )
+from edge_runtime.protocol_text import TextDecoder, encode_text_lines
 from edge_runtime.sequencing import StreamSequencer
 
 T0 = 1_767_225_600_000_000

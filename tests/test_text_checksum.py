@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge_runtime.protocol import TextDecoder, encode_text_lines, nmea_checksum
+from edge_runtime.protocol_text import TextDecoder, encode_text_lines, nmea_checksum
 
 
 def rows_of(decoder: TextDecoder, *reads: bytes) -> list[list[int]]:
