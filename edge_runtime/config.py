@@ -286,6 +286,16 @@ SETTINGS: list[Setting] = [
             attr="mqtt_queue"),
     Setting("mqtt", "queue_max", int, "messages the queue holds at most; beyond, the oldest is dropped",
             _positive, attr="mqtt_queue_max"),
+    Setting("mqtt", "pick_prob", float, "minimum 1 - p(noise) of a window that makes picks for the network "
+            "(below [detector] trigger_prob: the centre's association rejects lone picks)", _probability,
+            attr="mqtt_pick_prob"),
+    Setting("mqtt", "pick_min_pga_mps2", float, "minimum peak filtered acceleration of a window that makes "
+            "picks, m/s^2", _non_negative, attr="mqtt_pick_min_pga_mps2"),
+    Setting("mqtt", "pd_highpass_hz", float, "corner of the high-pass of a pick's pv and pd, Hz (0.075: "
+            "Wu & Kanamori 2005; 1.0 keeps a MEMS sensor's integrated noise below an M3's pd, "
+            "docs/network-center.md)", _positive, attr="mqtt_pd_highpass_hz"),
+    Setting("mqtt", "pick_windows", int, "consecutive windows at the pick thresholds that make picks",
+            _positive, attr="mqtt_pick_windows"),
     Setting("seedlink", "listen", str,
             "serve the raw counts over SeedLink 3.1 on host:port (docs/seedlink.md); unset = off. "
             "127.0.0.1 serves this machine only", _listen, optional=True, attr="seedlink_listen"),
@@ -402,6 +412,10 @@ class NodeConfig:
     mqtt_reconnect_max_s: float = 60.0
     mqtt_queue: str = "mqtt-queue"
     mqtt_queue_max: int = 10000
+    mqtt_pick_prob: float = 0.3
+    mqtt_pick_min_pga_mps2: float = 0.005
+    mqtt_pick_windows: int = 2
+    mqtt_pd_highpass_hz: float = 0.075
     seedlink_listen: str | None = None
     seedlink_ring_records: int = 8192
     seedlink_max_clients: int = 64

@@ -34,14 +34,14 @@ import queue
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..event_record import iso_utc, with_iso_times
 from ..sink import Consumer, Queued
 from ..spool import Spool
-from .picks import AMPLITUDE_S, BASELINE_S, PickMaker
+from .picks import AMPLITUDE_S, BASELINE_S, PickMaker, PickTrigger
 
 log = logging.getLogger(__name__)
 
@@ -248,13 +248,18 @@ class MqttPublisher(Consumer):
         Station identity for health messages (:func:`station_identity`).
     station : str
     faults : LimitedLog
+    trigger : PickTrigger, optional
+        Picks at the pick thresholds from every classified window; without it, picks come
+        from the node's own events only.
     """
 
     name = "mqtt"
 
-    def __init__(self, settings: MqttSettings, picks: PickMaker, identity: dict, station: str, faults):
+    def __init__(self, settings: MqttSettings, picks: PickMaker, identity: dict, station: str, faults,
+                 trigger: PickTrigger | None = None):
         self.settings = settings
         self.picks = picks
+        self.trigger = trigger
         self.identity = identity
         self.station = station
         self.faults = faults
@@ -336,6 +341,11 @@ class MqttPublisher(Consumer):
     # ------------------------------------------------------------ worker thread
     def on_samples(self, t0_us: int, rate_hz: float, samples_mps2) -> None:
         self._queue_picks(self.picks.add(t0_us, rate_hz, samples_mps2))
+
+    def on_window(self, window) -> None:
+        if self.trigger is not None:
+            for record in self.trigger.update(window):
+                self._queue_picks(self.picks.from_record(record, trigger=True))
 
     def on_trigger(self, record: dict) -> None:
         self._queue_record(record)
@@ -489,9 +499,13 @@ def build_mqtt_output(config, ctx) -> MqttOutput:
     keep_s = d.lookback_s + ctx.window_s + d.max_event_s + d.off_s + BASELINE_S + AMPLITUDE_S
     identity = station_identity(config)
     codes = {k: v for k, v in identity.items() if k in ("network", "location")}
-    picks = PickMaker(ctx.components, keep_s, codes, channels=getattr(config, "channels", None))
+    picks = PickMaker(ctx.components, keep_s, codes, channels=getattr(config, "channels", None),
+                      highpass_hz=config.mqtt_pd_highpass_hz)
+    thresholds = dict(trigger_prob=config.mqtt_pick_prob, min_pga_mps2=config.mqtt_pick_min_pga_mps2,
+                      on_windows=config.mqtt_pick_windows)
+    trigger = PickTrigger(replace(d, **thresholds), config.station)
     try:
-        publisher = MqttPublisher(settings, picks, identity, config.station, ctx.faults)
+        publisher = MqttPublisher(settings, picks, identity, config.station, ctx.faults, trigger)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a CA, certificate or key unusable
         raise ValueError(f"[mqtt] {settings.where}: cannot set up the client ({exc})") from None
     return MqttOutput(publisher, getattr(ctx, "status", None), config.mqtt_health_interval_s)

@@ -17,22 +17,41 @@ needs. :class:`PickMaker` turns the records into picks:
 * records closed by a restart of the node (``closed_by``) make no picks: their trigger's
   did, before the node stopped.
 
+A network works from picks, not from each node's own declared events: an earthquake of M3
+15-30 km away moves a MEMS node's classifier and its filtered peak acceleration well below
+what the node needs to declare an event of its own (``[detector] trigger_prob``,
+``min_pga_mps2``, ``on_windows``), yet four such stations in the order of the waves are
+an earthquake to the centre, whose association rejects a knock on one. :class:`PickTrigger`
+runs a second :class:`~edge_runtime.detector.EventDetector` on the same classified windows
+at the pick thresholds (``[mqtt] pick_prob``, ``pick_min_pga_mps2``, ``pick_windows``); its
+records make picks too (``pick_id`` ``<event_id>-pick-P``). A pick trigger the node then
+declares an event on is that event's: a pending pick of the same phase within
+``MATCH_S`` of the event's onset is replaced by the event's pick, a released one is revised
+under its own ``pick_id``. When the weak P is not classified as P, the first triggering
+window's AIC onset on the vertical is the P pick (the first arrival of a local earthquake).
+
 The amplitudes are the early-warning measures of Wu & Kanamori (2005): the peaks of
 acceleration ``pa``, velocity ``pv`` and displacement ``pd`` in the first ``amplitude_s``
 after the onset, on the vertical component for P and on the larger horizontal for S.
 Velocity and displacement are integrated from rest at the onset (offset and gravity
 removed with the mean of the samples before it), each high-passed with a causal two-pole
 Butterworth at 0.075 Hz as in that paper (:func:`peak_motion`); ``pd`` with the
-hypocentral distance gives a magnitude (for example Kuyuk & Allen, 2013).
+hypocentral distance gives a magnitude (for example Kuyuk & Allen, 2013). On a MEMS node
+the sensor's own noise, integrated twice, dominates that ``pd`` below about M4 at 15-40 km
+(measured on the synthetic network: 1e-2 to 7e-2 cm of noise against 1e-3 to 8e-3 cm of
+an M3's P wave); ``[mqtt] pd_highpass_hz`` raises the corner (1 Hz: noise 4e-4 to 1.5e-3
+cm), at the price of under-reading earthquakes whose P pulse is longer than a second (M5
+and above). Each pick says its corner (``amplitude_highpass_hz``).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import numpy as np
 
+from ..detector import DetectorConfig, EventDetector, _refine
 from ..event_record import event_id, iso_utc
 from ..preprocess import butter_highpass_sos, sosfilt
 from ..snippets import SnippetRecorder
@@ -42,6 +61,32 @@ BASELINE_S = 5.0  # samples before the onset whose mean is the offset (gravity i
 HIGHPASS_HZ = 0.075  # corner of the high-pass after each integration (Wu & Kanamori, 2005), Hz
 # Picks remembered for revisions: an event's P and S, over this many recent events.
 REMEMBERED_EVENTS = 64
+MATCH_S = 3.0  # a pick trigger's and an event's onsets of one phase this close are one pick, s
+
+
+class PickTrigger:
+    """Pick records from classified windows at the pick thresholds (see the module notes).
+
+    Parameters
+    ----------
+    config : DetectorConfig
+        The node's detector settings with the pick thresholds in ``trigger_prob``,
+        ``min_pga_mps2`` and ``on_windows``.
+    station : str
+    """
+
+    def __init__(self, config: DetectorConfig, station: str):
+        self.detector = EventDetector(config, station=station)
+
+    def update(self, window) -> list[dict]:
+        """One classified window (:class:`~edge_runtime.detector.Scored`); the records it made."""
+        records = self.detector.update(window)
+        for record in records:
+            if record["type"] == "trigger" and record.get("p_time_us") is None and self.detector.open:
+                first = self.detector.open.windows
+                record["p_time_us"] = _refine(first, components=[2])
+                record["p_prob"] = round(max(w.phase_prob for w in first), 4)
+        return records
 
 
 def peak_motion(acc_mps2: np.ndarray, sampling_rate_hz: float, onset_sample: int,
@@ -110,21 +155,27 @@ class PickMaker:
         Wall time after which a pick whose window never filled is released, s.
     clock : callable
         Monotonic clock, s.
+    highpass_hz : float
+        Corner of the high-pass of velocity and displacement (``[mqtt] pd_highpass_hz``), Hz.
     """
 
     def __init__(self, components, keep_s: float, identity: dict | None = None, channels=None,
-                 amplitude_s: float = AMPLITUDE_S, wait_s: float | None = None, clock=time.monotonic):
+                 amplitude_s: float = AMPLITUDE_S, wait_s: float | None = None, clock=time.monotonic,
+                 highpass_hz: float = HIGHPASS_HZ):
         self.components = [str(c).upper() for c in components]
         self.channels = list(channels) if channels is not None and len(channels) == len(self.components) \
             else [f"HN{c}" for c in self.components]
         self.samples = SnippetRecorder(keep_s)
         self.identity = dict(identity or {})
         self.amplitude_s = amplitude_s
+        self.highpass_hz = highpass_hz
         self.wait_s = amplitude_s + 2.0 if wait_s is None else wait_s
         self.clock = clock
         self.end_us: int | None = None  # time just after the latest sample
         self.pending: dict[str, tuple[float, dict]] = {}  # pick_id -> (made at, pick)
         self._made: OrderedDict = OrderedDict()  # pick_id -> (time_us, revision) last released or pending
+        self._triggered: deque = deque(maxlen=2 * REMEMBERED_EVENTS)  # (phase, onset_us, pick_id)
+        self._aliases: OrderedDict = OrderedDict()  # an event's pick_id -> the pick it revises
         self.made = 0
 
     # -------------------------------------------------------------- inputs
@@ -134,8 +185,11 @@ class PickMaker:
         self.end_us = int(t0_us + len(samples_mps2) * 1e6 / rate_hz)
         return self._release(lambda pick, made_s: self.end_us >= self._window_end(pick))
 
-    def from_record(self, record: dict) -> list[dict]:
-        """A trigger or closing record: new or moved picks queued; those already complete returned."""
+    def from_record(self, record: dict, trigger: bool = False) -> list[dict]:
+        """A trigger or closing record: new or moved picks queued; those already complete returned.
+
+        ``trigger``: the record is a :class:`PickTrigger`'s, not one of the node's events.
+        """
         if record.get("closed_by") or record.get("start_us") is None:
             return []
         now = self.clock()
@@ -143,7 +197,15 @@ class PickMaker:
             onset_us = record.get(f"{phase.lower()}_time_us")
             if onset_us is None:
                 continue
-            pick_id = f"{event_id(record['station'], record['start_us'])}-{phase}"
+            pick_id = f"{event_id(record['station'], record['start_us'])}-{'pick-' if trigger else ''}{phase}"
+            if trigger:
+                self._triggered.append((phase, int(onset_us), pick_id))
+            else:
+                if pick_id not in self._aliases:
+                    self._aliases[pick_id] = self._matched(phase, int(onset_us), pick_id)
+                    while len(self._aliases) > 2 * REMEMBERED_EVENTS:
+                        self._aliases.popitem(last=False)
+                pick_id = self._aliases[pick_id]
             last = self._made.get(pick_id)
             if last is not None and last[0] == onset_us:
                 continue
@@ -155,6 +217,23 @@ class PickMaker:
             self.pending[pick_id] = (now, self._pick(record, phase, pick_id, revision, onset_us))
         return self._release(lambda pick, made_s: self.end_us is not None
                              and self.end_us >= self._window_end(pick))
+
+    def _matched(self, phase: str, onset_us: int, pick_id: str) -> str:
+        """An event's pick: the pick trigger's of the same phase within ``MATCH_S`` becomes it.
+
+        A pending one is withdrawn (the event's pick replaces it); a released one keeps
+        its ``pick_id``, which the event's pick then revises.
+        """
+        for k, (p, t_us, trigger_id) in enumerate(self._triggered):
+            if p != phase or abs(t_us - onset_us) > MATCH_S * 1e6:
+                continue
+            del self._triggered[k]
+            if trigger_id in self.pending:
+                del self.pending[trigger_id]
+                self._made.pop(trigger_id, None)
+                return pick_id
+            return trigger_id
+        return pick_id
 
     def due(self) -> list[dict]:
         """Picks whose amplitude window did not fill within ``wait_s`` (the stream stopped)."""
@@ -196,7 +275,7 @@ class PickMaker:
         columns = self._columns(pick["phase"])
         pick = {**pick, "channels": [self.channels[i] for i in columns if i < len(self.channels)],
                 "pa_mps2": None, "pv_mps": None, "pd_m": None, "amplitude_window_s": 0.0,
-                "amplitude_highpass_hz": HIGHPASS_HZ, "samples_filled": 0}
+                "amplitude_highpass_hz": self.highpass_hz, "samples_filled": 0}
         onset_us = pick["time_us"]
         cut = self.samples.cut(int(onset_us - BASELINE_S * 1e6), self._window_end(pick))
         if cut is None:
@@ -206,7 +285,7 @@ class PickMaker:
         columns = [i for i in columns if i < data.shape[0]]
         if onset >= data.shape[1] or not columns:
             return pick
-        pa, pv, pd = peak_motion(data[columns], rate_hz, onset)
+        pa, pv, pd = peak_motion(data[columns], rate_hz, onset, self.highpass_hz)
         pick.update(pa_mps2=_sig(pa), pv_mps=_sig(pv), pd_m=_sig(pd),
                     amplitude_window_s=round((data.shape[1] - 1 - max(onset, 0)) / rate_hz, 3),
                     samples_filled=int(n_filled))
