@@ -249,6 +249,45 @@ def test_mqtt_config_errors_are_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------- against Mosquitto
+def test_pick_trigger_picks_below_the_event_threshold_and_hands_over_to_an_event():
+    """A weak arrival (p(noise) 0.6, 1 gal) makes a pick at the pick thresholds, not an event; an
+    event the node declares within MATCH_S of a pending pick takes it over (one pick, the event's
+    id), and an event after a released pick revises it (same pick_id)."""
+    from edge_runtime.detector import DetectorConfig, Scored
+    from edge_runtime.event_record import event_id
+    from edge_runtime.network.picks import PickTrigger
+
+    def window(i, noise, peak):
+        data = np.random.default_rng(i).normal(0.0, 1e-3, (3, 200))
+        data[2, 100:] += np.sin(np.arange(100))  # an onset in the middle of the window
+        return Scored(T0_US + i * 250_000, {"P": 0.0, "S": 1.0 - noise, "noise": noise}, peak, data, 100.0)
+
+    trigger = PickTrigger(DetectorConfig(trigger_prob=0.3, min_pga_mps2=0.005, on_windows=2), "ST01")
+    own = PickTrigger(DetectorConfig(), "ST01")  # the node's own thresholds
+    weak = [window(i, 1.0 if i < 40 else 0.6, 0.01) for i in range(48)]
+    records = [r for w in weak for r in trigger.update(w)]
+    assert [r["type"] for r in records] == ["trigger"] and [r for w in weak for r in own.update(w)] == []
+    onset = records[0]["p_time_us"]  # no window said P: the first triggering window's AIC onset
+    assert abs(onset - (T0_US + 40 * 250_000)) <= 1_000_000 and records[0]["p_prob"] == 0.4
+
+    maker = PickMaker(("E", "N", "Z"), keep_s=60.0, clock=lambda: 0.0)
+    data = _pulse()
+    maker.add(T0_US, 100.0, data[:1000])
+    assert maker.from_record(records[0], trigger=True) == []
+    event = {**_record(11, "trigger"), "p_time_us": onset + 100_000, "p_prob": 0.9}
+    assert maker.from_record(event) == []
+    picks = maker.add(T0_US + 10_000_000, 100.0, data[1000:1900])
+    assert [(p["pick_id"], p["revision"]) for p in picks] == [(f"{event_id('ST01', event['start_us'])}-P", 1)]
+
+    later = PickMaker(("E", "N", "Z"), keep_s=60.0, clock=lambda: 0.0)
+    later.add(T0_US, 100.0, data[:1000])
+    later.from_record(records[0], trigger=True)
+    (first,) = later.add(T0_US + 10_000_000, 100.0, data[1000:1900])
+    assert first["pick_id"].endswith("-pick-P") and first["revision"] == 1
+    (revised,) = later.from_record({**event, "type": "event", "event_id": "ST01-11"})
+    assert revised["pick_id"] == first["pick_id"] and revised["revision"] == 2
+
+
 def test_picks_records_health_and_status_arrive(broker, tmp_path):
     broker.start()
     sub = Subscriber(broker.port)
