@@ -22,7 +22,9 @@ import logging
 import sys
 from pathlib import Path
 
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+from edge_runtime.helpformat import HelpFormatter
+
+FORMATTER = HelpFormatter
 
 
 def _add_training_options(p, defaults) -> None:

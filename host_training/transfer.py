@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from edge_runtime.helpformat import HelpFormatter
 
 # ../shared/realdata beside the repository: the default --realdata when it exists.
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -244,7 +245,7 @@ def format_result(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m host_training.transfer",
                                      description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="ONNX model exported with its node metadata")
     parser.add_argument("--realdata", default=None,
                         help=f"folder of real recordings (default: ../shared/realdata beside the repository, "

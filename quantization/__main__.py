@@ -19,9 +19,11 @@ import json
 import logging
 import sys
 
+from edge_runtime.helpformat import HelpFormatter
+
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m quantization", formatter_class=fmt,
         description="Make node variants of an exported SeismicTorch model (int16 input, int8/int16 "

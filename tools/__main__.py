@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from edge_runtime.helpformat import HelpFormatter
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     importlib.import_module("tools.replay.cli").add_arguments(sub)
 
     u = sub.add_parser("bundle", help="the node's offline install bundle (make bundle)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Build dist/seismictorch-node-<version>-<arch>.tar.gz: edge_runtime, the "
                                    "chosen model, config, systemd files, install.py and offline wheels "
                                    "for the target, with MANIFEST.sha256.")
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated hours of the soak run (default %(default)s)")
 
     s = sub.add_parser("score", help="score a node's events against the picks of the replayed records",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Score the events a node wrote while `replay` sent RECORDS (the "
                                    "two-terminal path): per record as replay-test scores it. Picks "
                                    "from --catalog, SAC headers (ka, kt0..kt9 labels; unlabelled a = "

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable
 
+from edge_runtime.helpformat import HelpFormatter
+
 from . import merge, sac_folders, seisbench_io, stead
 from .runs import PrepareError
 
@@ -91,7 +93,7 @@ def add_common_arguments(p, window: bool = True) -> None:
 
 def add_prepare_parser(sub) -> None:
     """Add ``prepare {stead,seisbench,sac,merge}`` to the ``host_training`` parser."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = sub.add_parser("prepare", help="turn STEAD, SeisBench or SAC data into a windows dataset",
                        description="Readers that write labelled P / S / noise windows in SeisBench's "
                                    "format (metadata.csv + waveforms.hdf5), and 'merge' that balances, "

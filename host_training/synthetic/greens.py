@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from edge_runtime.helpformat import HelpFormatter
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +461,7 @@ def main(argv=None) -> int:
     import sys
 
     p = argparse.ArgumentParser(description="Build the Green's function bank of the synthetic generator.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--preset", default="full", choices=list(BANK_PRESETS),
                    help="named bank: full (the generator's default), small (make demo), tiny (tests)")
     p.add_argument("--n-models", type=int, default=None, help="override the preset's velocity models")

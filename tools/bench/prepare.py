@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from edge_runtime.helpformat import HelpFormatter
 
 # Peak RSS from /proc (VmHWM, this process image only): getrusage's ru_maxrss keeps the
 # parent's peak across fork + exec on Linux, which would report the parent's size.
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m tools.bench.prepare", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--sizes", type=int, nargs=2, default=(2000, 20000), help="STEAD traces, small and large")
     p.add_argument("--sac-records", type=int, nargs=2, default=(20, 200), help="SAC records, small and large")
     p.add_argument("--out", default="runs/bench_prepare", help="folder for bench_prepare.json")

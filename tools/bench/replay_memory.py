@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge_runtime.helpformat import HelpFormatter
+
 from tools.replay.node import REPO, python_env
 
 # Read, digitize and fill a ledger as replay-test does for one record; print nothing.
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m tools.bench.replay_memory",
                                 description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--hours", type=float, default=24.0, help="length of the synthetic record, h")
     p.add_argument("--out", default="runs/bench", help="output folder")
     p.add_argument("--command", action="store_true",

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from edge_runtime.helpformat import HelpFormatter
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01
 RATE = 100.0
@@ -316,7 +317,7 @@ def _report(out, hours, model, model_note, sent, clean, faulty, p_all, rss, clea
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.soak", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--hours", type=float, default=24.0, help="simulated hours of data")
     parser.add_argument("--out", default="runs/bench", help="folder of soak.json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the faults")

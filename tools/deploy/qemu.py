@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from edge_runtime.helpformat import HelpFormatter
 
 from tools.replay.node import node_on_pty, wait_for_port
 from tools.replay.sender import Writer, replay_records
@@ -400,7 +401,7 @@ def _classify(model: Path, record, step_s: float, tmp: Path, arm: tuple, host: t
 
 def add_arguments(sub) -> None:
     q = sub.add_parser("bundle-qemu", help="install and run an aarch64 bundle off-device under qemu-user",
-                       formatter_class=__import__("argparse").ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description=__doc__.split("\n\n")[0])
     q.add_argument("bundle", help="dist/seismictorch-node-<version>-aarch64.tar.gz")
     q.add_argument("--cache", default=None,

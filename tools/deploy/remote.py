@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge_runtime.helpformat import HelpFormatter
+
 DEFAULT_KNOWN_HOSTS = Path("~/.config/seismictorch/known_hosts").expanduser()
 
 
@@ -158,7 +160,7 @@ def add_arguments(sub) -> None:
                         help="on a node without systemd: command that runs the node (gets NOTIFY_SOCKET "
                              "and must send READY=1)")
     common.add_argument("--ready-timeout-s", type=float, default=None, help="readiness wait (default 60)")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     d = sub.add_parser("deploy", parents=[common], formatter_class=fmt,
                        help="install a bundle on a node (ssh) or into a root file system (make deploy)",
                        description="Verify every file of BUNDLE, build the release's venv from its wheels, "

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from edge_runtime.helpformat import HelpFormatter
+
 from .faults import FaultConfig, FaultInjector, parse_faults
 from .node_config import node_config_args
 from .pty import PtyLink
@@ -56,7 +58,7 @@ def add_arguments(sub) -> None:
     """Add the ``replay`` and ``replay-test`` subcommands to ``python -m tools``."""
     from edge_runtime.sensors import DEFAULT_SENSOR
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     r = sub.add_parser("replay", help="send recorded files as serial frames to a node you start",
                        formatter_class=fmt,
                        description="Replay recorded acceleration as protocol frames to a serial port, or "
