@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a tensor is touched: quantization reads CheckpointError
+    from torch import nn
 
 CHECKPOINT_FORMAT = 2
 
@@ -25,6 +26,8 @@ class CheckpointError(ValueError):
 
 def save_atomic(obj, path: Path) -> None:
     """``torch.save`` to a temporary name, then renamed: a checkpoint file is always whole."""
+    import torch
+
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -80,6 +83,8 @@ def read_checkpoint(path) -> dict:
             f"{path}: this is an exported model, not a torch checkpoint "
             "(.pt written by `python -m host_training train`)"
         )
+    import torch
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises pickle, zip and runtime errors for foreign files
