@@ -91,12 +91,13 @@ class ChunkedStream:
         out = []
         if last_start >= self.next_start:
             starts = np.arange(self.next_start, last_start + 1, self.n_step)
-            view = np.lib.stride_tricks.sliding_window_view(samples_mps2, self.n_window, axis=1)
+            # (C, N, n_window): every window of the chunk, a strided view of its samples
+            view = np.lib.stride_tricks.sliding_window_view(samples_mps2, self.n_window, axis=1)[
+                :, self.next_start - base::self.n_step]
             for i in range(0, len(starts), BATCH_WINDOWS):
-                part = starts[i:i + BATCH_WINDOWS]
-                # (N, C, n_window) contiguous, as the node stacks its windows
-                raw = np.ascontiguousarray(view[:, part - base].transpose(1, 0, 2))
-                out += self._classify(raw, part)
+                # (N, C, n_window) contiguous, as the node stacks its windows: one copy
+                raw = np.ascontiguousarray(view[:, i:i + BATCH_WINDOWS].transpose(1, 0, 2))
+                out += self._classify(raw, starts[i:i + BATCH_WINDOWS])
             self.next_start = int(starts[-1]) + self.n_step
         keep_from = min(self.next_start, base + n_have)
         self.tail = samples_mps2[:, keep_from - base:].copy()
