@@ -210,6 +210,20 @@ def _write_day(folder: Path, rng, station: str, day: UTCDateTime, seconds: float
         tr.write(str(path), format="MSEED", encoding="FLOAT32")
 
 
+def test_float32_records_kept_float32_only_where_exact(tmp_path):
+    """The scan reads float32 m/s^2 as float32 (half the memory of a 200 Hz day): exactly the
+    values the float64 read gives; any other unit, one that scales, stays float64."""
+    from host_training.recordings.reader import read_records
+
+    _write_day(tmp_path, np.random.default_rng(5), "F32", UTCDateTime(2026, 5, 1), seconds=30)
+    (wide,), _ = read_records([tmp_path], units="m/s2")
+    (narrow,), _ = read_records([tmp_path], units="m/s2", float32_where_exact=True)
+    assert wide.data.dtype == np.float64 and narrow.data.dtype == np.float32
+    np.testing.assert_array_equal(narrow.data.astype(np.float64), wide.data)
+    (gal,), _ = read_records([tmp_path], units="gal", float32_where_exact=True)
+    assert gal.data.dtype == np.float64
+
+
 def test_bad_input_one_line_each_and_resume(tiny_model, tmp_path):
     rng = np.random.default_rng(11)
     sds = tmp_path / "sds"

@@ -30,8 +30,11 @@ from .record import COMPONENTS, Record, RecordError
 
 def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
                  catalog_row: CatalogRow | None = None, max_components: int = 3,
-                 copy: bool = True) -> Record:
+                 copy: bool = True, float32_where_exact: bool = False) -> Record:
     """One :class:`~.record.Record` from the traces of one station and time span.
+
+    ``float32_where_exact``: the record's samples stay float32 when every component was
+    read as float32 m/s^2 (the same values as float64, half the memory of a long record).
 
     Raises
     ------
@@ -44,7 +47,8 @@ def build_record(traces, *, units=None, inventory=None, events=(), catalog=None,
     slots = assign_components(traces, inventory, actions)
     rotate_horizontals(slots, actions)
     resample_to_one_rate(slots, actions)
-    labels = convert_components(slots, units, catalog_row, inventory, format_of, actions)
+    labels = convert_components(slots, units, catalog_row, inventory, format_of, actions,
+                                keep_float32=float32_where_exact)
     start, rate, pieces = trim_to_common_span(slots, actions)
     data, present, channels = stack_components(slots, pieces)
     check_plausible(data, labels)
@@ -176,7 +180,7 @@ def trim_to_common_span(slots: dict, actions: list) -> tuple[object, float, dict
     rate : float
         Sampling rate in Hz.
     pieces : dict
-        ``{component: float64 samples}``.
+        ``{component: float64 samples}`` (float32 where the conversion kept them so).
     """
     start, end = common_span(list(slots.values()))
     rate = float(next(iter(slots.values())).stats.sampling_rate)
@@ -191,7 +195,7 @@ def trim_to_common_span(slots: dict, actions: list) -> tuple[object, float, dict
         trimmed = (tr.stats.starttime - before[0]) + (before[1] - tr.stats.endtime)
         if trimmed > 1.5 / rate:
             actions.append(f"{tr.stats.channel}: trimmed {trimmed:.3f} s to the common span")
-        pieces[c] = np.asarray(tr.data, dtype=np.float64)
+        pieces[c] = np.asarray(tr.data, dtype=np.float32 if tr.data.dtype == np.float32 else np.float64)
     return start, rate, pieces
 
 
@@ -202,7 +206,7 @@ def stack_components(slots: dict, pieces: dict) -> tuple[np.ndarray, list, list]
     (the memory of long records); only the traces' headers are read from here on.
     """
     n = min(len(p) for p in pieces.values())
-    data = np.zeros((3, n))
+    data = np.zeros((3, n), dtype=np.result_type(*pieces.values()))  # float32 only if all are
     present = []
     channels = []
     for i, c in enumerate(COMPONENTS):

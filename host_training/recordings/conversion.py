@@ -57,8 +57,12 @@ def units_for(tr, units, row, inventory, recording_format) -> tuple[str, str | N
     return "nothing", None
 
 
-def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple[str, list[str]]:
+def to_acceleration(tr, units: str | None, inventory, unit_source: str,
+                    keep_float32: bool = False) -> tuple[str, list[str]]:
     """Convert one trace in place to m/s^2; return ``(units label, actions)``.
+
+    The samples become float64, except float32 samples already in m/s^2 when
+    ``keep_float32``: float64 would hold exactly the same values in twice the memory.
 
     Raises
     ------
@@ -80,7 +84,8 @@ def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple
         raise RecordError(f"{tr.id}: data are {'displacement' if units == 'nm' else 'volts'} "
                           f"({unit_source}); only acceleration, velocity or counts with a "
                           "response can be replayed")
-    tr.data = tr.data.astype(np.float64)
+    exact = keep_float32 and tr.data.dtype == np.float32 and ACCELERATION_UNITS.get(units) == 1.0
+    tr.data = tr.data if exact else tr.data.astype(np.float64)
     if units == "knet":  # ObsPy puts the header's scale factor (gal per count) into calib, in m/s^2
         tr.data *= float(tr.stats.calib)
         tr.stats.calib = 1.0
@@ -106,13 +111,14 @@ def to_acceleration(tr, units: str | None, inventory, unit_source: str) -> tuple
     return f"{units} ({unit_source})", actions
 
 
-def convert_components(slots: dict, units, row, inventory, format_of, actions: list) -> set:
+def convert_components(slots: dict, units, row, inventory, format_of, actions: list,
+                       keep_float32: bool = False) -> set:
     """Every component of ``slots`` to m/s^2 in place (:func:`units_for`, :func:`to_acceleration`);
     returns the set of unit labels, the conversions are appended to ``actions``."""
     labels = set()
     for tr in slots.values():
         source, trace_units = units_for(tr, units, row, inventory, format_of(tr))
-        label, acts = to_acceleration(tr, trace_units, inventory, source)
+        label, acts = to_acceleration(tr, trace_units, inventory, source, keep_float32)
         labels.add(label)
         actions += acts
     return labels

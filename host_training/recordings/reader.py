@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 def read_records(sources, *, units: str | None = None, inventory=None, events=None,
                  catalog=None, min_duration_s: float = 0.0, max_gap_s: float = 10.0,
-                 nan_gaps: bool = False) -> tuple[list[Record], list[tuple[str, str]]]:
+                 nan_gaps: bool = False, float32_where_exact: bool = False,
+                 ) -> tuple[list[Record], list[tuple[str, str]]]:
     """Records from files, globs and folders: the reader behind replay-test and ``prepare``.
 
     Parameters
@@ -83,6 +84,10 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
     nan_gaps : bool
         NaN/inf or masked samples are gaps (replay, scoring) instead of a reason to refuse
         the trace (training data).
+    float32_where_exact : bool
+        A record read as float32 m/s^2 keeps float32 samples (exactly the values float64
+        would hold, half the memory: a 200 Hz day is 207 MB instead of 415 MB); others are
+        float64 as always.
 
     Returns
     -------
@@ -107,7 +112,8 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
     skipped += bad
     records = []
     for group in group_traces(traces, max_gap_s):
-        record, reason = _record_of(group, units, inventory, events, catalog, min_duration_s)
+        record, reason = _record_of(group, units, inventory, events, catalog, min_duration_s,
+                                    float32_where_exact)
         if reason is not None:
             skipped.append(reason)
         else:
@@ -142,7 +148,8 @@ def _events(events) -> list:
     return list(events or [])
 
 
-def _record_of(group, units, inventory, events, catalog, min_duration_s: float):
+def _record_of(group, units, inventory, events, catalog, min_duration_s: float,
+               float32_where_exact: bool = False):
     """``(record, None)`` of one group of traces, or ``(None, (where, reason))``."""
     label = f"{group[0].id[:-1] if len(group[0].stats.channel) == 3 else group[0].id} " \
             f"at {group[0].stats.starttime.strftime('%Y-%m-%dT%H:%M:%S')}"
@@ -150,7 +157,7 @@ def _record_of(group, units, inventory, events, catalog, min_duration_s: float):
     try:
         row = catalog_row_of([tr.stats.path for tr in group], catalog)
         record = build_record(group, units=units, inventory=inventory, events=events,
-                              catalog_row=row, copy=False)
+                              catalog_row=row, copy=False, float32_where_exact=float32_where_exact)
         if record.duration_s < min_duration_s:
             raise RecordError(f"record is {record.duration_s:.2f} s long, shorter than one "
                               f"window ({min_duration_s:g} s)")

@@ -50,8 +50,9 @@ class Record:
     sampling_rate_hz : float
         Sampling rate in Hz.
     data : numpy.ndarray
-        ``(3, n_samples)`` float64 acceleration in m/s^2, components (E, N, Z). A missing
-        component is all zeros and marked False in ``present``.
+        ``(3, n_samples)`` float64 (float32 if read so, see ``read_records``) acceleration in
+        m/s^2, components (E, N, Z). A missing component is all zeros and marked False in
+        ``present``.
     present : tuple of bool
         Which of (E, N, Z) were recorded.
     channels : tuple

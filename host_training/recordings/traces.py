@@ -173,6 +173,9 @@ def finite_pieces(tr) -> tuple[list, str | None]:
     (and reports) them like any other gap.
     """
     data = tr.data
+    if not np.ma.isMaskedArray(data) and (data.dtype.kind in "iu" or (
+            np.isfinite(data.min()) and np.isfinite(data.max()))):
+        return [tr], None  # NaN or inf would show in min or max: no mask of a day-long trace
     bad = np.ma.getmaskarray(data) | ~np.isfinite(np.ma.getdata(data))
     if not bad.any():
         return [tr], None

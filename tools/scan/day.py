@@ -109,7 +109,8 @@ def _records(day: StationDay, settings: ScanSettings, window_s: float):
     try:
         records, skipped = read_records([*day.files, *day.metadata], units=settings.units,
                                         inventory=settings.inventory, events=settings.quakeml,
-                                        catalog=settings.catalog, min_duration_s=window_s, nan_gaps=True)
+                                        catalog=settings.catalog, min_duration_s=window_s, nan_gaps=True,
+                                        float32_where_exact=True)  # a 200 Hz day: 207 MB, not 415
     except RecordError as exc:
         return [], [(day.key, str(exc))]
     out = []
