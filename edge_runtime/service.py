@@ -24,7 +24,7 @@ from .backends import Backend, load_backend
 from .config import NodeConfig  # noqa: F401  (re-exported: tests and tools import it from here)
 from .detector import EventDetector, Scored
 from .events import target_problem
-from .heap import release_free_heap
+from .heap import release_free_heap, settle_python_heap
 from .kinds import get_kind
 from .logs import LimitedLog
 from .outputs import OutputContext, build_sink
@@ -478,6 +478,9 @@ def run(config: NodeConfig, notifier: Notifier | None = None) -> dict:
         # ready, the loop never turns; what was begun is finished below and run() returns.
         log.info("stopped during start-up after %.3f s: not ready", time.monotonic() - node.started)
     else:
+        # Model, pipeline and outputs built: out of the collector's passes (a backlog's
+        # frames would otherwise bring full passes over them: edge_runtime.heap)
+        log.debug("%d objects frozen out of the garbage collector's passes", settle_python_heap())
         node.ready()
     try:
         while not stopping and node.turn():

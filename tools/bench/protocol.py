@@ -15,7 +15,11 @@ same run, for:
   calls (``edge_runtime.sources.SerialFrames.read``).
 
 The three are timed in turn, repeat by repeat, so that each repeat sees the same load, and
-the best repeat of each counts. ``--clock cpu`` times the process's CPU time instead of
+the best repeat of each counts. They run after the node's own start-up step for its heap
+(``edge_runtime.heap.settle_python_heap``, which ``edge_runtime.service.run`` calls once the
+model is loaded: the heap frozen out of the collector's passes, young passes spaced), undone
+afterwards for the calling process; ``--heap as-is`` times them under the collector's
+defaults instead. ``--clock cpu`` times the process's CPU time instead of
 the wall clock: on a machine others load, it moves less with their work. Ratios are
 baseline time / decoder time (> 1: the decoder is faster); the 1-minute load average is
 printed with them. ``python -m tools.bench.protocol`` runs it alone.
@@ -24,10 +28,12 @@ printed with them. ``python -m tools.bench.protocol`` runs it alone.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import struct
 import time
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -81,6 +87,29 @@ def read_sizes(frame_bytes: int) -> dict[str, int]:
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+HEAPS = ("node", "as-is")
+
+
+@contextmanager
+def heap_as(heap: str = "node"):
+    """``"node"``: the node's start-up step for its heap, the same call
+    (:func:`edge_runtime.heap.settle_python_heap`), undone on leaving (the collector's
+    thresholds restored, what it froze unfrozen); ``"as-is"``: nothing."""
+    if heap not in HEAPS:
+        raise ValueError(f"heap {heap!r} not one of {', '.join(HEAPS)}")
+    if heap == "as-is":
+        yield
+        return
+    from edge_runtime.heap import settle_python_heap
+
+    threshold, was_frozen = gc.get_threshold(), gc.get_freeze_count()
+    settle_python_heap()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        if not was_frozen:
+            gc.unfreeze()
 
 
 def time_in_turn(fns: dict, min_time_s: float, repeat: int = 5, clock: str = "wall") -> dict:
@@ -110,8 +139,15 @@ def time_in_turn(fns: dict, min_time_s: float, repeat: int = 5, clock: str = "wa
     return best
 
 
-def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 0.5, clock: str = "wall") -> list[dict]:
-    """Decode 10 x 3 frames (v1 and v2) at each read size; decoder and plain loop in the same run."""
+def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 0.5, clock: str = "wall",
+                   heap: str = "node") -> list[dict]:
+    """Decode 10 x 3 frames (v1 and v2) at each read size; decoder and plain loop in the same
+    run, with the node's heap step (:func:`heap_as`)."""
+    with heap_as(heap):
+        return _bench_versions(rng, n_frames, min_time_s, clock, heap)
+
+
+def _bench_versions(rng, n_frames: int, min_time_s: float, clock: str, heap: str) -> list[dict]:
     results = []
     for version in (1, 2):
         stream, size = _stream(rng, n_frames, version)
@@ -130,7 +166,7 @@ def bench_protocol(rng, n_frames: int = 20000, min_time_s: float = 0.5, clock: s
                 "candidate_s": batch, "speedup": base / batch,
                 "frames_per_s": n_frames / batch, "baseline_frames_per_s": n_frames / base,
                 "feed_s": objs, "feed_frames_per_s": n_frames / objs, "feed_vs_baseline": base / objs,
-                "clock": clock, "load_avg_1min": os.getloadavg()[0],
+                "clock": clock, "heap": heap, "load_avg_1min": os.getloadavg()[0],
             })
     return results
 
@@ -144,11 +180,17 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall clock, or this process's CPU time (less moved by others' load)")
+    parser.add_argument("--heap", choices=HEAPS, default="node",
+                        help="after the node's start-up step for its heap "
+                             "(edge_runtime.heap.settle_python_heap), or the collector's defaults")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.min_time <= 0:
         parser.error("--frames must be >= 1 and --min-time > 0")
-    results = bench_protocol(np.random.default_rng(args.seed), args.frames, args.min_time, args.clock)
+    results = bench_protocol(np.random.default_rng(args.seed), args.frames, args.min_time, args.clock,
+                             args.heap)
     print(f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs")
+    print("heap: " + ("as the node runs it (edge_runtime.heap.settle_python_heap, the node's start-up "
+                      "step)" if args.heap == "node" else "the garbage collector's defaults"))
     print(f"{'':4} {'read':10} {'plain loop':>12} {'feed_batches':>14} {'ratio':>7} "
           f"{'feed':>12} {'ratio':>7}")
     for r in results:
