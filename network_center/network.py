@@ -170,7 +170,11 @@ class Network:
         window.sort(key=lambda p: p["time_s"])
         window = self._dense(window, stations)
         started = time.perf_counter()
-        found = self.associator.run(stations, window)
+        # PyOcto searches the volume its stations span: only the stations of the window's
+        # picks, so 1,000 nodes cost what the few dozen that saw something cost (2.4 s a run
+        # over a 470 km network, measured, against well under 0.1 s over an earthquake's area).
+        picked = {p["station"] for p in window}
+        found = self.associator.run({c: stations[c] for c in sorted(picked)}, window)
         self.counters["association_runs"] += 1
         changed = []
         for octo, indices in found:

@@ -260,6 +260,7 @@ class MqttPublisher(Consumer):
         self.settings = settings
         self.picks = picks
         self.trigger = trigger
+        self.annotations: dict = {}  # time_fix and model_version of the node's latest record or health
         self.identity = identity
         self.station = station
         self.faults = faults
@@ -345,6 +346,9 @@ class MqttPublisher(Consumer):
     def on_window(self, window) -> None:
         if self.trigger is not None:
             for record in self.trigger.update(window):
+                # The node's latest time fix and model (from its records and health): a
+                # pick without them is a doubtful clock to the centre.
+                record.update(self.annotations)
                 self._queue_picks(self.picks.from_record(record, trigger=True))
 
     def on_trigger(self, record: dict) -> None:
@@ -353,6 +357,7 @@ class MqttPublisher(Consumer):
     on_event = on_trigger
 
     def _queue_record(self, record: dict) -> None:
+        self.annotations.update({k: record[k] for k in ("time_fix", "model_version") if k in record})
         text = json.dumps(with_iso_times(record), sort_keys=True)  # as the event file writes it
         self._queue({"topic": self.settings.topic_of(str(record.get("type"))), "payload": text})
         self._queue_picks(self.picks.from_record(record))
@@ -371,6 +376,7 @@ class MqttPublisher(Consumer):
 
     def on_health(self, status: dict, time_us: int) -> None:
         """The node's status at ``time_us`` (UTC µs) as the next health message."""
+        self.annotations.update({k: status[k] for k in ("time_fix", "model_version") if status.get(k)})
         health = {"type": "health", "station": self.station, **self.identity, "time_us": time_us,
                   "time": iso_utc(time_us), "uptime_s": status.get("uptime_s"),
                   "time_fix": status.get("time_fix"), "model": status.get("model"),
@@ -456,7 +462,9 @@ class MqttOutput(Queued):
     """
 
     def __init__(self, publisher: MqttPublisher, status=None, health_interval_s: float = 10.0):
-        super().__init__(publisher, maxsize=4096, tick_s=0.2, close_timeout_s=DRAIN_S + 2.0)
+        # tick_s: picks of a stopped stream are released on wall time (wait_s), retries;
+        # acknowledgements and connections wake the worker themselves.
+        super().__init__(publisher, maxsize=4096, tick_s=0.5, close_timeout_s=DRAIN_S + 2.0)
         publisher.wake = self.wake
         self.status = status
         self.health_interval_s = health_interval_s

@@ -39,6 +39,7 @@ def add_arguments(sub) -> None:
     t.add_argument(
         "--speed", type=float, default=8.0, help="replay speed, x real time (all stations together)"
     )
+    t.add_argument("--gap-s", type=float, default=80.0, help="seconds of record per earthquake")
     t.add_argument("--bank-cache", default=None, help="folder of cached Green's function banks")
 
 
@@ -49,6 +50,8 @@ def _checks(args) -> str | None:
         return "--events must be 1 to 100"
     if not 0 <= args.bad_clock <= args.stations:
         return "--bad-clock must be 0 to --stations"
+    if args.gap_s < 30:
+        return "--gap-s must be >= 30 (an earthquake's waves and coda)"
     if args.speed <= 0:
         return "--speed must be > 0 (the stations are paced together)"
     if args.model and not Path(args.model).is_file():
@@ -74,6 +77,7 @@ def run(args) -> dict:
         args.transients,
         tuple(args.magnitudes),
         args.spacing_km,
+        gap_s=args.gap_s,
         cache_dir=args.bank_cache,
     )
     built_s = time.monotonic() - started

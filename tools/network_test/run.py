@@ -92,13 +92,14 @@ class Mosquitto:
         self.stop()
 
 
-def node_config(folder: Path, code: str, lat: float, lon: float, broker_url: str) -> Path:
-    """The station's ``node.toml``: identity, position and ``[mqtt]``."""
+def node_config(folder: Path, code: str, lat: float, lon: float, broker_url: str,
+                pd_highpass_hz: float = 1.0) -> Path:
+    """The station's ``node.toml``: identity, position and ``[mqtt]`` (pd high-passed for a MEMS sensor)."""
     path = folder / "node.toml"
     path.write_text(
         f'[node]\nnetwork = "XX"\nstation = "{code}"\nlatitude = {lat:.6f}\nlongitude = {lon:.6f}\n'
         f'elevation_m = 0.0\n[mqtt]\nbroker = "{broker_url}"\nqueue = "{folder / "mqtt-queue"}"\n'
-        "health_interval_s = 1.0\nreconnect_max_s = 2.0\n"
+        f"health_interval_s = 1.0\nreconnect_max_s = 2.0\npd_highpass_hz = {pd_highpass_hz}\n"
     )
     return path
 
