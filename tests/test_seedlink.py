@@ -123,7 +123,8 @@ def test_packer_holds_at_most_about_a_record_per_channel():
 
 
 @pytest.mark.parametrize("kind, code", [("network", "XXX"), ("station", "TOOLONG"), ("location", "0"),
-                                        ("channel", "HN"), ("station", "ST 1")])
+                                        ("channel", "HN"), ("station", "ST 1"),
+                                        ("station", "st01"), ("channel", "hnz")])
 def test_codes_seed_cannot_carry_are_refused(kind, code):
     with pytest.raises(ValueError, match=kind):
         check_code(kind, code)

@@ -32,14 +32,15 @@ def check_code(kind: str, code: str) -> str:
     ----------
     kind : str
         ``"network"`` (1-2 characters), ``"station"`` (1-5), ``"location"`` (0: blank, or
-        2) or ``"channel"`` (3); letters and digits only.
+        2) or ``"channel"`` (3); upper-case letters and digits only (SEED 2.4: a lower-case
+        code would name another stream to SeedLink clients and archives).
     """
     low, high = _CODE_RULES[kind]
     size_ok = isinstance(code, str) and low <= len(code) <= high \
         and not (kind == "location" and len(code) == 1)
-    if not size_ok or not re.fullmatch(r"[A-Za-z0-9]*", code):
+    if not size_ok or not re.fullmatch(r"[A-Z0-9]*", code):
         size = {"location": "0 or 2"}.get(kind, f"{low}-{high}" if low != high else f"{low}")
-        raise ValueError(f"{kind} code {code!r}: must be {size} letters or digits (SEED)")
+        raise ValueError(f"{kind} code {code!r}: must be {size} upper-case letters or digits (SEED)")
     return code
 
 
