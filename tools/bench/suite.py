@@ -42,10 +42,11 @@ def _bench_prepare(out, rng, seed, soak_hours):  # `python -m tools.bench.prepar
     return bench_prepare(sizes=(50, 200), sac_records=(1, 4), seed=seed)
 
 
-def _bench_protocol(out, rng, seed, soak_hours):
+def _bench_protocol(out, rng, seed, soak_hours):  # quick: 2,000 frames, 0.05 s per timing
     from .protocol import bench_protocol
 
-    return bench_protocol(rng)
+    quick = soak_hours < 1
+    return bench_protocol(rng, n_frames=2000 if quick else 20000, min_time_s=0.05 if quick else 0.5)
 
 
 def _bench_soak(out, rng, seed, soak_hours):
@@ -107,8 +108,8 @@ def run_bench(out="runs/bench", seed: int = 0, soak_hours: float = 24.0, only=No
     seed : int
         Seed of every random input.
     soak_hours : float
-        Simulated hours of the soak run (``make bench``: 24 h); below 1 h the window-path
-        benchmark runs in its quick mode too.
+        Simulated hours of the soak run (``make bench``: 24 h); below 1 h the window-path,
+        protocol, scan, outputs and network-centre benchmarks run in their quick modes too.
     only : list of str, optional
         Names from :data:`BENCHES`.
     """
