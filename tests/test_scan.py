@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import REPO, python_env
 from fixtures_records import quake, trace, write_sac
-from obspy import Stream, UTCDateTime
+from obspy import Stream, UTCDateTime, read
 
 REALDATA = REPO.parent / "shared" / "realdata"
 FIXTURES = REPO / "tools" / "fixtures" / "records"
@@ -222,6 +222,56 @@ def test_float32_records_kept_float32_only_where_exact(tmp_path):
     np.testing.assert_array_equal(narrow.data.astype(np.float64), wide.data)
     (gal,), _ = read_records([tmp_path], units="gal", float32_where_exact=True)
     assert gal.data.dtype == np.float64
+
+
+def _scan_day_both_ways(model, sds: Path, piece_s: float, caplog) -> tuple[dict, dict, bool]:
+    """One station-day read whole and read in pieces of ``piece_s``; ``(whole, pieces,
+    read in pieces)`` with the wall times left out."""
+    import logging
+
+    from tools.scan.archive import find_station_days
+    from tools.scan.day import ScanSettings, scan_station_day
+
+    (day,), _ = find_station_days([sds])
+    settings = ScanSettings(model=str(model), units="m/s2")
+    out = []
+    for p in (0.0, piece_s):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="tools.scan.day"):
+            result = scan_station_day(day, settings, piece_s=p)
+        for row in result["rows"]:
+            row.pop("wall_s")
+        result["stats"].pop("wall_s")
+        out.append(result)
+    return out[0], out[1], "read whole" not in caplog.text
+
+
+def test_day_read_in_pieces_decides_as_read_whole(tiny_model, tmp_path, caplog):
+    """A station-day read a piece at a time (memory: a piece, not the day) gives the catalogue,
+    rows, statistics and day trace of the day read whole, with a piece boundary inside an
+    event (cutting its windows); a day with a gap the reader merges is read whole."""
+    rng = np.random.default_rng(21)
+    day = UTCDateTime(2026, 5, 2)
+    _write_day(tmp_path / "clean", rng, "PCE", day, seconds=900, quake_at_s=300.0)
+    whole, _, _ = _scan_day_both_ways(tiny_model["sim"], tmp_path / "clean", 0.0, caplog)
+    events = [json.loads(line) for line in whole["lines"] if json.loads(line)["type"] == "event"]
+    assert events, whole["lines"]
+    # a boundary inside the first event, off the windows' 0.25 s grid and the trace's 10 s blocks
+    inside_s = (events[0]["start_us"] + events[0]["end_us"]) / 2e6 - day.timestamp + 0.37
+    whole, pieces, in_pieces = _scan_day_both_ways(tiny_model["sim"], tmp_path / "clean", inside_s, caplog)
+    assert in_pieces
+    assert events[0]["start_us"] < (day.timestamp + inside_s) * 1e6 < events[0]["end_us"]
+    assert pieces == whole
+
+    gapped = tmp_path / "gapped"
+    _write_day(gapped, rng, "PCG", day, seconds=900, quake_at_s=300.0)
+    for path in gapped.rglob("XX.PCG.*"):
+        st = read(str(path))
+        st = st.slice(endtime=day + 450) + st.slice(starttime=day + 453)  # a 3 s gap, merged
+        st.write(str(path), format="MSEED", encoding="FLOAT32")
+    whole, pieces, in_pieces = _scan_day_both_ways(tiny_model["sim"], gapped, 200.0, caplog)
+    assert not in_pieces and pieces == whole
+    assert any("merged" in a for a in whole["rows"][0]["actions"])
 
 
 def test_bad_input_one_line_each_and_resume(tiny_model, tmp_path):

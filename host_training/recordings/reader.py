@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 def read_records(sources, *, units: str | None = None, inventory=None, events=None,
                  catalog=None, min_duration_s: float = 0.0, max_gap_s: float = 10.0,
                  nan_gaps: bool = False, float32_where_exact: bool = False,
+                 window: tuple[float, float] | None = None,
                  ) -> tuple[list[Record], list[tuple[str, str]]]:
     """Records from files, globs and folders: the reader behind replay-test and ``prepare``.
 
@@ -88,6 +89,11 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
         A record read as float32 m/s^2 keeps float32 samples (exactly the values float64
         would hold, half the memory: a 200 Hz day is 207 MB instead of 415 MB); others are
         float64 as always.
+    window : (float, float), optional
+        ``(start, end)`` UTC seconds: only the samples between them are read (nearest
+        sample at each end), the records made of those alone. miniSEED files are read a
+        record at a time there (only the records holding such samples are decoded): a long
+        file can be read in pieces with bounded memory.
 
     Returns
     -------
@@ -108,7 +114,7 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
     if isinstance(catalog, (str, Path)):
         catalog = read_catalog(catalog)
     catalog = list(catalog or [])
-    traces, bad = read_traces(files, nan_gaps)
+    traces, bad = read_traces(files, nan_gaps, window)
     skipped += bad
     records = []
     for group in group_traces(traces, max_gap_s):

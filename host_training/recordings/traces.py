@@ -39,15 +39,18 @@ NOT_GROUND_MOTION_INSTRUMENTS = set("MEKDFIWROTUVSABQ")
 _COMPONENT_TOKEN = re.compile(r"^([A-Z]{2}[ZNE123XY]|(EW|NS|UD)[12]?|[ZNE])$", re.IGNORECASE)
 
 
-def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, str]]]:
+def read_traces(files, nan_gaps: bool = False, window: tuple[float, float] | None = None,
+                ) -> tuple[list, list[tuple[str, str]]]:
     """Read every file; returns ``(traces, skipped)``; each trace knows its file.
 
     With ``nan_gaps`` a trace with NaN/inf or masked samples is cut there into pieces (gaps,
     merged later); without, it is refused (training data takes no repaired samples).
+    ``window``: ``(start, end)`` UTC seconds, only the samples between them
+    (:func:`~.formats.registry.read_file`).
     """
     traces, skipped = [], []
     for path in files:
-        stream, reason = _read_stream(Path(path))
+        stream, reason = _read_stream(Path(path), window)
         if reason:
             skipped.append((str(path), reason))
             continue
@@ -59,8 +62,8 @@ def read_traces(files, nan_gaps: bool = False) -> tuple[list, list[tuple[str, st
     return traces, skipped
 
 
-def _read_stream(path: Path):
-    """``(stream, None)`` of one file, or ``(None, one-line reason)``."""
+def _read_stream(path: Path, window: tuple[float, float] | None = None):
+    """``(stream, None)`` of one file (its ``window`` only, if given), or ``(None, one-line reason)``."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -68,7 +71,7 @@ def _read_stream(path: Path):
     if size == 0:
         return None, "empty file (0 bytes)"
     try:
-        stream = read_file(path)
+        stream = read_file(path, window)
     except FormatError as exc:
         return None, str(exc)
     except Exception as exc:  # ObsPy raises many types on damaged files
@@ -78,7 +81,7 @@ def _read_stream(path: Path):
     if size > TRIM_AFTER_BYTES:  # ObsPy's decoded records stay resident otherwise
         release_free_heap()
     if len(stream) == 0:
-        return None, "file holds no traces"
+        return None, "file holds no traces" if window is None else "file holds no samples in the window"
     return stream, None
 
 

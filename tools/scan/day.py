@@ -13,6 +13,7 @@ close its event).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
@@ -123,24 +124,51 @@ def _records(day: StationDay, settings: ScanSettings, window_s: float):
     return out, skipped
 
 
-def _day_trace(records, day: StationDay) -> list:
-    """Peak |acceleration| of every ``TRACE_STEP_S`` of the day (None where no data), m/s^2."""
-    n = int(DAY_S / TRACE_STEP_S)
-    peak = np.full(n, np.nan)
-    for r in records:
-        step = max(1, int(round(TRACE_STEP_S * r.sampling_rate_hz)))
-        first = int((r.starttime.timestamp - day.start_s) // TRACE_STEP_S)
-        m = r.data.shape[1] // step
-        if m == 0:
-            continue
+class _DayTrace:
+    """Peak |acceleration| of every ``TRACE_STEP_S`` of the day, fed a record's samples in
+    order (whole, or piece after piece: a block spanning two pieces is the same block), m/s^2."""
+
+    def __init__(self, day: StationDay):
+        self.day = day
+        self.peak = np.full(int(DAY_S / TRACE_STEP_S), np.nan)
+        self.step, self.block, self.carry = 1, 0, None
+
+    def begin(self, start_s: float, rate_hz: float) -> None:
+        """A new record starting at ``start_s`` (UTC s): its blocks start at its first sample."""
+        self.step = max(1, int(round(TRACE_STEP_S * rate_hz)))
+        self.block = int((start_s - self.day.start_s) // TRACE_STEP_S)
+        self.carry = None
+
+    def feed(self, data: np.ndarray) -> None:
+        """The record's next ``(C, m)`` samples, m/s^2."""
+        if self.carry is not None:
+            need = self.step - self.carry.shape[1]
+            if data.shape[1] < need:
+                self.carry = np.concatenate([self.carry, data], axis=1)
+                return
+            self._blocks(np.concatenate([self.carry, data[:, :need]], axis=1))
+            data = data[:, need:]
+        m = self._blocks(data)
+        self.carry = data[:, m * self.step:].copy() if data.shape[1] > m * self.step else None
+
+    def _blocks(self, data: np.ndarray) -> int:
+        step = self.step
+        m = data.shape[1] // step
         blocks = np.empty(m)
         per = max(1, int(PIECE_S / TRACE_STEP_S))  # blocks at a time: no copy of the whole day
         for b in range(0, m, per):
-            part = r.data[:, b * step:min(m, b + per) * step]
-            blocks[b:b + per] = np.abs(part).reshape(r.data.shape[0], -1, step).max(axis=(0, 2))
+            part = data[:, b * step:min(m, b + per) * step]
+            blocks[b:b + per] = np.abs(part).reshape(data.shape[0], -1, step).max(axis=(0, 2))
+        first, n = self.block, len(self.peak)
         lo, hi = max(0, first), min(n, first + m)
-        peak[lo:hi] = np.fmax(peak[lo:hi], blocks[lo - first:hi - first])
-    return [None if not np.isfinite(v) else round(float(v), 6) for v in peak]
+        if hi > lo:
+            self.peak[lo:hi] = np.fmax(self.peak[lo:hi], blocks[lo - first:hi - first])
+        self.block += m
+        return m
+
+    def values(self) -> list:
+        """The peaks, None where the day has no data."""
+        return [None if not np.isfinite(v) else round(float(v), 6) for v in self.peak]
 
 
 class _Sink:
@@ -193,58 +221,78 @@ def _digitized_pieces(record, sensor, missing: str, rng, piece_s: float | None =
         yield counts, clipped
 
 
-def _run_continuous(record, pipeline, sensor, settings: ScanSettings, sink, rng) -> tuple[list, int]:
-    """A record the node takes as one unbroken stream, in pieces (:class:`.stream.ChunkedStream`)."""
+def _run_continuous(pieces, start_us: int, pipeline, sensor, settings: ScanSettings, sink,
+                    rng) -> tuple[list, int, int]:
+    """A record the node takes as one unbroken stream (:class:`.stream.ChunkedStream`), given
+    as the records of its consecutive ``pieces`` (itself alone, or the pieces it was read in);
+    ``(declared, clipped, samples)``."""
     from edge_runtime.protocol import Frame
     from edge_runtime.sequencing import check_counts
 
     from .frames import REPLAY_SAMPLES_PER_FRAME
     from .stream import ChunkedStream
 
-    start_us = int(round(record.starttime.timestamp * 1e6))
-    stream = ChunkedStream(pipeline, record.sampling_rate_hz, start_us)
-    # The time fix the frames would carry into the events (replay-test's frames say none).
-    pipeline.time_fix = Frame(0, start_us, record.sampling_rate_hz,
-                              np.zeros((1, pipeline.n_components), dtype=np.int32)).time_fix
-    declared, clipped = [], 0
+    declared, clipped, n, stream = [], 0, 0, None
     scale = pipeline.config.counts_per_mps2
-    for counts, k in _digitized_pieces(record, sensor, settings.missing, rng):
-        clipped += k
-        pipeline.counts["samples_clipped"] += check_counts(counts, pipeline.sensor)[1]
-        out = stream.push(counts / scale)  # the node's samples: counts / counts_per_mps2, float64
-        declared += out
-        sink.emit(out)
+    for piece in pieces:
+        if stream is None:
+            stream = ChunkedStream(pipeline, piece.sampling_rate_hz, start_us)
+            # The time fix the frames would carry into the events (replay-test's frames say none).
+            pipeline.time_fix = Frame(0, start_us, piece.sampling_rate_hz,
+                                      np.zeros((1, pipeline.n_components), dtype=np.int32)).time_fix
+        for counts, k in _digitized_pieces(piece, sensor, settings.missing, rng):
+            clipped += k
+            pipeline.counts["samples_clipped"] += check_counts(counts, pipeline.sensor)[1]
+            out = stream.push(counts / scale)  # the node's samples: counts / counts_per_mps2, float64
+            declared += out
+            sink.emit(out)
+        n += piece.data.shape[1]
     # The frames replay-test's sender would have sent, all delivered in order.
-    frames = -(-record.data.shape[1] // REPLAY_SAMPLES_PER_FRAME)
+    frames = -(-n // REPLAY_SAMPLES_PER_FRAME)
     for key in ("frames_in", "frames", "frames_delivered"):
         pipeline.counts[key] = frames
-    return declared, clipped
+    return declared, clipped, n
 
 
-def run_record(record, settings: ScanSettings, sink: _Sink, events_path: Path, sensor, rng) -> dict:
+def run_record(record, settings: ScanSettings, sink: _Sink, events_path: Path, sensor, rng,
+               pieces=None) -> dict:
     """One record through a fresh node pipeline, as replay-test's node would take it.
 
     A record the node takes as one unbroken stream (:func:`.stream.continuous`) runs as
     batches of windows cut from its samples; any other (a sample period that is not a whole
     number of microseconds, time stamps outside 2000-2100, a rate the node refuses) as the
     frames replay-test sends (:mod:`.frames`) through :meth:`Pipeline.on_frame`.
+    ``pieces``: the record's samples as consecutive records (:mod:`.pieces`), at most a day
+    of them, instead of its own ``data``; such a record must be an unbroken stream.
 
     Returns
     -------
     dict
         The pipeline's counters and the events and triggers it declared (node records).
+
+    Raises
+    ------
+    ReadWhole
+        For ``pieces`` of a record that is not one unbroken stream.
     """
     from edge_runtime.service import Pipeline
     from tools.replay.records import digitize
 
+    from .pieces import ReadWhole
     from .stream import continuous
 
     station = record.station.split(".")[1] or "NODE"
     pipeline = Pipeline(_backend(settings.model), _node_config(settings, station, events_path, sensor))
     start_us = int(round(record.starttime.timestamp * 1e6))
     missing = "".join("ENZ"[i] for i, present in enumerate(record.present) if not present)
-    if settings.batch_s > 0 and continuous(record.data.shape, start_us, record.sampling_rate_hz, pipeline):
-        declared, clipped = _run_continuous(record, pipeline, sensor, settings, sink, rng)
+    # pieces: at most the day, whose end decides whether the node takes the time stamps
+    day_n = int(DAY_S * record.sampling_rate_hz)
+    shape = record.data.shape if pieces is None else (len(record.present), day_n)
+    if settings.batch_s > 0 and continuous(shape, start_us, record.sampling_rate_hz, pipeline):
+        declared, clipped, _ = _run_continuous([record] if pieces is None else pieces, start_us, pipeline,
+                                               sensor, settings, sink, rng)
+    elif pieces is not None:
+        raise ReadWhole(f"{record.id} is not one unbroken stream for the node")
     else:
         counts, notes = digitize(record, sensor, settings.missing, rng)
         declared, clipped = _run_frames(counts, record, pipeline, settings, sink), notes["clipped"]
@@ -319,9 +367,108 @@ def _station_day_stats(day: StationDay, rows: list, truths: list, trace: list, n
             "notes": notes, "wall_s": round(wall_s, 3), "trace_step_s": TRACE_STEP_S, "trace": trace}
 
 
-def scan_station_day(day: StationDay, settings: ScanSettings) -> dict:
+def _whole_day_runs(day: StationDay, settings: ScanSettings, info: dict, sensor, sink, events_path,
+                    trace: _DayTrace, skipped: list, notes: list):
+    """Yield ``(record, shown, shift_s, run, wall_s)`` for each record of the day read whole."""
+    from tools.replay.records import check_rate, fit_rate, time_shift_s
+
+    records, bad = _records(day, settings, info["window_s"])
+    skipped += bad
+    rates = sorted({r.sampling_rate_hz for r in records})
+    if len(rates) > 1:
+        notes.append(f"{day.key}: sampling rate changes during the day ({', '.join(f'{r:g}' for r in rates)} "
+                     "Hz); each record runs at its own rate")
+    for r in records:
+        trace.begin(r.starttime.timestamp, r.sampling_rate_hz)
+        trace.feed(r.data)
+    while records:
+        record = records.pop(0)  # its samples are let go once it has run
+        try:
+            record = fit_rate(record, info)
+            check_rate(record, info)
+        except ValueError as exc:
+            where = ", ".join(Path(f).name for f in record.files) or record.id
+            skipped.append((where, f"{record.id}: {exc}"))
+            continue
+        shift = time_shift_s(record, settings.time)
+        shown = record.shifted(shift) if shift else record
+        rng = np.random.default_rng(settings.seed + zlib.crc32(record.id.encode()))
+        t0 = time.monotonic()
+        run = run_record(shown, settings, sink, events_path, sensor, rng)
+        yield record, shown, shift, run, time.monotonic() - t0
+
+
+def _day_in_pieces_runs(day: StationDay, settings: ScanSettings, info: dict, sensor, sink, events_path,
+                        trace: _DayTrace, skipped: list, notes: list, piece_s: float):
+    """Yield the one ``(record, shown, shift_s, run, wall_s)`` of a day read in pieces
+    (:mod:`.pieces`); raises :class:`.pieces.ReadWhole` where that would not be the same."""
+    from tools.replay.records import check_rate, fit_rate, time_shift_s
+
+    from .pieces import ReadWhole, day_pieces, day_record
+
+    pieces = day_pieces(day, settings, info["window_s"], DAY_S, piece_s)
+    first = next(pieces, None)
+    if first is None:
+        raise ReadWhole(f"{day.key}: no record in the day")
+    whole, start = first[0], first[1].starttime
+    try:
+        check_rate(whole, info)
+    except ValueError as exc:
+        raise ReadWhole(str(exc)) from None
+    if not all(whole.present) and settings.missing == "self-noise":
+        raise ReadWhole("a missing component drawn as self-noise for the whole record")
+    seen = {"n": 0, "beyond": False}
+
+    def samples():
+        for _, piece, beyond in itertools.chain([first], pieces):
+            if time_shift_s(piece, settings.time):
+                raise ReadWhole(f"{day.key}: its records are moved in time")
+            trace.feed(piece.data)
+            seen.update(n=seen["n"] + piece.data.shape[1], beyond=beyond)
+            yield piece
+
+    trace.begin(start.timestamp, whole.sampling_rate_hz)
+    rng = np.random.default_rng(settings.seed + zlib.crc32(whole.id.encode()))
+    t0 = time.monotonic()
+    run = run_record(replace(whole, starttime=start), settings, sink, events_path, sensor, rng, samples())
+    record = fit_rate(day_record(whole, start, seen["n"], seen["beyond"], day.day), info)
+    yield record, record, 0.0, run, time.monotonic() - t0
+
+
+def _scan_day(day: StationDay, settings: ScanSettings, runs, started: float, **kw) -> dict:
+    """The station-day's result from ``runs`` (:func:`_whole_day_runs` or :func:`_day_in_pieces_runs`)."""
+    from edge_runtime.sensors import get_sensor
+
+    info = _model_info(settings.model)
+    sensor = get_sensor(settings.sensor)
+    rows, truths, notes, skipped = [], [], [], []
+    trace = _DayTrace(day)
+    with tempfile.TemporaryDirectory(prefix="scan.") as tmp:
+        events_path = Path(tmp) / "events.jsonl"
+        sink = _Sink(events_path)
+        try:
+            for record, shown, shift, run, wall in runs(day, settings, info, sensor, sink, events_path, trace,
+                                                        skipped, notes, **kw):
+                events = [e for e in run["declared"] if e["type"] == "event"]
+                triggers = [e for e in run["declared"] if e["type"] == "trigger"]
+                row, truth = _row(record, shown, run, events, triggers, settings, info, shift, wall, day.key)
+                rows.append(row)
+                truths.append(truth)
+        finally:
+            sink.close()
+        lines = events_path.read_text().splitlines() if events_path.exists() else []
+    wall_s = time.monotonic() - started
+    stats = _station_day_stats(day, rows, truths, trace.values(), notes, wall_s)
+    return {"key": day.key, "station": day.station, "day": day.day, "lines": lines, "rows": rows,
+            "truths": truths, "stats": stats, "skipped": [list(s) for s in skipped], "notes": notes}
+
+
+def scan_station_day(day: StationDay, settings: ScanSettings, piece_s: float | None = None) -> dict:
     """Run one station-day through the node's code; everything it produced, as plain data.
 
+    An SDS day of miniSEED that reads as one record is read ``piece_s`` at a time
+    (:mod:`.pieces`, default :data:`.pieces.READ_PIECE_S`; 0: whole), the same samples and
+    decisions as reading it whole, with a few hours of samples in memory instead of the day.
     The result travels back to the caller (a Dask worker may be another machine), so it
     holds the node's event lines themselves, not a path to them.
 
@@ -332,45 +479,15 @@ def scan_station_day(day: StationDay, settings: ScanSettings) -> dict:
         line), ``rows`` (replay-test's row per record), ``truths``, ``stats``, ``skipped``
         ((where, why) list) and ``notes``.
     """
-    from edge_runtime.sensors import get_sensor
-    from tools.replay.records import check_rate, fit_rate, time_shift_s
+    from .pieces import READ_PIECE_S, ReadWhole, why_read_whole
 
     started = time.monotonic()
-    info = _model_info(settings.model)
-    sensor = get_sensor(settings.sensor)
-    records, skipped = _records(day, settings, info["window_s"])
-    rows, truths, notes = [], [], []
-    rates = sorted({r.sampling_rate_hz for r in records})
-    if len(rates) > 1:
-        notes.append(f"{day.key}: sampling rate changes during the day ({', '.join(f'{r:g}' for r in rates)} "
-                     "Hz); each record runs at its own rate")
-    trace = _day_trace(records, day)
-    with tempfile.TemporaryDirectory(prefix="scan.") as tmp:
-        events_path = Path(tmp) / "events.jsonl"
-        sink = _Sink(events_path)
-        while records:
-            record = records.pop(0)  # its samples are let go once it has run
-            try:
-                record = fit_rate(record, info)
-                check_rate(record, info)
-            except ValueError as exc:
-                skipped.append((", ".join(Path(f).name for f in record.files) or record.id,
-                                f"{record.id}: {exc}"))
-                continue
-            shift = time_shift_s(record, settings.time)
-            shown = record.shifted(shift) if shift else record
-            rng = np.random.default_rng(settings.seed + zlib.crc32(record.id.encode()))
-            t0 = time.monotonic()
-            run = run_record(shown, settings, sink, events_path, sensor, rng)
-            events = [e for e in run["declared"] if e["type"] == "event"]
-            triggers = [e for e in run["declared"] if e["type"] == "trigger"]
-            row, truth = _row(record, shown, run, events, triggers, settings, info, shift,
-                              time.monotonic() - t0, day.key)
-            rows.append(row)
-            truths.append(truth)
-        sink.close()
-        lines = events_path.read_text().splitlines() if events_path.exists() else []
-    wall_s = time.monotonic() - started
-    stats = _station_day_stats(day, rows, truths, trace, notes, wall_s)
-    return {"key": day.key, "station": day.station, "day": day.day, "lines": lines, "rows": rows,
-            "truths": truths, "stats": stats, "skipped": [list(s) for s in skipped], "notes": notes}
+    piece_s = READ_PIECE_S if piece_s is None else piece_s
+    why = why_read_whole(day, settings, DAY_S) if piece_s > 0 else "--read-piece 0"
+    if why is None:
+        try:
+            return _scan_day(day, settings, _day_in_pieces_runs, started, piece_s=piece_s)
+        except ReadWhole as exc:
+            why = str(exc)
+    log.debug("%s read whole: %s", day.key, why)
+    return _scan_day(day, settings, _whole_day_runs, started)

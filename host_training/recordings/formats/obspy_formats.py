@@ -16,11 +16,12 @@ from .base import UNITS_IN_HEADER, UNITS_NONE, UNITS_SCALE_FACTOR, RecordingForm
 from .sac_headers import idep_units
 
 
-def obspy_read(path: Path, format: str | None = None):
-    """``obspy.read`` of one file (``[`` in its name taken literally: ObsPy globs a str)."""
+def obspy_read(path: Path, format: str | None = None, **kwargs):
+    """``obspy.read`` of one file (``[`` in its name taken literally: ObsPy globs a str);
+    ``kwargs`` go to ``obspy.read`` (``starttime``, ``endtime``)."""
     from obspy import read
 
-    return read(glob.escape(str(path)), format=format)
+    return read(glob.escape(str(path)), format=format, **kwargs)
 
 
 def is_mseed(path: Path) -> bool:
