@@ -90,10 +90,9 @@ def read_records(sources, *, units: str | None = None, inventory=None, events=No
         would hold, half the memory: a 200 Hz day is 207 MB instead of 415 MB); others are
         float64 as always.
     window : (float, float), optional
-        ``(start, end)`` UTC seconds: only the samples between them are read (nearest
-        sample at each end), the records made of those alone. miniSEED files are read a
-        record at a time there (only the records holding such samples are decoded): a long
-        file can be read in pieces with bounded memory.
+        ``(start, end)`` UTC seconds: records of the samples between them alone (nearest
+        sample at each end); of a miniSEED file only the records holding them are decoded,
+        so a long file can be read in pieces with bounded memory.
 
     Returns
     -------
