@@ -67,7 +67,8 @@ def _seedlink(config, ctx: OutputContext):
         return None
     from .network.seedlink import build_seedlink_output  # the network extra, only when asked for
 
-    return Queued(build_seedlink_output(config, ctx.components))
+    # Records are sent when full (seconds of data), so frames may wait a second to be packed.
+    return Queued(build_seedlink_output(config, ctx.components), batch_s=1.0)
 
 
 def _mqtt(config, ctx: OutputContext):

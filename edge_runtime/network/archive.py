@@ -246,6 +246,7 @@ class SdsArchive(Consumer):
     """
 
     name = "archive"
+    joins_frames = True  # the packer keeps one stretch per gap: where frames were cut is lost
 
     def __init__(self, root, identity, counts_per_mps2: float, quota_mb: float | None = None,
                  clock=time.monotonic):
@@ -363,4 +364,4 @@ def build_archive_output(config, components):
     archive = SdsArchive(config.archive, station_identity(config, components), config.counts_per_mps2,
                          config.archive_quota_mb)
     # 4096 frames (about 7 minutes of 10-sample frames at 100 Hz) may wait for a slow disk.
-    return Queued(archive, maxsize=4096)
+    return Queued(archive, maxsize=4096, batch_s=1.0)

@@ -254,6 +254,7 @@ class MqttPublisher(Consumer):
     """
 
     name = "mqtt"
+    joins_frames = True  # the pick maker places samples by time (SnippetRecorder.cut)
 
     def __init__(self, settings: MqttSettings, picks: PickMaker, identity: dict, station: str, faults,
                  trigger: PickTrigger | None = None):
@@ -464,7 +465,7 @@ class MqttOutput(Queued):
     def __init__(self, publisher: MqttPublisher, status=None, health_interval_s: float = 10.0):
         # tick_s: picks of a stopped stream are released on wall time (wait_s), retries;
         # acknowledgements and connections wake the worker themselves.
-        super().__init__(publisher, maxsize=4096, tick_s=0.5, close_timeout_s=DRAIN_S + 2.0)
+        super().__init__(publisher, maxsize=4096, tick_s=1.0, close_timeout_s=DRAIN_S + 2.0)
         publisher.wake = self.wake
         self.status = status
         self.health_interval_s = health_interval_s

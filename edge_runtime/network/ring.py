@@ -82,6 +82,16 @@ class PacketRing:
             self.on_append()
         return packet
 
+    def extend(self, records: list) -> None:
+        """Add ``(info, record)`` pairs in order, with one call of ``on_append`` after them."""
+        with self._lock:
+            for info, record in records:
+                self._slots[self._next % self.capacity] = Packet(
+                    self._next, info, b"SL%06X" % (self._next % SEQUENCE_MODULUS) + record)
+                self._next += 1
+        if self.on_append is not None:
+            self.on_append()
+
     def since(self, number: int, limit: int) -> list[Packet]:
         """Up to ``limit`` packets from packet ``number`` on (from the oldest if it is gone)."""
         with self._lock:

@@ -185,7 +185,9 @@ class SeedLinkServer:
                 time.sleep(0.1)
 
     def _turn(self) -> None:
-        for key, mask in self._selector.select(timeout=0.5):
+        # New records and connections wake the selector; the timeout only paces the checks
+        # of silent clients (client_timeout_s, tens of seconds).
+        for key, mask in self._selector.select(timeout=2.0):
             if key.data == "accept":
                 self._accept()
             elif key.data == "wake":
@@ -375,6 +377,7 @@ class SeedLinkOutput(Consumer):
     """
 
     name = "seedlink"
+    joins_frames = True  # the packer keeps one stretch per gap: where frames were cut is lost
 
     def __init__(self, packer: RecordPacker, server: SeedLinkServer, flush_after_s: float = 5.0):
         self.packer = packer
@@ -392,8 +395,8 @@ class SeedLinkOutput(Consumer):
             self._last_push_s = None
 
     def _serve(self, records: list[bytes]) -> None:
-        for record in records:
-            self.server.ring.append(record_info(record), record)
+        if records:
+            self.server.ring.extend([(record_info(record), record) for record in records])
 
     def counters(self) -> dict:
         host, port = self.server.address
