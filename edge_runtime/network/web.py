@@ -18,7 +18,9 @@ Endpoints (docs/web.md):
 * ``/api/status``: the node's status file as last taken, with the age of the last sample;
 * ``/api/traces?after_us=T``: the bins after ``T`` (all held without it);
 * ``/api/windows?after_us=T``: the class probabilities of the windows after ``T``;
-* ``/api/events``: the recent events, newest first, and their picks.
+* ``/api/events``: the recent events, newest first, and their picks;
+* ``/api/poll?traces_after_us=T&windows_after_us=T&events_version=V``: the four in one
+  answer (what the page asks once a second), the events only when their version is not ``V``.
 
 Standard library and numpy only: the page needs no extra.
 """
@@ -39,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ..logs import LimitedLog
-from ..sink import Consumer
+from ..sink import Consumer, join_frames
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
          "/style.css": ("style.css", "text/css; charset=utf-8")}
 #: A connection that sends no request this long is closed, s.
 CLIENT_TIMEOUT_S = 15.0
+#: Integer query parameters of the endpoints.
+QUERY_INTS = ("after_us", "traces_after_us", "windows_after_us", "events_version")
 #: Bins the ring may hold at most (memory bound of the trace_s x points_per_s product).
 MAX_BINS = 72_000
 #: Headers of every answer: nothing from outside the node, no framing, no sniffing.
@@ -75,13 +79,19 @@ def _floats_json(a: np.ndarray, chunk: int = 2048) -> str:
     """JSON array of ``a``'s rows (7 significant digits; NaN and infinities as null).
 
     Formatted ``chunk`` values at a time: one numpy call holds the interpreter's lock
-    throughout, and the loop's thread must not wait for a whole trace being formatted.
+    throughout, and the loop's thread must not wait for a whole trace being formatted. A
+    short row (what a page polling once a second asks for) is formatted by Python's own
+    ``%``, which costs less than a numpy call's set-up.
     """
     a = np.where(np.isfinite(a), a, np.nan).astype(np.float64)
     rows = []
     for row in np.atleast_2d(a):
-        parts = [",".join(np.char.mod("%.7g", row[k:k + chunk])) for k in range(0, len(row), chunk)]
-        rows.append("[" + ",".join(parts).replace("nan", "null") + "]")
+        if len(row) <= 64:
+            text = ",".join(["%.7g" % v for v in row.tolist()])
+        else:
+            text = ",".join(",".join(np.char.mod("%.7g", row[k:k + chunk]))
+                            for k in range(0, len(row), chunk))
+        rows.append("[" + text.replace("nan", "null") + "]")
     return "[" + ",".join(rows) + "]"
 
 
@@ -298,12 +308,23 @@ class StatusBoard:
                            "probs": [list(r[1]) for r in rows], "peak_mps2": [r[2] for r in rows]},
                           separators=(",", ":"))
 
-    def events_body(self) -> str:
+    def events_body(self, unless_version: int | None = None) -> str:
+        """The recent events and picks; only ``{"version": V}`` when V is ``unless_version``."""
         with self._lock:
-            events = list(reversed(self.events.values()))
             version = self.events_version
+            events = [] if version == unless_version else list(reversed(self.events.values()))
+        if version == unless_version:
+            return f'{{"version":{version}}}'
         return json.dumps({"version": version, "events": events, "picks": _picks(events)},
                           separators=(",", ":"), default=str)
+
+    def poll_body(self, traces_after_us: int | None, windows_after_us: int | None,
+                  events_version: int | None) -> str:
+        """The page's one request a second: traces and windows after the times given, the
+        events unless their version is ``events_version``, and the status."""
+        return (f'{{"traces":{self.traces_body(traces_after_us)},'
+                f'"windows":{self.windows_body(windows_after_us)},'
+                f'"events":{self.events_body(events_version)},"status":{self.status_body()}}}')
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -326,24 +347,24 @@ class _Handler(BaseHTTPRequestHandler):
         server: StatusServer = self.server.owner
         try:
             query = parse_qs(url.query, strict_parsing=False, max_num_fields=4)
-            after = query.get("after_us", [None])[-1]
-            after_us = None if after in (None, "") else int(after)
+            ints = {k: int(v[-1]) for k, v in query.items() if k in QUERY_INTS and v[-1] != ""}
         except ValueError:
-            self.send_error(400, "after_us must be an integer (UTC microseconds)")
+            self.send_error(400, "after_us, traces_after_us, windows_after_us and events_version must be "
+                                 "integers (times in UTC microseconds)")
             return
-        found = server.body(url.path, after_us)
+        found = server.body(url.path, ints)
         if found is None:
             self.send_error(404)
             return
         body, content_type = found
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in SECURITY_HEADERS.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
+        self.log_request(200, len(body))
+        # The status line, the headers send_response would add (Server, Date) and ours, and
+        # the body in one write: one system call per answer, not one per part.
+        head = "\r\n".join([f"{self.protocol_version} 200 OK", f"Server: {self.version_string()}",
+                             f"Date: {self.date_time_string()}", f"Content-Type: {content_type}",
+                             f"Content-Length: {len(body)}",
+                             *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items())])
+        self.wfile.write(head.encode("latin-1") + b"\r\n\r\n" + (body if send_body else b""))
         server.count("requests")
 
     def send_error(self, code, message=None, explain=None) -> None:
@@ -425,7 +446,7 @@ class StatusServer:
         except OSError as exc:
             raise ValueError(f"web: cannot listen on {listen}: {exc.strerror or exc}") from None
         self.address = self._httpd.server_address[:2]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5},
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 1.0},
                                         name="web", daemon=True)
         self._thread.start()
         log.info("web: status page on http://%s:%d/", *self.address)
@@ -435,11 +456,20 @@ class StatusServer:
         host, port = self.address
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
-    def body(self, path: str, after_us: int | None) -> tuple[bytes, str] | None:
-        """The answer to ``path`` (bytes, content type), or None for a path not served."""
+    def body(self, path: str, query=None) -> tuple[bytes, str] | None:
+        """The answer to ``path`` (bytes, content type), or None for a path not served.
+
+        ``query``: the request's integer parameters (:data:`QUERY_INTS`); an int is taken
+        as ``after_us``.
+        """
         if path in self._files:
             return self._files[path]
+        query = {"after_us": query} if isinstance(query, int) else (query or {})
+        after_us = query.get("after_us")
         board, kind = self.board, "application/json"
+        if path == "/api/poll":
+            return board.poll_body(query.get("traces_after_us"), query.get("windows_after_us"),
+                                   query.get("events_version")).encode(), kind
         if path == "/api/status":
             return board.status_body().encode(), kind
         if path == "/api/traces":
@@ -476,12 +506,16 @@ class WebOutput(Consumer):
 
     name = "web"
 
-    def __init__(self, board: StatusBoard, server: StatusServer, status=None, status_every_s: float = 1.0):
+    def __init__(self, board: StatusBoard, server: StatusServer, status=None, status_every_s: float = 1.0,
+                 batch_s: float = 0.5):
         self.board = board
         self.server = server
         self.status = status
         self.status_every_s = status_every_s
+        self.batch_s = batch_s
         self._next_status_s = 0.0
+        self._frames: list = []  # ("on_samples", (t0_us, rate_hz, samples)) not yet on the board
+        self._frames_seen_s: float | None = None  # the first tick that saw them
         self._faults = server.faults
 
     def _guarded(self, what: str, update, *args) -> None:
@@ -492,7 +526,14 @@ class WebOutput(Consumer):
             self._faults(logging.ERROR, f"web-{what}", "web: %s not shown on the page", what, exc_info=True)
 
     def on_samples(self, t0_us: int, rate_hz: float, samples_mps2: np.ndarray) -> None:
-        self._guarded("samples", self.board.add_samples, t0_us, rate_hz, samples_mps2)
+        # Kept and put on the board batch_s at a time: one binning of half a second costs
+        # the loop what one frame's did, and the page asks once a second.
+        self._frames.append(("on_samples", (t0_us, rate_hz, samples_mps2)))
+
+    def _add_frames(self) -> None:
+        frames, self._frames, self._frames_seen_s = self._frames, [], None
+        for _, args in join_frames(frames):
+            self._guarded("samples", self.board.add_samples, *args)
 
     def on_window(self, window) -> None:
         self._guarded("window", self.board.add_window, window.center_us, window.probs, window.peak_mps2)
@@ -504,6 +545,11 @@ class WebOutput(Consumer):
         self._guarded("event", self.board.add_record, record)
 
     def tick(self, now_s: float) -> None:
+        if self._frames:
+            if self._frames_seen_s is None:
+                self._frames_seen_s = now_s
+            if now_s - self._frames_seen_s >= self.batch_s or len(self._frames) >= 256:
+                self._add_frames()
         if now_s >= self._next_status_s:
             self._next_status_s = now_s + self.status_every_s
             self._guarded("status", self._take_status)
@@ -518,6 +564,7 @@ class WebOutput(Consumer):
                         "trace_restarts": self.board.traces.restarts}}
 
     def close(self) -> None:
+        self._add_frames()
         self.server.close()
 
 
@@ -532,4 +579,4 @@ def build_web_output(config, ctx) -> WebOutput:
     board = StatusBoard(ctx.components, config.web_trace_s, config.web_points_per_s, config.web_windows,
                         config.web_events)
     server = StatusServer(board, config.web_listen, config.web_max_clients)
-    return WebOutput(board, server, getattr(ctx, "status", None))
+    return WebOutput(board, server, getattr(ctx, "status", None), batch_s=1.0)  # the page asks once a second

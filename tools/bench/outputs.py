@@ -5,7 +5,8 @@ frames at the same moments (the order of the two writes alternates frame by fram
 with no output but its event file, one with all four network outputs on: the SDS archive,
 a SeedLink server read by one raw-socket client streaming every record, MQTT to a
 Mosquitto broker this benchmark starts on 127.0.0.1, and the status page polled once a
-second as the page does (traces and windows since the last answer, events, status).
+second as the page does (one request on a kept-alive connection: traces and windows since
+the last answer, events when they changed, status).
 Both nodes see the same machine load, so their ratios are measured, not compared across
 runs.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import http.client
 import json
 import os
 import shutil
@@ -43,7 +45,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -189,43 +190,58 @@ class SeedLinkReader(threading.Thread):
 
 
 class PagePoller(threading.Thread):
-    """The status page's own polling, once a second: traces and windows since its last
-    answer, events, status (edge_runtime/network/web_static/app.js)."""
+    """The status page's own polling, once a second (edge_runtime/network/web_static/app.js):
+    one ``/api/poll`` for the traces and windows since its last answer, the events when they
+    changed and the status, on one kept-alive HTTP/1.1 connection as a browser keeps it."""
 
     def __init__(self, address: str, period_s: float = 1.0):
         super().__init__(name="bench-web", daemon=True)
-        self.base = f"http://{address}/api/"
+        self.host, port = address.rsplit(":", 1)
+        self.port = int(port)
         self.period_s = period_s
         self.requests = self.failures = 0
         self.stopped = threading.Event()
-        self._after = {"traces": None, "windows": None}
+        self._after = {"traces_after_us": None, "windows_after_us": None, "events_version": -1}
+        self._conn = None
 
-    def _get(self, what: str, after_us=None) -> dict:
-        url = self.base + what + ("" if after_us is None else f"?after_us={after_us}")
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            self.requests += 1
-            return json.loads(answer.read())
+    def _get(self, path: str) -> dict:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+        try:
+            self._conn.request("GET", path)
+            answer = self._conn.getresponse()
+            body = answer.read()
+        except (OSError, http.client.HTTPException):
+            self._conn.close()
+            self._conn = None  # a new connection next time, as a browser opens one
+            raise
+        if answer.status != 200:
+            raise OSError(f"{path}: HTTP {answer.status}")
+        self.requests += 1
+        return json.loads(body)
 
     def poll(self) -> None:
-        traces = self._get("traces", self._after["traces"])
+        query = "&".join(f"{k}={v}" for k, v in self._after.items() if v is not None)
+        answer = self._get(f"/api/poll?{query}")
+        traces, windows = answer["traces"], answer["windows"]
         if traces["bins"]:
-            self._after["traces"] = (traces["bins"][-1] - 1) * traces["bin_us"]
-        windows = self._get("windows", self._after["windows"])
+            self._after["traces_after_us"] = (traces["bins"][-1] - 1) * traces["bin_us"]
         if windows["center_us"]:
-            self._after["windows"] = windows["center_us"][-1]
-        self._get("events")
-        self._get("status")
+            self._after["windows_after_us"] = windows["center_us"][-1]
+        self._after["events_version"] = answer["events"]["version"]
 
     def run(self) -> None:
         while not self.stopped.wait(self.period_s):
             try:
                 self.poll()
-            except (OSError, ValueError):
+            except (OSError, ValueError, http.client.HTTPException):
                 self.failures += 1
 
     def stop(self) -> None:
         self.stopped.set()
         self.join(10)
+        if self._conn is not None:
+            self._conn.close()
 
 
 class TriggerWatch(threading.Thread):

@@ -332,11 +332,11 @@ function lastOf(list) { return list.length ? list[list.length - 1] : null; }
 async function poll() {
   try {
     const lastBin = lastOf(state.bins), lastCenter = lastOf(state.centers);
-    const traceQuery = lastBin === null ? "" : `?after_us=${(lastBin - 1) * state.binUs}`;  // the last again
-    const windowQuery = lastCenter === null ? "" : `?after_us=${lastCenter}`;
-    const [traces, windows, events, status] = await Promise.all([
-      getJSON(`api/traces${traceQuery}`), getJSON(`api/windows${windowQuery}`),
-      getJSON("api/events"), getJSON("api/status")]);
+    const query = [];  // one request a second: what is new since the last answer
+    if (lastBin !== null) query.push(`traces_after_us=${(lastBin - 1) * state.binUs}`);  // the last again
+    if (lastCenter !== null) query.push(`windows_after_us=${lastCenter}`);
+    query.push(`events_version=${state.eventsVersion}`);  // the events only when they changed (-1: never)
+    const { traces, windows, events, status } = await getJSON(`api/poll?${query.join("&")}`);
     mergeTraces(traces); mergeWindows(windows);
     state.status = status; state.online = true;
     if (events.version !== state.eventsVersion) {
