@@ -276,7 +276,7 @@ def test_a_real_node_detects_the_napa_quake_from_rsudp_packets(tiny_model, tmp_p
     try:
         status = wait_status(out / "status.json", proc, lambda s: "shake_udp" in s, "listen for the Shake")
         host, port = status["shake_udp"]["listen"].removeprefix("udp://").rsplit(":", 1)
-        send_as_testdata(body + [lines[-1]], (host, int(port)), speed=3.0)
+        send_as_testdata(body + [lines[-1]], (host, int(port)), speed=10.0)
         output, _ = proc.communicate(timeout=120)
     finally:
         stop(proc)
