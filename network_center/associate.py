@@ -33,25 +33,33 @@ def _table(config, travel: TravelTimes) -> Path:
     return path
 
 
-def build_associator(config, station_xy: np.ndarray, travel: TravelTimes):
-    """A PyOcto associator over the stations at ``station_xy`` (``(n, 2)`` km)."""
+def velocity_model(config, travel: TravelTimes):
+    """PyOcto's velocity model of the config's layers (its 1-D table read from disk)."""
+    import pyocto
+
+    layers = config.layers
+    if len(layers) == 1:
+        return pyocto.VelocityModel0D(
+            p_velocity=layers[0][1], s_velocity=layers[0][2], tolerance=config.tolerance_s
+        )
+    return pyocto.VelocityModel1D(
+        str(_table(config, travel)),
+        tolerance=config.tolerance_s,
+        surface_p_velocity=layers[0][1],
+        surface_s_velocity=layers[0][2],
+    )
+
+
+def build_associator(config, station_xy: np.ndarray, travel: TravelTimes, model=None):
+    """A PyOcto associator over the stations at ``station_xy`` (``(n, 2)`` km); ``model``: a
+    :func:`velocity_model` to reuse (reading a network-wide table takes most of a second)."""
     import pyocto
 
     lo = station_xy.min(axis=0) - config.margin_km
     hi = station_xy.max(axis=0) + config.margin_km
     diagonal = float(np.hypot(*(hi - lo)))
     layers = config.layers
-    if len(layers) == 1:
-        model = pyocto.VelocityModel0D(
-            p_velocity=layers[0][1], s_velocity=layers[0][2], tolerance=config.tolerance_s
-        )
-    else:
-        model = pyocto.VelocityModel1D(
-            str(_table(config, travel)),
-            tolerance=config.tolerance_s,
-            surface_p_velocity=layers[0][1],
-            surface_s_velocity=layers[0][2],
-        )
+    model = velocity_model(config, travel) if model is None else model
     travel_s = diagonal / layers[0][2] + 5.0  # the slowest S across the volume
     return pyocto.OctoAssociator(
         xlim=(float(lo[0]), float(hi[0])),
@@ -80,6 +88,19 @@ class Associator:
         self.runs = 0
         self.travel: TravelTimes | None = None
         self._reach_km = 0.0
+        self._model = None  # PyOcto's velocity model on self.travel
+
+    def cover(self, station_xy: np.ndarray) -> None:
+        """Travel times that reach across stations at ``station_xy`` (``(n, 2)`` km): built once
+        for the whole network (grown, never shrunk), not again for each subset a run sees."""
+        if not len(station_xy):
+            return
+        reach = float(np.hypot(*(np.ptp(station_xy, axis=0) + 2 * self.config.margin_km))) + 10.0
+        if self.travel is None or reach > self._reach_km:
+            self._reach_km = max(reach, 2 * self._reach_km)
+            self.travel = TravelTimes(self.config.layers, self._reach_km, self.config.max_depth_km + 5)
+            self._key = None  # the table changed: PyOcto's associator is rebuilt on it
+            self._model = velocity_model(self.config, self.travel)  # before any pick needs it
 
     def run(self, stations: dict, picks: list[dict]) -> list[tuple[dict, list[int]]]:
         """Associate ``picks`` (each with ``station``, ``phase``, ``time_s``) among ``stations``.
@@ -104,11 +125,10 @@ class Associator:
         key = tuple((c, stations[c]) for c in codes)
         if key != self._key:
             xy = np.array([stations[c][:2] for c in codes], float)
-            reach = float(np.hypot(*(np.ptp(xy, axis=0) + 2 * self.config.margin_km))) + 10.0
-            if self.travel is None or reach > self._reach_km:  # grows with the network, never shrinks
-                self._reach_km = max(reach, 2 * self._reach_km)
-                self.travel = TravelTimes(self.config.layers, self._reach_km, self.config.max_depth_km + 5)
-            self._octo = build_associator(self.config, xy, self.travel)
+            self.cover(xy)
+            if self._model is None:
+                self._model = velocity_model(self.config, self.travel)
+            self._octo = build_associator(self.config, xy, self.travel, self._model)
             self._key = key
         station_df = pd.DataFrame(
             {

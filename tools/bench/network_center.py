@@ -5,8 +5,9 @@ picks at a background rate (false triggers, ``background_per_node_h`` per node a
 over ``background_s`` of data time, then an M4 earthquake in the middle seen by every
 station within 150 km (a P and an S pick each). The messages go through the centre's own
 entry (:meth:`network_center.network.Network.message`, the JSON payloads as MQTT delivers
-them) with an association run every 0.5 s of data time, as the running centre does;
-only the broker's socket is left out. Measured: picks per second of wall time through
+them) faster than real time, with an association run at most every ``associate_every_s``
+of data time when a pick came, as the running centre does; only the broker's socket is
+left out. Measured: picks per second of wall time through
 the whole run (what the centre sustains), the wall time from the arrival of the pick that
 completes the earthquake's ``min_p_picks`` to the event's declaration, and the resident
 memory grown. Baseline: the same messages only parsed (``json.loads``), the floor of any centre.
@@ -83,10 +84,41 @@ def _messages(rng, n_nodes: int, background_s: float, per_node_h: float, config)
     return health, out
 
 
+def _replay(net, config, picks) -> dict:
+    """Every pick through the centre, associating as the service does; wall times per phase."""
+    eq_p, latency_s, last_run, fresh = 0, None, None, False
+    wall = {"background": 0.0, "burst": 0.0}
+    started = time.perf_counter()
+    for t, tag, phase, message in picks:
+        net.message(*message)
+        fresh = True
+        eq_p += tag == "eq" and phase == "P"
+        needed = eq_p == config.min_p_picks and tag == "eq" and phase == "P" and latency_s is None
+        if needed or last_run is None or t - last_run >= config.associate_every_s:
+            before = time.perf_counter()
+            declared = [e for e in net.associate(now_s=t) if e["n_stations"] >= config.min_stations]
+            if needed or (latency_s is None and eq_p >= config.min_p_picks and declared):
+                latency_s = time.perf_counter() - before if declared else None
+            last_run, fresh = t, False
+        now = time.perf_counter()
+        wall["burst" if eq_p else "background"] += now - started
+        started = now
+    if fresh:
+        net.associate(now_s=picks[-1][0] + 1)
+    wall["burst"] += time.perf_counter() - started
+    return {"wall": wall, "latency_s": latency_s}
+
+
 def bench_network_center(
-    rng, out=None, n_nodes: int = 1000, background_s: float = 600.0, per_node_h: float = 6.0
+    rng, out=None, n_nodes: int = 1000, background_s: float = 120.0, per_node_h: float = 6.0
 ) -> dict:
-    """One run (see the module notes); a result dict of the bench suite with the centre's figures."""
+    """One run (see the module notes); a result dict of the bench suite with the centre's figures.
+
+    The data are published faster than real time: ``background_s`` of background picks
+    and the earthquake's burst (its P and S picks over about 45 s of data time) go through
+    as fast as the centre takes them, and each phase reports its data time against its
+    wall time (above 1: faster than real time).
+    """
     import tempfile
 
     from network_center.config import build_config
@@ -110,30 +142,28 @@ def bench_network_center(
     net = Network(config)
     for m in health:
         net.message(*m)
-    eq_p, latency_s, next_run = 0, None, picks[0][0]
-    started = time.perf_counter()
-    for t, tag, phase, message in picks:
-        net.message(*message)
-        eq_p += tag == "eq" and phase == "P"
-        needed = eq_p == config.min_p_picks and tag == "eq" and phase == "P" and latency_s is None
-        if t >= next_run or needed:
-            before = time.perf_counter()
-            declared = [e for e in net.associate(now_s=t) if e["n_stations"] >= config.min_stations]
-            if needed or (latency_s is None and eq_p >= config.min_p_picks and declared):
-                latency_s = time.perf_counter() - before if declared else None
-            next_run = t + 0.5
-    net.associate(now_s=picks[-1][0] + 1)
-    wall_s = time.perf_counter() - started
+    run = _replay(net, config, picks)
+    wall_s = sum(run["wall"].values())
+    first_eq = next(t for t, tag, _, _ in picks if tag == "eq")
+    n_background = sum(1 for t, tag, _phase, _m in picks if tag != "eq" and t < first_eq)
+    data = {"background": first_eq - picks[0][0], "burst": picks[-1][0] - first_eq}
     n_picks = len(picks)
+    latency_s = run["latency_s"]
     return {
         "name": f"network centre, {n_nodes} nodes, {n_picks} picks ({background_s:.0f} s background + quake)",
         "baseline": "json.loads of each pick",
         "baseline_s": baseline_s,
-        "candidate": "Network.message + association every 0.5 s of data time",
+        "candidate": f"Network.message + association at most every {config.associate_every_s:g} s of "
+        "data time when a pick came",
         "candidate_s": wall_s / n_picks,
         "speedup": baseline_s / (wall_s / n_picks),
         "picks_per_s": round(n_picks / wall_s, 1),
-        "data_picks_per_s": round(n_picks / (picks[-1][0] - picks[0][0]), 2),
+        "background_picks_per_s": round(n_background / max(run["wall"]["background"], 1e-9), 1),
+        "background_offered_picks_per_s": round(n_background / data["background"], 2),
+        "background_x_real_time": round(data["background"] / max(run["wall"]["background"], 1e-9), 1),
+        "burst_picks": n_picks - n_background,
+        "burst_data_s": round(data["burst"], 1),
+        "burst_wall_s": round(run["wall"]["burst"], 1),
         "event_latency_s": None if latency_s is None else round(latency_s, 3),
         "events": net.counters["events"],
         "association_runs": net.counters["association_runs"],
