@@ -27,7 +27,7 @@ def tiny_model(tmp_path_factory):
     from quantization.int16 import quantize_int16
     from quantization.simplify import simplify
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny tensors: a second thread costs 5x the CPU (4.0 -> 19.2 s at load 4)
     folder = tmp_path_factory.mktemp("model")
     dataset = synthetic_dataset(400, seed=1)
     parts = {s: dataset.split(s) for s in ("train", "val", "test")}
@@ -58,7 +58,7 @@ def tiny_run(tmp_path_factory):
     from host_training.synthetic.parametric import synthetic_dataset
     from host_training.train import TrainConfig, run_training
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny tensors: a second thread costs 5x the CPU (4.0 -> 19.2 s at load 4)
     root = tmp_path_factory.mktemp("run")
     data = synthetic_dataset(80, seed=5).save(root / "data")
     (data / "data_card.json").write_text(json.dumps({"windows": 240, "source": "synthetic"}))

@@ -32,7 +32,8 @@ def test_host_cli_chain(tmp_path):
 
     data, train = tmp_path / "data", tmp_path / "train"
     run("host_training", "synth", "--out", str(data), "--n-events", "60", "--seed", "3")
-    run("host_training", "train", "--data", str(data), "--out", str(train), "--epochs", "1", "--allow-chance")
+    run("host_training", "train", "--data", str(data), "--out", str(train), "--epochs", "1", "--allow-chance",
+        "--threads", "1")
     assert (train / "config.json").is_file() and (train / "history.png").is_file()
     onnx_path = tmp_path / "m.onnx"
     run("host_training", "export", "--checkpoint", str(train / "best.pt"), "--out", str(onnx_path))

@@ -15,9 +15,10 @@ from conftest import REPO, python_env
 
 def test_demo_runs_the_whole_chain(tmp_path):
     out = tmp_path / "demo"
+    # 300 earthquakes: at 200 the noise record gives 2 false events
     result = subprocess.run(
         [sys.executable, "-m", "tools", "demo", "--out", str(out), "--generator", "simple",
-         "--n-events", "300", "--epochs", "6", "--speed", "0"],  # 200: 2 false events on the noise record
+         "--n-events", "300", "--epochs", "6", "--threads", "1", "--speed", "0"],
         cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "earthquakes detected 3/3  false events 0 " in result.stdout

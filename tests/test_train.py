@@ -135,7 +135,7 @@ def test_chance_level_run_warns_and_exits_non_zero(tiny_run, tmp_path, capsys):
         "1e-6",
         "--no-progress",
         "--threads",
-        "2",
+        "1",
     ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 3
     err = capsys.readouterr().err
@@ -167,7 +167,7 @@ def test_balanced_sampler_augmentation_and_alternative_optimizers(tiny_run, tmp_
 def test_finetune_with_frozen_conv_blocks(tiny_run, tmp_path):
     before = read_checkpoint(tiny_run["checkpoint"])["state_dict"]
     config = TrainConfig(
-        epochs=2, batch_size=32, optimizer="adamw", lr=1e-3, scheduler="none", freeze="conv", threads=2
+        epochs=2, batch_size=32, optimizer="adamw", lr=1e-3, scheduler="none", freeze="conv", threads=1
     )
     summary = run_finetune(tiny_run["checkpoint"], tiny_run["data"], tmp_path, config, progress=False)
     after = read_checkpoint(tmp_path / "best.pt")["state_dict"]

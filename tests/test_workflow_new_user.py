@@ -177,7 +177,7 @@ def test_a_new_users_path_from_own_sac_files_to_a_scored_replay(tmp_path):
     card = json.loads((home / "runs/train_data/data_card.json").read_text())
     assert card["card_sha256"], card
     user("host_training", "train", "--model", "earthquake", "--data", "runs/train_data", "--out", "runs/eq",
-         "--epochs", "8", "--batch-size", "32", "--threads", "2", "--no-progress")
+         "--epochs", "8", "--batch-size", "32", "--threads", "1", "--no-progress")
     trained = json.loads((home / "runs/eq/train_summary.json").read_text())
     assert (home / "runs/eq/best.pt").stat().st_size > 0, trained
 

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.cache/seismictorch/greens)")
     d.add_argument("--n-events", type=int, default=2000, help="simple: synthetic earthquakes to train on")
     d.add_argument("--epochs", type=int, default=12)
+    d.add_argument("--threads", type=int, default=2,
+                   help="torch threads of the training (default %(default)s)")
     d.add_argument("--speed", type=float, default=20.0, help="replay speed, x real time (0: max)")
 
     importlib.import_module("tools.replay.cli").add_arguments(sub)

@@ -373,12 +373,12 @@ def main_demo(args) -> int:
     import sys
 
     for name, value, least in (("n_windows", args.n_windows, 3), ("n_events", args.n_events, 1),
-                               ("epochs", args.epochs, 1)):
+                               ("epochs", args.epochs, 1), ("threads", args.threads, 1)):
         if value < least:
             print(f"error: --{name.replace('_', '-')} {value}: at least {least}", file=sys.stderr)
             return 2
     config = DemoConfig(out=args.out, seed=args.seed, n_events=args.n_events,
                         epochs=args.epochs, speed=args.speed, generator=args.generator,
                         n_windows=args.n_windows, bank_preset=args.bank_preset,
-                        bank_cache=args.bank_cache)
+                        bank_cache=args.bank_cache, threads=args.threads)
     return run_demo(config)
