@@ -77,12 +77,15 @@ def _peak_rss_mb(sds: Path, model: Path) -> dict:
     """Peak RSS of a fresh process running one station-day as a Dask worker's task does, MB."""
     from tools.replay.node import python_env
 
-    code = ("import json, resource, sys\n"
+    # VmHWM, the peak of this process's own memory: ru_maxrss keeps the parent's peak across
+    # fork and exec (Linux), and the parent has just written gigabytes of miniSEED.
+    code = ("import json, sys\n"
             "from tools.scan.archive import find_station_days\n"
             "from tools.scan.day import ScanSettings, scan_station_day\n"
             "days, _ = find_station_days([sys.argv[1]])\n"
             "res = scan_station_day(days[0], ScanSettings(model=sys.argv[2], units='m/s2'))\n"
-            "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+            "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+            "print(json.dumps({'peak_rss_mb': int(hwm.split()[1]) / 1024,"
             " 'windows': res['stats']['windows'], 'wall_s': res['stats']['wall_s']}))\n")
     done = subprocess.run([sys.executable, "-c", code, str(sds), str(model)], capture_output=True, text=True,
                           env=python_env({**os.environ, **SCAN_ENV}))

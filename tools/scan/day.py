@@ -483,7 +483,7 @@ def scan_station_day(day: StationDay, settings: ScanSettings, piece_s: float | N
 
     started = time.monotonic()
     piece_s = READ_PIECE_S if piece_s is None else piece_s
-    why = why_read_whole(day, settings, DAY_S) if piece_s > 0 else "--read-piece 0"
+    why = why_read_whole(day, settings, DAY_S) if piece_s > 0 else "piece_s 0"
     if why is None:
         try:
             return _scan_day(day, settings, _day_in_pieces_runs, started, piece_s=piece_s)
