@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from edge_runtime.helpformat import HelpFormatter
 
 # ../shared/realdata beside the repository: the default --realdata when it exists.

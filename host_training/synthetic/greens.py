@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from edge_runtime.helpformat import HelpFormatter
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from edge_runtime.helpformat import HelpFormatter
 
 # Peak RSS from /proc (VmHWM, this process image only): getrusage's ru_maxrss keeps the

@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 from edge_runtime.helpformat import HelpFormatter
-
 from tools.replay.node import REPO, python_env
 
 # Read, digitize and fill a ledger as replay-test does for one record; print nothing.

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from edge_runtime.helpformat import HelpFormatter
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01

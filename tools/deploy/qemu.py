@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from edge_runtime.helpformat import HelpFormatter
 
+from edge_runtime.helpformat import HelpFormatter
 from tools.replay.node import node_on_pty, wait_for_port
 from tools.replay.sender import Writer, replay_records
 
