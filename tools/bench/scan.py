@@ -127,11 +127,12 @@ def _one_core(work: Path, model: Path, rng, quick: bool) -> dict:
 
 
 def _workers(work: Path, model: Path, rng, quick: bool) -> dict:
-    """One local Dask worker against two on a 20 station-day archive."""
+    """One local Dask worker against two on a 20 station-day archive (whole days: with hour-long
+    days the cluster's start-up, a few seconds, is most of what two workers cannot share)."""
     from obspy import UTCDateTime
 
     archive = work / "archive20"
-    hours = 0.25 if quick else 1.0
+    hours = 0.25 if quick else 24.0
     for k in range(20):
         write_sds_day(archive, f"W{k:02d}", UTCDateTime(2026, 4, 1), hours * 3600.0, 100.0, rng)
     walls = {}
