@@ -360,7 +360,10 @@ class Network:
         lat, lon = self.stations.lat_lon(loc.x_km, loc.y_km)
         xy = np.array([stations[p["station"]][:2] for p in picks], float)
         hypo_km = np.hypot(np.hypot(xy[:, 0] - loc.x_km, xy[:, 1] - loc.y_km), loc.depth_km)
-        p_only = [i for i, p in enumerate(picks) if p["phase"] == "P"]
+        p_all = [i for i, p in enumerate(picks) if p["phase"] == "P"]
+        # A pick's onset comes before its 3 s amplitudes (amplitude_final false): the
+        # relations hold for the full window, so only final amplitudes give a magnitude.
+        p_only = [i for i in p_all if picks[i].get("amplitude_final", True) is not False]
         mag, mag_sigma, n_mag = network_magnitude(
             [picks[i].get("pd_m") for i in p_only],
             hypo_km[p_only],
@@ -391,6 +394,7 @@ class Network:
             "magnitude_type": "Mpd",
             "magnitude_method": self.config.magnitude_relation,
             "magnitude_stations": n_mag,
+            "magnitude_status": _magnitude_status(mag, len(p_only), len(p_all)),
             "n_stations": len({p["station"] for p in picks}),
             "n_picks": len(picks),
             "picks_complete_us": int(round(ready_s * 1e6)),
@@ -406,10 +410,19 @@ class Network:
                     "distance_km": round(float(d), 2),
                     "pd_m": p.get("pd_m"),
                     "pa_mps2": p.get("pa_mps2"),
+                    "amplitude_final": p.get("amplitude_final", True) is not False,
                 }
                 for p, r, d in zip(picks, loc.residuals_s, hypo_km, strict=False)
             ],
         }
+
+
+def _magnitude_status(magnitude: float | None, n_final: int, n_p: int) -> str:
+    """``pending`` (no P pick's amplitudes complete yet: no magnitude), ``provisional`` (some
+    P picks' amplitudes still to come: it may change) or ``complete`` (every P pick's in)."""
+    if magnitude is None and n_final < n_p:
+        return "pending"
+    return "complete" if n_final == n_p else "provisional"
 
 
 def public(event: dict) -> dict:

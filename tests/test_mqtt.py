@@ -206,22 +206,29 @@ def test_picks_from_records_released_with_their_window():
     trigger = {**_record(0, "trigger"), "start_us": T0_US + 11_000_000, "p_time_us": T0_US + 10_000_000,
                "p_prob": 0.9}
     assert maker.add(T0_US, 100.0, data[:1100]) == []  # samples to 11 s: P + 3 s not yet there
-    assert maker.from_record(trigger) == []
+    (onset,) = maker.from_record(trigger)  # the onset at once, with the 0.99 s of samples there
+    assert (onset["phase"], onset["revision"], onset["amplitude_final"]) == ("P", 1, False)
+    assert onset["time_us"] == T0_US + 10_000_000 and onset["amplitude_window_s"] == 0.99
+    assert 0 < onset["pa_mps2"] and onset["pd_m"] is not None
     picks = maker.add(T0_US + 11_000_000, 100.0, data[1100:1400])
-    assert [p["phase"] for p in picks] == ["P"] and picks[0]["revision"] == 1
+    assert [p["phase"] for p in picks] == ["P"] and picks[0]["revision"] == 2
     p = picks[0]
+    assert p["pick_id"] == onset["pick_id"] and p["amplitude_final"] is True
     assert p["pick_id"].endswith("-P") and p["time_us"] == T0_US + 10_000_000 and p["network"] == "XX"
     assert p["channels"] == ["HNZ"] and p["amplitude_window_s"] == 3.0
     assert p["pd_m"] == pytest.approx(1e-3, rel=0.2)
     closing = {**trigger, "type": "event", "s_time_us": T0_US + 10_500_000, "s_prob": 0.8}
-    again = maker.from_record(closing)  # same P: nothing; S: new, its window already held
-    assert [(q["phase"], q["revision"]) for q in again] == [("S", 1)]
+    again = maker.from_record(closing)  # same P: nothing; S: new, its window already held: once, final
+    assert [(q["phase"], q["revision"], q["amplitude_final"]) for q in again] == [("S", 1, True)]
     moved = maker.from_record({**closing, "p_time_us": T0_US + 10_020_000})
-    assert [(q["phase"], q["revision"]) for q in moved] == [("P", 2)]
-    assert maker.from_record({**closing, "p_time_us": T0_US + 30_000_000}) == []  # its window is ahead
+    assert [(q["phase"], q["revision"], q["amplitude_final"]) for q in moved] == [("P", 3, True)]
+    ahead = maker.from_record({**closing, "p_time_us": T0_US + 30_000_000})  # its window is ahead
+    assert [(q["phase"], q["revision"], q["amplitude_final"], q["pa_mps2"]) for q in ahead] == \
+        [("P", 4, False, None)]
     clock[0] = 10.0
     late = maker.due()  # the stream stopped: released with what there is (nothing)
-    assert [(q["phase"], q["revision"], q["pa_mps2"]) for q in late] == [("P", 3, None)]
+    assert [(q["phase"], q["revision"], q["pa_mps2"], q["amplitude_final"]) for q in late] == \
+        [("P", 5, None, True)]
     assert maker.from_record({**closing, "closed_by": "restart"}) == []
 
 
@@ -251,8 +258,8 @@ def test_mqtt_config_errors_are_one_line(tmp_path):
 # ---------------------------------------------------------------- against Mosquitto
 def test_pick_trigger_picks_below_the_event_threshold_and_hands_over_to_an_event():
     """A weak arrival (p(noise) 0.6, 1 gal) makes a pick at the pick thresholds, not an event; an
-    event the node declares within MATCH_S of a pending pick takes it over (one pick, the event's
-    id), and an event after a released pick revises it (same pick_id)."""
+    event the node declares within MATCH_S of it revises it (one pick, the trigger's pick_id, whose
+    onset went out at once), whether its amplitudes were still to come or already sent."""
     from edge_runtime.detector import DetectorConfig, Scored
     from edge_runtime.event_record import event_id
     from edge_runtime.network.picks import PickTrigger
@@ -273,19 +280,24 @@ def test_pick_trigger_picks_below_the_event_threshold_and_hands_over_to_an_event
     maker = PickMaker(("E", "N", "Z"), keep_s=60.0, clock=lambda: 0.0)
     data = _pulse()
     maker.add(T0_US, 100.0, data[:1000])
-    assert maker.from_record(records[0], trigger=True) == []
+    (sent,) = maker.from_record(records[0], trigger=True)
+    assert sent["pick_id"] == f"{event_id('ST01', records[0]['start_us'])}-pick-P"
+    assert (sent["revision"], sent["amplitude_final"]) == (1, False)
     event = {**_record(11, "trigger"), "p_time_us": onset + 100_000, "p_prob": 0.9}
-    assert maker.from_record(event) == []
+    (moved,) = maker.from_record(event)
+    assert (moved["pick_id"], moved["revision"], moved["time_us"]) == (sent["pick_id"], 2, onset + 100_000)
     picks = maker.add(T0_US + 10_000_000, 100.0, data[1000:1900])
-    assert [(p["pick_id"], p["revision"]) for p in picks] == [(f"{event_id('ST01', event['start_us'])}-P", 1)]
+    assert [(p["pick_id"], p["revision"], p["amplitude_final"]) for p in picks] == \
+        [(sent["pick_id"], 3, True)]
+    assert picks[0]["time_us"] == onset + 100_000 and picks[0]["probability"] == 0.9
 
     later = PickMaker(("E", "N", "Z"), keep_s=60.0, clock=lambda: 0.0)
     later.add(T0_US, 100.0, data[:1000])
     later.from_record(records[0], trigger=True)
     (first,) = later.add(T0_US + 10_000_000, 100.0, data[1000:1900])
-    assert first["pick_id"].endswith("-pick-P") and first["revision"] == 1
+    assert first["pick_id"].endswith("-pick-P") and first["revision"] == 2 and first["amplitude_final"]
     (revised,) = later.from_record({**event, "type": "event", "event_id": "ST01-11"})
-    assert revised["pick_id"] == first["pick_id"] and revised["revision"] == 2
+    assert revised["pick_id"] == first["pick_id"] and revised["revision"] == 3 and revised["amplitude_final"]
 
 
 def test_picks_records_health_and_status_arrive(broker, tmp_path):
@@ -306,7 +318,10 @@ def test_picks_records_health_and_status_arrive(broker, tmp_path):
         out.tick(time.monotonic())
         assert sub.wait("trigger", 1) == [json.dumps(with_iso_times(trigger), sort_keys=True)]
         assert sub.wait("event", 1) == [json.dumps(with_iso_times(event), sort_keys=True)]
-        (pick,) = [json.loads(p) for p in sub.wait("pick", 1)]
+        onset, pick = [json.loads(p) for p in sub.wait("pick", 2)]  # the onset at once, then its 3 s
+        assert (onset["revision"], onset["amplitude_final"], pick["revision"], pick["amplitude_final"]) == \
+            (1, False, 2, True)
+        assert onset["time_us"] == pick["time_us"] and onset["amplitude_window_s"] < 3.0
         assert pick["phase"] == "P" and pick["probability"] == 0.93
         assert pick["time"].startswith("2026-01-01T00:00:10")
         assert pick["pd_m"] == pytest.approx(1e-3, rel=0.2) and pick["pa_mps2"] > 0.01
@@ -443,7 +458,11 @@ def test_node_process_publishes_its_event_file(broker, tiny_model, tmp_path):
     event = records[1]
     p_picks = [p for p in picks if p["phase"] == "P"]
     assert p_picks[-1]["time_us"] == event["p_time_us"] and p_picks[-1]["pa_mps2"] > 0, picks
-    assert {p["pick_id"] for p in picks} <= {f"{event['event_id']}-P", f"{event['event_id']}-S"}
+    assert p_picks[-1]["amplitude_final"] and not p_picks[0]["amplitude_final"], picks
+    # one P pick and at most one S: the event's, or the pick trigger's the event revised
+    # (its onset went out before the event was declared)
+    assert len({p["pick_id"] for p in p_picks}) == 1 and len({p["pick_id"] for p in picks}) <= 2, picks
+    assert [p["revision"] for p in p_picks] == sorted({p["revision"] for p in p_picks}), picks
     health = json.loads(sub.wait("health", 1)[-1])
     assert health["model_version"] == event["model_version"] and health["station"] == "ST01"
     assert "pipeline" in health["counters"]

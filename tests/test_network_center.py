@@ -200,6 +200,7 @@ def test_one_event_located_and_sized_then_updated(tmp_path):
     assert (
         last["magnitude"] == pytest.approx(3.5, abs=0.15) and last["magnitude_method"] == "kuyuk-allen-2013"
     )
+    assert last["magnitude_status"] == "complete"  # picks without amplitude_final: complete ones
     assert 0 < last["horizontal_uncertainty_km"] < 3 and 0 < last["origin_time_uncertainty_s"] < 1
     assert {p["station"] for p in last["picks"]} == {f"XX.{c}" for c in codes}
 
@@ -219,6 +220,35 @@ def test_duplicates_revisions_and_any_order_give_the_same_single_event(tmp_path)
     assert len(net.events) == 1 and net.counters["picks_revised"] == 1
     assert [p["revision"] for p in net.events[0]["picks"] if p["pick_id"] == moved["pick_id"]] == [2]
     assert net.events[0]["event_id"] == event["event_id"]
+
+
+def test_onsets_locate_at_once_and_amplitude_revisions_give_the_magnitude(tmp_path):
+    """Nodes send each onset at once (amplitudes of the samples there, amplitude_final false) and
+    its 3 s amplitudes as revision 2: the event is declared and located on the onsets with no
+    magnitude (pending), and its magnitude comes, provisional then complete, as revisions arrive."""
+    net, codes, lat, lon = _network(tmp_path)
+    final = [(t, json.loads(p)) for t, p in _picks(net, codes, lat, lon, magnitude=3.5)]
+    onsets = [
+        (t, json.dumps({**b, "amplitude_final": False, "amplitude_window_s": 0.4,
+                        "pd_m": None if b["pd_m"] is None else b["pd_m"] / 10}).encode())
+        for t, b in final
+    ]
+    changed = _feed(net, onsets)
+    assert len(net.events) == 1 and changed[0]["version"] == 1
+    first = public(net.events[0])
+    assert first["magnitude"] is None and first["magnitude_status"] == "pending"
+    assert first["n_stations"] == len(codes) and not any(p["amplitude_final"] for p in first["picks"])
+    x, y = net.stations.xy_km(first["latitude"], first["longitude"])
+    assert np.hypot(x - HYPO["x"], y - HYPO["y"]) < 1.5
+    revisions = [(t, json.dumps({**b, "revision": 2, "amplitude_final": True}).encode()) for t, b in final]
+    updates = _feed(net, revisions[:4])  # two stations' P and S amplitudes
+    assert updates[-1]["magnitude_status"] == "provisional" and updates[-1]["magnitude_stations"] == 2
+    _feed(net, revisions[4:])
+    last = public(net.events[0])
+    assert len(net.events) == 1 and last["event_id"] == first["event_id"]
+    assert last["version"] > first["version"]
+    assert last["magnitude_status"] == "complete" and last["magnitude"] == pytest.approx(3.5, abs=0.15)
+    assert last["magnitude_stations"] == len(codes) and net.counters["picks_revised"] == len(final)
 
 
 def test_a_node_with_a_bad_clock_is_excluded_or_downweighted(tmp_path):

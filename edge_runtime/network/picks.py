@@ -10,10 +10,15 @@ needs. :class:`PickMaker` turns the records into picks:
   S at the trigger or, when it came later, at the close); its identity is the event's
   (``event_id`` of the record's station and start) and the phase, so the trigger's and
   the closing record's P are one pick;
+* the onset is released at once, with the amplitudes of the samples already there
+  (``amplitude_window_s`` says how many seconds, ``amplitude_final`` false): a centre
+  associates and locates on onsets, 3 s earlier than if it waited for the amplitudes;
+* the same pick is released again with ``revision`` + 1 and ``amplitude_final`` true once
+  the samples reach ``amplitude_s`` (3 s) after its onset, or ``wait_s`` of wall time after
+  it was made if they never do (a stopped stream); an onset whose window is already full
+  when it is made goes out once, final;
 * a pick whose onset moved between the two records is made again with ``revision`` + 1
   (a reader keeps the highest revision of a ``pick_id``);
-* a pick is released once the samples reach ``amplitude_s`` (3 s) after its onset, or
-  ``wait_s`` of wall time after it was made if they never do (a stopped stream);
 * records closed by a restart of the node (``closed_by``) make no picks: their trigger's
   did, before the node stopped.
 
@@ -25,9 +30,9 @@ an earthquake to the centre, whose association rejects a knock on one. :class:`P
 runs a second :class:`~edge_runtime.detector.EventDetector` on the same classified windows
 at the pick thresholds (``[mqtt] pick_prob``, ``pick_min_pga_mps2``, ``pick_windows``); its
 records make picks too (``pick_id`` ``<event_id>-pick-P``). A pick trigger the node then
-declares an event on is that event's: a pending pick of the same phase within
-``MATCH_S`` of the event's onset is replaced by the event's pick, a released one is revised
-under its own ``pick_id``. When the weak P is not classified as P, the first triggering
+declares an event on is that event's: the event's pick of the same phase within
+``MATCH_S`` of the trigger's onset revises the trigger's pick under its ``pick_id`` (whose
+onset went out at once). When the weak P is not classified as P, the first triggering
 window's AIC onset on the vertical is the P pick (the first arrival of a local earthquake).
 
 The amplitudes are the early-warning measures of Wu & Kanamori (2005): the peaks of
@@ -186,13 +191,14 @@ class PickMaker:
         return self._release(lambda pick, made_s: self.end_us >= self._window_end(pick))
 
     def from_record(self, record: dict, trigger: bool = False) -> list[dict]:
-        """A trigger or closing record: new or moved picks queued; those already complete returned.
+        """A trigger or closing record: the onsets of new or moved picks, and those already complete.
 
         ``trigger``: the record is a :class:`PickTrigger`'s, not one of the node's events.
         """
         if record.get("closed_by") or record.get("start_us") is None:
             return []
         now = self.clock()
+        onsets = []
         for phase in ("P", "S"):
             onset_us = record.get(f"{phase.lower()}_time_us")
             if onset_us is None:
@@ -209,29 +215,32 @@ class PickMaker:
             last = self._made.get(pick_id)
             if last is not None and last[0] == onset_us:
                 continue
+            # a pending amplitude revision was never sent: the new onset takes its number
             revision = last[1] if pick_id in self.pending else 1 if last is None else last[1] + 1
+            pick = self._pick(record, phase, pick_id, revision, onset_us)
+            if self.end_us is None or self.end_us < self._window_end(pick):
+                onsets.append(self._with_amplitudes(pick, final=False))
+                revision += 1
+                pick["revision"] = revision
             self._made[pick_id] = (onset_us, revision)
             self._made.move_to_end(pick_id)
             while len(self._made) > 2 * REMEMBERED_EVENTS:
                 self._made.popitem(last=False)
-            self.pending[pick_id] = (now, self._pick(record, phase, pick_id, revision, onset_us))
-        return self._release(lambda pick, made_s: self.end_us is not None
-                             and self.end_us >= self._window_end(pick))
+            self.pending[pick_id] = (now, pick)
+        self.made += len(onsets)
+        return onsets + self._release(lambda pick, made_s: self.end_us is not None
+                                      and self.end_us >= self._window_end(pick))
 
     def _matched(self, phase: str, onset_us: int, pick_id: str) -> str:
         """An event's pick: the pick trigger's of the same phase within ``MATCH_S`` becomes it.
 
-        A pending one is withdrawn (the event's pick replaces it); a released one keeps
-        its ``pick_id``, which the event's pick then revises.
+        The trigger's onset went out when it was made, so the event's pick revises it under
+        its ``pick_id`` (a pending amplitude revision is replaced by the event's).
         """
         for k, (p, t_us, trigger_id) in enumerate(self._triggered):
             if p != phase or abs(t_us - onset_us) > MATCH_S * 1e6:
                 continue
             del self._triggered[k]
-            if trigger_id in self.pending:
-                del self.pending[trigger_id]
-                self._made.pop(trigger_id, None)
-                return pick_id
             return trigger_id
         return pick_id
 
@@ -270,12 +279,16 @@ class PickMaker:
         columns = (vertical if phase == "P" else horizontal) or vertical or horizontal
         return columns or [0]
 
-    def _with_amplitudes(self, pick: dict) -> dict:
-        """The pick with ``pa_mps2``, ``pv_mps``, ``pd_m`` over the window after its onset."""
+    def _with_amplitudes(self, pick: dict, final: bool = True) -> dict:
+        """The pick with ``pa_mps2``, ``pv_mps``, ``pd_m`` over the window after its onset.
+
+        ``final``: the pick's last amplitudes (its window full, or the stream stopped);
+        false for the onset sent at once, whose amplitudes cover the samples there so far.
+        """
         columns = self._columns(pick["phase"])
         pick = {**pick, "channels": [self.channels[i] for i in columns if i < len(self.channels)],
                 "pa_mps2": None, "pv_mps": None, "pd_m": None, "amplitude_window_s": 0.0,
-                "amplitude_highpass_hz": self.highpass_hz, "samples_filled": 0}
+                "amplitude_highpass_hz": self.highpass_hz, "amplitude_final": final, "samples_filled": 0}
         onset_us = pick["time_us"]
         cut = self.samples.cut(int(onset_us - BASELINE_S * 1e6), self._window_end(pick))
         if cut is None:

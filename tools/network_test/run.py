@@ -10,8 +10,9 @@ clock (``--bad-clock``) send frames that say ``free`` and run ``--clock-offset-s
 Scores (:func:`score`): a declared event is a true earthquake's when its origin is
 within 5 s and 30 km of it (each earthquake matched at most once); the rest are false
 network events. Latency is in simulated time: the first version's ``picks_complete_us``
-(the data time by which its last pick's 3 s amplitude window was full and the pick sent)
-minus the origin time, and the same minus the P arrival at the fourth station.
+(the data time by which its last pick was sent: its onset plus the amplitude window the
+message covered, under 3 s for an onset sent at once) minus the origin time, and the same
+minus the P arrival at the fourth station.
 """
 
 from __future__ import annotations

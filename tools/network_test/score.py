@@ -82,6 +82,7 @@ def score(net, versions: list[dict]) -> dict:
                 else round(abs(ev["magnitude"] - q.magnitude), 2),
                 n_stations=ev["n_stations"],
                 versions=ev["version"],
+                first_magnitude_status=ev1.get("magnitude_status"),
                 alert_latency_s=round(latency, 2),
                 after_fourth_p_s=None if row["fourth_p_s"] is None else round(latency - row["fourth_p_s"], 2),
             )
