@@ -104,6 +104,14 @@ $(MOSQUITTO):
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends mosquitto || { \
 	  echo "cannot install mosquitto: install it (apt-get install mosquitto) and retry"; exit 1; }
 
+# tests/test_mqtt.py makes a throwaway CA and broker certificate with openssl (the mqtts:// test).
+OPENSSL := /usr/bin/openssl
+$(OPENSSL):
+	@echo "installing the Debian package openssl (tests/test_mqtt.py makes throwaway TLS certificates)"
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends openssl || { \
+	  echo "cannot install openssl: install it (apt-get install openssl) and retry"; exit 1; }
+
 # tests/test_web.py loads the node's status page in headless Chromium through its WebDriver.
 CHROMEDRIVER := /usr/bin/chromedriver
 $(CHROMEDRIVER):
@@ -117,7 +125,7 @@ $(CHROMEDRIVER):
 # cores the whole suite takes about 6 minutes this way against about 14 one file at a time.
 # TEST_JOBS=0 runs it in this one process.
 TEST_JOBS ?= 3
-test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE) $(MOSQUITTO) $(CHROMEDRIVER)
+test: $(STAMP) | $(SSHD) $(QEMU_USER) $(HOST_GCC) $(ARM_GCC) $(ARDUINO_AVR_CORE) $(MOSQUITTO) $(OPENSSL) $(CHROMEDRIVER)
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
 
 # Node bundle and deploy (tools/deploy/bundle.py, tools/deploy/remote.py, deploy/install.py; docs/deploying.md).

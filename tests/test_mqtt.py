@@ -2,7 +2,8 @@
 
 Picks, triggers, events and health reach a subscriber; with the broker down at the start,
 restarted mid-stream, or the node restarted with messages on disk, every message arrives,
-in order; the disk queue keeps its bound. Then a real node process fed through a pty
+in order; the disk queue keeps its bound; mqtts:// reaches a TLS listener with its CA and
+not with another. Then a real node process fed through a pty
 publishes records equal to the lines of its event file.
 """
 
@@ -52,9 +53,10 @@ def _free_port() -> int:
 
 
 class Broker:
-    """``mosquitto -c <conf>`` on 127.0.0.1 at a free port, persistent across its restarts."""
+    """``mosquitto -c <conf>`` on 127.0.0.1 at a free port, persistent across its restarts;
+    ``extra``: more lines of its configuration (a TLS listener's files)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, extra: str = ""):
         self.exe = _mosquitto()
         self.port = _free_port()
         self.folder = folder
@@ -62,7 +64,7 @@ class Broker:
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {folder}/\nuser {getpass.getuser()}\n"
-                             "log_dest stderr\n")
+                             f"log_dest stderr\n{extra}")
         self.proc = None
 
     @property
@@ -99,7 +101,7 @@ def broker(tmp_path):
 class Subscriber:
     """A persistent-session subscriber (QoS 1) to ``<prefix>/#``: it misses nothing while away."""
 
-    def __init__(self, port: int, topic: str = PREFIX + "/#"):
+    def __init__(self, port: int, topic: str = PREFIX + "/#", ca: str | None = None):
         self.messages: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
@@ -109,6 +111,8 @@ class Subscriber:
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._message
         self.client.reconnect_delay_set(1, 1)
+        if ca is not None:
+            self.client.tls_set(ca_certs=ca)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self.subscribed.wait(10), "the test's subscriber could not subscribe"
@@ -424,6 +428,84 @@ def test_queue_bound_drops_the_oldest_counted_and_logged_once(broker, tmp_path, 
     finally:
         out.close()
     sub.close()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    exe = shutil.which("openssl")
+    if exe is None:
+        pytest.fail("the openssl command is missing: apt-get install openssl (make test installs it)")
+    subprocess.run([exe, *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _throwaway_ca(folder: Path, name: str) -> None:
+    """``<name>.pem`` / ``<name>.key``: a self-signed P-256 CA valid for a day."""
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", f"/CN=test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+
+
+def _server_certificate(folder: Path, ca: str) -> None:
+    """``server.pem`` / ``server.key`` for 127.0.0.1 and localhost, signed by the CA ``ca``."""
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                       "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                       "extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n"
+                                       "subjectKeyIdentifier=hash\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=folder)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+             "-set_serial", "2", "-days", "1", "-extfile", "server.ext", "-out", "server.pem", cwd=folder)
+
+
+def test_mqtts_to_a_tls_broker_and_a_wrong_ca_refused(tmp_path, caplog, capfd):
+    """mqtts:// with [mqtt] ca against a Mosquitto TLS listener: a record arrives at a TLS
+    subscriber. With a CA that did not sign the broker's certificate the node does not connect,
+    says so in one line, and keeps queueing to disk and retrying."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _throwaway_ca(pki, "ca")
+    _throwaway_ca(pki, "other")
+    _server_certificate(pki, "ca")
+    broker = Broker(tmp_path / "broker", f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\n"
+                                         f"keyfile {pki / 'server.key'}\n")
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    broker.start()
+    caplog.set_level(logging.WARNING)
+    try:
+        sub = Subscriber(broker.port, ca=str(pki / "ca.pem"))
+        out = _output(_config(broker, tmp_path / "q", mqtt_broker=url, mqtt_ca=str(pki / "ca.pem")))
+        try:
+            out.on_event(_record(0))
+            assert sub.wait("event", 1) == [json.dumps(with_iso_times(_record(0)), sort_keys=True)]
+            assert sub.wait("status", 1) == ["online"]
+        finally:
+            out.close()
+        assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+
+        wrong = _output(_config(broker, tmp_path / "q2", mqtt_broker=url, mqtt_ca=str(pki / "other.pem"),
+                                mqtt_client_id="wrong-ca"))
+        try:
+            wrong.on_event(_record(1))
+            deadline = time.monotonic() + 15
+            while wrong.counters()["mqtt_connect_failures"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            counters = wrong.counters()
+            assert counters["mqtt_connect_failures"] >= 2 and counters["mqtt_connects"] == 0, counters
+            assert _queued(tmp_path / "q2") == 1  # kept on disk for when the CA is right
+            wrong.on_event(_record(2))  # still running: takes records
+            deadline = time.monotonic() + 10
+            while _queued(tmp_path / "q2") < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _queued(tmp_path / "q2") == 2
+        finally:
+            wrong.close()
+        lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(lines) == 1 and "TLS handshake failed" in lines[0] and "\n" not in lines[0], lines
+        assert not any(r.exc_info for r in caplog.records) and "Traceback" not in capfd.readouterr().err
+        assert len(set(sub.of("event"))) == 1  # nothing of the wrong-CA node came through
+        sub.close()
+    finally:
+        broker.stop()
 
 
 # ---------------------------------------------------------------- a real node process
