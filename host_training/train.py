@@ -654,7 +654,12 @@ def build_augment(names, seed: int):
 
 
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str))
+    """Written whole or not at all: under torchrun the other ranks read ``config.json`` (their
+    run-folder check) while rank 0 writes it, and a half-written file read as "not a run's
+    config.json" stopped rank 1 with exit 2 (seen once in CI)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def _inputs(data, splits, model_name: str, prep: dict):
