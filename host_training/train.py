@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_runtime.atomic import write_text_atomically
 from edge_runtime.kinds import KINDS
 
 from .checkpoints import (
@@ -657,9 +658,7 @@ def _write_json(path: Path, obj) -> None:
     """Written whole or not at all: under torchrun the other ranks read ``config.json`` (their
     run-folder check) while rank 0 writes it, and a half-written file read as "not a run's
     config.json" stopped rank 1 with exit 2 (seen once in CI)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(obj, indent=2, default=str))
 
 
 def _inputs(data, splits, model_name: str, prep: dict):

@@ -16,13 +16,13 @@ without poles or zeros from M/S**2 to COUNTS, its gain the sensitivity.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..atomic import write_text_atomically
 from ..sensors import SensorModel
 from ..sink import Consumer
 
@@ -218,16 +218,6 @@ def epoch_start_us(path) -> int | None:
             continue
         starts.append(int(round(when.replace(tzinfo=UTC).timestamp() * 1e6)))
     return min(starts) if starts else None
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """``text`` to ``path`` through a temporary file and a rename: a reader never sees half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 class StationXmlWriter(Consumer):

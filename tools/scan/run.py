@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from edge_runtime.atomic import write_text_atomically
+
 from .archive import StationDay, find_station_days
 from .day import ScanSettings, scan_station_day
 
@@ -63,9 +65,8 @@ def _done(out: Path, day: StationDay, fingerprint: str) -> dict | None:
 def _write_day(out: Path, day: StationDay, result: dict, fingerprint: str) -> None:
     path = day_path(out, day)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**result, "fingerprint": fingerprint}, default=str))
-    os.replace(tmp, path)  # atomic: a killed run never leaves half a station-day that counts as done
+    # atomic: a killed run never leaves half a station-day that counts as done
+    write_text_atomically(path, json.dumps({**result, "fingerprint": fingerprint}, default=str))
 
 
 def _failed(day: StationDay, exc: Exception) -> dict:
