@@ -187,3 +187,14 @@ def read_until(proc, text: str, timeout_s: float = 60.0) -> str:
             return seen
     raise AssertionError(f"no {text!r} in the output of `tools replay`: {seen}")
 
+
+
+def add_trace_samples(out: dict, trace, period_us: int) -> dict:
+    """Each sample of an ObsPy ``trace`` into ``out`` as ``{(channel, time_us): count}``; a
+    sample already there (the same channel and time twice) fails."""
+    start_us = round(trace.stats.starttime.ns / 1000)
+    for i, value in enumerate(trace.data):
+        key = (trace.stats.channel, start_us + i * period_us)
+        assert key not in out, f"sample {key} twice"
+        out[key] = int(value)
+    return out

@@ -18,6 +18,8 @@ import pytest
 pymseed = pytest.importorskip("pymseed")
 obspy = pytest.importorskip("obspy")
 
+from _helpers import add_trace_samples  # noqa: E402
+
 from edge_runtime.config import NodeConfig  # noqa: E402
 from edge_runtime.network.archive import (  # noqa: E402
     RETRY_S,
@@ -69,11 +71,7 @@ def read_back(root: Path) -> dict:
         for trace in obspy.read(str(path), format="MSEED"):
             assert trace.stats.mseed.encoding == "STEIM2" and trace.stats.mseed.record_length == 512
             assert trace.data.dtype == np.int32
-            start_us = round(trace.stats.starttime.ns / 1000)
-            for i, value in enumerate(trace.data):
-                key = (trace.stats.channel, start_us + i * PERIOD_US)
-                assert key not in out, f"sample {key} twice"
-                out[key] = int(value)
+            add_trace_samples(out, trace, PERIOD_US)
     return out
 
 

@@ -33,7 +33,7 @@ import pytest
 pytest.importorskip("pymseed")
 pytest.importorskip("paho.mqtt")
 import obspy  # noqa: E402
-from _helpers import wait_ready, wait_status  # noqa: E402
+from _helpers import add_trace_samples, wait_ready, wait_status  # noqa: E402
 from conftest import REPO, python_env, stop  # noqa: E402
 from obspy import UTCDateTime  # noqa: E402
 
@@ -76,11 +76,7 @@ def traces_samples(stream) -> dict:
     out = {}
     for trace in stream:
         assert trace.stats.sampling_rate == RATE_HZ
-        start_us = round(trace.stats.starttime.ns / 1000)
-        for i, value in enumerate(trace.data):
-            key = (trace.stats.channel, start_us + i * PERIOD_US)
-            assert key not in out, f"sample {key} twice"
-            out[key] = int(value)
+        add_trace_samples(out, trace, PERIOD_US)
     return out
 
 
