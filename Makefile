@@ -56,69 +56,53 @@ replay: $(STAMP)
 	  $(if $(CATALOG),--catalog $(CATALOG)) $(if $(INVENTORY),--inventory $(INVENTORY)) \
 	  $(if $(UNITS),--units $(UNITS))
 
+# $(call apt_install,PACKAGES,WHY[,APT OPTIONS]): the Debian packages a test starts for real,
+# installed with sudo unless root; or one line saying how to install them, and a failed make.
+define apt_install
+@echo "installing the Debian package(s) $(1) ($(2))"
+@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(3) $(1) || { \
+  echo "cannot install $(1): install it (apt-get install $(1)) and retry"; exit 1; }
+endef
+
 # The deploy tests start a real OpenSSH server (tests/test_deploy.py).
 SSHD := /usr/sbin/sshd
 $(SSHD):
-	@echo "installing the Debian package openssh-server (tests/test_deploy.py starts a real sshd)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openssh-server || { \
-	  echo "cannot install openssh-server: install it (apt-get install openssh-server) and retry"; exit 1; }
+	$(call apt_install,openssh-server,tests/test_deploy.py starts a real sshd)
 
 # tests/test_bundle_qemu.py runs Debian's arm64 Python under qemu-user (no binfmt_misc needed).
 QEMU_USER := /usr/bin/qemu-aarch64-static
 $(QEMU_USER):
-	@echo "installing the Debian package qemu-user-static (tests/test_bundle_qemu.py runs an arm64 Python)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends qemu-user-static || { \
-	  echo "cannot install qemu-user-static: install it (apt-get install qemu-user-static) and retry"; exit 1; }
+	$(call apt_install,qemu-user-static,tests/test_bundle_qemu.py runs an arm64 Python,--no-install-recommends)
 
 # tests/test_firmware.py builds the board encoder (firmware/) with the host's gcc, cross-compiles it
 # for a Cortex-M0+, and builds the Arduino example against Debian's Arduino AVR core.
 HOST_GCC := /usr/bin/gcc
 $(HOST_GCC):
-	@echo "installing the Debian package gcc (tests/test_firmware.py compiles the C frame encoder)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc || { \
-	  echo "cannot install gcc: install it (apt-get install gcc) and retry"; exit 1; }
+	$(call apt_install,gcc,tests/test_firmware.py compiles the C frame encoder)
 
 ARM_GCC := /usr/bin/arm-none-eabi-gcc
 $(ARM_GCC):
-	@echo "installing the Debian package gcc-arm-none-eabi (tests/test_firmware.py cross-compiles firmware/ for a Cortex-M0+)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  $$SUDO apt-get install -y -qq --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi || { \
-	  echo "cannot install gcc-arm-none-eabi: install it (apt-get install gcc-arm-none-eabi) and retry"; exit 1; }
+	$(call apt_install,gcc-arm-none-eabi libnewlib-arm-none-eabi,tests/test_firmware.py cross-compiles firmware/ for a Cortex-M0+,--no-install-recommends)
 
 ARDUINO_AVR_CORE := /usr/share/arduino/hardware/arduino/avr/cores/arduino/Arduino.h
 $(ARDUINO_AVR_CORE):
-	@echo "installing the Debian package arduino-core-avr (tests/test_firmware.py builds the Arduino example)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends arduino-core-avr || { \
-	  echo "cannot install arduino-core-avr: install it (apt-get install arduino-core-avr) and retry"; exit 1; }
+	$(call apt_install,arduino-core-avr,tests/test_firmware.py builds the Arduino example,--no-install-recommends)
 
 # tests/test_mqtt.py starts a real Mosquitto broker on 127.0.0.1 (the node's MQTT output, docs/mqtt.md).
 MOSQUITTO := /usr/sbin/mosquitto
 $(MOSQUITTO):
-	@echo "installing the Debian package mosquitto (tests/test_mqtt.py starts a real MQTT broker)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends mosquitto || { \
-	  echo "cannot install mosquitto: install it (apt-get install mosquitto) and retry"; exit 1; }
+	$(call apt_install,mosquitto,tests/test_mqtt.py starts a real MQTT broker,--no-install-recommends)
 
 # tests/test_mqtt.py makes a throwaway CA and broker certificate with openssl (the mqtts:// test).
 OPENSSL := /usr/bin/openssl
 $(OPENSSL):
-	@echo "installing the Debian package openssl (tests/test_mqtt.py makes throwaway TLS certificates)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends openssl || { \
-	  echo "cannot install openssl: install it (apt-get install openssl) and retry"; exit 1; }
+	$(call apt_install,openssl,tests/test_mqtt.py makes throwaway TLS certificates,--no-install-recommends)
 
 # tests/test_web.py loads the node's status page in headless Chromium through its WebDriver.
 CHROMEDRIVER := /usr/bin/chromedriver
 $(CHROMEDRIVER):
-	@echo "installing the Debian packages chromium and chromium-driver (tests/test_web.py drives a headless browser)"
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver || { \
-	  echo "cannot install chromium: install it (apt-get install chromium chromium-driver) and retry"; exit 1; }
+	$(call apt_install,chromium chromium-driver,tests/test_web.py drives a headless browser)
 
 # Three test files at a time (pytest-xdist, a file's tests stay together with their module
 # fixtures): most of the suite waits on node processes, ptys, sockets and brokers, so on 2
