@@ -481,8 +481,9 @@ def test_mqtt_broker_down_for_an_hour_keeps_the_queue_bound_and_memory(tiny_mode
                               accepted=lambda i, k=k: k * quarter + min(i, quarter) - 10)
                 rss.append(rss_mib(proc.pid))
             status = wait_status(tmp_path / "status.json", proc,
-                                 lambda s: s["mqtt_queued"] == queue_max and s["mqtt_dropped"] == 0,
-                                 "fill its queue")
+                                 lambda s: s["pipeline"]["frames"] == len(frames)
+                                 and s["mqtt_queued"] == queue_max and s["mqtt_dropped"] == 0,
+                                 "accept every frame and fill its queue")
             assert status["pipeline"]["frames"] == len(frames) and status["pipeline"]["events"] >= 25, status
             made = status["pipeline"]["triggers"] + status["pipeline"]["events"] + status["mqtt_picks"]
             assert status["mqtt_queue_dropped"] == made - queue_max > 0, status
