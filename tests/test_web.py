@@ -17,6 +17,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,10 +246,20 @@ def test_connections_beyond_max_clients_get_503_until_one_ends(served):
     finally:
         for sock in idle:
             sock.close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while get(server.url + "/api/status")[0] != 200:
         assert time.monotonic() < deadline, "the server did not serve again once the idle clients left"
         time.sleep(0.05)
+
+
+def unsent_bytes(server: tuple, client: tuple) -> int:
+    """Bytes in the kernel's send queue of the server's end of the IPv4 connection from
+    ``client`` to ``server`` (both ``(host, port)``): /proc/net/tcp's tx_queue."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()  # local and remote address:port in hex, then state, tx_queue:rx_queue
+        if fields[1].endswith(f":{server[1]:04X}") and fields[2].endswith(f":{client[1]:04X}"):
+            return int(fields[4].split(":")[0], 16)
+    return 0
 
 
 def test_a_client_that_never_reads_never_delays_the_loop():
@@ -262,7 +273,12 @@ def test_a_client_that_never_reads_never_delays_the_loop():
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(server.address)
         stuck.sendall(b"GET /api/traces HTTP/1.1\r\n\r\n")  # and never reads the answer
-        time.sleep(1.0)  # the server's thread is now blocked writing to it
+        # Bytes of the answer waiting in the server's send queue: its thread is now blocked
+        # writing the rest (about 5 MB) to a client that reads nothing.
+        deadline = time.monotonic() + 30
+        while unsent_bytes(server.address, stuck.getsockname()) == 0:
+            assert time.monotonic() < deadline, "the server did not start answering within 30 s"
+            time.sleep(0.02)
         slowest_s = 0.0
         for k in range(600, 700):
             start = time.perf_counter()
@@ -379,12 +395,13 @@ def test_node_serves_its_status_page(tiny_model, tmp_path):
             writer.send(encode_frame(i, T0_US + k * 10_000, RATE_HZ, counts[k:k + 10]), 0)
         wait_frames(tmp_path / "status.json", proc, 200)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:  # the page takes the node's status once a second
+        deadline = time.monotonic() + 60
+        while True:  # the page takes the node's status once a second, the samples each half second
             page_status = json.loads(get(url + "/api/status")[2])
-            if (page_status["node"] or {}).get("pipeline", {}).get("frames", 0) >= 200:
+            if (page_status["node"] or {}).get("pipeline", {}).get("frames", 0) >= 200 \
+                    and (page_status.get("last_sample_us") or 0) >= T0_US + 19_990_000:
                 break
-            assert time.monotonic() < deadline, "the page's status never counted the frames"
+            assert time.monotonic() < deadline, f"the page never showed the 200 frames: {page_status}"
             time.sleep(0.1)
         assert page_status["node"]["station"] == "ST01"
         assert page_status["last_sample_us"] == T0_US + 19_990_000
