@@ -241,12 +241,14 @@ def test_node_process_writes_the_source_class(tiny_model, source_model, tmp_path
     rec = synth.earthquake(np.random.default_rng(8), duration_s=40.0, p_s=12.0, sp_s=3.0, pga_mps2=0.3)
     write_record(rec.data, 100.0, UTCDateTime(2026, 3, 1), tmp_path / "sac" / "quake", picks={"P": rec.p_s},
                  kind="earthquake")
+    # Read before the node starts: it exits after 2 s without bytes, and reading SAC files
+    # between its port opening and the first frame can take that on a loaded machine.
+    records = read_waveform_records(sorted((tmp_path / "sac").rglob("*.SAC")))
     pty = open_pty()
     proc = node_process(tiny_model["sim"], pty.port, tmp_path, "--source-model", str(source_model),
                         "--idle-exit-s", "2")
     with running(proc, pty):
         wait_for_port(tmp_path / "status.json", proc)
-        records = read_waveform_records(sorted((tmp_path / "sac").rglob("*.SAC")))
         replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2)
         output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output

@@ -96,12 +96,14 @@ def run_node(model, port, out, *extra):
 
 def test_node_process_detects_replayed_quakes_through_faults(tiny_model, replay_records_dir, tmp_path):
     """The node in its own process, a real pty, line faults: every quake, no false event."""
+    # Read before the node starts: it exits after 2 s without bytes, and reading SAC files
+    # between its port opening and the first frame can take that on a loaded machine.
+    records = read_waveform_records(sorted(replay_records_dir.rglob("*.SAC")))
     pty = open_pty()
     proc = run_node(tiny_model["sim"], pty.port, tmp_path)
     faults = FaultInjector(FaultConfig(corrupt=0.003, garbage=0.02, truncate=0.002, seed=4))
     with running(proc, pty):
         wait_for_port(tmp_path / "status.json", proc)
-        records = read_waveform_records(sorted(replay_records_dir.rglob("*.SAC")))
         sent = replay_records(records, Writer(pty, speed=0), ADXL355_COUNTS_PER_MPS2, faults=faults)
         output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
@@ -123,7 +125,8 @@ def test_node_process_detects_replayed_quakes_through_faults(tiny_model, replay_
 
 def test_node_exits_cleanly_on_sigterm(tiny_model, tmp_path):
     pty = open_pty()
-    proc = run_node(tiny_model["sim"], pty.port, tmp_path)
+    # Not 2 s of silence: on a loaded machine the node could exit idle before the SIGTERM.
+    proc = run_node(tiny_model["sim"], pty.port, tmp_path, "--idle-exit-s", "60")
     try:
         wait_for_port(tmp_path / "status.json", proc)
         proc.terminate()
