@@ -261,7 +261,9 @@ def serve_session(model, folder: Path, chunks: list, config: Path, delivered: li
                         f"accept {accepted} frames", timeout_s=120)
         wait_status(folder / "status.json", proc, lambda s: s["pipeline"]["frames"] >= len(delivered),
                     f"accept {len(delivered)} frames", timeout_s=120)
-        collector.join(60)  # the last records are packed 5 s after the last frame
+        collector.join(120)  # the last records are packed 5 s after the last frame
+        held = sum(t.stats.npts for t in collector.traces)
+        assert not collector.is_alive(), f"SeedLink client: {held} of {n_samples} samples in 120 s"
         output = stop(proc)
     assert proc.returncode == 0, output
     return node_status(folder), collector.traces
@@ -417,11 +419,17 @@ def test_a_node_with_every_output_under_load_listens_on_loopback_only(tiny_model
             wait_status(tmp_path / "status.json", proc, lambda s: s["seedlink"]["clients_streaming"] == 51,
                         "stream to 51 clients")
             seen = feed_in_steps(tmp_path, proc, pty, frames)
-            final = wait_status(tmp_path / "status.json", proc,
-                                lambda s: s["seedlink"]["clients_dropped"] == 1 and s["seedlink_dropped"] == 0
-                                and all(len(p) == s["seedlink"]["records"] for p in clients.packets()),
-                                "send every record to the 50 readers and drop the deaf one", timeout_s=60)
-            packets = clients.packets()
+            packets = []  # the clients' packets as the final status found them: more may come after
+
+            def delivered(s):
+                packets[:] = clients.packets()
+                return s["pipeline"]["frames"] == s["decoder"]["frames"] == len(frames) \
+                    and s["mqtt_sent"] > 0 and s["seedlink"]["clients_dropped"] == 1 \
+                    and s["seedlink_dropped"] == 0 \
+                    and all(len(p) == s["seedlink"]["records"] for p in packets)
+
+            final = wait_status(tmp_path / "status.json", proc, delivered, "accept every frame, send every "
+                                "record to the 50 readers and drop the deaf one", timeout_s=120)
             poller.stop()
             clients.close()
             output = stop(proc)
@@ -453,6 +461,19 @@ def test_the_listening_check_sees_a_server_opened_to_the_network(tiny_model, tmp
         stop(proc)
 
 
+def wait_for_messages(sub, kinds: tuple, n: int, timeout_s: float = 60.0) -> None:
+    """Until the test's MQTT subscriber ``sub`` holds ``n`` messages of the ``kinds`` (the last
+    part of their topics)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sub.lock:
+            got = sum(t.rsplit("/", 1)[-1] in kinds for t, _, _ in sub.messages)
+        if got >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the subscriber got {got} of {n} {'/'.join(kinds)} messages in {timeout_s} s")
+
+
 def test_mqtt_broker_down_for_an_hour_keeps_the_queue_bound_and_memory(tiny_model, tmp_path):
     """The broker goes away for an hour of data with a quake every two minutes: the node goes
     on classifying, the disk queue stops at queue_max (the oldest dropped, counted, said
@@ -480,10 +501,15 @@ def test_mqtt_broker_down_for_an_hour_keeps_the_queue_bound_and_memory(tiny_mode
                 feed_in_steps(tmp_path, proc, pty, frames[k * quarter:(k + 1) * quarter],
                               accepted=lambda i, k=k: k * quarter + min(i, quarter) - 10)
                 rss.append(rss_mib(proc.pid))
+            # The MQTT worker queues (and drops) a record after the loop counted it: wait until
+            # it has caught up with every trigger, event and pick the status counts.
             status = wait_status(tmp_path / "status.json", proc,
                                  lambda s: s["pipeline"]["frames"] == len(frames)
-                                 and s["mqtt_queued"] == queue_max and s["mqtt_dropped"] == 0,
-                                 "accept every frame and fill its queue")
+                                 and s["mqtt_queued"] == queue_max and s["mqtt_dropped"] == 0
+                                 and s["mqtt_queue_dropped"] == s["pipeline"]["triggers"]
+                                 + s["pipeline"]["events"] + s["mqtt_picks"] - queue_max,
+                                 "accept every frame, fill its queue and drop the oldest of the rest",
+                                 timeout_s=120)
             assert status["pipeline"]["frames"] == len(frames) and status["pipeline"]["events"] >= 25, status
             made = status["pipeline"]["triggers"] + status["pipeline"]["events"] + status["mqtt_picks"]
             assert status["mqtt_queue_dropped"] == made - queue_max > 0, status
@@ -494,6 +520,8 @@ def test_mqtt_broker_down_for_an_hour_keeps_the_queue_bound_and_memory(tiny_mode
             expected = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
             wait_status(tmp_path / "status.json", proc, lambda s: s["mqtt_queued"] == 0, "send its queue",
                         timeout_s=60)
+            # Acknowledged by the broker is not yet delivered: the subscriber reconnects on its own.
+            wait_for_messages(sub, ("trigger", "event", "pick"), queue_max)
             output = stop(proc)
     finally:
         sub.close()
