@@ -160,10 +160,13 @@ class ChunkedStream:
         return Scored(int(centers_all[k]), probs, float(peak_all[k]), data, self.rate_hz)
 
     def _keep_context(self, centers_all, probs_all, peak_all, raw, n_ctx: int) -> None:
-        """The windows the next batch's first window may look back to (copies: a batch's
-        samples are let go)."""
+        """The windows the next batch's first window may look back to. Their samples are a
+        view of this batch's when the look-back lies in it (the batch, 1.2 MiB at 100 Hz, is
+        kept until the next one instead of copying 200 windows of it every batch)."""
         k = len(centers_all)
         first = self._lookback(k, centers_all).start if k else 0
-        raws = [self.context[3][j] if j < n_ctx else raw[j - n_ctx] for j in range(first, k)]
-        self.context = (centers_all[first:].copy(), probs_all[first:].copy(), peak_all[first:].copy(),
-                        np.array(raws).reshape((len(raws),) + raw.shape[1:]))
+        if first >= n_ctx:
+            raws = raw[first - n_ctx:]
+        else:
+            raws = np.concatenate([self.context[3][first:], raw])
+        self.context = (centers_all[first:].copy(), probs_all[first:].copy(), peak_all[first:].copy(), raws)
