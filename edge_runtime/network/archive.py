@@ -364,4 +364,6 @@ def build_archive_output(config, components):
     archive = SdsArchive(config.archive, station_identity(config, components), config.counts_per_mps2,
                          config.archive_quota_mb)
     # 4096 frames (about 7 minutes of 10-sample frames at 100 Hz) may wait for a slow disk.
-    return Queued(archive, maxsize=4096, batch_s=1.0)
+    # At SIGTERM a slow SD card gets 15 s to write what waits (systemd allows 90 s to stop);
+    # only a hung one loses its backlog, said in one line.
+    return Queued(archive, maxsize=4096, batch_s=1.0, close_timeout_s=15.0)
