@@ -78,6 +78,33 @@ def build_associator(config, station_xy: np.ndarray, travel: TravelTimes, model=
     )
 
 
+def near_fresh(
+    station_xy: np.ndarray, times_s: np.ndarray, fresh: np.ndarray, reach_km: float, reach_s: float
+) -> np.ndarray:
+    """Indices of the picks that could share an event with one of the ``fresh`` picks.
+
+    Parameters
+    ----------
+    station_xy : numpy.ndarray
+        float, ``(n, 2)``: each pick's station on the local plane, km.
+    times_s : numpy.ndarray
+        float, ``(n,)``: pick times, s.
+    fresh : numpy.ndarray
+        int: indices of the picks new since the last association run.
+    reach_km, reach_s : float
+        A pick is kept when its station is within ``reach_km`` of a fresh pick's and its
+        time within ``reach_s`` of that pick's.
+
+    Returns
+    -------
+    numpy.ndarray
+        int, sorted: the fresh picks and their neighbours in space and time.
+    """
+    d_km = np.hypot(*(station_xy[:, None, :] - station_xy[fresh][None]).transpose(2, 0, 1))
+    dt_s = np.abs(times_s[:, None] - times_s[fresh][None])
+    return np.flatnonzero(((d_km <= reach_km) & (dt_s <= reach_s)).any(axis=1))
+
+
 class Associator:
     """PyOcto, rebuilt when the station set changes; :meth:`run` returns events and their picks."""
 

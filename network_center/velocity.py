@@ -112,7 +112,7 @@ class TravelTimes:
         self.delta_km = delta_km
         self.grids = {phase: travel_time_grid(layers, phase, delta_km, xdist_km, zdist_km) for phase in "PS"}
 
-    def __call__(self, phase: str, distance_km, depth_km: float) -> np.ndarray:
+    def _cell(self, phase: str, distance_km, depth_km: float):
         grid = self.grids[phase.upper()]
         nx, nz = grid.shape
         x = np.clip(np.asarray(distance_km, float) / self.delta_km, 0, nx - 1.000001)
@@ -121,7 +121,18 @@ class TravelTimes:
         fx, fz = x - i, z - j
         top = grid[i, j] * (1 - fx) + grid[i + 1, j] * fx
         bottom = grid[i, j + 1] * (1 - fx) + grid[i + 1, j + 1] * fx
+        return grid, i, j, fx, fz, top, bottom
+
+    def __call__(self, phase: str, distance_km, depth_km: float) -> np.ndarray:
+        _, _, _, _, fz, top, bottom = self._cell(phase, distance_km, depth_km)
         return top * (1 - fz) + bottom * fz
+
+    def with_slowness(self, phase: str, distance_km, depth_km: float):
+        """Times (s) as :meth:`__call__`, and their derivatives along distance and depth (s/km)
+        of the same bilinear interpolation: the locator's Jacobian without finite differences."""
+        grid, i, j, fx, fz, top, bottom = self._cell(phase, distance_km, depth_km)
+        along = (1 - fz) * (grid[i + 1, j] - grid[i, j]) + fz * (grid[i + 1, j + 1] - grid[i, j + 1])
+        return top * (1 - fz) + bottom * fz, along / self.delta_km, (bottom - top) / self.delta_km
 
 
 def write_pyocto_table(
