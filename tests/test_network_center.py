@@ -26,9 +26,10 @@ from conftest import REPO
 from paho.mqtt.enums import CallbackAPIVersion
 
 from network_center.config import ConfigError, build_config, read_config
+from network_center.locate import arrival_jacobian, predicted_s
 from network_center.magnitude import RELATIONS, network_magnitude
 from network_center.network import Network, public
-from network_center.velocity import first_arrival_s, write_pyocto_table
+from network_center.velocity import TravelTimes, first_arrival_s, write_pyocto_table
 
 LAYERS = [[0.0, 4.0, 2.2], [2.0, 6.1, 3.5], [15.0, 6.7, 3.8], [30.0, 8.0, 4.5]]
 T0_S = 1_767_225_600.0
@@ -304,6 +305,73 @@ def test_late_picks_join_their_event(tmp_path):
     n_before = net.events[0]["n_stations"]
     _feed(net, late)  # a node's queue sent after an outage
     assert len(net.events) == 1 and net.events[0]["n_stations"] == n_before + 2
+
+
+def test_a_batch_of_amplitude_revisions_makes_one_version(tmp_path):
+    """Revisions that arrive between two association runs make one new version, not one each,
+    and move nothing (their onsets are the same): the magnitude comes, the location stays."""
+    net, codes, lat, lon = _network(tmp_path)
+    final = [(t, json.loads(p)) for t, p in _picks(net, codes, lat, lon, magnitude=3.5)]
+    _feed(net, [(t, json.dumps({**b, "amplitude_final": False}).encode()) for t, b in final])
+    before = public(net.events[0])
+    assert before["magnitude_status"] == "pending"
+    for topic, body in final:
+        net.message(topic, json.dumps({**body, "revision": 2, "amplitude_final": True}).encode())
+    changed = net.associate(now_s=time.time())
+    assert [e["version"] for e in changed] == [before["version"] + 1] and len(net.events) == 1
+    after = public(net.events[0])
+    assert after["magnitude_status"] == "complete" and after["magnitude"] == pytest.approx(3.5, abs=0.15)
+    place = ("latitude", "longitude", "depth_km", "origin_time_us")
+    assert [after[k] for k in place] == [before[k] for k in place]
+
+
+def test_locator_jacobian_is_the_travel_time_grids_slope():
+    travel = TravelTimes(LAYERS, 100.0, 30.0)
+    phases = np.array(["P", "S", "P", "S", "P"])
+    xy = np.array([[10.0, 5.0], [10.0, 5.0], [-20.0, 7.0], [3.0, -30.0], [41.0, 2.0]])
+    hypo = np.array([1.3, -2.2, 7.3, 0.4])  # depth and distances off the grid's nodes
+    h = 1e-4
+    step = [predicted_s(travel, phases, xy, hypo + h * e) - predicted_s(travel, phases, xy, hypo - h * e)
+            for e in np.eye(4)]
+    numeric = np.stack(step, axis=1) / (2 * h)
+    np.testing.assert_allclose(arrival_jacobian(travel, phases, xy, hypo), numeric, atol=1e-6)
+    assert np.all(numeric[:, 3] == pytest.approx(1.0)) and np.all(np.abs(numeric[:, :3]).max(axis=0) > 0.01)
+
+
+def test_a_busy_window_searches_near_the_new_picks(tmp_path):
+    """Above ATTACH_ABOVE_PICKS picks in the window (1,000 nodes' false triggers; here 140 on a
+    144-node grid 15 km apart), PyOcto searches only the picks near those new since its last
+    run: the earthquake is declared once where it is, and no run after the first (the whole
+    window) sees as many picks."""
+    side = 12
+    xy = 15.0 * np.array([(i % side, i // side) for i in range(side * side)], float)
+    xy -= xy.mean(axis=0)
+    k = np.pi / 180 * 6371.0
+    lat, lon = 46.0 + xy[:, 1] / k, 7.0 + xy[:, 0] / (k * np.cos(np.radians(46.0)))
+    codes = [f"G{i:03d}" for i in range(side * side)]
+    net = Network(_config(tmp_path, association={"window_s": 300.0}))
+    for i, code in enumerate(codes):
+        net.message(*_health(code, lat[i], lon[i]))
+    rng = np.random.default_rng(5)
+    for n in range(140):
+        code = codes[int(rng.integers(len(codes)))]
+        body = {"type": "pick", "network": "XX", "station": code, "pick_id": f"{code}-bg{n}-P",
+                "revision": 1, "phase": "P", "time_us": int((T0_S - 280 + rng.uniform(0, 275)) * 1e6),
+                "time_fix": "gps", "pd_m": 1e-6}
+        net.message(f"seismictorch/XX.{code}/pick", json.dumps(body).encode())
+    seen = []
+    run = net.associator.run
+    net.associator.run = lambda stations, picks: seen.append(len(picks)) or run(stations, picks)
+    net.associate(now_s=time.time())
+    plane = np.array([net.stations.xy_km(lat[i], lon[i]) for i in range(len(codes))])
+    near = np.flatnonzero(np.hypot(plane[:, 0] - HYPO["x"], plane[:, 1] - HYPO["y"]) < 35)
+    quake = _picks(net, [codes[i] for i in near], lat[near], lon[near])
+    _feed(net, quake)
+    assert len(net.events) == 1, [public(e)["n_stations"] for e in net.events]
+    event = public(net.events[0])
+    x, y = net.stations.xy_km(event["latitude"], event["longitude"])
+    assert np.hypot(x - HYPO["x"], y - HYPO["y"]) < 1.5 and abs(event["origin_time_us"] / 1e6 - T0_S) < 0.3
+    assert event["n_stations"] == len(near) and len(seen) > 1 and max(seen[1:]) < seen[0], seen
 
 
 # ---------------------------------------------------------------- the running centre on Mosquitto

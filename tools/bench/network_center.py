@@ -31,7 +31,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _messages(rng, n_nodes: int, background_s: float, per_node_h: float, config):
+def _messages(rng, n_nodes: int, background_s: float, per_node_h: float, config, revisions: bool):
     from network_center.velocity import first_arrival_s
 
     side = int(np.ceil(np.sqrt(n_nodes)))
@@ -65,7 +65,6 @@ def _messages(rng, n_nodes: int, background_s: float, per_node_h: float, config)
         for phase in "PS":
             t = origin + first_arrival_s(config.layers, phase, [d[i]], 10.0)[0] + rng.normal(0, 0.05)
             picks.append((t, int(i), "eq", phase))
-    picks.sort()
     out = []
     for t, i, tag, phase in picks:
         body = {
@@ -80,7 +79,15 @@ def _messages(rng, n_nodes: int, background_s: float, per_node_h: float, config)
             "pd_m": 1e-5,
             "amplitude_window_s": 3.0,
         }
-        out.append((t, tag, phase, (f"seismictorch/XX.N{i:04d}/pick", json.dumps(body).encode())))
+        topic = f"seismictorch/XX.N{i:04d}/pick"
+        if revisions:  # as a node sends them: the onset at once, its 3 s amplitudes 3 s later
+            onset = {**body, "pd_m": 1e-6, "amplitude_window_s": 0.4, "amplitude_final": False}
+            out.append((t, tag, phase, (topic, json.dumps(onset).encode())))
+            body.update(revision=2, amplitude_final=True)
+            out.append((t + 3.0, tag + "+", phase, (topic, json.dumps(body).encode())))
+        else:
+            out.append((t, tag, phase, (topic, json.dumps(body).encode())))
+    out.sort(key=lambda m: m[0])
     return health, out
 
 
@@ -129,14 +136,21 @@ def _replay(net, config, picks) -> dict:
 
 
 def bench_network_center(
-    rng, out=None, n_nodes: int = 1000, background_s: float = 120.0, per_node_h: float = 6.0
+    rng,
+    out=None,
+    n_nodes: int = 1000,
+    background_s: float = 120.0,
+    per_node_h: float = 6.0,
+    revisions: bool = False,
 ) -> dict:
     """One run (see the module notes); a result dict of the bench suite with the centre's figures.
 
     The data are published faster than real time: ``background_s`` of background picks
     and the earthquake's burst (its P and S picks over about 45 s of data time) go through
     as fast as the centre takes them, and each phase reports its data time against its
-    wall time (above 1: faster than real time).
+    wall time (above 1: faster than real time). ``revisions``: each pick as a node sends it,
+    its onset at once (``amplitude_final`` false) and its 3 s amplitudes as revision 2 three
+    seconds later: two messages a pick.
     """
     import tempfile
 
@@ -152,7 +166,7 @@ def bench_network_center(
             }
         }
     )
-    health, picks = _messages(rng, n_nodes, background_s, per_node_h, config)
+    health, picks = _messages(rng, n_nodes, background_s, per_node_h, config, revisions)
     started = time.perf_counter()
     for _, _, _, (_topic, payload) in picks:
         json.loads(payload)
@@ -169,7 +183,9 @@ def bench_network_center(
     n_picks = len(picks)
     latency_s = run["latency_s"]
     return {
-        "name": f"network centre, {n_nodes} nodes, {n_picks} picks ({background_s:.0f} s background + quake)",
+        "name": f"network centre, {n_nodes} nodes, {n_picks} "
+        + ("onsets and amplitude revisions" if revisions else "picks")
+        + f" ({background_s:.0f} s background + quake)",
         "baseline": "json.loads of each pick",
         "baseline_s": baseline_s,
         "candidate": f"Network.message + association at most every {config.associate_every_s:g} s of "
@@ -192,4 +208,6 @@ def bench_network_center(
 
 
 if __name__ == "__main__":
-    print(json.dumps(bench_network_center(np.random.default_rng(0)), indent=2))
+    for with_revisions in (False, True):
+        result = bench_network_center(np.random.default_rng(0), revisions=with_revisions)
+        print(json.dumps(result, indent=2))
