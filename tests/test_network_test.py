@@ -14,6 +14,7 @@ earthquakes is ``network-test``'s (docs/network-center.md).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,11 +43,15 @@ def test_bad_options_are_one_line():
     )
 
 
-@pytest.mark.slow
-def test_tiny_network_end_to_end(tiny_model, tmp_path):
-    _mosquitto()
-    out = tmp_path / "net"
-    result = subprocess.run(
+@pytest.fixture(scope="module")
+def banks(tmp_path_factory):
+    """One Green's function bank cache for the module: both runs below share the network of seed 2."""
+    return tmp_path_factory.mktemp("banks")
+
+
+def _tiny_network(model, out: Path, banks: Path, *extra) -> subprocess.CompletedProcess:
+    """``network-test`` on four stations, one M4.2 (seed 2) and a knock on each, at ten times real time."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -64,7 +69,7 @@ def test_tiny_network_end_to_end(tiny_model, tmp_path):
             "4.2",
             "4.2",
             "--model",
-            str(tiny_model["sim"]),
+            str(model),
             "--speed",
             "10",
             "--gap-s",
@@ -72,8 +77,9 @@ def test_tiny_network_end_to_end(tiny_model, tmp_path):
             "--out",
             str(out),
             "--bank-cache",
-            str(tmp_path / "banks"),
+            str(banks),
             "--json",
+            *extra,
         ],
         cwd=REPO,
         capture_output=True,
@@ -81,6 +87,27 @@ def test_tiny_network_end_to_end(tiny_model, tmp_path):
         env=python_env(),
         timeout=900,
     )
+
+
+def test_restart_outside_the_record_is_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "tools", "network-test", "--events", "1", "--broker-restart-at", "500"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=python_env(),
+    )
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: --broker-restart-at 500: must be within the record and the broker back 10 s "
+        "before its end (0 to 116 s of the 150 s record)"
+    ), result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_network_end_to_end(tiny_model, tmp_path, banks):
+    _mosquitto()
+    out = tmp_path / "net"
+    result = _tiny_network(tiny_model["sim"], out, banks)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
     for key in (
@@ -100,3 +127,29 @@ def test_tiny_network_end_to_end(tiny_model, tmp_path):
     assert summary["median_magnitude_error"] is not None, summary
     assert (out / "map.png").stat().st_size > 1000
     assert list((out / "quakeml").glob("*.xml"))
+
+
+@pytest.mark.slow
+def test_broker_restart_during_the_earthquake(tiny_model, tmp_path, banks):
+    """The broker stops 7 s of record before the earthquake (seed 2: origin at 48.96 s, the
+    first P at about 50.8 s) and is down for 3 s of wall time, 30 s of record: every pick of
+    the earthquake waits in its node's disk queue, reaches the centre after the restart
+    (which reconnects), and the earthquake is declared exactly once."""
+    _mosquitto()
+    out = tmp_path / "net"
+    result = _tiny_network(
+        tiny_model["sim"], out, banks, "--broker-restart-at", "42", "--broker-down-s", "3"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["broker_restarts"] == 1 and summary["centre_connects"] >= 2, summary
+    down = summary["broker_restarted_at_s"][0]
+    quake = json.loads((out / "summary.json").read_text())["quakes"][0]
+    fourth_p = quake["time_s"] + quake["fourth_p_s"]
+    assert down["stopped_at_s"] < quake["time_s"] and fourth_p < down["started_at_s"], (down, quake)
+    assert summary["declared"] == 1 and quake["network_events"] == 1, summary
+    assert summary["doubled_events"] == 0 and summary["false_network_events"] == 0, summary
+    # each node lost the broker and, reconnected, sent the picks its disk queue had kept
+    logs = [(out / "nodes" / f"N{i:03d}" / "node.log").read_text() for i in range(4)]
+    resent = [re.findall(r"connected to \S+; sending (\d+) queued messages", text) for text in logs]
+    assert all(sent and int(sent[0]) > 0 for sent in resent), resent

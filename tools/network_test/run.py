@@ -6,13 +6,20 @@ record as version-2 frames at ``--speed`` times real time (all stations paced to
 so their picks reach the broker in about the order of the waves); the network centre
 (:class:`network_center.service.Center`) subscribed to the broker. Stations given a bad
 clock (``--bad-clock``) send frames that say ``free`` and run ``--clock-offset-s`` ahead.
+With ``--broker-restart-at`` the broker is stopped at those seconds of record and started
+again on the same port (:func:`restart_broker_at`): the nodes keep their picks in their
+disk queues and re-send them, the centre and the :class:`PickRecorder` (an observer
+subscribed like the centre, whose log of every pick message delivered is what
+``single_station_triggers`` and the duplicate and out-of-order counts are made from)
+reconnect to their persistent sessions.
 
-Scores (:func:`score`): a declared event is a true earthquake's when its origin is
-within 5 s and 30 km of it (each earthquake matched at most once); the rest are false
-network events. Latency is in simulated time: the first version's ``picks_complete_us``
-(the data time by which its last pick was sent: its onset plus the amplitude window the
-message covered, under 3 s for an onset sent at once) minus the origin time, and the same
-minus the P arrival at the fourth station.
+Scores (:func:`~tools.network_test.score.score`): a declared event is a true
+earthquake's when its origin is within 5 s and 30 km of it (each earthquake matched at
+most once); the rest are false network events, and more than one event near one
+earthquake is doubled. Latency is in simulated time: the first version's
+``picks_complete_us`` (the data time by which its last pick was sent: its onset plus the
+amplitude window the message covered, under 3 s for an onset sent at once) minus the
+origin time, and the same minus the P arrival at the fourth station.
 """
 
 from __future__ import annotations
@@ -85,6 +92,13 @@ class Mosquitto:
             self.proc.wait(10)
         self.proc = None
 
+    def restart(self, down_s: float) -> None:
+        """Stop the broker (it saves its sessions and queued messages), wait ``down_s``, start it
+        again on the same port."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
     def __enter__(self):
         self.start()
         return self
@@ -131,6 +145,73 @@ def centre_config(folder: Path, broker_url: str, layers: list) -> Path:
     return path
 
 
+class PickRecorder:
+    """Every pick message the broker delivers, in arrival order: ``picks`` of ``(wall s, pick)``.
+
+    An observer beside the centre, subscribed like it (QoS 1, a persistent session, so a
+    broker restart loses nothing queued for it): what reached the centre, duplicates included.
+    """
+
+    def __init__(self, broker_url: str, topic: str = "seismictorch/+/pick"):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from edge_runtime.network.mqtt import parse_broker
+
+        host, port, _ = parse_broker(broker_url)
+        self.picks: list[tuple[float, dict]] = []
+        self.connects = 0
+        self.connected = threading.Event()
+        self.topic = topic
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="network-test-recorder", clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.on_connect = self._on_connect
+        client.on_message = lambda c, u, msg: self.picks.append((time.monotonic(), json.loads(msg.payload)))
+        client.reconnect_delay_set(1, 2)
+        client.connect_async(host, port, keepalive=30)
+        client.loop_start()
+        self.client = client
+        if not self.connected.wait(20):
+            raise RuntimeError("the pick recorder could not connect to the broker")
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            self.connects += 1
+            client.subscribe(self.topic, 1)
+            self.connected.set()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def restart_broker_at(broker: Mosquitto, at_s, speed: float, down_s: float, started: float,
+                      done: list) -> threading.Thread:
+    """A thread restarting ``broker`` at each of ``at_s`` (s of record, replayed at ``speed``
+    from wall time ``started``), down ``down_s`` of wall time; appends to ``done`` the record
+    time at which each stop and start happened, or the error that ended them."""
+
+    def restarts():
+        for at in sorted(at_s):
+            time.sleep(max(0.0, started + at / speed - time.monotonic()))
+            stopped = time.monotonic()
+            try:
+                broker.restart(down_s)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                done.append({"error": str(exc)})
+                return
+            done.append(
+                {"stopped_at_s": round((stopped - started) * speed, 1),
+                 "started_at_s": round((time.monotonic() - started) * speed, 1)}
+            )
+
+    thread = threading.Thread(target=restarts, name="broker-restarts", daemon=True)
+    thread.start()
+    return thread
+
+
 def _send(pty, frames, speed: float, alive) -> None:
     from tools.replay.sender import Writer
 
@@ -140,9 +221,14 @@ def _send(pty, frames, speed: float, alive) -> None:
 
 
 def replay_network(
-    net, model: Path, out: Path, broker_url: str, speed: float, bad_clock: set, clock_offset_s: float
+    net, model: Path, out: Path, broker_url: str, speed: float, bad_clock: set, clock_offset_s: float,
+    at_start=None,
 ) -> dict:
-    """Every station through its own pty into its own node; returns ``code -> node folder``."""
+    """Every station through its own pty into its own node; returns ``code -> node folder``.
+
+    ``at_start`` is called with the wall time (``time.monotonic``) at which the replay of
+    every station starts (the record's first sample), e.g. to schedule broker restarts.
+    """
     from contextlib import ExitStack
 
     from tools.replay.node import node_on_pty, wait_for_port
@@ -175,6 +261,8 @@ def replay_network(
                 folders[code] / "status.json", proc, timeout_s=120, log_path=folders[code] / "node.log"
             )
         threads = []
+        if at_start is not None:
+            at_start(time.monotonic())
         for i, (code, proc, pty) in enumerate(nodes):
             bad = code in bad_clock
             frames = station_frames(

@@ -28,6 +28,10 @@ from network_center.velocity import first_arrival_s
 FS_HZ = 100.0
 LAT0, LON0 = 46.0, 7.0
 TRANSIENT_KINDS = ("knock", "door", "footsteps", "vehicle")
+# Transients made on 40 s around their time, not the whole record (a footstep train over an
+# hour's record took 0.4 s): their random draws do not depend on the length, and they have
+# died out (rings of at most 0.8 s, steps within 6 s) well inside it.
+LOCAL_TRANSIENTS = ("knock", "door", "footsteps")
 MAX_DISTANCE_KM = 80.0  # stations farther from an event get no waveform of it (below noise at M <= 4.5)
 
 
@@ -55,6 +59,7 @@ class SyntheticNetwork:
     records: dict  # code -> (3, n) m/s^2
     transients: dict  # code -> list of times, s
     duration_s: float
+    transient_kinds: dict = field(default_factory=dict)  # code -> list of kinds, as transients
 
 
 def to_lat_lon(x_km, y_km):
@@ -146,6 +151,12 @@ def _place_quake(rng, quake: Quake, xy_km, records, seed: int, cache_dir) -> lis
     return layers
 
 
+def record_length_s(n_events: int, gap_s: float = 80.0, record_s: float = 0.0) -> float:
+    """Length of every station's record, s: 40 s lead, ``gap_s`` per earthquake and a 30 s
+    tail, or ``record_s`` when longer."""
+    return max(40.0 + n_events * gap_s + 30.0, float(record_s))
+
+
 def build_network(
     n_stations: int,
     n_events: int,
@@ -155,8 +166,15 @@ def build_network(
     spacing_km: float = 15.0,
     gap_s: float = 80.0,
     cache_dir=None,
+    record_s: float = 0.0,
+    kinds=TRANSIENT_KINDS,
 ) -> SyntheticNetwork:
-    """The stations, earthquakes and records of one seeded synthetic network (see the module notes)."""
+    """The stations, earthquakes and records of one seeded synthetic network (see the module notes).
+
+    ``n_events`` may be 0 (noise and transients only: a false-trigger run); ``record_s``
+    lengthens the records (:func:`record_length_s`), the transients spread over all of it;
+    each transient is one of ``kinds`` (:data:`host_training.synthetic.noise.TRANSIENT_KINDS`).
+    """
     from host_training.synthetic.noise import transient
     from host_training.synthetic.parametric import background
 
@@ -164,7 +182,7 @@ def build_network(
     xy = layout(rng, n_stations, spacing_km)
     lat, lon = to_lat_lon(xy[:, 0], xy[:, 1])
     codes = [f"N{i:03d}" for i in range(n_stations)]
-    duration_s = 40.0 + n_events * gap_s + 30.0
+    duration_s = record_length_s(n_events, gap_s, record_s)
     n = int(duration_s * FS_HZ)
     records = [background(rng, n, FS_HZ, sigma_mps2=float(rng.uniform(5e-4, 1.5e-3)))[0] for _ in codes]
     inner = 0.6 * np.abs(xy).max(axis=0)
@@ -184,16 +202,29 @@ def build_network(
         layers = _place_quake(rng, quake, xy, records, seed, cache_dir)
         quakes.append(quake)
     quiet = [(q.time_s - 5, q.time_s + 45) for q in quakes]
-    times = {}
+    times, drawn = {}, {}
     for i, code in enumerate(codes):
-        times[code] = []
+        times[code], drawn[code] = [], []
         while len(times[code]) < transients_per_station:
             t = float(rng.uniform(10.0, duration_s - 15.0))
             if any(a <= t <= b for a, b in quiet):
                 continue
-            kind = TRANSIENT_KINDS[int(rng.integers(len(TRANSIENT_KINDS)))]
-            records[i] += transient(rng, kind, n, FS_HZ, t)
+            kind = kinds[int(rng.integers(len(kinds)))]
+            if kind in LOCAL_TRANSIENTS:
+                lo, hi = max(0, int((t - 10.0) * FS_HZ)), min(n, int((t + 30.0) * FS_HZ))
+                records[i][:, lo:hi] += transient(rng, kind, hi - lo, FS_HZ, t - lo / FS_HZ)
+            else:
+                records[i] += transient(rng, kind, n, FS_HZ, t)
             times[code].append(t)
+            drawn[code].append(kind)
     return SyntheticNetwork(
-        codes, xy, np.c_[lat, lon], layers, quakes, dict(zip(codes, records, strict=False)), times, duration_s
+        codes,
+        xy,
+        np.c_[lat, lon],
+        layers,
+        quakes,
+        dict(zip(codes, records, strict=False)),
+        times,
+        duration_s,
+        drawn,
     )
