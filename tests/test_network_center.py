@@ -164,6 +164,8 @@ def test_config_mistakes_are_one_line(tmp_path):
         ({"magnitude": {"relation": "ml"}}, r"\[magnitude\] relation: must be one of"),
         ({"alert": {"url": "ftp://x"}}, r"\[alert\] url: must start with http"),
         ({"association": {"window_s": "long"}}, r"\[association\] window_s = 'long': must be a float"),
+        ({"association": {"quiet_fraction": 1.5}}, r"\[association\] quiet_fraction: must be in \[0, 1\]"),
+        ({"association": {"max_horizontal_uncertainty_km": -1}}, r"uncertainty_km: must be >= 0"),
     ]:
         with pytest.raises(ConfigError, match=message):
             build_config(values)
@@ -294,6 +296,26 @@ def test_knocks_on_single_stations_make_no_event(tmp_path):
         if i % 10 == 9:
             net.associate(now_s=time.time())
     assert net.events == [] and net.counters["picks"] == 500
+
+
+def test_an_event_is_not_declared_while_stations_nearer_it_stay_quiet(tmp_path):
+    net, codes, lat, lon = _network(tmp_path, n=12)
+    xy = np.array([net.stations.xy_km(a, b) for a, b in zip(lat, lon, strict=True)])
+    order = np.argsort(np.hypot(xy[:, 0] - HYPO["x"], xy[:, 1] - HYPO["y"]))
+    far = [int(i) for i in order[3:7]]  # the 4th to 7th nearest pick; the three nearest stay quiet
+    picks = _picks(net, [codes[i] for i in far], lat[far], lon[far])
+    _feed(net, picks)
+    assert net.events == [] and net.counters["events_rejected_quiet"] > 0
+    for i in order[:3]:  # those three go offline: their silence says nothing
+        net.message(f"seismictorch/XX.{codes[i]}/status", b"offline")
+    net._last_dense = None
+    net.associate(now_s=time.time())
+    assert len(net.events) == 1 and net.events[0]["n_stations"] == 4
+    quiet = Network(_config(tmp_path, association={"quiet_stations": 0}))
+    for i, code in enumerate(codes):
+        quiet.message(*_health(code, lat[i], lon[i]))
+    _feed(quiet, picks)
+    assert len(quiet.events) == 1 and quiet.counters["events_rejected_quiet"] == 0
 
 
 def test_late_picks_join_their_event(tmp_path):
