@@ -54,6 +54,7 @@ class CenterConfig:
     quiet_stations: int = 3  # reject an event with this many quiet stations nearer than its picks (0: off)
     quiet_fraction: float = 0.3  # ... that are at least this fraction of the stations able to pick there
     max_horizontal_uncertainty_km: float = 15.0  # a worse-known epicentre is not declared (0: off)
+    max_origin_time_uncertainty_s: float = 2.0  # a worse-known origin time is not declared (0: off)
     magnitude_relation: str = "kuyuk-allen-2013"
     # outputs
     quakeml_dir: str = "center-data/quakeml"
@@ -100,6 +101,7 @@ KEYS = {
         "quiet_stations": ("quiet_stations", int),
         "quiet_fraction": ("quiet_fraction", float),
         "max_horizontal_uncertainty_km": ("max_horizontal_uncertainty_km", float),
+        "max_origin_time_uncertainty_s": ("max_origin_time_uncertainty_s", float),
     },
     "magnitude": {"relation": ("magnitude_relation", str)},
     "outputs": {"quakeml_dir": ("quakeml_dir", str), "web_listen": ("web_listen", str)},
@@ -147,6 +149,8 @@ def _check(c: CenterConfig, name: str) -> None:
         ("[association] quiet_stations", c.quiet_stations >= 0, "must be >= 0 (0 turns the check off)"),
         ("[association] quiet_fraction", 0 <= c.quiet_fraction <= 1, "must be in [0, 1]"),
         ("[association] max_horizontal_uncertainty_km", c.max_horizontal_uncertainty_km >= 0,
+         "must be >= 0 (0 turns the check off)"),
+        ("[association] max_origin_time_uncertainty_s", c.max_origin_time_uncertainty_s >= 0,
          "must be >= 0 (0 turns the check off)"),
         ("[magnitude] relation", c.magnitude_relation in RELATIONS, f"must be one of {', '.join(RELATIONS)}"),
         (

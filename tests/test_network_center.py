@@ -166,6 +166,7 @@ def test_config_mistakes_are_one_line(tmp_path):
         ({"association": {"window_s": "long"}}, r"\[association\] window_s = 'long': must be a float"),
         ({"association": {"quiet_fraction": 1.5}}, r"\[association\] quiet_fraction: must be in \[0, 1\]"),
         ({"association": {"max_horizontal_uncertainty_km": -1}}, r"uncertainty_km: must be >= 0"),
+        ({"association": {"max_origin_time_uncertainty_s": -1}}, r"uncertainty_s: must be >= 0"),
     ]:
         with pytest.raises(ConfigError, match=message):
             build_config(values)
@@ -316,6 +317,20 @@ def test_an_event_is_not_declared_while_stations_nearer_it_stay_quiet(tmp_path):
         quiet.message(*_health(code, lat[i], lon[i]))
     _feed(quiet, picks)
     assert len(quiet.events) == 1 and quiet.counters["events_rejected_quiet"] == 0
+
+
+def test_a_poorly_located_event_is_not_declared(tmp_path):
+    from types import SimpleNamespace
+
+    net, *_ = _network(tmp_path)
+    loc = dict(sigma_x_km=3.0, sigma_y_km=4.0, sigma_time_s=0.5)
+    assert net._well_located(SimpleNamespace(**loc))
+    assert not net._well_located(SimpleNamespace(**{**loc, "sigma_x_km": 12.0, "sigma_y_km": 12.0}))
+    assert not net._well_located(SimpleNamespace(**{**loc, "sigma_time_s": 2.5}))
+    assert not net._well_located(SimpleNamespace(**{**loc, "sigma_time_s": float("nan")}))
+    off = Network(_config(tmp_path, association={"max_horizontal_uncertainty_km": 0,
+                                                 "max_origin_time_uncertainty_s": 0}))
+    assert off._well_located(SimpleNamespace(**{**loc, "sigma_x_km": 120.0, "sigma_time_s": 25.0}))
 
 
 def test_late_picks_join_their_event(tmp_path):
