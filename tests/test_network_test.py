@@ -29,18 +29,32 @@ def _mosquitto() -> None:
         pytest.fail("the Mosquitto broker is missing: apt-get install mosquitto (make test installs it)")
 
 
-def test_bad_options_are_one_line():
+@pytest.mark.parametrize("args, says", [
+    (["--stations", "2"], "error: --stations must be 4 to 60 (each station is a node process)"),
+    (["--pick-min-pga-mps2", "0"], "error: --pick-min-pga-mps2 must be > 0"),
+])
+def test_bad_options_are_one_line(args, says):
     result = subprocess.run(
-        [sys.executable, "-m", "tools", "network-test", "--stations", "2"],
+        [sys.executable, "-m", "tools", "network-test", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         env=python_env(),
     )
-    assert (
-        result.returncode == 2
-        and result.stderr.strip() == "error: --stations must be 4 to 60 (each station is a node process)"
-    )
+    assert result.returncode == 2 and result.stderr.strip() == says
+
+
+def test_node_config_takes_the_networks_pick_threshold(tmp_path):
+    from edge_runtime.config import build_config, read_toml
+    from tools.network_test.run import node_config
+
+    broker = "mqtt://127.0.0.1:1883"
+    path = node_config(tmp_path, "N000", 46.0, 7.0, broker, mqtt={"pick_min_pga_mps2": 0.004})
+    config = build_config(read_toml(path), {"port": "offline", "model": "m.onnx"})
+    assert (config.mqtt_pick_min_pga_mps2, config.mqtt_pd_highpass_hz, config.station) == (0.004, 1.0, "N000")
+    plain = build_config(read_toml(node_config(tmp_path, "N000", 46.0, 7.0, broker)),
+                         {"port": "offline", "model": "m.onnx"})
+    assert plain.mqtt_pick_min_pga_mps2 == 0.005
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,12 @@ def add_arguments(sub) -> None:
         "--speed", type=float, default=8.0, help="replay speed, x real time (all stations together)"
     )
     t.add_argument("--gap-s", type=float, default=80.0, help="seconds of record per earthquake")
+    t.add_argument(
+        "--pick-min-pga-mps2",
+        type=float,
+        default=None,
+        help="the nodes' [mqtt] pick_min_pga_mps2 (default: the node's, 0.005 m/s^2)",
+    )
     t.add_argument("--bank-cache", default=None, help="folder of cached Green's function banks")
     t.add_argument(
         "--record-s",
@@ -72,6 +78,8 @@ def _checks(args) -> str | None:
         return "--stations must be 4 to 60 (each station is a node process)"
     if not 0 <= args.events <= 100:
         return "--events must be 0 to 100"
+    if args.pick_min_pga_mps2 is not None and not args.pick_min_pga_mps2 > 0:
+        return "--pick-min-pga-mps2 must be > 0"
     if not 0 <= args.bad_clock <= args.stations:
         return "--bad-clock must be 0 to --stations"
     if args.gap_s < 30:
@@ -180,7 +188,8 @@ def _live(args, net, model: Path, out: Path, bad: set):
         recorder = PickRecorder(broker.url)
         try:
             folders = replay_network(
-                net, model, out, broker.url, args.speed, bad, args.clock_offset_s, at_start=schedule
+                net, model, out, broker.url, args.speed, bad, args.clock_offset_s, at_start=schedule,
+                mqtt={"pick_min_pga_mps2": args.pick_min_pga_mps2} if args.pick_min_pga_mps2 else None,
             )
             for th in threads:
                 th.join()

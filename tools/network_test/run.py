@@ -108,13 +108,15 @@ class Mosquitto:
 
 
 def node_config(folder: Path, code: str, lat: float, lon: float, broker_url: str,
-                pd_highpass_hz: float = 1.0) -> Path:
-    """The station's ``node.toml``: identity, position and ``[mqtt]`` (pd high-passed for a MEMS sensor)."""
+                pd_highpass_hz: float = 1.0, mqtt: dict | None = None) -> Path:
+    """The station's ``node.toml``: identity, position and ``[mqtt]`` (pd high-passed for a MEMS
+    sensor; ``mqtt``: further ``[mqtt]`` keys, numbers, such as ``pick_min_pga_mps2``)."""
     path = folder / "node.toml"
+    extra = "".join(f"{k} = {v!r}\n" for k, v in (mqtt or {}).items())
     path.write_text(
         f'[node]\nnetwork = "XX"\nstation = "{code}"\nlatitude = {lat:.6f}\nlongitude = {lon:.6f}\n'
         f'elevation_m = 0.0\n[mqtt]\nbroker = "{broker_url}"\nqueue = "{folder / "mqtt-queue"}"\n'
-        f"health_interval_s = 1.0\nreconnect_max_s = 2.0\npd_highpass_hz = {pd_highpass_hz}\n"
+        f"health_interval_s = 1.0\nreconnect_max_s = 2.0\npd_highpass_hz = {pd_highpass_hz}\n{extra}"
     )
     return path
 
@@ -223,6 +225,7 @@ def _send(pty, frames, speed: float, alive) -> None:
 def replay_network(
     net, model: Path, out: Path, broker_url: str, speed: float, bad_clock: set, clock_offset_s: float,
     at_start=None,
+    mqtt: dict | None = None,
 ) -> dict:
     """Every station through its own pty into its own node; returns ``code -> node folder``.
 
@@ -239,7 +242,7 @@ def replay_network(
         for i, code in enumerate(net.codes):
             folder = out / "nodes" / code
             folder.mkdir(parents=True, exist_ok=True)
-            config = node_config(folder, code, *net.lat_lon[i], broker_url)
+            config = node_config(folder, code, *net.lat_lon[i], broker_url, mqtt=mqtt)
             log = stack.enter_context(open(folder / "node.log", "w"))
             proc, pty = stack.enter_context(
                 node_on_pty(
