@@ -413,7 +413,7 @@ class NodeConfig:
     mqtt_queue: str = "mqtt-queue"
     mqtt_queue_max: int = 10000
     mqtt_pick_prob: float = 0.3
-    mqtt_pick_min_pga_mps2: float = 0.005
+    mqtt_pick_min_pga_mps2: float = 0.004  # 0.4 gal: docs/network-center.md, Measured
     mqtt_pick_windows: int = 2
     mqtt_pd_highpass_hz: float = 0.075
     seedlink_listen: str | None = None

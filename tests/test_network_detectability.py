@@ -34,10 +34,10 @@ def test_a_clear_p_is_picked_at_its_onset(tiny_model):
 def test_pick_thresholds_are_the_nodes_unless_given(tiny_model):
     model = str(tiny_model["sim"])
     node = det.node_config(model, "N000")
-    assert (node.mqtt_pick_prob, node.mqtt_pick_min_pga_mps2, node.mqtt_pick_windows) == (0.3, 0.005, 2)
+    assert (node.mqtt_pick_prob, node.mqtt_pick_min_pga_mps2, node.mqtt_pick_windows) == (0.3, 0.004, 2)
     assert det._thresholds("0.2::1") == {"pick_prob": 0.2, "pick_windows": 1}
     lower = det.node_config(model, "N000", **det._thresholds("0.2::1"))
-    assert (lower.mqtt_pick_prob, lower.mqtt_pick_min_pga_mps2, lower.mqtt_pick_windows) == (0.2, 0.005, 1)
+    assert (lower.mqtt_pick_prob, lower.mqtt_pick_min_pga_mps2, lower.mqtt_pick_windows) == (0.2, 0.004, 1)
 
 
 @pytest.mark.parametrize("args, says", [

@@ -54,7 +54,7 @@ def test_node_config_takes_the_networks_pick_threshold(tmp_path):
     assert (config.mqtt_pick_min_pga_mps2, config.mqtt_pd_highpass_hz, config.station) == (0.004, 1.0, "N000")
     plain = build_config(read_toml(node_config(tmp_path, "N000", 46.0, 7.0, broker)),
                          {"port": "offline", "model": "m.onnx"})
-    assert plain.mqtt_pick_min_pga_mps2 == 0.005
+    assert plain.mqtt_pick_min_pga_mps2 == 0.004
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def add_arguments(sub) -> None:
         "--pick-min-pga-mps2",
         type=float,
         default=None,
-        help="the nodes' [mqtt] pick_min_pga_mps2 (default: the node's, 0.005 m/s^2)",
+        help="the nodes' [mqtt] pick_min_pga_mps2 (default: the node's, 0.004 m/s^2)",
     )
     t.add_argument("--bank-cache", default=None, help="folder of cached Green's function banks")
     t.add_argument(
