@@ -336,10 +336,13 @@ class Network:
     def _event(self, octo: dict, picks: list[dict], stations: dict) -> dict | None:
         """Locate, size and declare or update one associated event; None when nothing changed."""
         loc = self._locate(octo, picks, stations)
-        if not self._nearest_agree(loc, picks, stations):
+        codes = list(stations)
+        xy = np.array([stations[c][:2] for c in codes], float)
+        dist = dict(zip(codes, np.hypot(xy[:, 0] - loc.x_km, xy[:, 1] - loc.y_km).tolist(), strict=True))
+        if not self._nearest_agree(dist, picks):
             self.counters["events_rejected"] += 1
             return None
-        able, quiet = self._quiet(loc, picks, stations)
+        able, quiet = self._quiet(loc, picks, dist)
         if self._too_quiet(able, quiet):
             self.counters["events_rejected"] += 1
             self.counters["events_rejected_quiet"] += 1
@@ -368,17 +371,17 @@ class Network:
             self.counters["updates"] += 1
         return event
 
-    def _nearest_agree(self, loc, picks: list[dict], stations: dict) -> bool:
+    def _nearest_agree(self, dist: dict, picks: list[dict]) -> bool:
         """Whether ``min_stations`` of the ``NEAREST_FACTOR * min_stations`` stations nearest the
-        epicentre are among the event's: an earthquake reaches the nearest stations first and
-        strongest, while four false triggers far apart can always be fitted by some hypocentre."""
-        codes = list(stations)
-        xy = np.array([stations[c][:2] for c in codes], float)
-        order = np.argsort(np.hypot(xy[:, 0] - loc.x_km, xy[:, 1] - loc.y_km))
+        epicentre (``dist``: station -> epicentral distance, km) are among the event's: an
+        earthquake reaches the nearest stations first and strongest, while four false triggers
+        far apart can always be fitted by some hypocentre."""
+        codes = list(dist)
+        order = np.argsort(np.array([dist[c] for c in codes]))
         nearest = {codes[i] for i in order[: NEAREST_FACTOR * self.config.min_stations]}
         return len(nearest & {p["station"] for p in picks}) >= self.config.min_stations
 
-    def _quiet(self, loc, picks: list[dict], stations: dict) -> tuple[int, int]:
+    def _quiet(self, loc, picks: list[dict], dist: dict) -> tuple[int, int]:
         """``(able, quiet)``: the stations able to pick (:meth:`_can_pick`) no farther from the
         epicentre than the event's ``min_p_picks``-th nearest P station, and how many of them
         have no pick at all from their predicted P to their predicted S (``tolerance_s`` either
@@ -396,25 +399,22 @@ class Network:
         p_codes = {p["station"] for p in picks if p["phase"] == "P"}
         if travel is None or len(p_codes) < self.config.min_p_picks:
             return 0, 0
-        codes = list(stations)
-        xy = np.array([stations[c][:2] for c in codes], float)
-        dist = np.hypot(xy[:, 0] - loc.x_km, xy[:, 1] - loc.y_km)
-        p_dist = np.sort([d for c, d in zip(codes, dist, strict=True) if c in p_codes])
-        reach = p_dist[self.config.min_p_picks - 1]
+        reach = sorted(dist[c] for c in p_codes)[self.config.min_p_picks - 1]
         now_s, own = self.clock(), {p["station"] for p in picks}
-        near = [(c, d) for c, d in zip(codes, dist, strict=True) if d <= reach and self._can_pick(c, now_s)]
-        others = [(c, d) for c, d in near if c not in own]
+        near = [c for c, d in dist.items() if d <= reach and self._can_pick(c, now_s)]
+        others = [c for c in near if c not in own]
         if not others:
             return len(near), 0
-        d = np.array([d for _, d in others])
+        d = np.array([dist[c] for c in others])
         tol = self.config.tolerance_s
         first = loc.time_s + travel("P", d, loc.depth_km) - tol
         last = loc.time_s + travel("S", d, loc.depth_km) + tol
-        onsets: dict[str, list] = {}
+        onsets: dict[str, list] = {c: [] for c in others}
         for p in self.picks.values():
-            onsets.setdefault(p["station"], []).append(p["time_s"])
+            if p["station"] in onsets:
+                onsets[p["station"]].append(p["time_s"])
         spans = zip(others, first, last, strict=True)
-        quiet = sum(not any(a <= t <= b for t in onsets.get(c, ())) for (c, _), a, b in spans)
+        quiet = sum(not any(a <= t <= b for t in onsets[c]) for c, a, b in spans)
         return len(near), quiet
 
     def _can_pick(self, code: str, now_s: float) -> bool:
@@ -425,8 +425,7 @@ class Network:
         return (
             sta is not None
             and sta.status != "offline"
-            and sta.last_health_s is not None
-            and now_s - sta.last_health_s <= self.config.health_timeout_s
+            and sta.heard_from(now_s, self.config.health_timeout_s)
             and clock_weight(sta.time_fix, self.config.time_fix_policy, self.config.downweight) > 0
         )
 
@@ -437,15 +436,18 @@ class Network:
 
     def _well_located(self, loc) -> bool:
         """Epicentre and origin time known within ``max_horizontal_uncertainty_km`` and
-        ``max_origin_time_uncertainty_s`` (0: no limit). Chance coincidences of single-station
-        triggers that PyOcto associates fit a hypocentre poorly: through real nodes, most of
-        their first versions had origin times uncertain by 1-50 s and epicentres by 10-180 km,
-        the earthquakes' at most 1.3 s and 6.6 km (docs/network-center.md)."""
+        ``max_origin_time_uncertainty_s`` (0: no limit; an unbounded one is never declared).
+        Chance coincidences of single-station triggers that PyOcto associates fit a hypocentre
+        poorly: through real nodes, most of their first versions had origin times uncertain by
+        1-50 s and epicentres by 10-180 km, the earthquakes' at most 1.3 s and 6.6 km
+        (docs/network-center.md)."""
         c = self.config
         horizontal = float(np.hypot(loc.sigma_x_km, loc.sigma_y_km))
+        if not (np.isfinite(horizontal) and np.isfinite(loc.sigma_time_s)):
+            return False  # the locator could not bound it: never declared, limits or not
         return (c.max_horizontal_uncertainty_km <= 0 or horizontal <= c.max_horizontal_uncertainty_km) and (
             c.max_origin_time_uncertainty_s <= 0 or loc.sigma_time_s <= c.max_origin_time_uncertainty_s
-        ) and np.isfinite(horizontal) and np.isfinite(loc.sigma_time_s)
+        )
 
     def _locate(self, octo: dict, picks: list[dict], stations: dict):
         xy = np.array([stations[p["station"]][:2] for p in picks], float)

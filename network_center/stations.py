@@ -39,6 +39,10 @@ class Station:
     def located(self) -> bool:
         return self.latitude is not None and self.longitude is not None
 
+    def heard_from(self, now_s: float, timeout_s: float) -> bool:
+        """Whether its last health message is at most ``timeout_s`` old at ``now_s`` (centre's clock, s)."""
+        return self.last_health_s is not None and now_s - self.last_health_s <= timeout_s
+
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 

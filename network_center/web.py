@@ -40,7 +40,7 @@ def svg_map(network, now_s: float) -> str:
     ]
     for s, (x, y) in zip(stations, sxy, strict=False):
         u, v = px(x, y)
-        silent = s.last_health_s is None or now_s - s.last_health_s > network.config.health_timeout_s
+        silent = not s.heard_from(now_s, network.config.health_timeout_s)
         colour = (
             "#888"
             if s.status == "offline" or silent
