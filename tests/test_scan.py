@@ -55,7 +55,12 @@ def assert_same_decisions(scan_out: Path, replay_json: dict) -> None:
         assert a["event_id"] == b["event_id"] if a["type"] == "event" else True
     scan_rows = {r["record"]: r for r in json.loads((scan_out / "summary.json").read_text())["rows"]}
     for row in replay_json["rows"]:
-        assert scan_rows[row["record"]]["window_classes"] == row["window_classes"], row["record"]
+        ours = scan_rows[row["record"]]
+        assert ours["windows"] == row["windows"], row["record"]
+        if ours["windows_unclassified"] == 0:
+            assert ours["window_classes"] == row["window_classes"], row["record"]
+        else:  # the scan's default: windows no decision reads are counted, not classified
+            assert ours["windows_unclassified"] + sum(ours["window_classes"].values()) == row["windows"]
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +83,22 @@ def test_scan_decides_as_replay_test_nodes(tiny_model, realdata_subset, tmp_path
                    "--out", tmp_path / "replay", "--json", "--faults", "")
     assert "Traceback" not in replay.stderr, replay.stderr[-3000:]
     replayed = json.loads(replay.stdout)
-    scan = tools("scan", *sources, "--model", tiny_model["sim"], "--catalog", catalog, "--out",
-                 tmp_path / "scan", "--json")
-    assert "Traceback" not in scan.stderr, scan.stderr[-3000:]
-    ours = json.loads(scan.stdout)
-    assert set(ours) == set(replayed) and set(replayed["summary"]) <= set(ours["summary"])
-    assert ours["summary"]["records"] == replayed["summary"]["records"] >= (3 if which == "fixtures" else 4)
-    assert ours["summary"]["skipped"] == replayed["summary"]["skipped"]
-    assert ours["summary"]["detected"] == replayed["summary"]["detected"]
-    assert_same_decisions(tmp_path / "scan", replayed)
-    for name in ("catalog.csv", "catalog.xml", "station_days.csv", "events_per_day.png"):
-        assert (tmp_path / "scan" / name).is_file(), name
+    for flags in ([], ["--all-windows"]):
+        out = tmp_path / ("scan" + "".join(flags))
+        scan = tools("scan", *sources, "--model", tiny_model["sim"], "--catalog", catalog, "--out", out,
+                     "--json", *flags)
+        assert "Traceback" not in scan.stderr, scan.stderr[-3000:]
+        ours = json.loads(scan.stdout)
+        assert set(ours) == set(replayed) and set(replayed["summary"]) <= set(ours["summary"])
+        assert ours["summary"]["records"] == replayed["summary"]["records"] >= (3 if which == "fixtures"
+                                                                                 else 4)
+        assert ours["summary"]["skipped"] == replayed["summary"]["skipped"]
+        assert ours["summary"]["detected"] == replayed["summary"]["detected"]
+        assert_same_decisions(out, replayed)
+        unclassified = sum(r["windows_unclassified"] for r in ours["rows"])
+        assert (unclassified == 0) == bool(flags), unclassified
+        for name in ("catalog.csv", "catalog.xml", "station_days.csv", "events_per_day.png"):
+            assert (out / name).is_file(), name
 
 
 def test_frames_joined_only_where_the_windows_stay_the_same(tiny_model):
@@ -120,18 +130,22 @@ def test_frames_joined_only_where_the_windows_stay_the_same(tiny_model):
     assert np.abs(p0 - p1).max() <= 1e-6
 
 
-def _run_both_ways(model, record, monkeypatch, piece_s):
-    """``run_record`` on the batched windows (pieces of ``piece_s``) and on the node's frames."""
+def _run_three_ways(model, record, monkeypatch, piece_s):
+    """``run_record`` on the batched windows (pieces of ``piece_s``), every window classified
+    (``all``) and only those a decision can read (``gated``, the default), and on the node's
+    frames (``frames``)."""
     from edge_runtime.sensors import DEFAULT_SENSOR, get_sensor
     from tools.scan import day as scan_day
     from tools.scan import stream
 
     sensor = get_sensor(DEFAULT_SENSOR)
-    settings = scan_day.ScanSettings(model=str(model))
     runs = {}
-    for how in ("windows", "frames"):
+    for how in ("all", "gated", "frames"):
+        settings = scan_day.ScanSettings(model=str(model), all_windows=how == "all")
         with monkeypatch.context() as m:
             m.setattr(scan_day, "PIECE_S", piece_s)
+            # the detector must never read a window the gate left unclassified
+            m.setattr(stream.ChunkedStream, "_late", lambda self, k, arrays: pytest.fail(f"window {k} read"))
             if how == "frames":
                 m.setattr(stream, "continuous", lambda *args: False)
             with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +154,7 @@ def _run_both_ways(model, record, monkeypatch, piece_s):
                 rng = np.random.default_rng(0)
                 runs[how] = scan_day.run_record(record, settings, sink, events, sensor, rng)
                 sink.close()
-    return runs["windows"], runs["frames"]
+    return runs
 
 
 @pytest.mark.parametrize("rate_hz", [100.0, 200.0, 50.0])
@@ -162,15 +176,22 @@ def test_batched_windows_decide_as_the_node_frame_by_frame(tiny_model, monkeypat
     record = Record(id="XX.CHK..HN", station="XX.CHK..HN", starttime=UTCDateTime(2026, 3, 1, 0, 0, 0.37),
                     sampling_rate_hz=rate_hz, data=data, present=(True, True, True),
                     channels=("HNE", "HNN", "HNZ"))
-    ours, node = _run_both_ways(tiny_model["sim"], record, monkeypatch, piece_s=301.3)
+    runs = _run_three_ways(tiny_model["sim"], record, monkeypatch, piece_s=301.3)
+    node = runs["frames"]
     events = [e for e in node["declared"] if e["type"] == "event"]
     assert len(events) >= 2, node["declared"]
-    assert ours["declared"] == node["declared"]
-    assert ours["counters"]["window_classes"] == node["counters"]["window_classes"]
-    for key in ("windows", "windows_dead", "triggers", "events", "samples_clipped", "windows_implausible"):
-        assert ours["counters"]["pipeline"][key] == node["counters"]["pipeline"][key], key
-    assert ours["counters"]["pipeline"]["windows_dead"] > 0
-    assert ours["clipped"] == node["clipped"] and ours["missing"] == node["missing"]
+    for how in ("all", "gated"):
+        ours = runs[how]
+        assert ours["declared"] == node["declared"], how
+        for key in ("windows", "windows_dead", "triggers", "events", "samples_clipped",
+                    "windows_implausible"):
+            assert ours["counters"]["pipeline"][key] == node["counters"]["pipeline"][key], (how, key)
+        assert ours["clipped"] == node["clipped"] and ours["missing"] == node["missing"]
+    assert runs["all"]["counters"]["window_classes"] == node["counters"]["window_classes"]
+    assert node["counters"]["pipeline"]["windows_dead"] > 0
+    # gated: the quiet windows between the earthquakes are counted, not classified
+    classified = sum(runs["gated"]["counters"]["window_classes"].values())
+    assert 0 < classified < node["counters"]["pipeline"]["windows"] * 0.8
 
 
 def test_streams_the_node_would_break_run_as_frames(tiny_model):

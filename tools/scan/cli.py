@@ -43,6 +43,11 @@ def add_arguments(sub) -> None:
                    help="seconds of samples handed to the node at once where the node's windows come "
                         "out the same (whole-microsecond sample periods); 0: replay-test's 10-sample "
                         "frames throughout")
+    s.add_argument("--all-windows", action="store_true",
+                   help="run the model on every window, as the node does, for its per-class window counts "
+                        "over all the data; by default only windows within lookback_s before or off_s "
+                        "after one reaching the detector's PGA gate are classified (the events are the "
+                        "same; the rest are counted as windows_unclassified)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://HOST:8786")
     where.add_argument("--workers", type=int, default=0, help="local Dask workers (0: this process)")
@@ -72,7 +77,8 @@ def main_scan(args) -> int:
         settings = ScanSettings(model=str(Path(args.model).resolve()), units=args.units,
                                 inventory=args.inventory, catalog=args.catalog, quakeml=args.quakeml,
                                 sensor=args.sensor, missing=args.missing, time=args.time,
-                                tolerance_s=args.tolerance_s, seed=args.seed, batch_s=args.batch_s)
+                                tolerance_s=args.tolerance_s, seed=args.seed, batch_s=args.batch_s,
+                                all_windows=args.all_windows)
         result = run_scan(args.archive, settings, args.out, scheduler=args.scheduler, workers=args.workers,
                           progress=not args.json, printer=lambda line: print(line, file=sys.stderr))
     except (ScanError, ValueError) as exc:

@@ -51,6 +51,7 @@ class ScanSettings:
     tolerance_s: float = 2.0
     seed: int = 0
     batch_s: float = 60.0
+    all_windows: bool = False
 
     def __post_init__(self):
         if self.missing not in ("zeros", "self-noise"):
@@ -236,7 +237,7 @@ def _run_continuous(pieces, start_us: int, pipeline, sensor, settings: ScanSetti
     scale = pipeline.config.counts_per_mps2
     for piece in pieces:
         if stream is None:
-            stream = ChunkedStream(pipeline, piece.sampling_rate_hz, start_us)
+            stream = ChunkedStream(pipeline, piece.sampling_rate_hz, start_us, settings.all_windows)
             # The time fix the frames would carry into the events (replay-test's frames say none).
             pipeline.time_fix = Frame(0, start_us, piece.sampling_rate_hz,
                                       np.zeros((1, pipeline.n_components), dtype=np.int32)).time_fix
@@ -338,6 +339,7 @@ def _row(record, shown, run: dict, events: list, triggers: list, settings: ScanS
         dropped={"crc": 0, "header": 0, "rejected": status["frames_rejected_by"],
                  "duplicate": pipe["frames_duplicate"], "lost": pipe["frames_lost"]},
         window_classes=status["window_classes"], windows=pipe["windows"], faults={}, ledger=[],
+        windows_unclassified=pipe["windows"] - sum(status["window_classes"].values()),
         wall_s=round(wall_s, 3), workdir=workdir, triggers=len(triggers), gaps=status["gaps"],
         gaps_filled=status["gaps_filled"], windows_dead=pipe["windows_dead"])
     return row, asdict(truth)
@@ -357,6 +359,7 @@ def _station_day_stats(day: StationDay, rows: list, truths: list, trace: list, n
     return {"station": day.station, "day": day.day, "records": len(rows), "covered_s": round(covered, 2),
             "rates_hz": sorted({r["rate_hz"] for r in rows}), "windows": sum(r["windows"] for r in rows),
             "window_classes": classes, "windows_dead": sum(r["windows_dead"] for r in rows),
+            "windows_unclassified": sum(r["windows_unclassified"] for r in rows),
             "triggers": sum(r["triggers"] for r in rows), "events": sum(r["events"] for r in rows),
             # records of the day after the first start after a gap the reader would not bridge
             "gaps": max(0, len(rows) - 1) + merged + sum(r["gaps"] for r in rows),

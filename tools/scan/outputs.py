@@ -23,8 +23,8 @@ import numpy as np
 CSV_FIELDS = ("event_id", "station_id", "station", "day", "start", "end", "p_time", "p_prob", "s_time",
               "s_prob", "pga_mps2", "n_windows", "model", "model_version")
 STAT_FIELDS = ("station", "day", "records", "covered_s", "windows", "windows_P", "windows_S",
-               "windows_noise", "windows_dead", "triggers", "events", "gaps", "clipped_samples",
-               "noise_s", "noise_triggers", "noise_events", "wall_s")
+               "windows_noise", "windows_dead", "windows_unclassified", "triggers", "events", "gaps",
+               "clipped_samples", "noise_s", "noise_triggers", "noise_events", "wall_s")
 TRACE_PLOTS = 3  # station-days whose trace is drawn (those with the most triggers)
 
 

@@ -6,10 +6,10 @@ its detector. On a record the node takes as one unbroken stream (every frame acc
 hole, no clock step: see :func:`continuous`), the windows are known in advance: window ``j``
 holds samples ``[j * n_step, j * n_step + n_window)`` and starts at ``start_us + start *
 period_us``. :class:`ChunkedStream` cuts them as a strided view of the samples (the ring's
-own values: counts / counts_per_mps2, float64), classifies a batch with the node's own
-:meth:`Pipeline.classify` (same window chain, same model call, same numbers: the chain is one
-stacked matmul per window whichever the batch) and its own ``_plausible``, and feeds the
-node's own :class:`~edge_runtime.detector.EventDetector` only where it can decide anything:
+own values: counts / counts_per_mps2, float64), runs a batch through the node's own window
+chain (``Pipeline.prepare``: one stacked matmul per window whichever the batch, the same
+numbers), its own ``_plausible`` and its own model call (``backend.predict``), and feeds
+the node's own :class:`~edge_runtime.detector.EventDetector` only where it can decide anything:
 
 While no event is open and no triggering window is pending, a window that does not trigger
 changes nothing in the detector but its look-back (``recent``: the windows of the last
@@ -17,6 +17,15 @@ changes nothing in the detector but its look-back (``recent``: the windows of th
 window the look-back is rebuilt exactly as the skipped updates would have left it, and from
 there every window goes to the detector until it is idle again. Events come out with the
 same times, picks and probabilities as the node's.
+
+The model itself runs only where a decision can read its output (unless ``classify_all``).
+A window triggers only if its peak filtered acceleration reaches the detector's
+``min_pga_mps2``, and every window the detector reads lies within ``lookback_s`` before or
+``off_s`` after such a *candidate*: the look-back before the first triggering window, the
+windows of an open event (it closes ``off_s`` after its last trigger). Windows outside
+those spans (on a quiet day, nearly all) are counted but not classified; their class
+would change no trigger, event, pick or probability. They are the
+``windows_unclassified`` of the scan's statistics.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from collections import deque
 import numpy as np
 
 from edge_runtime.detector import Scored
+from edge_runtime.preprocess import DEAD_PEAK_MPS2
 from edge_runtime.ring import window_samples
 
 BATCH_WINDOWS = 256  # windows per model call: ORT's cost per window is lowest near this batch
@@ -63,12 +73,17 @@ class ChunkedStream:
         Sampling rate of the record (a whole-microsecond period), Hz.
     start_us : int
         Time of the record's first sample, UTC microseconds.
+    classify_all : bool
+        Run the model on every live window, as the node does, so that the pipeline's
+        per-class window counts cover them all; by default only the windows a decision can
+        read are classified (the events are the same either way).
     """
 
-    def __init__(self, pipeline, rate_hz: float, start_us: int):
+    def __init__(self, pipeline, rate_hz: float, start_us: int, classify_all: bool = False):
         self.pipeline = pipeline
         self.rate_hz = rate_hz
         self.start_us = start_us
+        self.classify_all = classify_all
         self.period_us = int(round(1e6 / rate_hz))
         self.n_window, self.n_step = window_samples(pipeline.prep.window_s, pipeline.config.step_s, rate_hz)
         # As Window.center_us computes it: start + 0.5 * n * 1e6 / rate, truncated.
@@ -78,7 +93,15 @@ class ChunkedStream:
         self.next_start = 0  # absolute index of the next window's first sample
         det = pipeline.detector
         self.lookback_us = det.config.lookback_s * 1e6
-        self.context = None  # (centers, probs, peaks, raw) of up to 200 windows before the batch
+        # The span around a candidate whose windows are classified; two steps of margin.
+        margin_us = 2 * self.n_step * self.period_us
+        self.before_us = self.lookback_us + margin_us
+        self.after_us = det.config.off_s * 1e6 + margin_us
+        self.classify_until_us = None  # windows centred up to here are classified (a candidate's span)
+        self.noise = np.zeros(len(pipeline.classes))
+        self.noise[pipeline.noise_index] = 1.0
+        # (centers, probs, peaks, raw, int16, done) of up to 200 windows before the batch
+        self.context = None
         pipeline.windows.rate_hz = rate_hz  # what counters() and the node report
 
     def push(self, samples_mps2: np.ndarray) -> list[dict]:
@@ -105,33 +128,82 @@ class ChunkedStream:
         return out
 
     def _classify(self, raw: np.ndarray, starts: np.ndarray) -> list[dict]:
-        """One batch of windows through the node's classify, counters and detector."""
+        """One batch of windows through the node's window chain, counters and detector.
+
+        As :meth:`Pipeline.classify` and :meth:`Pipeline._plausible`: a dead window (no
+        signal) and a window beyond the sensor's full scale are noise without the model,
+        the latter with its peak capped; the model's classes wait for :meth:`_detect`.
+        """
         p = self.pipeline
-        probs, peak, live = p.classify(raw, self.rate_hz)
-        probs, peak = p._plausible(probs, peak)
-        by_class = np.bincount(np.argmax(probs[live], axis=1), minlength=len(p.classes))
-        for name, k in zip(p.classes, by_class.tolist(), strict=True):
-            p.window_classes[name] += k
-        p.counts["windows"] += int(live.sum())
-        p.counts["windows_dead"] += int((~live).sum())
+        int16, peak = p.prepare(raw, self.rate_hz)
+        live = peak > DEAD_PEAK_MPS2
+        probs = np.full((len(peak), len(p.classes)), np.nan)  # NaN: not classified (yet)
+        probs[~live] = self.noise
+        probs, peak = p._plausible(probs, peak)  # counts them, sets them to noise, caps the peak
+        done = ~np.isnan(probs[:, 0])
+        p.window_classes["noise"] += int((live & done).sum())  # the implausible ones, as the node counts them
+        n_live = int(live.sum())
+        p.counts["windows"] += n_live
+        p.counts["windows_dead"] += len(peak) - n_live
         window_start_us = self.start_us + starts * self.period_us
         centers = (window_start_us.astype(np.float64) + self.half_us).astype(np.int64)
-        return self._detect(centers, probs, peak, raw)
+        return self._detect(centers, probs, peak, raw, int16, done)
 
-    def _detect(self, centers, probs, peak, raw) -> list[dict]:
-        """Feed the detector every window it can decide on; skip the idle, quiet ones."""
+    def _model(self, idx: np.ndarray, probs_all, done_all, int16, int16_ctx, n_ctx: int) -> None:
+        """Classify windows ``idx`` (of context + batch) with the node's model call, in place,
+        and count their classes as the node does."""
+        p = self.pipeline
+        in_context, in_batch = idx[idx < n_ctx], idx[idx >= n_ctx] - n_ctx
+        for rows, source, offset in ((in_context, int16_ctx, 0), (in_batch, int16, n_ctx)):
+            if not len(rows):
+                continue
+            x = source if len(rows) == len(source) else source[rows]  # all of a batch: no copy
+            probs = p.backend.predict(x)
+            probs_all[rows + offset] = probs
+            done_all[rows + offset] = True
+            by_class = np.bincount(np.argmax(probs, axis=1), minlength=len(p.classes))
+            for name, k in zip(p.classes, by_class.tolist(), strict=True):
+                p.window_classes[name] += k
+
+    def _needed(self, centers_all, peak_all, done_all) -> np.ndarray:
+        """Indices of the windows to classify now: every one not yet classified
+        (``classify_all``), or those within a candidate's span (module docstring)."""
+        if self.classify_all:
+            return np.flatnonzero(~done_all)
+        candidates = centers_all[peak_all >= self.pipeline.detector.config.min_pga_mps2]
+        inside = np.zeros(len(centers_all) + 1, dtype=np.int64)
+        if len(candidates):
+            np.add.at(inside, np.searchsorted(centers_all, candidates - self.before_us, side="left"), 1)
+            np.add.at(inside, np.searchsorted(centers_all, candidates + self.after_us, side="right"), -1)
+        span = np.cumsum(inside[:-1]) > 0
+        if self.classify_until_us is not None:
+            span |= centers_all <= self.classify_until_us
+        if len(candidates):
+            self.classify_until_us = max(self.classify_until_us or 0, int(candidates[-1] + self.after_us))
+        return np.flatnonzero(span & ~done_all)
+
+    def _detect(self, centers, probs, peak, raw, int16, done) -> list[dict]:
+        """Classify what a decision can read, then feed the detector every window it can
+        decide on; skip the idle, quiet ones."""
         p = self.pipeline
         det = p.detector
         c = det.config
-        phase = 1.0 - probs[:, p.noise_index]
-        hits = np.flatnonzero((phase >= c.trigger_prob) & (peak >= c.min_pga_mps2))
         n_ctx = 0 if self.context is None else len(self.context[0])
         if self.context is not None:
             centers_all = np.concatenate([self.context[0], centers])
             probs_all = np.concatenate([self.context[1], probs])
             peak_all = np.concatenate([self.context[2], peak])
+            done_all = np.concatenate([self.context[5], done])
+            int16_ctx = self.context[4]
         else:
-            centers_all, probs_all, peak_all = centers, probs, peak
+            centers_all, probs_all, peak_all, done_all, int16_ctx = centers, probs, peak, done, None
+        ensure = self._needed(centers_all, peak_all, done_all)
+        if len(ensure):
+            self._model(ensure, probs_all, done_all, int16, int16_ctx, n_ctx)
+        with np.errstate(invalid="ignore"):  # windows not classified (NaN) never trigger
+            hits = np.flatnonzero((1.0 - probs_all[n_ctx:, p.noise_index] >= c.trigger_prob)
+                                  & (peak >= c.min_pga_mps2))
+        arrays = (centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx)
         out = []
         i, n = 0, len(centers)
         while i < n:
@@ -140,11 +212,11 @@ class ChunkedStream:
                 if not len(after):
                     break
                 i = int(after[0])
-                det.recent = deque((self._scored(k, centers_all, probs_all, peak_all, raw, n_ctx)
-                                    for k in self._lookback(i + n_ctx, centers_all)), maxlen=LOOKBACK_KEEP)
-            out += p._count(det.update(self._scored(i + n_ctx, centers_all, probs_all, peak_all, raw, n_ctx)))
+                det.recent = deque((self._scored(k, arrays) for k in self._lookback(i + n_ctx, centers_all)),
+                                   maxlen=LOOKBACK_KEEP)
+            out += p._count(det.update(self._scored(i + n_ctx, arrays)))
             i += 1
-        self._keep_context(centers_all, probs_all, peak_all, raw, n_ctx)
+        self._keep_context(arrays)
         return out
 
     def _lookback(self, k: int, centers_all) -> range:
@@ -154,19 +226,31 @@ class ChunkedStream:
         first = int(np.searchsorted(centers_all[:k], centers_all[k - 1] - self.lookback_us, side="left"))
         return range(max(first, k - LOOKBACK_KEEP), k)
 
-    def _scored(self, k: int, centers_all, probs_all, peak_all, raw, n_ctx: int) -> Scored:
+    def _scored(self, k: int, arrays) -> Scored:
+        centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx = arrays
+        if not done_all[k]:
+            self._late(k, arrays)
         data = self.context[3][k] if k < n_ctx else raw[k - n_ctx]
         probs = dict(zip(self.pipeline.classes, probs_all[k].tolist(), strict=True))
         return Scored(int(centers_all[k]), probs, float(peak_all[k]), data, self.rate_hz)
 
-    def _keep_context(self, centers_all, probs_all, peak_all, raw, n_ctx: int) -> None:
+    def _late(self, k: int, arrays) -> None:
+        """Classify window ``k`` now. Never reached (the detector reads only windows of a
+        candidate's span, classified before it runs); if it were, decisions stay the node's."""
+        centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx = arrays
+        self._model(np.array([k]), probs_all, done_all, int16, int16_ctx, n_ctx)
+
+    def _keep_context(self, arrays) -> None:
         """The windows the next batch's first window may look back to. Their samples are a
         view of this batch's when the look-back lies in it (the batch, 1.2 MiB at 100 Hz, is
         kept until the next one instead of copying 200 windows of it every batch)."""
+        centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx = arrays
         k = len(centers_all)
         first = self._lookback(k, centers_all).start if k else 0
         if first >= n_ctx:
-            raws = raw[first - n_ctx:]
+            raws, codes = raw[first - n_ctx:], int16[first - n_ctx:]
         else:
             raws = np.concatenate([self.context[3][first:], raw])
-        self.context = (centers_all[first:].copy(), probs_all[first:].copy(), peak_all[first:].copy(), raws)
+            codes = np.concatenate([int16_ctx[first:], int16])
+        self.context = (centers_all[first:].copy(), probs_all[first:].copy(), peak_all[first:].copy(), raws,
+                        codes, done_all[first:].copy())
