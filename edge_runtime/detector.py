@@ -124,9 +124,12 @@ def aic_onset(x: np.ndarray, margin: float = 0.1) -> int:
     k = np.arange(1, n - 1)
     c1, c2 = np.cumsum(x, axis=-1), np.cumsum(x * x, axis=-1)
     total1, total2 = c1[:, -1:], c2[:, -1:]
-    left_var = c2[:, k - 1] / k - (c1[:, k - 1] / k) ** 2
+    # Variances from running sums: on a flat stretch (a dead channel, zeros before a record's
+    # first sample) they cancel to a few 1e-20 below zero, whose log is NaN, and argmin
+    # would return the first NaN, not the onset.
+    left_var = np.maximum(c2[:, k - 1] / k - (c1[:, k - 1] / k) ** 2, 0.0)
     right_n = n - k
-    right_var = (total2 - c2[:, k - 1]) / right_n - ((total1 - c1[:, k - 1]) / right_n) ** 2
+    right_var = np.maximum((total2 - c2[:, k - 1]) / right_n - ((total1 - c1[:, k - 1]) / right_n) ** 2, 0.0)
     tiny = 1e-30
     aic = k * np.log(left_var + tiny) + (n - k - 1) * np.log(right_var + tiny)
     aic = aic.sum(axis=0)

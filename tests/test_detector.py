@@ -165,3 +165,16 @@ def test_lookback_holds_only_the_windows_it_may_read():
     assert len(events) == 1 and events[0]["start_us"] == 420 * STEP_US
     assert events[0]["p_time_us"] == 400 * STEP_US  # the first P window, 5.0 s before the trigger
     assert held <= config.lookback_s * 1e6 / STEP_US + config.on_windows + 1
+
+
+def test_aic_onset_after_a_flat_stretch():
+    """A flat stretch (dead channel, zeros before the record) then signal: the onset is where
+    the signal starts. Running-sum variances of the flat part cancel slightly below zero; as
+    a NaN in the log, they once gave the first NaN's index (61 here) as the onset."""
+    import warnings
+
+    x = np.full((1, 200), 9.81)
+    x[0, 120:] += np.random.default_rng(0).normal(0, 1e-3, 80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert abs(aic_onset(x) - 120) <= 1
