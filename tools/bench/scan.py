@@ -81,9 +81,10 @@ def _peak_rss_mb(sds: Path, model: Path) -> dict:
     # fork and exec (Linux), and the parent has just written gigabytes of miniSEED.
     code = ("import json, sys\n"
             "from tools.scan.archive import find_station_days\n"
-            "from tools.scan.day import ScanSettings, scan_station_day\n"
+            "from tools.scan.day import ScanSettings\n"
+            "from tools.scan.run import scan_on_worker\n"
             "days, _ = find_station_days([sys.argv[1]])\n"
-            "res = scan_station_day(days[0], ScanSettings(model=sys.argv[2], units='m/s2'))\n"
+            "res = scan_on_worker(days[0], ScanSettings(model=sys.argv[2], units='m/s2'))\n"
             "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
             "print(json.dumps({'peak_rss_mb': int(hwm.split()[1]) / 1024,"
             " 'windows': res['stats']['windows'], 'wall_s': res['stats']['wall_s']}))\n")

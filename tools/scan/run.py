@@ -86,6 +86,51 @@ def _local(days, settings: ScanSettings):
             yield day, _failed(day, exc)
 
 
+# glibc's mallopt parameters, and what a worker's task sets them to (bytes)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+WORKER_MALLOC_THRESHOLD = 32 << 20
+
+
+def settle_worker_malloc() -> bool:
+    """Let a Dask worker reuse the memory of a station-day's arrays instead of faulting it in again.
+
+    Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536``: glibc then gives
+    every freed block of more than 64 KiB back to the system, and a station-day's pieces
+    (megabytes, an hour of samples at a time) come back as fresh pages, zeroed by the
+    kernel. On a 100 Hz day that was 340,000 page faults instead of 52,000 and 0.9 s of
+    system time instead of 0.2. Keeping up to 32 MiB (and mapping only blocks above it
+    separately) gives the single process's speed for at most 32 MiB more resident memory.
+    Returns whether glibc took the settings (False elsewhere: macOS, musl).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_TRIM_THRESHOLD, WORKER_MALLOC_THRESHOLD)
+                    and libc.mallopt(M_MMAP_THRESHOLD, WORKER_MALLOC_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
+def scan_on_worker(day: StationDay, settings: ScanSettings) -> dict:
+    """A station-day as a Dask worker runs it: :func:`settle_worker_malloc`, then the scan."""
+    settle_worker_malloc()
+    return scan_station_day(day, settings)
+
+
+# A local cluster's workers share the machine with the client and the scheduler, so what
+# runs besides the station-days is kept rare: the workers' statistical profiler (a stack
+# sample every 10 ms), the event loops' health checks (every 20 ms), memory polls (every
+# 100 ms) and work stealing (station-days are alike; the scheduler hands them out as
+# workers free up). With them, a 100 Hz station-day took 15 % longer on a worker.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.scheduler.work-stealing": False,
+}
+
+
 def _client(scheduler: str | None, workers: int):
     """A Dask client of ``scheduler`` or of a new local cluster of ``workers`` processes."""
     try:
@@ -98,20 +143,37 @@ def _client(scheduler: str | None, workers: int):
         except (OSError, TimeoutError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ScanError(f"--scheduler {scheduler}: cannot connect ({reason[:120]})") from None
+    import dask
+
     # One thread per worker: a worker holds one station-day at a time, and the node's
     # model runs on one core as on the node.
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
     return Client(cluster), cluster
 
 
-def _distributed(days, settings: ScanSettings, scheduler: str | None, workers: int):
-    """Station-days on a Dask cluster: ``(day, result)`` in the order they finish."""
+def _close(client, cluster) -> None:
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _distributed(days, settings: ScanSettings, scheduler: str | None, workers: int, closing: list):
+    """Station-days on a Dask cluster: ``(day, result)`` in the order they finish.
+
+    Once every result is in, the client and a local cluster are closed by a thread appended
+    to ``closing`` (a local cluster takes about a second to retire its workers), so the
+    outputs are written meanwhile; on an error they are closed before it propagates.
+    """
+    import threading
+
     from distributed import as_completed
 
     client, cluster = _client(scheduler, workers)
+    finished = False
     try:
-        futures = {client.submit(scan_station_day, day, settings, pure=False,
+        futures = {client.submit(scan_on_worker, day, settings, pure=False,
                                  key=f"scan-{day.station}-{day.day}-{time.time_ns()}"): day
                    for day in days}
         for future in as_completed(futures):
@@ -120,10 +182,14 @@ def _distributed(days, settings: ScanSettings, scheduler: str | None, workers: i
                 yield day, future.result()
             except Exception as exc:  # KilledWorker after repeated worker deaths, or the task raised
                 yield day, _failed(day, exc)
+        finished = True
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if finished:
+            closer = threading.Thread(target=_close, args=(client, cluster), name="scan-close-cluster")
+            closer.start()
+            closing.append(closer)
+        else:
+            _close(client, cluster)
 
 
 def run_scan(sources, settings: ScanSettings, out, *, scheduler: str | None = None, workers: int = 0,
@@ -169,7 +235,8 @@ def run_scan(sources, settings: ScanSettings, out, *, scheduler: str | None = No
     todo = [d for d in days if d.key not in results]
     (out / "config.json").write_text(json.dumps({**asdict(settings), "sources": list(map(str, sources)),
                                                  "scheduler": scheduler, "workers": workers}, indent=2))
-    runner = _distributed(todo, settings, scheduler, workers) if (scheduler or workers) \
+    closing = []  # the thread closing a Dask cluster while the outputs are written
+    runner = _distributed(todo, settings, scheduler, workers, closing) if (scheduler or workers) \
         else _local(todo, settings)
     computed = []
     with tqdm(total=len(days), initial=len(results), desc="scan", unit="station-day",
@@ -182,5 +249,9 @@ def run_scan(sources, settings: ScanSettings, out, *, scheduler: str | None = No
             computed.append(day.key)
             bar.update(1)
     ordered = [results[d.key] for d in days]
-    return write_outputs(ordered, skipped, out, settings, resumed=len(days) - len(computed),
-                         computed=set(computed), wall_s=time.monotonic() - started, printer=printer)
+    try:
+        return write_outputs(ordered, skipped, out, settings, resumed=len(days) - len(computed),
+                             computed=set(computed), wall_s=time.monotonic() - started, printer=printer)
+    finally:
+        for closer in closing:
+            closer.join()
