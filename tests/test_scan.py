@@ -416,3 +416,27 @@ def test_scan_benchmark_is_registered():
 
     assert "scan" in BENCHES
     assert callable(importlib.import_module("tools.bench.scan").bench_scan)
+
+
+def test_a_worker_keeps_freed_memory_despite_the_nannys_trim_threshold():
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; a worker's task then sets
+    glibc to keep up to 32 MiB, so a station-day's hour-long arrays are reused, not faulted in
+    again (page faults of 40 allocations of 8 MB, with and without the setting)."""
+    code = ("import resource, sys\n"
+            "import numpy as np\n"
+            "from tools.scan.run import settle_worker_malloc\n"
+            "if sys.argv[1] == 'settle':\n"
+            "    assert settle_worker_malloc()\n"
+            "np.ones(1 << 20).sum()\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(40):\n"
+            "    np.ones(1 << 20).sum()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
+    faults = {}
+    for how in ("as-is", "settle"):
+        done = subprocess.run([sys.executable, "-c", code, how], cwd=REPO, capture_output=True, text=True,
+                              env={**python_env(), "MALLOC_TRIM_THRESHOLD_": "65536"}, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        faults[how] = int(done.stdout.split()[-1])
+    assert faults["as-is"] > 40 * 100  # each 8 MB array faulted in again (fewer faults with huge pages)
+    assert faults["settle"] < faults["as-is"] / 10, faults
