@@ -35,8 +35,8 @@ QUAKE_EVERY_S = 4 * 3600.0
 def write_sds_day(root: Path, station: str, day, seconds: float, rate_hz: float, rng) -> None:
     """One station-day of three float32 miniSEED channels (m/s^2) in an SDS tree under ``root``.
 
-    Noise (1 mm/s^2 rms) from midnight for ``seconds``, with a synthetic earthquake every
-    :data:`QUAKE_EVERY_S` s, starting 10 min in.
+    Noise (1 mm/s^2 rms) from midnight for ``seconds``, gravity on HNZ as an accelerometer
+    reads it, with a synthetic earthquake every :data:`QUAKE_EVERY_S` s, starting 10 min in.
     """
     from obspy import Trace
 
@@ -46,10 +46,13 @@ def write_sds_day(root: Path, station: str, day, seconds: float, rate_hz: float,
     quakes = [synth.earthquake(rng, duration_s=60.0, fs=rate_hz, p_s=10.0, pga_mps2=0.3, sp_s=4.0).data
               for _ in np.arange(600.0, seconds - 60.0, QUAKE_EVERY_S)]
     for k, cha in enumerate(("HNE", "HNN", "HNZ")):
-        data = rng.normal(0.0, 1e-3, n).astype(np.float32)
+        # The generator's records carry gravity on Z: so does the day, or each earthquake
+        # would start and end with a 1 g step (two extra events per earthquake).
+        gravity = synth.G_MPS2 if cha == "HNZ" else 0.0
+        data = (rng.normal(0.0, 1e-3, n) + gravity).astype(np.float32)
         for j, q in enumerate(quakes):
             i = int((600.0 + j * QUAKE_EVERY_S) * rate_hz)
-            data[i:i + q.shape[1]] += q[k].astype(np.float32)
+            data[i:i + q.shape[1]] += (q[k] - gravity).astype(np.float32)
         tr = Trace(data)
         tr.stats.update(dict(network="XX", station=station, channel=cha, sampling_rate=rate_hz,
                              starttime=day))

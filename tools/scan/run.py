@@ -137,6 +137,9 @@ def _client(scheduler: str | None, workers: int):
         from distributed import Client, LocalCluster
     except ImportError:
         raise ScanError("--scheduler/--workers need Dask distributed: pip install -e '.[scan]'") from None
+    # The scheduler and nannies of a local cluster live in this process: their thirty lines
+    # of start-up and shut-down at INFO would bury the scan's own. Warnings still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler:
         try:
             return Client(scheduler, timeout=CONNECT_TIMEOUT_S), None
