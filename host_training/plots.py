@@ -17,9 +17,14 @@ def _figure():
     return plt
 
 
-def _save(plt, fig, path: Path, numbers, dpi: int = 110, indent: int | None = 2) -> Path:
-    """Write ``fig`` as PNG to ``path`` and ``numbers`` as JSON beside it; close the figure."""
-    fig.tight_layout()
+def _save(plt, fig, path: Path, numbers, dpi: int = 110, indent: int | None = 2, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG to ``path`` and ``numbers`` as JSON beside it; close the figure.
+
+    ``tight``: fit the margins to the labels (``tight_layout``, most of the drawing time of a
+    simple figure); False keeps the margins the figure already has.
+    """
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     path.with_suffix(".json").write_text(json.dumps(numbers, indent=indent))

@@ -126,8 +126,10 @@ def _records(day: StationDay, settings: ScanSettings, window_s: float):
 
 
 class _DayTrace:
-    """Peak |acceleration| of every ``TRACE_STEP_S`` of the day, fed a record's samples in
-    order (whole, or piece after piece: a block spanning two pieces is the same block), m/s^2."""
+    """Peak |acceleration| about its mean in every ``TRACE_STEP_S`` of the day, over the
+    components, fed a record's samples in order (whole, or piece after piece: a block
+    spanning two pieces is the same block), m/s^2. About the block's mean: an
+    accelerometer's vertical reads 1 g, which would otherwise be all the trace shows."""
 
     def __init__(self, day: StationDay):
         self.day = day
@@ -158,8 +160,8 @@ class _DayTrace:
         blocks = np.empty(m)
         per = max(1, int(PIECE_S / TRACE_STEP_S))  # blocks at a time: no copy of the whole day
         for b in range(0, m, per):
-            part = data[:, b * step:min(m, b + per) * step]
-            blocks[b:b + per] = np.abs(part).reshape(data.shape[0], -1, step).max(axis=(0, 2))
+            part = data[:, b * step:min(m, b + per) * step].reshape(data.shape[0], -1, step)
+            blocks[b:b + per] = np.abs(part - part.mean(axis=2, keepdims=True)).max(axis=(0, 2))
         first, n = self.block, len(self.peak)
         lo, hi = max(0, first), min(n, first + m)
         if hi > lo:

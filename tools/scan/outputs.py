@@ -5,9 +5,9 @@
   closed event, with its P and S picks;
 * ``station_days.csv`` / ``.json``: windows per class, triggers, events, gaps, clipped
   samples, and triggers and events on data marked as noise, per station-day;
-* ``events_per_day.png`` (+ ``.json``): events per day per station; ``trace_*.png``
-  (+ ``.json``): the day's peak acceleration with its triggers and events, for the
-  station-days with the most triggers;
+* ``events_per_day.png`` (+ ``.json``): events and triggers per station and day;
+  ``trace_*.png`` (+ ``.json``): the day's peak acceleration (about each 10 s mean) with its
+  triggers and events, for the station-days with the most triggers;
 * ``summary.json``: ``summary``, ``rows``, ``skipped`` with replay-test's keys, plus the
   station-days and the false alarms per day of noise.
 """
@@ -85,27 +85,44 @@ def write_station_days(stats: list, out: Path) -> None:
 
 
 def plot_events_per_day(stats: list, path: Path) -> None:
-    """Events (bars) and triggers (dots) per day, one row per station."""
+    """Events and triggers per station and day, as two station x day grids (grey: no data).
+
+    One image per count, not one panel per station: it stays readable (and quick to draw)
+    for fifty stations over a season; each cell holds its count while the grid is small.
+    """
     from host_training.plots import _figure, _save
 
     plt = _figure()
     stations = sorted({s["station"] for s in stats})
     days = sorted({s["day"] for s in stats})
-    numbers = {"days": days, "stations": {}}
-    fig, axes = plt.subplots(len(stations), 1, figsize=(8, 0.6 + 1.4 * len(stations)), squeeze=False,
-                             sharex=True)
-    x = np.arange(len(days))
-    for ax, station in zip(axes[:, 0], stations, strict=True):
-        by_day = {s["day"]: s for s in stats if s["station"] == station}
-        events = [by_day[d]["events"] if d in by_day else 0 for d in days]
-        triggers = [by_day[d]["triggers"] if d in by_day else 0 for d in days]
-        ax.bar(x, events, color="tab:red", label="events")
-        ax.plot(x, triggers, "k.", label="triggers")
-        ax.set_ylabel(station, fontsize=8)
-        numbers["stations"][station] = {"events": events, "triggers": triggers}
-    axes[0, 0].legend(fontsize=7, loc="upper right")
-    axes[-1, 0].set_xticks(x, days, rotation=60, fontsize=6)
-    axes[0, 0].set_title("events per day per station (tools scan)", fontsize=9)
+    row, col = {st: i for i, st in enumerate(stations)}, {d: j for j, d in enumerate(days)}
+    grids = {"events": np.full((len(stations), len(days)), np.nan), "triggers": None}
+    grids["triggers"] = grids["events"].copy()
+    for s in stats:
+        for key, grid in grids.items():
+            grid[row[s["station"]], col[s["day"]]] = s[key]
+    fig, axes = plt.subplots(1, 2, sharey=True, squeeze=False,
+                             figsize=(min(18.0, 7.0 + 0.5 * len(days)),
+                                      min(14.0, 1.8 + 0.25 * len(stations))))
+    for ax, (key, grid), cmap in zip(axes[0], grids.items(), ("Reds", "Oranges"), strict=True):
+        ax.set_facecolor("0.85")  # station-days without data
+        top = max(1.0, float(np.nanmax(grid)))
+        image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, interpolation="nearest",
+                          vmin=0, vmax=top)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        if grid.size <= 600:
+            for (i, j), v in np.ndenumerate(grid):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v > 0.6 * top else "black")
+        every = max(1, len(days) // 30)  # at most about 30 day labels
+        ax.set_xticks(range(0, len(days), every), days[::every], rotation=60, fontsize=6)
+        ax.set_title(key, fontsize=9)
+    fig.suptitle("per station-day (tools scan; grey: no data)", fontsize=9)
+    axes[0, 0].set_yticks(range(len(stations)), stations, fontsize=7)
+    numbers = {"days": days, "stations": {
+        st: {key: [None if not np.isfinite(v) else int(v) for v in grid[i]] for key, grid in grids.items()}
+        for i, st in enumerate(stations)}}
     _save(plt, fig, path, numbers)
 
 
@@ -127,10 +144,11 @@ def plot_day_trace(stats: dict, records: list, path: Path) -> None:
         ax.axvline(t_h, color="tab:orange" if rec["type"] == "trigger" else "tab:red", lw=0.8)
     ax.set_xlim(0, 24)
     ax.set_xlabel(f"hours of {stats['day']} (UTC); orange: triggers, red: events")
-    ax.set_ylabel("peak |a| (m/s^2)")
+    ax.set_ylabel(f"peak |a - mean| per {step:g} s (m/s^2)", fontsize=8)
     ax.set_title(f"{stats['station']} {stats['day']}", fontsize=9)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.9)  # fixed: a third of the drawing time
     _save(plt, fig, path, {"station": stats["station"], "day": stats["day"], "step_s": step,
-                           "peak_mps2": stats["trace"], "hours": marks}, indent=None)
+                           "peak_mps2": stats["trace"], "hours": marks}, indent=None, tight=False)
 
 
 def _false_alarms(stats: list) -> dict:
