@@ -93,6 +93,8 @@ def plot_events_per_day(stats: list, path: Path) -> None:
     from host_training.plots import _figure, _save
 
     plt = _figure()
+    from matplotlib.ticker import MaxNLocator
+
     stations = sorted({s["station"] for s in stats})
     days = sorted({s["day"] for s in stats})
     row, col = {st: i for i, st in enumerate(stations)}, {d: j for j, d in enumerate(days)}
@@ -109,7 +111,7 @@ def plot_events_per_day(stats: list, path: Path) -> None:
         top = max(1.0, float(np.nanmax(grid)))
         image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, interpolation="nearest",
                           vmin=0, vmax=top)
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        fig.colorbar(image, ax=ax, shrink=0.8).ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if grid.size <= 600:
             for (i, j), v in np.ndenumerate(grid):
                 if np.isfinite(v):
