@@ -78,3 +78,31 @@ def test_node_noise_windows_join_the_training_set():
     rms = mixed.waveforms[len(base):, 0][quiet].std(axis=-1)  # E: self-noise and drift, no gravity
     assert 2e-4 < rms.min() and rms.max() < 6e-3
     assert with_node_noise(base, 0, seed=1) is base
+
+
+def test_the_default_detector_is_trained_once_and_copied_from_the_cache(tiny_model, tmp_path, monkeypatch):
+    """network-test without --model: a detector cached for this recipe, seed and training
+    code is copied into OUT/model, not trained again; another seed or recipe is another
+    entry, and a cache entry without its model is trained again (training refused here)."""
+    import shutil
+
+    from tools.network_test import model as nt_model
+
+    cache = tmp_path / "cache"
+    key = nt_model.recipe_key("physics", 1)
+    assert key != nt_model.recipe_key("physics", 2) and key != nt_model.recipe_key("parametric", 1)
+    assert key == nt_model.recipe_key("physics", 1)  # the same checkout, the same key
+    (cache / key).mkdir(parents=True)
+    shutil.copy2(tiny_model["sim"], cache / key / "model_int16_sim.onnx")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("training started")
+
+    monkeypatch.setattr(nt_model, "train_detector", refuse)
+    for out in ("run1", "run2"):
+        path = nt_model.tiny_model(tmp_path / out / "model", cache=cache)
+        assert path == tmp_path / out / "model" / "model_int16_sim.onnx"
+        assert path.read_bytes() == tiny_model["sim"].read_bytes()
+    (cache / key / "model_int16_sim.onnx").unlink()  # a broken entry: trained again
+    with pytest.raises(RuntimeError, match="training started"):
+        nt_model.tiny_model(tmp_path / "run3" / "model", cache=cache)

@@ -28,7 +28,8 @@ def add_arguments(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/network_test", help="output folder")
     t.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
-    t.add_argument("--model", help="ONNX model for the nodes (default: a small one trained into OUT/model)")
+    t.add_argument("--model", help="ONNX model for the nodes (default: a small one, trained once into "
+                                    "runs/cache/network_detector and copied into OUT/model)")
     t.add_argument("--spacing-km", type=float, default=15.0, help="station spacing (jittered by a sixth)")
     t.add_argument("--magnitudes", type=float, nargs=2, default=(3.0, 4.5), metavar=("MIN", "MAX"))
     t.add_argument(

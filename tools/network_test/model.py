@@ -1,4 +1,5 @@
-"""A small detector for the network test when none is given: trained in minutes, kept in OUT.
+"""A small detector for the network test when none is given: trained in minutes, kept in OUT
+and in a cache that later runs into another OUT copy it from (:func:`tiny_model`).
 
 A network's nodes must pick the weak first P of an M3 15-30 km away, a few times the
 MEMS noise, that no node would declare an event on. Two training sets
@@ -20,7 +21,18 @@ MEMS noise, that no node would declare an event on. Two training sets
 
 from __future__ import annotations
 
+import os
+import shutil
+import zlib
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = REPO / "runs" / "cache" / "network_detector"  # trained detectors, by recipe_key()
+# The code a trained detector depends on beyond its recipe and seed: a change to any of it
+# trains a new one instead of reusing the cached one.
+TRAINING_CODE = ("tools/network_test/model.py", "host_training/models.py", "host_training/train.py",
+                 "host_training/export.py", "host_training/synthetic", "quantization/int16.py",
+                 "quantization/simplify.py", "edge_runtime/preprocess.py")
 
 # Green's function bank of the physics recipe: 4 velocity models x 2 depths, distances to
 # 80 km (the network's stations see an M3 no farther), 25 s traces; its own seed.
@@ -119,8 +131,23 @@ def train_detector(folder: Path, recipe: str = "physics", seed: int = 1, cache_d
     return path
 
 
-def tiny_model(folder: Path, seed: int = 1, recipe: str = "physics") -> Path:
-    """The network test's detector in ``folder`` (reused when already there), see :func:`train_detector`.
+def recipe_key(recipe: str, seed: int) -> str:
+    """The cache's name for the detector of ``recipe`` and ``seed`` with this checkout's
+    training code (:data:`TRAINING_CODE`, its bytes)."""
+    crc = 0
+    for name in TRAINING_CODE:
+        path = REPO / name
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            crc = zlib.crc32(f.read_bytes(), crc)
+    return f"{recipe}-seed{seed}-{crc:08x}"
+
+
+def tiny_model(folder: Path, seed: int = 1, recipe: str = "physics", cache: Path | None = CACHE) -> Path:
+    """The network test's detector in ``folder``, see :func:`train_detector`.
+
+    Reused when already there; else copied from ``cache`` (trained there first when it has
+    none for this recipe, seed and training code: :func:`recipe_key`), so only the first
+    run without ``--model`` trains. ``cache=None``: train into ``folder``.
 
     ``physics`` by default: on 40 earthquakes M3.0-3.5 inside a 12-station network
     (:mod:`.detectability`, seed 0, the node's pick thresholds) 28 had P picks on at least
@@ -130,4 +157,19 @@ def tiny_model(folder: Path, seed: int = 1, recipe: str = "physics") -> Path:
     path = Path(folder) / "model_int16_sim.onnx"
     if path.is_file():
         return path
-    return train_detector(folder, recipe, seed)
+    if cache is None:
+        return train_detector(folder, recipe, seed)
+    cached = Path(cache) / recipe_key(recipe, seed)
+    if not (cached / path.name).is_file():
+        shutil.rmtree(cached, ignore_errors=True)  # emptied by hand or by a full disk
+        scratch = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")  # a half-trained one never counts
+        train_detector(scratch, recipe, seed)
+        try:
+            os.replace(scratch, cached)
+        except OSError:  # another run cached it meanwhile
+            shutil.rmtree(scratch, ignore_errors=True)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for f in cached.iterdir():
+        if f.is_file():
+            shutil.copy2(f, Path(folder) / f.name)
+    return path
