@@ -75,19 +75,18 @@ def classify_record(record_mps2: np.ndarray, backend, config) -> dict:
     from edge_runtime.ring import window_samples
     from edge_runtime.service import Pipeline
     from tools.replay.sender import to_counts
+    from tools.scan.stream import window_batches
 
     pipeline = Pipeline(backend, config)
     samples = to_counts(record_mps2, config.counts_per_mps2) / config.counts_per_mps2
     n_window, n_step = window_samples(pipeline.prep.window_s, config.step_s, FS_HZ)
-    view = np.lib.stride_tricks.sliding_window_view(samples, n_window, axis=1)[:, ::n_step]
     probs, peaks = [], []
-    for first in range(0, view.shape[1], BATCH_WINDOWS):
-        raw = np.ascontiguousarray(view[:, first:first + BATCH_WINDOWS].transpose(1, 0, 2))
+    for _, raw in window_batches(samples, n_window, n_step, batch=BATCH_WINDOWS):
         p, peak, _live = pipeline.classify(raw, FS_HZ)
         p, peak = pipeline._plausible(p, peak)
         probs.append(p)
         peaks.append(peak)
-    return {"samples": samples, "starts": np.arange(view.shape[1]) * n_step, "n_window": n_window,
+    return {"samples": samples, "starts": np.arange(sum(map(len, peaks))) * n_step, "n_window": n_window,
             "probs": np.concatenate(probs), "peak": np.concatenate(peaks), "classes": pipeline.classes}
 
 

@@ -98,8 +98,7 @@ def plot_events_per_day(stats: list, path: Path) -> None:
     stations = sorted({s["station"] for s in stats})
     days = sorted({s["day"] for s in stats})
     row, col = {st: i for i, st in enumerate(stations)}, {d: j for j, d in enumerate(days)}
-    grids = {"events": np.full((len(stations), len(days)), np.nan), "triggers": None}
-    grids["triggers"] = grids["events"].copy()
+    grids = {key: np.full((len(stations), len(days)), np.nan) for key in ("events", "triggers")}
     for s in stats:
         for key, grid in grids.items():
             grid[row[s["station"]], col[s["day"]]] = s[key]

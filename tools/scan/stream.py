@@ -31,6 +31,7 @@ would change no trigger, event, pick or probability. They are the
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,6 +41,29 @@ from edge_runtime.ring import window_samples
 
 BATCH_WINDOWS = 256  # windows per model call: ORT's cost per window is lowest near this batch
 LOOKBACK_KEEP = 200  # the detector's look-back bound (EventDetector.recent's maxlen)
+
+
+def window_batches(samples: np.ndarray, n_window: int, n_step: int, first: int = 0,
+                   batch: int = BATCH_WINDOWS):
+    """The windows of ``samples`` ``(C, n)`` starting at sample ``first`` and every ``n_step``
+    after, ``batch`` at a time: ``(i, raw)`` with ``i`` the index of the batch's first window
+    and ``raw`` ``(N, C, n_window)`` contiguous, as the node stacks its windows (one copy of a
+    strided view of the samples)."""
+    view = np.lib.stride_tricks.sliding_window_view(samples, n_window, axis=1)[:, first::n_step]
+    for i in range(0, view.shape[1], batch):
+        yield i, np.ascontiguousarray(view[:, i:i + batch].transpose(1, 0, 2))
+
+
+class _Batch(NamedTuple):
+    """A batch of windows after the look-back context kept from the one before it."""
+
+    centers: np.ndarray  # (n_ctx + N,) window centres, UTC us
+    probs: np.ndarray  # (n_ctx + N, n_classes); a NaN row: not classified (yet)
+    peak: np.ndarray  # (n_ctx + N,) peak filtered acceleration, m/s^2
+    raw: np.ndarray  # (N, C, n_window) this batch's samples, m/s^2
+    int16: np.ndarray  # (N, C, n_out) this batch's model inputs
+    int16_ctx: np.ndarray | None  # the context's model inputs
+    n_ctx: int  # windows of context before the batch's
 
 
 def continuous(counts_shape, start_us: int, rate_hz: float, pipeline) -> bool:
@@ -97,10 +121,10 @@ class ChunkedStream:
         margin_us = 2 * self.n_step * self.period_us
         self.before_us = self.lookback_us + margin_us
         self.after_us = det.config.off_s * 1e6 + margin_us
-        self.classify_until_us = None  # windows centred up to here are classified (a candidate's span)
+        self.classify_until_us = -np.inf  # windows centred up to here are classified (a candidate's span)
         self.noise = np.zeros(len(pipeline.classes))
         self.noise[pipeline.noise_index] = 1.0
-        # (centers, probs, peaks, raw, int16, done) of up to 200 windows before the batch
+        # (centers, probs, peaks, raw, int16) of up to 200 windows before the batch
         self.context = None
         pipeline.windows.rate_hz = rate_hz  # what counters() and the node report
 
@@ -114,13 +138,8 @@ class ChunkedStream:
         out = []
         if last_start >= self.next_start:
             starts = np.arange(self.next_start, last_start + 1, self.n_step)
-            # (C, N, n_window): every window of the chunk, a strided view of its samples
-            view = np.lib.stride_tricks.sliding_window_view(samples_mps2, self.n_window, axis=1)[
-                :, self.next_start - base::self.n_step]
-            for i in range(0, len(starts), BATCH_WINDOWS):
-                # (N, C, n_window) contiguous, as the node stacks its windows: one copy
-                raw = np.ascontiguousarray(view[:, i:i + BATCH_WINDOWS].transpose(1, 0, 2))
-                out += self._classify(raw, starts[i:i + BATCH_WINDOWS])
+            for i, raw in window_batches(samples_mps2, self.n_window, self.n_step, self.next_start - base):
+                out += self._classify(raw, starts[i:i + len(raw)])
             self.next_start = int(starts[-1]) + self.n_step
         keep_from = min(self.next_start, base + n_have)
         self.tail = samples_mps2[:, keep_from - base:].copy()
@@ -140,70 +159,64 @@ class ChunkedStream:
         probs = np.full((len(peak), len(p.classes)), np.nan)  # NaN: not classified (yet)
         probs[~live] = self.noise
         probs, peak = p._plausible(probs, peak)  # counts them, sets them to noise, caps the peak
-        done = ~np.isnan(probs[:, 0])
-        p.window_classes["noise"] += int((live & done).sum())  # the implausible ones, as the node counts them
+        p.window_classes["noise"] += int((live & ~np.isnan(probs[:, 0])).sum())  # the implausible ones
         n_live = int(live.sum())
         p.counts["windows"] += n_live
         p.counts["windows_dead"] += len(peak) - n_live
         window_start_us = self.start_us + starts * self.period_us
         centers = (window_start_us.astype(np.float64) + self.half_us).astype(np.int64)
-        return self._detect(centers, probs, peak, raw, int16, done)
+        return self._detect(centers, probs, peak, raw, int16)
 
-    def _model(self, idx: np.ndarray, probs_all, done_all, int16, int16_ctx, n_ctx: int) -> None:
-        """Classify windows ``idx`` (of context + batch) with the node's model call, in place,
-        and count their classes as the node does."""
+    def _model(self, idx: np.ndarray, b: _Batch) -> None:
+        """Classify windows ``idx`` (of context + batch) with the node's model call, into
+        ``b.probs``, and count their classes as the node does."""
         p = self.pipeline
-        in_context, in_batch = idx[idx < n_ctx], idx[idx >= n_ctx] - n_ctx
-        for rows, source, offset in ((in_context, int16_ctx, 0), (in_batch, int16, n_ctx)):
+        in_context, in_batch = idx[idx < b.n_ctx], idx[idx >= b.n_ctx] - b.n_ctx
+        for rows, source, offset in ((in_context, b.int16_ctx, 0), (in_batch, b.int16, b.n_ctx)):
             if not len(rows):
                 continue
             x = source if len(rows) == len(source) else source[rows]  # all of a batch: no copy
             probs = p.backend.predict(x)
-            probs_all[rows + offset] = probs
-            done_all[rows + offset] = True
+            b.probs[rows + offset] = probs
             by_class = np.bincount(np.argmax(probs, axis=1), minlength=len(p.classes))
             for name, k in zip(p.classes, by_class.tolist(), strict=True):
                 p.window_classes[name] += k
 
-    def _needed(self, centers_all, peak_all, done_all) -> np.ndarray:
+    def _needed(self, b: _Batch) -> np.ndarray:
         """Indices of the windows to classify now: every one not yet classified
         (``classify_all``), or those within a candidate's span (module docstring)."""
+        pending = np.isnan(b.probs[:, 0])
         if self.classify_all:
-            return np.flatnonzero(~done_all)
-        candidates = centers_all[peak_all >= self.pipeline.detector.config.min_pga_mps2]
-        inside = np.zeros(len(centers_all) + 1, dtype=np.int64)
+            return np.flatnonzero(pending)
+        candidates = b.centers[b.peak >= self.pipeline.detector.config.min_pga_mps2]
+        inside = np.zeros(len(b.centers) + 1, dtype=np.int64)
+        np.add.at(inside, np.searchsorted(b.centers, candidates - self.before_us, side="left"), 1)
+        np.add.at(inside, np.searchsorted(b.centers, candidates + self.after_us, side="right"), -1)
+        # the span of a candidate of an earlier batch reaching into this one
+        span = (np.cumsum(inside[:-1]) > 0) | (b.centers <= self.classify_until_us)
         if len(candidates):
-            np.add.at(inside, np.searchsorted(centers_all, candidates - self.before_us, side="left"), 1)
-            np.add.at(inside, np.searchsorted(centers_all, candidates + self.after_us, side="right"), -1)
-        span = np.cumsum(inside[:-1]) > 0
-        if self.classify_until_us is not None:
-            span |= centers_all <= self.classify_until_us
-        if len(candidates):
-            self.classify_until_us = max(self.classify_until_us or 0, int(candidates[-1] + self.after_us))
-        return np.flatnonzero(span & ~done_all)
+            self.classify_until_us = max(self.classify_until_us, int(candidates[-1] + self.after_us))
+        return np.flatnonzero(span & pending)
 
-    def _detect(self, centers, probs, peak, raw, int16, done) -> list[dict]:
+    def _detect(self, centers, probs, peak, raw, int16) -> list[dict]:
         """Classify what a decision can read, then feed the detector every window it can
         decide on; skip the idle, quiet ones."""
         p = self.pipeline
         det = p.detector
         c = det.config
-        n_ctx = 0 if self.context is None else len(self.context[0])
         if self.context is not None:
-            centers_all = np.concatenate([self.context[0], centers])
-            probs_all = np.concatenate([self.context[1], probs])
-            peak_all = np.concatenate([self.context[2], peak])
-            done_all = np.concatenate([self.context[5], done])
-            int16_ctx = self.context[4]
+            ctx = self.context
+            b = _Batch(np.concatenate([ctx[0], centers]), np.concatenate([ctx[1], probs]),
+                       np.concatenate([ctx[2], peak]), raw, int16, ctx[4], len(ctx[0]))
         else:
-            centers_all, probs_all, peak_all, done_all, int16_ctx = centers, probs, peak, done, None
-        ensure = self._needed(centers_all, peak_all, done_all)
+            b = _Batch(centers, probs, peak, raw, int16, None, 0)
+        n_ctx = b.n_ctx
+        ensure = self._needed(b)
         if len(ensure):
-            self._model(ensure, probs_all, done_all, int16, int16_ctx, n_ctx)
+            self._model(ensure, b)
         with np.errstate(invalid="ignore"):  # windows not classified (NaN) never trigger
-            hits = np.flatnonzero((1.0 - probs_all[n_ctx:, p.noise_index] >= c.trigger_prob)
+            hits = np.flatnonzero((1.0 - b.probs[n_ctx:, p.noise_index] >= c.trigger_prob)
                                   & (peak >= c.min_pga_mps2))
-        arrays = (centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx)
         out = []
         i, n = 0, len(centers)
         while i < n:
@@ -212,11 +225,11 @@ class ChunkedStream:
                 if not len(after):
                     break
                 i = int(after[0])
-                det.recent = deque((self._scored(k, arrays) for k in self._lookback(i + n_ctx, centers_all)),
+                det.recent = deque((self._scored(k, b) for k in self._lookback(i + n_ctx, b.centers)),
                                    maxlen=LOOKBACK_KEEP)
-            out += p._count(det.update(self._scored(i + n_ctx, arrays)))
+            out += p._count(det.update(self._scored(i + n_ctx, b)))
             i += 1
-        self._keep_context(arrays)
+        self._keep_context(b)
         return out
 
     def _lookback(self, k: int, centers_all) -> range:
@@ -226,31 +239,27 @@ class ChunkedStream:
         first = int(np.searchsorted(centers_all[:k], centers_all[k - 1] - self.lookback_us, side="left"))
         return range(max(first, k - LOOKBACK_KEEP), k)
 
-    def _scored(self, k: int, arrays) -> Scored:
-        centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx = arrays
-        if not done_all[k]:
-            self._late(k, arrays)
-        data = self.context[3][k] if k < n_ctx else raw[k - n_ctx]
-        probs = dict(zip(self.pipeline.classes, probs_all[k].tolist(), strict=True))
-        return Scored(int(centers_all[k]), probs, float(peak_all[k]), data, self.rate_hz)
+    def _scored(self, k: int, b: _Batch) -> Scored:
+        if np.isnan(b.probs[k, 0]):
+            self._late(k, b)
+        data = self.context[3][k] if k < b.n_ctx else b.raw[k - b.n_ctx]
+        probs = dict(zip(self.pipeline.classes, b.probs[k].tolist(), strict=True))
+        return Scored(int(b.centers[k]), probs, float(b.peak[k]), data, self.rate_hz)
 
-    def _late(self, k: int, arrays) -> None:
+    def _late(self, k: int, b: _Batch) -> None:
         """Classify window ``k`` now. Never reached (the detector reads only windows of a
         candidate's span, classified before it runs); if it were, decisions stay the node's."""
-        centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx = arrays
-        self._model(np.array([k]), probs_all, done_all, int16, int16_ctx, n_ctx)
+        self._model(np.array([k]), b)
 
-    def _keep_context(self, arrays) -> None:
+    def _keep_context(self, b: _Batch) -> None:
         """The windows the next batch's first window may look back to. Their samples are a
         view of this batch's when the look-back lies in it (the batch, 1.2 MiB at 100 Hz, is
         kept until the next one instead of copying 200 windows of it every batch)."""
-        centers_all, probs_all, peak_all, done_all, raw, int16, int16_ctx, n_ctx = arrays
-        k = len(centers_all)
-        first = self._lookback(k, centers_all).start if k else 0
-        if first >= n_ctx:
-            raws, codes = raw[first - n_ctx:], int16[first - n_ctx:]
+        k = len(b.centers)
+        first = self._lookback(k, b.centers).start if k else 0
+        if first >= b.n_ctx:
+            raws, codes = b.raw[first - b.n_ctx:], b.int16[first - b.n_ctx:]
         else:
-            raws = np.concatenate([self.context[3][first:], raw])
-            codes = np.concatenate([int16_ctx[first:], int16])
-        self.context = (centers_all[first:].copy(), probs_all[first:].copy(), peak_all[first:].copy(), raws,
-                        codes, done_all[first:].copy())
+            raws = np.concatenate([self.context[3][first:], b.raw])
+            codes = np.concatenate([b.int16_ctx[first:], b.int16])
+        self.context = (b.centers[first:].copy(), b.probs[first:].copy(), b.peak[first:].copy(), raws, codes)
