@@ -141,10 +141,10 @@ def _phase_run(windows: list, label: str, after_us: int | None = None,
                trigger_us: int | None = None, min_score: float = 1.5) -> list:
     """The first run of consecutive ``label`` windows that can carry a pick.
 
-    A run that starts before the trigger (``trigger_us``, in the look-back) must score
-    ``min_score`` in summed probability of ``label`` (two confident windows), so a lone
-    noise window leaning to P cannot steal the pick; any run from the trigger on counts.
-    Failing all that, the first run.
+    A run must score ``min_score`` in summed probability of ``label`` (two confident
+    windows), so a lone noise window leaning to P, or a window of P coda leaning to S,
+    cannot steal the pick; only a run from the trigger on (``trigger_us``: given for P,
+    whose windows the trigger is made of) counts without it. Failing all that, the first run.
     """
     runs, run = [], []
     for w in windows:
@@ -270,8 +270,9 @@ class EventDetector:
         context = list(before if before is not None else self.open.before) + list(windows)
         trigger_us = windows[0].center_us
         p_run = _phase_run(context, "P", trigger_us=trigger_us)
-        s_run = _phase_run(context, "S", after_us=p_run[-1].center_us if p_run else None,
-                           trigger_us=trigger_us)
+        # No S run is vouched for by the trigger (the P's windows trigger it): each must
+        # score, or one window of P coda leaning to S takes the S pick seconds early.
+        s_run = _phase_run(context, "S", after_us=p_run[-1].center_us if p_run else None)
         p_time = _refine(p_run, components=[2])
         s_time = _refine(s_run, components=[0, 1])
         summary = {

@@ -150,6 +150,18 @@ def test_short_doubtful_p_after_trigger_keeps_the_pick():
     assert event["p_time_us"] == 20 * STEP_US and event["s_time_us"] == 22 * STEP_US
 
 
+def test_lone_s_leaning_window_in_the_p_coda_does_not_steal_the_s_pick():
+    """One window of P coda leaning to S (p 0.6) inside the event: the S pick is the
+    confident S run 2 s later, not that window (the demo's model did this on far events)."""
+    det = EventDetector(DetectorConfig(min_pga_mps2=0.02))
+    labels = ["noise"] * 20 + ["P"] * 6 + ["S"] + ["P"] * 6 + ["S"] * 10 + ["noise"] * 50
+    out = []
+    for i, label in enumerate(labels):
+        out += det.update(scored(i, label, p=0.6 if i == 26 else 0.9))
+    event = [e for e in out if e["type"] == "event"][0]
+    assert event["p_time_us"] == 20 * STEP_US and event["s_time_us"] == 33 * STEP_US
+
+
 def test_lookback_holds_only_the_windows_it_may_read():
     """``recent`` keeps lookback_s of windows, not a count: after 100 s of noise a weak P run
     starting exactly lookback_s before the trigger is still picked, and at most
