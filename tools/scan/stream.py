@@ -55,15 +55,19 @@ def window_batches(samples: np.ndarray, n_window: int, n_step: int, first: int =
 
 
 class _Batch(NamedTuple):
-    """A batch of windows after the look-back context kept from the one before it."""
+    """A batch of windows after the look-back context kept from the one before it (itself
+    a batch without context)."""
 
     centers: np.ndarray  # (n_ctx + N,) window centres, UTC us
     probs: np.ndarray  # (n_ctx + N, n_classes); a NaN row: not classified (yet)
     peak: np.ndarray  # (n_ctx + N,) peak filtered acceleration, m/s^2
     raw: np.ndarray  # (N, C, n_window) this batch's samples, m/s^2
     int16: np.ndarray  # (N, C, n_out) this batch's model inputs
-    int16_ctx: np.ndarray | None  # the context's model inputs
-    n_ctx: int  # windows of context before the batch's
+    context: _Batch | None = None  # the n_ctx windows before, whose rows lead the first three
+
+    @property
+    def n_ctx(self) -> int:
+        return 0 if self.context is None else len(self.context.raw)
 
 
 def continuous(counts_shape, start_us: int, rate_hz: float, pipeline) -> bool:
@@ -124,8 +128,8 @@ class ChunkedStream:
         self.classify_until_us = -np.inf  # windows centred up to here are classified (a candidate's span)
         self.noise = np.zeros(len(pipeline.classes))
         self.noise[pipeline.noise_index] = 1.0
-        # (centers, probs, peaks, raw, int16) of up to 200 windows before the batch
-        self.context = None
+        self.context: _Batch | None = None  # up to 200 windows before the batch
+
         pipeline.windows.rate_hz = rate_hz  # what counters() and the node report
 
     def push(self, samples_mps2: np.ndarray) -> list[dict]:
@@ -172,10 +176,10 @@ class ChunkedStream:
         ``b.probs``, and count their classes as the node does."""
         p = self.pipeline
         in_context, in_batch = idx[idx < b.n_ctx], idx[idx >= b.n_ctx] - b.n_ctx
-        for rows, source, offset in ((in_context, b.int16_ctx, 0), (in_batch, b.int16, b.n_ctx)):
+        for rows, source, offset in ((in_context, b.context, 0), (in_batch, b, b.n_ctx)):
             if not len(rows):
                 continue
-            x = source if len(rows) == len(source) else source[rows]  # all of a batch: no copy
+            x = source.int16 if len(rows) == len(source.int16) else source.int16[rows]  # all: no copy
             probs = p.backend.predict(x)
             b.probs[rows + offset] = probs
             by_class = np.bincount(np.argmax(probs, axis=1), minlength=len(p.classes))
@@ -204,12 +208,12 @@ class ChunkedStream:
         p = self.pipeline
         det = p.detector
         c = det.config
-        if self.context is not None:
-            ctx = self.context
-            b = _Batch(np.concatenate([ctx[0], centers]), np.concatenate([ctx[1], probs]),
-                       np.concatenate([ctx[2], peak]), raw, int16, ctx[4], len(ctx[0]))
+        ctx = self.context
+        if ctx is not None:
+            b = _Batch(np.concatenate([ctx.centers, centers]), np.concatenate([ctx.probs, probs]),
+                       np.concatenate([ctx.peak, peak]), raw, int16, ctx)
         else:
-            b = _Batch(centers, probs, peak, raw, int16, None, 0)
+            b = _Batch(centers, probs, peak, raw, int16)
         n_ctx = b.n_ctx
         ensure = self._needed(b)
         if len(ensure):
@@ -242,7 +246,7 @@ class ChunkedStream:
     def _scored(self, k: int, b: _Batch) -> Scored:
         if np.isnan(b.probs[k, 0]):
             self._late(k, b)
-        data = self.context[3][k] if k < b.n_ctx else b.raw[k - b.n_ctx]
+        data = b.context.raw[k] if k < b.n_ctx else b.raw[k - b.n_ctx]
         probs = dict(zip(self.pipeline.classes, b.probs[k].tolist(), strict=True))
         return Scored(int(b.centers[k]), probs, float(b.peak[k]), data, self.rate_hz)
 
@@ -260,6 +264,7 @@ class ChunkedStream:
         if first >= b.n_ctx:
             raws, codes = b.raw[first - b.n_ctx:], b.int16[first - b.n_ctx:]
         else:
-            raws = np.concatenate([self.context[3][first:], b.raw])
-            codes = np.concatenate([b.int16_ctx[first:], b.int16])
-        self.context = (b.centers[first:].copy(), b.probs[first:].copy(), b.peak[first:].copy(), raws, codes)
+            raws = np.concatenate([b.context.raw[first:], b.raw])
+            codes = np.concatenate([b.context.int16[first:], b.int16])
+        self.context = _Batch(b.centers[first:].copy(), b.probs[first:].copy(), b.peak[first:].copy(),
+                              raws, codes)
